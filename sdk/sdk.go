@@ -1,0 +1,171 @@
+// Package sdk is the only package a plugin author imports.
+//
+// A plugin is a Source or a Sink. Its main function is a single call:
+//
+//	func main() { sdk.Serve(&MySink{}) }
+//
+// The engine starts the plugin as its own process, asks it to describe itself
+// (Info), decodes the plugin's HCL block against the attributes it declares,
+// hands it the values (Configure), and then streams Arrow record batches from
+// it (Source.Read) or to it (Sink.Write).
+//
+// Optional abilities are separate interfaces that the SDK type-asserts for,
+// in the manner of database/sql/driver: SchemaSource and SinkCloser.
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow"
+)
+
+// ProtocolVersion is the version of the plugin protocol this SDK speaks.
+const ProtocolVersion = 1
+
+// Kind says whether a plugin is a source or a sink.
+type Kind string
+
+const (
+	KindSource Kind = "source"
+	KindSink   Kind = "sink"
+)
+
+// Info describes a plugin: what it is and which attributes its HCL block takes.
+type Info struct {
+	Kind        Kind
+	Type        string // the first block label, e.g. "webhook" in sink "webhook" "crm"
+	Version     string
+	Description string
+	Config      []Attribute
+}
+
+// Attribute is one attribute of a plugin's HCL block. The engine checks the
+// block against these before the plugin sees it, so a missing, unknown or
+// mistyped attribute is reported at its file:line:column.
+type Attribute struct {
+	Name        string
+	Type        Type
+	Required    bool
+	Description string
+	// Default is used when the attribute is absent. It must be a value that
+	// encodes to JSON of the attribute's type.
+	Default any
+	// Template attributes may contain {{ expr }} placeholders. The engine
+	// compiles them against the record schema and renders them for every
+	// record; the plugin reads the result with Batch.Template.
+	Template bool
+}
+
+// Type is an attribute type in go-cty's JSON type notation.
+type Type string
+
+const (
+	String Type = `"string"`
+	Number Type = `"number"`
+	Bool   Type = `"bool"`
+	Any    Type = `"dynamic"`
+)
+
+// ListOf is the type of a list whose elements are of type t.
+func ListOf(t Type) Type { return Type(`["list",` + string(t) + `]`) }
+
+// MapOf is the type of a map whose values are of type t.
+func MapOf(t Type) Type { return Type(`["map",` + string(t) + `]`) }
+
+// Config is a plugin's decoded HCL block.
+type Config struct {
+	// Name is the block's name label, e.g. "crm" in sink "webhook" "crm".
+	Name string
+	// JSON holds the attribute values as a JSON object, defaults applied.
+	JSON json.RawMessage
+	// Templates lists the template attributes whose value has placeholders.
+	Templates []string
+}
+
+// Decode unmarshals the block's attributes into v, typically a struct with
+// `json:"name"` tags.
+func (c Config) Decode(v any) error {
+	if err := json.Unmarshal(c.JSON, v); err != nil {
+		return fmt.Errorf("decode config: %w", err)
+	}
+	return nil
+}
+
+// HasTemplate reports whether the attribute holds {{ }} placeholders, so its
+// value differs per record and must be read with Batch.Template.
+func (c Config) HasTemplate(attr string) bool {
+	for _, t := range c.Templates {
+		if t == attr {
+			return true
+		}
+	}
+	return false
+}
+
+// Source produces records.
+type Source interface {
+	// Info describes the plugin. It is called before Configure, and may be
+	// the only call the plugin gets; it must not do I/O.
+	Info() Info
+	// Configure is called once with the plugin's block before Schema or
+	// Read. An error is reported against the block and nothing is read.
+	Configure(ctx context.Context, cfg Config) error
+	// Read emits the source's records as batches, starting after the
+	// position `from` (nil: from the beginning), and returns nil once the
+	// source is drained. For each batch it calls emit.Emit with the position
+	// that marks the batch's end; the engine hands that position back as
+	// `from` on the next run once every sink has acked the batch, so the same
+	// `from` must always lead to the same records. Read must return promptly
+	// when ctx is cancelled. Any error ends the run and is shown to the user
+	// with the plugin's name: say where (file and line) and what to do.
+	Read(ctx context.Context, from []byte, emit Emitter) error
+}
+
+// Emitter receives a source's batches.
+type Emitter interface {
+	// Emit sends one batch and the position of its end. Emit takes over the
+	// caller's reference to rec and releases it. It blocks while the engine
+	// applies backpressure and fails once the run is cancelled.
+	Emit(rec arrow.RecordBatch, position []byte) error
+	// Skipped counts records that were dropped on purpose (bad input with
+	// on_error = "skip"), so the run's summary can report them.
+	Skipped(n int)
+}
+
+// SchemaSource is a Source that can tell its record schema before reading,
+// e.g. by sampling its input. The engine uses it to check expressions at
+// validate time; without it, expressions are checked when the first batch
+// arrives.
+type SchemaSource interface {
+	Schema(ctx context.Context) (*arrow.Schema, error)
+}
+
+// Sink consumes records.
+type Sink interface {
+	// Info describes the plugin; see Source.Info.
+	Info() Info
+	// Configure is called once with the plugin's block before Write.
+	Configure(ctx context.Context, cfg Config) error
+	// Write delivers one batch. It is called for one batch at a time, in
+	// order. Returning nil acks the batch: it must then be durable at the
+	// destination, because the engine may commit the source position past it.
+	// Returning an error fails the run; the batch is not acked and is sent
+	// again on the next run. A batch's schema may differ from the previous
+	// batch's (a field appeared); the sink must handle that or fail clearly.
+	Write(ctx context.Context, b Batch) error
+}
+
+// SinkCloser is a Sink with something to flush or release when the stream
+// ends. Close is called once after the last Write of a successful run; an
+// error fails the run.
+type SinkCloser interface {
+	Close(ctx context.Context) error
+}
+
+// ErrRetryable may be wrapped by a Sink's Write error to say the failure is
+// transient (a timeout, a 503). The engine then reports it as such; the batch
+// is not acked either way.
+var ErrRetryable = errors.New("retryable")
