@@ -1,0 +1,170 @@
+// Package config reads pipeline files and checks them. It parses and checks;
+// it starts nothing and runs nothing.
+//
+// Checking happens in three stages, so that every stage can report all of its
+// errors and later stages still run for the blocks that earlier ones accepted
+// (`pipeline validate` shows everything at once):
+//
+//  1. Load parses the files, decodes the top-level blocks and the engine's own
+//     attributes (inputs, where, when, the pipeline and plugin blocks), resolves
+//     the references between blocks and orders the graph.
+//  2. CheckPluginTypes reports blocks whose type names no known plugin, and
+//     DecodePluginBody (or DecodePlugins for the whole pipeline) decodes each
+//     source and sink body against the schema its plugin declares (sdk.Info).
+//  3. CheckExpressions compiles every where, when and {{ }} template against
+//     the record schema that flows into its block.
+//
+// Every diagnostic carries the file, line and column it is about; render them
+// with WriteDiagnostics. A runner must not start anything while any stage
+// returned an error.
+package config
+
+import (
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/pipelinehq/pipeline/sdk"
+)
+
+// Kind is the kind of a block in the graph.
+type Kind string
+
+const (
+	KindSource Kind = "source"
+	KindFilter Kind = "filter"
+	KindSink   Kind = "sink"
+)
+
+// Pipeline is one decoded pipeline: its blocks in topological order.
+//
+// Load returns a Pipeline even when it reports errors. It then holds the blocks
+// that decoded well enough to be checked further, so that stage 2 and 3 can
+// report their own errors too. It must not be run unless no stage reported an
+// error.
+type Pipeline struct {
+	// Name is the pipeline's state namespace: the pipeline block's name, or
+	// the first file's name without its extension.
+	Name string
+	// File is the first file the pipeline was loaded from.
+	File string
+	// Files holds every parsed file by name, for WriteDiagnostics.
+	Files map[string]*hcl.File
+
+	// Sources are in declaration order. Filters are in topological order:
+	// a filter comes after every filter it reads from (filters caught in a
+	// cycle, and filters downstream of one, come last in declaration order).
+	// Sinks are in declaration order; nothing reads from them.
+	Sources []*Source
+	Filters []*Filter
+	Sinks   []*Sink
+	// Plugins are the custom plugins declared with plugin blocks.
+	Plugins []*PluginDecl
+
+	readers map[Node][]Node // who lists a node in its inputs, in topological order
+}
+
+// Node is a source, filter or sink in the graph: *Source, *Filter or *Sink.
+type Node interface {
+	// Addr is how the block is named in messages and references:
+	// "source.calls", "filter.high_churn", "sink.crm".
+	Addr() string
+	// Base returns the attributes every block has.
+	Base() *Block
+}
+
+// Block is what sources, filters and sinks have in common.
+type Block struct {
+	Kind Kind
+	// Type is the plugin type, the first label of a source or sink block
+	// ("webhook" in sink "webhook" "crm"). It is empty for filters.
+	Type string
+	// Name is the block's name label, unique among blocks of its kind.
+	Name string
+
+	// DefRange covers the block's type and labels; TypeRange and NameRange
+	// cover the labels themselves (TypeRange is empty for filters).
+	DefRange  hcl.Range
+	TypeRange hcl.Range
+	NameRange hcl.Range
+
+	// Body is what is left of the block once the engine took its own
+	// attributes (inputs, when). Stage 2 decodes it against the plugin's
+	// schema. It is nil for filters, whose attributes all belong to the engine.
+	Body hcl.Body
+	// EvalCtx holds the functions (env, file) for expressions in this block's
+	// file; pass it to DecodePluginBody.
+	EvalCtx *hcl.EvalContext
+
+	// broken is set when some input of the block could not be resolved or
+	// lies on a cycle: its input schema is then unknown.
+	broken bool
+}
+
+// Addr implements Node.
+func (b *Block) Addr() string { return string(b.Kind) + "." + b.Name }
+
+// Base implements Node.
+func (b *Block) Base() *Block { return b }
+
+// Source is a source block: source "TYPE" "NAME" { ... }.
+type Source struct {
+	Block
+}
+
+// Filter is a filter block: filter "NAME" { inputs = [...]; where = "..." }.
+type Filter struct {
+	Block
+	Inputs []Input
+	// Where is the filter's predicate; nil only when the pipeline has errors.
+	Where *Expr
+}
+
+// Sink is a sink block: sink "TYPE" "NAME" { inputs = [...]; when = "..."; ... }.
+type Sink struct {
+	Block
+	Inputs []Input
+	// When is the sink's optional condition; nil when absent.
+	When *Expr
+}
+
+// Input is one resolved element of an inputs list.
+type Input struct {
+	// Node is the *Source or *Filter the element refers to.
+	Node Node
+	// Range is the reference's range in the inputs list.
+	Range hcl.Range
+}
+
+// Expr is an attribute whose string value is an expression in the per-record
+// language: a where, a when, or a template attribute of a plugin.
+type Expr struct {
+	// Src is the attribute's value: the expression's source text.
+	Src string
+	// Range is the range of the attribute's HCL expression, quotes included.
+	Range hcl.Range
+
+	expr hcl.Expression
+}
+
+// PluginDecl is a plugin block: plugin "KIND" "TYPE" { command = "..." }.
+// It makes TYPE usable as the type label of blocks of kind KIND.
+type PluginDecl struct {
+	Kind sdk.Kind
+	Type string
+	// Command is the executable. A command with a path separator is resolved
+	// against the directory of the file that declares it and made absolute;
+	// a bare name is left for a PATH lookup when the plugin starts.
+	Command string
+	Args    []string
+	// SHA256 is the pinned lower-case hex digest of the executable, or "".
+	SHA256 string
+
+	DefRange, KindRange, TypeRange hcl.Range
+	CommandRange                   hcl.Range
+}
+
+// Compile-time checks that the block types are nodes.
+var (
+	_ Node = (*Source)(nil)
+	_ Node = (*Filter)(nil)
+	_ Node = (*Sink)(nil)
+)

@@ -1,0 +1,131 @@
+// Package state keeps the engine's durable state: the committed position of
+// every source of every pipeline. It is one SQLite file (.pipeline/state.db
+// by default) so `pipeline state` can show and reset everything in one place.
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver: no cgo for the default store
+)
+
+// DefaultPath is where state lives unless --state says otherwise.
+const DefaultPath = ".pipeline/state.db"
+
+// Store is an open state database.
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS checkpoints (
+	pipeline   TEXT NOT NULL,
+	source     TEXT NOT NULL,
+	position   BLOB NOT NULL,
+	records    INTEGER NOT NULL DEFAULT 0,
+	updated_at TEXT NOT NULL,
+	PRIMARY KEY (pipeline, source)
+);`
+
+// Open opens (creating if needed) the store at path.
+func Open(path string) (*Store, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("state %s: %w", path, err)
+		}
+	}
+	// WAL keeps readers (pipeline state show) from blocking a run; a busy
+	// timeout rides out a concurrent writer instead of failing.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Checkpoint is a source's committed position.
+type Checkpoint struct {
+	Pipeline string
+	Source   string
+	Position []byte
+	// Records counts the records committed through this source, over all runs.
+	Records   int64
+	UpdatedAt time.Time
+}
+
+// Get returns the committed position of a source, or nil when it has none.
+func (s *Store) Get(ctx context.Context, pipeline, source string) ([]byte, error) {
+	var pos []byte
+	err := s.db.QueryRowContext(ctx, `SELECT position FROM checkpoints WHERE pipeline = ? AND source = ?`, pipeline, source).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state: read checkpoint %s/%s: %w", pipeline, source, err)
+	}
+	return pos, nil
+}
+
+// Commit durably records a source's new position; records is how many
+// records the position moved past.
+func (s *Store) Commit(ctx context.Context, pipeline, source string, position []byte, records int64) error {
+	_, err := s.db.ExecContext(ctx, `
+INSERT INTO checkpoints (pipeline, source, position, records, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (pipeline, source) DO UPDATE SET position = excluded.position,
+	records = checkpoints.records + excluded.records, updated_at = excluded.updated_at`,
+		pipeline, source, position, records, time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return fmt.Errorf("state: commit checkpoint %s/%s: %w", pipeline, source, err)
+	}
+	return nil
+}
+
+// List returns a pipeline's checkpoints, all pipelines' when pipeline is "".
+func (s *Store) List(ctx context.Context, pipeline string) ([]Checkpoint, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, source, position, records, updated_at FROM checkpoints
+WHERE ? = '' OR pipeline = ? ORDER BY pipeline, source`, pipeline, pipeline)
+	if err != nil {
+		return nil, fmt.Errorf("state: list checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Checkpoint
+	for rows.Next() {
+		var c Checkpoint
+		var ts string
+		if err := rows.Scan(&c.Pipeline, &c.Source, &c.Position, &c.Records, &ts); err != nil {
+			return nil, fmt.Errorf("state: list checkpoints: %w", err)
+		}
+		c.UpdatedAt, _ = time.Parse(time.RFC3339Nano, ts)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Reset forgets a pipeline's checkpoints, so its next run starts over. It
+// returns how many were removed.
+func (s *Store) Reset(ctx context.Context, pipeline string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM checkpoints WHERE pipeline = ?`, pipeline)
+	if err != nil {
+		return 0, fmt.Errorf("state: reset %s: %w", pipeline, err)
+	}
+	return res.RowsAffected()
+}

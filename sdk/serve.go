@@ -1,0 +1,274 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
+	"github.com/pipelinehq/pipeline/sdk/wire"
+)
+
+// Serve runs p, a Source or a Sink, as a plugin process. It is the whole of
+// a plugin's main function and does not return while the engine is connected.
+func Serve(p any) {
+	srv, err := NewServer(p)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: wire.Handshake,
+		Plugins:         plugin.PluginSet{wire.PluginKey: &wire.GRPCPlugin{Impl: srv}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, wire.ServerOptions()...)...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn, JSONFormat: true}),
+	})
+}
+
+// Logger returns a logger for plugin code. Its lines reach the engine, which
+// shows them with the plugin's name.
+func Logger() *slog.Logger { return logger }
+
+var logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
+	Level: slog.LevelDebug,
+	// go-plugin reads hclog's JSON keys from the plugin's stderr.
+	ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if len(groups) > 0 {
+			return a
+		}
+		switch a.Key {
+		case slog.TimeKey:
+			a.Key = "@timestamp"
+		case slog.LevelKey:
+			a.Key = "@level"
+			a.Value = slog.StringValue(strings.ToLower(a.Value.String()))
+		case slog.MessageKey:
+			a.Key = "@message"
+		}
+		return a
+	},
+}))
+
+// NewServer adapts a Source or Sink to the protocol's gRPC service. Serve
+// and sdk/sdktest use it; plugin code does not need it.
+func NewServer(p any) (pluginv1.PluginServer, error) {
+	switch p.(type) {
+	case Source, Sink:
+		return &server{impl: p}, nil
+	}
+	return nil, fmt.Errorf("sdk: %T is neither a sdk.Source nor a sdk.Sink", p)
+}
+
+type server struct {
+	pluginv1.UnimplementedPluginServer
+	impl any
+
+	mu         sync.Mutex
+	configured bool
+}
+
+func (s *server) info() Info {
+	switch p := s.impl.(type) {
+	case Source:
+		return p.Info()
+	case Sink:
+		return p.Info()
+	}
+	return Info{}
+}
+
+func (s *server) Describe(ctx context.Context, _ *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
+	return DescribeProto(s.info())
+}
+
+// DescribeProto converts Info to its protocol message.
+func DescribeProto(info Info) (*pluginv1.DescribeResponse, error) {
+	resp := &pluginv1.DescribeResponse{
+		Kind:             string(info.Kind),
+		Type:             info.Type,
+		Version:          info.Version,
+		Description:      info.Description,
+		ProtocolVersions: []uint32{wire.ProtocolVersion},
+	}
+	for _, a := range info.Config {
+		attr := &pluginv1.Attribute{
+			Name:        a.Name,
+			Type:        string(a.Type),
+			Required:    a.Required,
+			Description: a.Description,
+			Template:    a.Template,
+		}
+		if a.Default != nil {
+			def, err := json.Marshal(a.Default)
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "attribute %s: default: %v", a.Name, err)
+			}
+			attr.DefaultJson = string(def)
+		}
+		resp.Config = append(resp.Config, attr)
+	}
+	return resp, nil
+}
+
+func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
+	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates}
+	var err error
+	switch p := s.impl.(type) {
+	case Source:
+		err = p.Configure(ctx, cfg)
+	case Sink:
+		err = p.Configure(ctx, cfg)
+	}
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	s.mu.Lock()
+	s.configured = true
+	s.mu.Unlock()
+	return &pluginv1.ConfigureResponse{}, nil
+}
+
+func (s *server) ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.configured {
+		return status.Error(codes.FailedPrecondition, "plugin is not configured")
+	}
+	return nil
+}
+
+func (s *server) Schema(ctx context.Context, _ *pluginv1.SchemaRequest) (*pluginv1.SchemaResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	src, ok := s.impl.(SchemaSource)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "plugin cannot report its schema up front")
+	}
+	schema, err := src.Schema(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	data, err := wire.EncodeSchema(schema)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pluginv1.SchemaResponse{ArrowSchema: data}, nil
+}
+
+func (s *server) Read(req *pluginv1.ReadRequest, stream pluginv1.Plugin_ReadServer) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	src, ok := s.impl.(Source)
+	if !ok {
+		return status.Error(codes.Unimplemented, "plugin is not a source")
+	}
+	em := &emitter{stream: stream, enc: wire.NewEncoder(nil)}
+	var from []byte
+	if len(req.Checkpoint) > 0 {
+		from = req.Checkpoint
+	}
+	if err := src.Read(stream.Context(), from, em); err != nil {
+		return toStatus(err)
+	}
+	if em.skipped > 0 {
+		// Report skips that came after the last batch.
+		return stream.Send(&pluginv1.ReadResponse{Skipped: em.skipped})
+	}
+	return nil
+}
+
+type emitter struct {
+	stream  pluginv1.Plugin_ReadServer
+	enc     *wire.Encoder
+	skipped int64
+}
+
+func (e *emitter) Emit(rec arrow.RecordBatch, position []byte) error {
+	defer rec.Release()
+	if err := e.stream.Context().Err(); err != nil {
+		return err
+	}
+	return e.enc.Split(rec, func(data []byte, rows int64, last bool) error {
+		msg := &pluginv1.ReadResponse{Arrow: data, Rows: rows, Skipped: e.skipped}
+		if last {
+			// Only the end of the whole batch is a position to resume from.
+			msg.Position = position
+		}
+		e.skipped = 0
+		return e.stream.Send(msg)
+	})
+}
+
+func (e *emitter) Skipped(n int) { e.skipped += int64(n) }
+
+func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	sink, ok := s.impl.(Sink)
+	if !ok {
+		return status.Error(codes.Unimplemented, "plugin is not a sink")
+	}
+	ctx := stream.Context()
+	dec := wire.NewDecoder(nil)
+	defer dec.Release()
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		rec, err := dec.Decode(msg.Arrow)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "batch %d: %v", msg.Seq, err)
+		}
+		err = sink.Write(ctx, NewBatch(rec))
+		rec.Release()
+		if err != nil {
+			return toStatus(err)
+		}
+		if err := stream.Send(&pluginv1.WriteResponse{Seq: msg.Seq}); err != nil {
+			return err
+		}
+	}
+	if c, ok := sink.(SinkCloser); ok {
+		if err := c.Close(ctx); err != nil {
+			return toStatus(err)
+		}
+	}
+	return nil
+}
+
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, ErrRetryable):
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return status.Error(codes.Unknown, err.Error())
+}

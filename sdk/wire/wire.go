@@ -1,0 +1,251 @@
+// Package wire holds what both ends of the plugin protocol must agree on: the
+// go-plugin handshake, the message size limits, and the framing of Arrow
+// record batches into protocol messages. Plugin authors never need it; the
+// sdk and the engine's plugin host both use it.
+package wire
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
+)
+
+// ProtocolVersion is the go-plugin protocol version both sides must speak.
+// Bump it on any incompatible change to sdk/proto.
+const ProtocolVersion = 1
+
+// PluginKey is the name under which the one gRPC service is dispensed.
+const PluginKey = "plugin"
+
+// Handshake keeps the plugin binary from being run by hand by mistake and
+// rejects plugins built for another protocol version.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "PIPELINE_PLUGIN",
+	MagicCookieValue: "b3a1d2e4-pipeline-plugin-v1",
+}
+
+// MaxMessageBytes is the gRPC message size limit both sides set. Batches are
+// split well below it (SplitBytes), so no single message comes near.
+const MaxMessageBytes = 256 << 20
+
+// SplitBytes is the encoded size above which a batch is split in halves by
+// rows before it is sent.
+const SplitBytes = 32 << 20
+
+// Encoder frames record batches as Arrow IPC stream bytes, one protocol
+// message per batch. The schema is sent with the first batch and again, after
+// an end-of-stream marker, whenever it changes.
+type Encoder struct {
+	out    bytes.Buffer
+	w      *ipc.Writer
+	schema *arrow.Schema
+	mem    memory.Allocator
+	// SplitAt is the size above which Split cuts a batch; SplitBytes by default.
+	SplitAt int
+}
+
+// NewEncoder returns an Encoder; mem may be nil.
+func NewEncoder(mem memory.Allocator) *Encoder {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	return &Encoder{mem: mem, SplitAt: SplitBytes}
+}
+
+// Encode returns the bytes that carry rec. The slice is valid until the next
+// call to Encode.
+func (e *Encoder) Encode(rec arrow.RecordBatch) ([]byte, error) {
+	e.out.Reset()
+	if e.w == nil || !e.schema.Equal(rec.Schema()) {
+		if e.w != nil {
+			// Closing writes the end-of-stream marker; a new IPC stream
+			// with the new schema follows in the same message.
+			if err := e.w.Close(); err != nil {
+				return nil, fmt.Errorf("end arrow stream: %w", err)
+			}
+		}
+		e.schema = rec.Schema()
+		e.w = ipc.NewWriter(&e.out, ipc.WithSchema(e.schema), ipc.WithAllocator(e.mem))
+	}
+	if err := e.w.Write(rec); err != nil {
+		return nil, fmt.Errorf("encode arrow batch: %w", err)
+	}
+	return e.out.Bytes(), nil
+}
+
+// Split calls send with rec, or with consecutive slices of it when its
+// encoding exceeds SplitBytes. last is true for the final piece.
+func (e *Encoder) Split(rec arrow.RecordBatch, send func(data []byte, rows int64, last bool) error) error {
+	return e.split(rec, true, send)
+}
+
+func (e *Encoder) split(rec arrow.RecordBatch, last bool, send func([]byte, int64, bool) error) error {
+	if rec.NumRows() > 1 && estimateBytes(rec) > e.SplitAt {
+		half := rec.NumRows() / 2
+		a := rec.NewSlice(0, half)
+		defer a.Release()
+		b := rec.NewSlice(half, rec.NumRows())
+		defer b.Release()
+		if err := e.split(a, false, send); err != nil {
+			return err
+		}
+		return e.split(b, last, send)
+	}
+	data, err := e.Encode(rec)
+	if err != nil {
+		return err
+	}
+	return send(data, rec.NumRows(), last)
+}
+
+// estimateBytes sums the buffer sizes of the batch's columns, an upper
+// bound of its IPC body for unsliced data.
+func estimateBytes(rec arrow.RecordBatch) int {
+	n := 0
+	for _, col := range rec.Columns() {
+		n += dataBytes(col.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int {
+	n := 0
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += b.Len()
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
+}
+
+// Decoder turns the bytes produced by an Encoder back into record batches.
+type Decoder struct {
+	src msgReader
+	r   *ipc.Reader
+	mem memory.Allocator
+}
+
+// NewDecoder returns a Decoder; mem may be nil.
+func NewDecoder(mem memory.Allocator) *Decoder {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	return &Decoder{mem: mem}
+}
+
+// Decode returns the batch carried by one message. The caller releases it.
+func (d *Decoder) Decode(data []byte) (arrow.RecordBatch, error) {
+	d.src.data = data
+	for {
+		if d.r == nil {
+			r, err := ipc.NewReader(&d.src, ipc.WithAllocator(d.mem))
+			if err != nil {
+				return nil, fmt.Errorf("decode arrow schema: %w", err)
+			}
+			d.r = r
+		}
+		if d.r.Next() {
+			rec := d.r.RecordBatch()
+			rec.Retain()
+			if len(d.src.data) != 0 {
+				rec.Release()
+				return nil, errors.New("decode arrow batch: trailing bytes after the batch")
+			}
+			return rec, nil
+		}
+		if err := d.r.Err(); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("decode arrow batch: %w", err)
+		}
+		// End of one IPC stream: a new schema must follow in this message.
+		d.r.Release()
+		d.r = nil
+		if len(d.src.data) == 0 {
+			return nil, errors.New("decode arrow batch: message holds no record batch")
+		}
+	}
+}
+
+// Release frees the decoder's reader.
+func (d *Decoder) Release() {
+	if d.r != nil {
+		d.r.Release()
+		d.r = nil
+	}
+}
+
+// EncodeSchema returns an IPC stream holding only schema.
+func EncodeSchema(schema *arrow.Schema) ([]byte, error) {
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// DecodeSchema reads the schema written by EncodeSchema.
+func DecodeSchema(data []byte) (*arrow.Schema, error) {
+	r, err := ipc.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("decode arrow schema: %w", err)
+	}
+	defer r.Release()
+	return r.Schema(), nil
+}
+
+type msgReader struct{ data []byte }
+
+func (m *msgReader) Read(p []byte) (int, error) {
+	if len(m.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, m.data)
+	m.data = m.data[n:]
+	return n, nil
+}
+
+// GRPCPlugin is the go-plugin glue for the one service of the protocol. The
+// plugin side sets Server; the host side leaves it nil and dispenses a
+// pluginv1.PluginClient.
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl pluginv1.PluginServer
+}
+
+// GRPCServer registers the plugin's service.
+func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return errors.New("wire: GRPCPlugin has no Impl")
+	}
+	pluginv1.RegisterPluginServer(s, p.Impl)
+	return nil
+}
+
+// GRPCClient returns the host's client for the service.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return pluginv1.NewPluginClient(c), nil
+}
+
+// ServerOptions raise the message size limits on the plugin's gRPC server.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes)}
+}
+
+// DialOptions raise the message size limits on the host's gRPC client.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes))}
+}
