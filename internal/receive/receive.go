@@ -95,6 +95,9 @@ const (
 	markUnverified = "?"
 )
 
+// ServeHTTP handles one delivery: 405 unless POST; 413 if the body is over
+// the limit; 401 with a short reason if verification fails; else 200. Every
+// POST is printed.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)

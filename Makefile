@@ -1,0 +1,51 @@
+# The entry point for building, testing and benchmarking pipeline.
+GO       ?= go
+BIN      := bin/pipeline
+PKGS     := ./...
+# Pinned code generators (protoc itself comes from Debian's protobuf-compiler).
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+TOOLS    := $(CURDIR)/.cache/tools
+
+.PHONY: build demo test test-integration fuzz bench lint generate generate-check clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pipeline
+
+demo: build
+	./scripts/demo.sh
+
+# Unit, end-to-end (real binary, real plugin processes) and diagnostics tests.
+test:
+	$(GO) test -race -shuffle=on -timeout 20m $(PKGS)
+
+# Tests that need outside services; they skip with a message when absent.
+test-integration:
+	$(GO) test -race -count=1 -timeout 20m -run Integration $(PKGS)
+
+# Each fuzz target briefly (FUZZTIME=30s for longer).
+FUZZTIME ?= 10s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+bench: build
+	./scripts/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+$(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc:
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install $(PROTOC_GEN_GO_GRPC)
+
+generate: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	./scripts/generate.sh sdk/proto/pluginv1
+
+generate-check: $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
+	@tmp=$$(mktemp -d) && ./scripts/generate.sh $$tmp && \
+	  if diff -r $$tmp sdk/proto/pluginv1 >/dev/null; then echo "generated code is current"; rm -rf $$tmp; \
+	  else diff -r $$tmp sdk/proto/pluginv1; rm -rf $$tmp; echo "sdk/proto/pluginv1 is stale: run make generate"; exit 1; fi
+
+clean:
+	rm -rf bin .cache

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipelinehq/pipeline/engine/config"
+	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/run"
+	"github.com/pipelinehq/pipeline/engine/state"
+	"github.com/pipelinehq/pipeline/internal/receive"
+	"github.com/pipelinehq/pipeline/plugins"
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/webhook"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	var fullRefresh, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "run FILE",
+		Short: "Run a pipeline until its sources are drained",
+		Long: `Run a pipeline until its sources are drained, then exit. Progress goes to
+stderr. Only records that are new since the last run are processed, unless
+--full-refresh. SIGINT/SIGTERM stop reading, let the sinks ack what they have,
+commit it and exit with 130/143.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Signals: the first drains, the second aborts.
+			drain := make(chan struct{})
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+			defer signal.Stop(sigs)
+			ctx, abort := context.WithCancel(cmd.Context())
+			defer abort()
+			var got os.Signal
+			go func() {
+				s, ok := <-sigs
+				if !ok {
+					return
+				}
+				got = s
+				fmt.Fprintf(os.Stderr, "\n%s: finishing the batches in flight (again to abort)\n", s)
+				close(drain)
+				if _, ok := <-sigs; ok {
+					abort()
+				}
+			}()
+
+			l, diags, err := load(ctx, g, args)
+			if err != nil {
+				return err
+			}
+			printDiags(l.Config, nil, diags)
+			if diags.HasErrors() {
+				return &exitError{code: 1}
+			}
+			defer l.Close()
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			r, err := run.New(l.Plan, run.Options{Store: store, FullRefresh: fullRefresh, Drain: drain, Logger: logger(os.Stderr, g.verbose)})
+			if err != nil {
+				return err
+			}
+			prog := &run.Progress{W: os.Stderr, TTY: isTerminal(os.Stderr), Stats: r.Stats}
+			prog.Start()
+			runErr := r.Run(ctx)
+			prog.Stop()
+			snap := r.Stats.Snapshot()
+			status := "done"
+			if runErr != nil {
+				status = "failed"
+				if errors.Is(runErr, run.ErrInterrupted) {
+					status = "interrupted"
+				}
+			}
+			fmt.Fprintf(os.Stderr, "%s %s: %s\n", l.Plan.Pipeline, status, run.FormatLine(snap))
+			if asJSON {
+				out := struct {
+					Pipeline string `json:"pipeline"`
+					Status   string `json:"status"`
+					Error    string `json:"error,omitempty"`
+					run.Snapshot
+				}{Pipeline: l.Plan.Pipeline, Status: status, Snapshot: snap}
+				if runErr != nil && status == "failed" {
+					out.Error = runErr.Error()
+				}
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				enc.Encode(out)
+			}
+			switch {
+			case runErr == nil:
+				return nil
+			case errors.Is(runErr, run.ErrInterrupted) || (got != nil && errors.Is(runErr, context.Canceled)):
+				if got == syscall.SIGTERM {
+					return &exitError{code: 143}
+				}
+				return &exitError{code: 130}
+			}
+			return &exitError{code: 1, err: runErr}
+		},
+	}
+	cmd.Flags().BoolVar(&fullRefresh, "full-refresh", false, "ignore checkpoints and process everything again")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the run's summary as JSON on stdout")
+	return cmd
+}
+
+func newValidateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check pipeline files and their plugins without running anything",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			failed := false
+			for _, f := range args {
+				l, diags, err := load(cmd.Context(), g, []string{f})
+				if err != nil {
+					return err
+				}
+				l.Close()
+				printDiags(l.Config, nil, diags)
+				if diags.HasErrors() {
+					failed = true
+					continue
+				}
+				fmt.Fprintf(os.Stderr, "%s: ok (%d sources, %d filters, %d sinks)\n", f, len(l.Config.Sources), len(l.Config.Filters), len(l.Config.Sinks))
+			}
+			if failed {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+}
+
+func newPluginsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "plugins [FILE...]",
+		Short: "List the built-in plugins, and those the files declare, with their config schemas",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			type entry struct {
+				Origin string   `json:"origin"`
+				Info   sdk.Info `json:"info"`
+			}
+			var list []entry
+			for _, b := range plugins.All() {
+				list = append(list, entry{Origin: "built-in", Info: b.Info})
+			}
+			for _, f := range args {
+				p, diags := config.Load(f)
+				if diags.HasErrors() {
+					printDiags(p, nil, diags)
+					return &exitError{code: 1}
+				}
+				for _, d := range p.Plugins {
+					spec := host.Spec{Kind: d.Kind, Type: d.Type, Command: append([]string{d.Command}, d.Args...), SHA256: d.SHA256}
+					plug, err := host.Start(cmd.Context(), spec, host.Options{Logger: logger(os.Stderr, g.verbose)})
+					if err != nil {
+						return &exitError{code: 1, err: err}
+					}
+					info, err := plug.Describe(cmd.Context())
+					plug.Stop()
+					if err != nil {
+						return &exitError{code: 1, err: err}
+					}
+					list = append(list, entry{Origin: d.Command, Info: info})
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(list)
+			}
+			for _, e := range list {
+				fmt.Printf("%s %q  %s  (%s)\n  %s\n", e.Info.Kind, e.Info.Type, e.Info.Version, e.Origin, e.Info.Description)
+				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				for _, a := range e.Info.Config {
+					req := "optional"
+					if a.Required {
+						req = "required"
+					}
+					if a.Default != nil {
+						def, _ := json.Marshal(a.Default)
+						req = "default " + string(def)
+					}
+					typ := strings.Trim(string(a.Type), `"`)
+					if a.Template {
+						typ += ", {{ }}"
+					}
+					fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", a.Name, typ, req, a.Description)
+				}
+				tw.Flush()
+				fmt.Println()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newPluginCmd() *cobra.Command {
+	plugin := &cobra.Command{Use: "plugin", Short: "Plugin process entry points (used by the engine)", Hidden: true}
+	plugin.AddCommand(&cobra.Command{
+		Use:   "serve NAME",
+		Short: "Serve a built-in plugin over the plugin protocol",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, ok := plugins.Lookup(args[0])
+			if !ok {
+				return fmt.Errorf("no built-in plugin %q", args[0])
+			}
+			sdk.Serve(b.New())
+			return nil
+		},
+	})
+	return plugin
+}
+
+func newReceiveCmd() *cobra.Command {
+	var addr, secret string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "receive",
+		Short: "A local webhook receiver that verifies signatures and prints what arrives",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := receive.Options{JSON: asJSON, Out: os.Stdout, Log: os.Stderr}
+			if secret != "" {
+				s, err := webhook.ParseSecret(secret)
+				if err != nil {
+					return fmt.Errorf("--secret: %w", err)
+				}
+				opts.Secret = s
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			h := receive.NewHandler(opts)
+			err := receive.Serve(ctx, addr, h, func(a string) {
+				verify := "verifying signatures"
+				if secret == "" {
+					verify = "NOT verifying signatures (no --secret)"
+				}
+				fmt.Fprintf(os.Stderr, "listening on http://%s, %s\n", a, verify)
+			})
+			rcv, ok, bad := h.Stats()
+			fmt.Fprintf(os.Stderr, "received %d deliveries (%d verified, %d rejected)\n", rcv, ok, bad)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8787", "address to listen on")
+	cmd.Flags().StringVar(&secret, "secret", os.Getenv("PIPELINE_RECEIVE_SECRET"), "whsec_ signing secret to verify against")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print each delivery's full body as a JSON line")
+	return cmd
+}
+
+func newStateCmd(g *globals) *cobra.Command {
+	stateCmd := &cobra.Command{Use: "state", Short: "Show or reset a pipeline's checkpoints"}
+	pipelineName := func(file string) (string, error) {
+		p, diags := config.Load(file)
+		if diags.HasErrors() {
+			printDiags(p, nil, diags)
+			return "", &exitError{code: 1}
+		}
+		return p.Name, nil
+	}
+	stateCmd.AddCommand(&cobra.Command{
+		Use:   "show [FILE]",
+		Short: "Show checkpoints (of the pipeline in FILE, or of all)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				var err error
+				if name, err = pipelineName(args[0]); err != nil {
+					return err
+				}
+			}
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			list, err := store.List(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			if len(list) == 0 {
+				fmt.Println("no checkpoints")
+				return nil
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PIPELINE\tSOURCE\tRECORDS\tUPDATED\tPOSITION")
+			for _, c := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", c.Pipeline, c.Source, c.Records, c.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"), c.Position)
+			}
+			return tw.Flush()
+		},
+	})
+	stateCmd.AddCommand(&cobra.Command{
+		Use:   "reset FILE",
+		Short: "Forget the checkpoints of the pipeline in FILE, so its next run starts over",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, err := pipelineName(args[0])
+			if err != nil {
+				return err
+			}
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			n, err := store.Reset(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("reset %s: %d checkpoints removed\n", name, n)
+			return nil
+		},
+	})
+	return stateCmd
+}

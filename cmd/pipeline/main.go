@@ -1,0 +1,74 @@
+// Command pipeline runs pipeline files: sources, filters and sinks, each
+// plugin in its own process.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func main() {
+	root := newRoot()
+	err := root.Execute()
+	if err == nil {
+		return
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "Error:", ee.err)
+		}
+		os.Exit(ee.code)
+	}
+	fmt.Fprintln(os.Stderr, "Error:", err)
+	os.Exit(1)
+}
+
+type globals struct {
+	statePath string
+	verbose   bool
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "pipeline",
+		Short: "Run data pipelines: sources, expr filters and sinks, each plugin out of process",
+		Long: `pipeline runs HCL pipeline files: sources read records, filters keep the ones
+that match an expression, sinks deliver them (signed webhooks, files, ...).
+Progress is checkpointed, so a re-run only processes what is new.`,
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.statePath, "state", ".pipeline/state.db", "the state database (checkpoints)")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "show the plugins' informational log lines")
+	root.AddCommand(
+		newRunCmd(g),
+		newValidateCmd(g),
+		newPluginsCmd(g),
+		newPluginCmd(),
+		newReceiveCmd(),
+		newStateCmd(g),
+	)
+	return root
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/term"
+
+	"github.com/pipelinehq/pipeline/engine/config"
+	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/run"
+	"github.com/pipelinehq/pipeline/plugins"
+)
+
+// builtins lists the plugins in this binary, started by re-executing it.
+func builtins() ([]run.Builtin, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the pipeline binary: %w", err)
+	}
+	var out []run.Builtin
+	for _, b := range plugins.All() {
+		out = append(out, run.Builtin{Info: b.Info, Command: []string{self, "plugin", "serve", b.Name()}})
+	}
+	return out, nil
+}
+
+func logger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// load checks the files and starts their plugins, printing diagnostics.
+func load(ctx context.Context, g *globals, files []string) (*run.Loaded, hcl.Diagnostics, error) {
+	bs, err := builtins()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, diags := run.Load(ctx, files, run.LoadOptions{Builtins: bs, Host: host.Options{Logger: logger(os.Stderr, g.verbose)}})
+	return l, diags, nil
+}
+
+func printDiags(p *config.Pipeline, files map[string]*hcl.File, diags hcl.Diagnostics) {
+	if len(diags) == 0 {
+		return
+	}
+	if p != nil && files == nil {
+		files = p.Files
+	}
+	config.WriteDiagnostics(os.Stderr, files, config.SortDiagnostics(diags), isTerminal(os.Stderr))
+}

@@ -1,0 +1,57 @@
+// Command sink-crashy is a sink for end-to-end tests: it appends each
+// record's id to a file and, when CRASHY_AFTER=N is set, exits with status 3
+// on receiving batch N+1, before acking it.
+package main
+
+import (
+	"context"
+	"os"
+	"strconv"
+
+	"github.com/pipelinehq/pipeline/sdk"
+)
+
+type sink struct {
+	path    string
+	batches int
+	crashAt int
+}
+
+func (s *sink) Info() sdk.Info {
+	return sdk.Info{Kind: sdk.KindSink, Type: "crashy", Version: "0.0.1", Config: []sdk.Attribute{
+		{Name: "path", Type: sdk.String, Required: true},
+	}}
+}
+
+func (s *sink) Configure(_ context.Context, cfg sdk.Config) error {
+	var c struct {
+		Path string `json:"path"`
+	}
+	if err := cfg.Decode(&c); err != nil {
+		return err
+	}
+	s.path = c.Path
+	s.crashAt, _ = strconv.Atoi(os.Getenv("CRASHY_AFTER"))
+	return nil
+}
+
+func (s *sink) Write(_ context.Context, b sdk.Batch) error {
+	s.batches++
+	if s.crashAt > 0 && s.batches > s.crashAt {
+		sdk.Logger().Error("crashing on purpose", "batch", s.batches)
+		os.Exit(3)
+	}
+	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for i := 0; i < b.Len(); i++ {
+		if _, err := f.WriteString(b.ID(i) + "\n"); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+func main() { sdk.Serve(&sink{}) }

@@ -1,0 +1,8 @@
+pipeline {
+  name = "empty"
+}
+
+filter "orphan" {
+  inputs = [source.calls]
+  where  = "text != ''"
+}

@@ -1,0 +1,8 @@
+source "file" "calls" {
+  path = "calls.jsonl"
+}
+
+filter "high_churn" {
+  inputs = [source.calls
+  where  = "text != ''"
+}

@@ -1,0 +1,16 @@
+source "file" "calls" {
+  path = "calls.jsonl"
+}
+
+sorce "file" "more" {
+  path = "more.jsonl"
+}
+
+transform "upper" {
+  inputs = [source.calls]
+}
+
+sink "webhook" "crm" {
+  inputs = [source.calls]
+  url    = "http://127.0.0.1:8787/hook"
+}

@@ -1,0 +1,383 @@
+package run
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/pipelinehq/pipeline/engine/expr"
+	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/sdk"
+)
+
+// tracker orders a source's batches and finds the position up to which
+// everything is done.
+type tracker struct {
+	source string
+
+	mu        sync.Mutex
+	queue     []*entry // oldest first
+	lastPos   []byte   // position of the newest fully done batch
+	records   int64    // records done since the last commit
+	committed []byte
+	dirty     bool
+}
+
+// entry is one batch of a source in flight. holds counts the routing still
+// in progress plus every sink send not yet acked.
+type entry struct {
+	t        *tracker
+	position []byte
+	rows     int64
+	holds    int
+	done     bool
+}
+
+func (t *tracker) add(position []byte, rows int64) *entry {
+	e := &entry{t: t, position: position, rows: rows, holds: 1}
+	t.mu.Lock()
+	t.queue = append(t.queue, e)
+	t.mu.Unlock()
+	return e
+}
+
+func (e *entry) hold() {
+	e.t.mu.Lock()
+	e.holds++
+	e.t.mu.Unlock()
+}
+
+func (e *entry) release() {
+	t := e.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e.holds--
+	if e.holds > 0 {
+		return
+	}
+	e.done = true
+	n := 0
+	for n < len(t.queue) && t.queue[n].done {
+		d := t.queue[n]
+		t.records += d.rows
+		if len(d.position) > 0 {
+			t.lastPos = d.position
+			t.dirty = true
+		}
+		n++
+	}
+	t.queue = t.queue[n:]
+}
+
+// takeCommit returns the position to commit, if it moved.
+func (t *tracker) takeCommit() ([]byte, int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.dirty {
+		return nil, 0, false
+	}
+	t.dirty = false
+	n := t.records
+	t.records = 0
+	return t.lastPos, n, true
+}
+
+// compiled caches an expression per input schema. Batches of one source
+// share one schema object (see conform), so the cache is tiny.
+type compiled struct {
+	src      string
+	template bool
+	mu       sync.Mutex
+	preds    map[*arrow.Schema]*expr.Predicate
+	tmpls    map[*arrow.Schema]*expr.Template
+}
+
+func newCompiled(src string) *compiled {
+	return &compiled{src: src, preds: map[*arrow.Schema]*expr.Predicate{}}
+}
+
+func newTemplate(src string) *compiled {
+	return &compiled{src: src, template: true, tmpls: map[*arrow.Schema]*expr.Template{}}
+}
+
+func (c *compiled) predicate(schema *arrow.Schema) (*expr.Predicate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.preds[schema]; ok {
+		return p, nil
+	}
+	p, err := expr.CompilePredicate(c.src, schema)
+	if err != nil {
+		return nil, err
+	}
+	c.preds[schema] = p
+	return p, nil
+}
+
+func (c *compiled) tmpl(schema *arrow.Schema) (*expr.Template, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.tmpls[schema]; ok {
+		return t, nil
+	}
+	t, err := expr.CompileTemplate(c.src, schema)
+	if err != nil {
+		return nil, err
+	}
+	c.tmpls[schema] = t
+	return t, nil
+}
+
+type filterState struct {
+	f     *Filter
+	where *compiled
+}
+
+type sinkState struct {
+	s         *Sink
+	when      *compiled
+	templates map[string]*compiled
+	in        chan sinkItem
+	slots     chan struct{} // batches in flight
+	stream    SinkStream
+}
+
+type sinkItem struct {
+	rec arrow.RecordBatch
+	e   *entry
+}
+
+type ackToken struct {
+	e    *entry
+	rows int64
+}
+
+// readSource reads one source to its end, routing every batch.
+func (r *Runner) readSource(ctx context.Context, src *Source, t *tracker, from []byte) error {
+	schema := src.Schema
+	var lastIn, lastOut, idSchema *arrow.Schema
+	start := from // the position the next batch starts after
+	var rowInSpan int64
+	mem := r.opts.Allocator
+	return src.Plugin.Read(ctx, from, func(m host.ReadMsg) error {
+		if m.Skipped > 0 {
+			r.Stats.Skipped.Add(m.Skipped)
+		}
+		if m.Rec == nil {
+			return nil
+		}
+		defer m.Rec.Release()
+		if in := m.Rec.Schema(); in != lastIn {
+			if !in.Equal(lastIn) || lastOut == nil {
+				merged := mergeSchema(schema, in)
+				if schema == nil || !merged.Equal(schema) {
+					schema = merged
+				}
+				if lastOut != schema {
+					idSchema = withIDField(schema)
+				}
+				lastOut = schema
+			}
+			lastIn = in
+		}
+		rec, err := conform(mem, m.Rec, schema)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", src.Name, err)
+		}
+		withIDs := addIDs(mem, rec, idSchema, src.Name, start, rowInSpan)
+		rec.Release()
+		rows := withIDs.NumRows()
+		r.Stats.Read.Add(rows)
+		e := t.add(m.Position, rows)
+		if len(m.Position) > 0 {
+			start, rowInSpan = m.Position, 0
+		} else {
+			rowInSpan += rows
+		}
+		err = r.route(ctx, SourceKey(src.Name), withIDs, e)
+		withIDs.Release()
+		e.release()
+		return err
+	})
+}
+
+// route hands rec, which came out of node, to everything that reads node.
+func (r *Runner) route(ctx context.Context, node string, rec arrow.RecordBatch, e *entry) error {
+	for _, c := range r.consumers[node] {
+		var err error
+		if c.filter != nil {
+			err = r.applyFilter(ctx, c.filter, rec, e)
+		} else {
+			err = r.toSink(ctx, c.sink, rec, e)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runner) applyFilter(ctx context.Context, fs *filterState, rec arrow.RecordBatch, e *entry) error {
+	p, err := fs.where.predicate(rec.Schema())
+	if err != nil {
+		return fmt.Errorf("filter %s: where: %w", fs.f.Name, err)
+	}
+	out, err := p.Filter(rec)
+	if err != nil {
+		return fmt.Errorf("filter %s: %w", fs.f.Name, err)
+	}
+	defer out.Release()
+	r.Stats.Filtered.Add(rec.NumRows() - out.NumRows())
+	if out.NumRows() == 0 {
+		return nil
+	}
+	return r.route(ctx, FilterKey(fs.f.Name), out, e)
+}
+
+func (r *Runner) toSink(ctx context.Context, ss *sinkState, rec arrow.RecordBatch, e *entry) error {
+	rec.Retain()
+	if ss.when != nil {
+		p, err := ss.when.predicate(rec.Schema())
+		if err != nil {
+			rec.Release()
+			return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
+		}
+		out, err := p.Filter(rec)
+		rec.Release()
+		if err != nil {
+			return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
+		}
+		r.Stats.Filtered.Add(rec.NumRows() - out.NumRows())
+		rec = out
+	}
+	if rec.NumRows() == 0 {
+		rec.Release()
+		return nil
+	}
+	if len(ss.templates) > 0 {
+		out, err := r.renderTemplates(ss, rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+		rec = out
+	}
+	e.hold()
+	select {
+	case ss.in <- sinkItem{rec: rec, e: e}:
+		return nil
+	case <-ctx.Done():
+		rec.Release()
+		e.release()
+		return ctx.Err()
+	}
+}
+
+func (r *Runner) renderTemplates(ss *sinkState, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	fields := append([]arrow.Field(nil), rec.Schema().Fields()...)
+	cols := append([]arrow.Array(nil), rec.Columns()...)
+	var rendered []arrow.Array
+	defer func() {
+		for _, a := range rendered {
+			a.Release()
+		}
+	}()
+	for attr, c := range ss.templates {
+		t, err := c.tmpl(rec.Schema())
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %s: %w", ss.s.Name, attr, err)
+		}
+		col, err := t.Render(rec)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %s: %w", ss.s.Name, attr, err)
+		}
+		rendered = append(rendered, col)
+		fields = append(fields, arrow.Field{Name: sdk.TemplateColumnPrefix + attr, Type: arrow.BinaryTypes.String, Nullable: true})
+		cols = append(cols, col)
+	}
+	md := rec.Schema().Metadata()
+	return array.NewRecordBatch(arrow.NewSchema(fields, &md), cols, rec.NumRows()), nil
+}
+
+// sendLoop streams a sink's batches, at most MaxInFlight unacked.
+func (r *Runner) sendLoop(ctx context.Context, ss *sinkState) {
+	defer func() {
+		// Release what will never be sent.
+		for it := range ss.in {
+			it.rec.Release()
+		}
+	}()
+	for it := range ss.in {
+		select {
+		case ss.slots <- struct{}{}:
+		case <-ctx.Done():
+			it.rec.Release()
+			ss.stream.CloseSend()
+			return
+		}
+		err := ss.stream.Send(it.rec, &ackToken{e: it.e, rows: it.rec.NumRows()})
+		it.rec.Release()
+		if err != nil {
+			r.fail(err)
+			return
+		}
+	}
+	if err := ss.stream.CloseSend(); err != nil {
+		r.fail(fmt.Errorf("sink %s: %w", ss.s.Name, err))
+	}
+}
+
+// ackLoop turns a sink's acks into released holds.
+func (r *Runner) ackLoop(ss *sinkState) {
+	for tok := range ss.stream.Acks() {
+		a := tok.(*ackToken)
+		r.Stats.addSink(ss.s.Name, a.rows)
+		a.e.release()
+		<-ss.slots
+	}
+	if err := ss.stream.Wait(); err != nil {
+		r.fail(err)
+	}
+}
+
+// addIDs appends the stable record id column: the record's row_id where it
+// has a string one, else a hash of the source, the position the batch starts
+// after, and the row's index from there.
+func addIDs(mem memory.Allocator, rec arrow.RecordBatch, schema *arrow.Schema, source string, start []byte, offset int64) arrow.RecordBatch {
+	var rowIDs *array.String
+	if idx := rec.Schema().FieldIndices("row_id"); len(idx) > 0 {
+		rowIDs, _ = rec.Column(idx[0]).(*array.String)
+	}
+	h := sha256.Sum256(append([]byte(source+"\x00"), start...))
+	prefix := hex.EncodeToString(h[:8]) + "-"
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	n := int(rec.NumRows())
+	b.Reserve(n)
+	for i := 0; i < n; i++ {
+		if rowIDs != nil && rowIDs.IsValid(i) && rowIDs.Value(i) != "" {
+			b.Append(rowIDs.Value(i))
+			continue
+		}
+		b.Append(prefix + strconv.FormatInt(offset+int64(i), 10))
+	}
+	ids := b.NewArray()
+	defer ids.Release()
+	cols := append(append([]arrow.Array(nil), rec.Columns()...), ids)
+	return array.NewRecordBatch(schema, cols, rec.NumRows())
+}
+
+// withIDField is schema plus the id column; built once per schema so that
+// batches keep sharing one schema object.
+func withIDField(schema *arrow.Schema) *arrow.Schema {
+	fields := append(append([]arrow.Field(nil), schema.Fields()...), arrow.Field{Name: sdk.IDColumn, Type: arrow.BinaryTypes.String, Nullable: true})
+	md := schema.Metadata()
+	return arrow.NewSchema(fields, &md)
+}

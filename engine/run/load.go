@@ -1,0 +1,206 @@
+package run
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/pipelinehq/pipeline/engine/config"
+	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/sdk"
+)
+
+// Builtin is a plugin compiled into the engine's binary.
+type Builtin struct {
+	Info sdk.Info
+	// Command starts it, e.g. [/usr/local/bin/pipeline plugin serve sink-webhook].
+	Command []string
+}
+
+// LoadOptions say which plugins exist and how to start them.
+type LoadOptions struct {
+	Builtins []Builtin
+	Host     host.Options
+}
+
+// Loaded is a checked pipeline with its plugins started and configured.
+type Loaded struct {
+	Config *config.Pipeline
+	Plan   *Plan
+
+	plugins []*host.Plugin
+}
+
+// Close stops every plugin.
+func (l *Loaded) Close() {
+	for _, p := range l.plugins {
+		p.Stop()
+	}
+	l.plugins = nil
+}
+
+// Load reads and checks the pipeline in files in stages, reporting every
+// problem it finds. It starts no plugin while the files or the plugin blocks
+// have errors (custom plugins excepted: they are started to describe their
+// config, and stopped again). Then it starts and configures the plugins and
+// checks the expressions against the sources' schemas. On any error it stops
+// whatever it started and returns the diagnostics with a Loaded that has no
+// Plan (its Config still holds the files, for printing the diagnostics).
+func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.Diagnostics) {
+	p, diags := config.Load(files...)
+	if p == nil {
+		return nil, diags
+	}
+	l := &Loaded{Config: p}
+	fail := func() (*Loaded, hcl.Diagnostics) {
+		l.Close()
+		return l, diags
+	}
+
+	builtins := map[config.PluginType]Builtin{}
+	var known []config.PluginType
+	for _, b := range opts.Builtins {
+		t := config.PluginType{Kind: b.Info.Kind, Type: b.Info.Type}
+		builtins[t] = b
+		known = append(known, t)
+	}
+	diags = append(diags, config.CheckPluginTypes(p, known)...)
+
+	// Stage 2: every block against its plugin's schema. Custom plugins are
+	// asked for theirs; the process is kept for the run.
+	custom := map[config.PluginType]*config.PluginDecl{}
+	for _, d := range p.Plugins {
+		custom[config.PluginType{Kind: d.Kind, Type: d.Type}] = d
+	}
+	started := map[config.Node]*host.Plugin{}
+	configs := map[config.Node]config.DecodedConfig{}
+	decode := func(n config.Node) {
+		b := n.Base()
+		t := config.PluginType{Kind: sdk.Kind(b.Kind), Type: b.Type}
+		var info sdk.Info
+		if d, ok := custom[t]; ok {
+			spec := host.Spec{Kind: d.Kind, Type: d.Type, Name: b.Name, Command: append([]string{d.Command}, d.Args...), SHA256: d.SHA256}
+			plug, err := host.Start(ctx, spec, opts.Host)
+			if err == nil {
+				l.plugins = append(l.plugins, plug)
+				info, err = plug.Describe(ctx)
+			}
+			if err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin failed to start",
+					Detail: err.Error(), Subject: d.DefRange.Ptr(), Context: b.DefRange.Ptr()})
+				return
+			}
+			started[n] = plug
+		} else if bi, ok := builtins[t]; ok {
+			info = bi.Info
+		} else {
+			return // reported by CheckPluginTypes
+		}
+		cfg, d := config.DecodePluginBody(b.Body, info, b.EvalCtx)
+		diags = append(diags, d...)
+		if !d.HasErrors() {
+			configs[n] = cfg
+		}
+	}
+	for _, s := range p.Sources {
+		decode(s)
+	}
+	for _, s := range p.Sinks {
+		decode(s)
+	}
+	if diags.HasErrors() {
+		return fail()
+	}
+
+	// Start and configure the rest; sources report their schemas.
+	configure := func(n config.Node) {
+		b := n.Base()
+		plug := started[n]
+		if plug == nil {
+			bi := builtins[config.PluginType{Kind: sdk.Kind(b.Kind), Type: b.Type}]
+			var err error
+			plug, err = host.Start(ctx, host.Spec{Kind: bi.Info.Kind, Type: bi.Info.Type, Name: b.Name, Command: bi.Command}, opts.Host)
+			if err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin failed to start", Detail: err.Error(), Subject: b.DefRange.Ptr()})
+				return
+			}
+			l.plugins = append(l.plugins, plug)
+			started[n] = plug
+		}
+		cfg := configs[n].SDKConfig(b.Name)
+		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates); err != nil {
+			msg := err.Error()
+			if he, ok := err.(*host.Error); ok && he.Exit == "" {
+				msg = he.Msg
+			}
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError,
+				Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: fmt.Sprintf("%s %q %q: %s", b.Kind, b.Type, b.Name, msg), Subject: b.DefRange.Ptr()})
+		}
+	}
+	schemas := map[string]*arrow.Schema{}
+	for _, s := range p.Sources {
+		configure(s)
+		if plug := started[s]; plug != nil && !diags.HasErrors() {
+			schema, err := plug.Schema(ctx)
+			if err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Source cannot be read",
+					Detail: err.Error(), Subject: s.DefRange.Ptr()})
+				continue
+			}
+			schemas[s.Name] = schema
+		}
+	}
+	for _, s := range p.Sinks {
+		configure(s)
+	}
+	if diags.HasErrors() {
+		return fail()
+	}
+
+	// Stage 3: expressions against the schemas.
+	_, d := config.CheckExpressions(p, config.CheckOptions{
+		SchemaOf: func(name string) *arrow.Schema { return schemas[name] },
+		Configs:  configs,
+	})
+	diags = append(diags, d...)
+	if diags.HasErrors() {
+		return fail()
+	}
+
+	plan := &Plan{Pipeline: p.Name}
+	for _, s := range p.Sources {
+		plan.Sources = append(plan.Sources, &Source{Name: s.Name, Plugin: started[s], Schema: schemas[s.Name]})
+	}
+	for _, f := range p.Filters {
+		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs)})
+	}
+	for _, s := range p.Sinks {
+		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs)}
+		if s.When != nil {
+			sk.When = s.When.Src
+		}
+		for _, t := range configs[s].Templates {
+			if sk.Templates == nil {
+				sk.Templates = map[string]string{}
+			}
+			sk.Templates[t.Name] = t.Src
+		}
+		plan.Sinks = append(plan.Sinks, sk)
+	}
+	l.Plan = plan
+	return l, diags
+}
+
+func inputKeys(in []config.Input) []string {
+	keys := make([]string, len(in))
+	for i, x := range in {
+		keys[i] = x.Node.Addr()
+	}
+	return keys
+}
+
+type sinkAdapter struct{ p *host.Plugin }
+
+func (s sinkAdapter) OpenStream(ctx context.Context) (SinkStream, error) { return s.p.Write(ctx) }

@@ -1,0 +1,345 @@
+// Package run moves batches from sources through filters to sinks, applies
+// backpressure, tracks acks and commits source positions.
+//
+// The checkpoint rule: a source position is committed only when every batch
+// up to it has been acked by every sink it flowed to. Rows that filters or
+// `when` dropped count as done. Positions commit in order, so a restart
+// resumes after the last batch that is fully delivered and redoes the rest
+// (at-least-once).
+package run
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/state"
+)
+
+// Plan is a pipeline ready to run: started plugins wired as a graph.
+type Plan struct {
+	Pipeline string
+	Sources  []*Source
+	// Filters are in topological order: a filter's inputs come before it.
+	Filters []*Filter
+	Sinks   []*Sink
+}
+
+// Node keys name graph nodes as HCL references do: "source.calls", "filter.high_churn".
+func SourceKey(name string) string { return "source." + name }
+func FilterKey(name string) string { return "filter." + name }
+
+// Source is a running source plugin.
+type Source struct {
+	Name   string
+	Plugin SourcePlugin
+	// Schema is the schema the source reported up front, if any.
+	Schema *arrow.Schema
+}
+
+// Filter keeps the records for which Where is true.
+type Filter struct {
+	Name   string
+	Where  string
+	Inputs []string // node keys
+}
+
+// Sink is a running sink plugin.
+type Sink struct {
+	Name   string
+	Plugin SinkPlugin
+	Inputs []string // node keys
+	// When, if set, selects the records this sink gets.
+	When string
+	// Templates maps template attributes to their {{ }} source; each is
+	// rendered per record into a column the plugin reads.
+	Templates map[string]string
+}
+
+// SourcePlugin is what the runner needs of a source; *host.Plugin has it.
+type SourcePlugin interface {
+	Read(ctx context.Context, checkpoint []byte, fn func(host.ReadMsg) error) error
+}
+
+// SinkPlugin opens a sink's stream.
+type SinkPlugin interface {
+	OpenStream(ctx context.Context) (SinkStream, error)
+}
+
+// SinkStream is an open stream to a sink; *host.WriteStream has it.
+type SinkStream interface {
+	Send(rec arrow.RecordBatch, token any) error
+	Acks() <-chan any
+	CloseSend() error
+	Wait() error
+}
+
+// Options tune a run.
+type Options struct {
+	Store *state.Store
+	// FullRefresh ignores committed positions and starts every source over.
+	FullRefresh bool
+	// Drain, when closed, stops reading: batches in flight are delivered and
+	// committed, then Run returns ErrInterrupted.
+	Drain <-chan struct{}
+	// CommitInterval bounds how often positions are written; 200 ms by default.
+	CommitInterval time.Duration
+	// MaxInFlight is how many batches each sink may hold unacked; 8 by default.
+	MaxInFlight int
+	Logger      *slog.Logger
+	Allocator   memory.Allocator
+}
+
+// ErrInterrupted is returned by Run after a drain that Options.Drain asked for.
+var ErrInterrupted = errors.New("interrupted")
+
+// Stats counts what a run did. Safe to read while the run goes on through Snapshot.
+type Stats struct {
+	Read     atomic.Int64 // records the sources emitted
+	Skipped  atomic.Int64 // records the sources skipped as bad input
+	Filtered atomic.Int64 // records dropped by filters and sinks' `when`
+	// Delivered counts records acked by sinks, summed over sinks.
+	Delivered atomic.Int64
+	Started   time.Time
+
+	mu   sync.Mutex
+	sink map[string]int64
+}
+
+// Snapshot is a copy of Stats at one moment.
+type Snapshot struct {
+	Read      int64            `json:"read"`
+	Skipped   int64            `json:"skipped"`
+	Filtered  int64            `json:"filtered"`
+	Delivered int64            `json:"delivered"`
+	Sinks     map[string]int64 `json:"sinks"`
+	Elapsed   time.Duration    `json:"-"`
+	Seconds   float64          `json:"seconds"`
+	Rate      float64          `json:"records_per_second"`
+}
+
+// Snapshot copies the counters.
+func (s *Stats) Snapshot() Snapshot {
+	snap := Snapshot{Read: s.Read.Load(), Skipped: s.Skipped.Load(), Filtered: s.Filtered.Load(), Delivered: s.Delivered.Load(), Sinks: map[string]int64{}}
+	s.mu.Lock()
+	for k, v := range s.sink {
+		snap.Sinks[k] = v
+	}
+	s.mu.Unlock()
+	if !s.Started.IsZero() {
+		snap.Elapsed = time.Since(s.Started)
+		snap.Seconds = snap.Elapsed.Seconds()
+		if snap.Seconds > 0 {
+			snap.Rate = float64(snap.Read) / snap.Seconds
+		}
+	}
+	return snap
+}
+
+func (s *Stats) addSink(name string, n int64) {
+	s.Delivered.Add(n)
+	s.mu.Lock()
+	if s.sink == nil {
+		s.sink = map[string]int64{}
+	}
+	s.sink[name] += n
+	s.mu.Unlock()
+}
+
+// Runner runs one plan once.
+type Runner struct {
+	plan  *Plan
+	opts  Options
+	Stats *Stats
+
+	consumers map[string][]consumer // node key -> who reads it
+	filters   map[string]*filterState
+	sinks     map[string]*sinkState
+	trackers  []*tracker
+
+	failOnce sync.Once
+	failErr  error
+	cancel   context.CancelFunc
+}
+
+type consumer struct {
+	filter *filterState
+	sink   *sinkState
+}
+
+// New prepares a run of plan.
+func New(plan *Plan, opts Options) (*Runner, error) {
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = 200 * time.Millisecond
+	}
+	if opts.MaxInFlight == 0 {
+		opts.MaxInFlight = 8
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Allocator == nil {
+		opts.Allocator = memory.DefaultAllocator
+	}
+	r := &Runner{plan: plan, opts: opts, Stats: &Stats{}, consumers: map[string][]consumer{}, filters: map[string]*filterState{}, sinks: map[string]*sinkState{}}
+	for _, f := range plan.Filters {
+		fs := &filterState{f: f, where: newCompiled(f.Where)}
+		r.filters[f.Name] = fs
+		for _, in := range f.Inputs {
+			r.consumers[in] = append(r.consumers[in], consumer{filter: fs})
+		}
+	}
+	for _, s := range plan.Sinks {
+		ss := &sinkState{s: s, in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, opts.MaxInFlight), templates: map[string]*compiled{}}
+		if s.When != "" {
+			ss.when = newCompiled(s.When)
+		}
+		for attr, src := range s.Templates {
+			ss.templates[attr] = newTemplate(src)
+		}
+		r.sinks[s.Name] = ss
+		for _, in := range s.Inputs {
+			r.consumers[in] = append(r.consumers[in], consumer{sink: ss})
+		}
+	}
+	return r, nil
+}
+
+// fail records the run's first error and stops everything.
+func (r *Runner) fail(err error) {
+	r.failOnce.Do(func() {
+		r.failErr = err
+		r.cancel()
+	})
+}
+
+// Run runs until the sources are drained, a plugin fails, ctx ends or a
+// drain is requested. Whatever was acked is committed in every case.
+func (r *Runner) Run(ctx context.Context) error {
+	r.Stats.Started = time.Now()
+	ctx, r.cancel = context.WithCancel(ctx)
+	defer r.cancel()
+	// Sources stop on a drain; sinks keep going until what was sent is acked.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	var drained atomic.Bool
+	if r.opts.Drain != nil {
+		go func() {
+			select {
+			case <-r.opts.Drain:
+				drained.Store(true)
+				stopReading()
+			case <-ctx.Done():
+			}
+		}()
+	}
+
+	// Open every sink's stream before reading anything.
+	var sinkWG sync.WaitGroup
+	for _, s := range r.plan.Sinks {
+		ss := r.sinks[s.Name]
+		stream, err := s.Plugin.OpenStream(ctx)
+		if err != nil {
+			r.fail(err)
+			break
+		}
+		ss.stream = stream
+	}
+	if r.failErr != nil {
+		return r.failErr
+	}
+	for _, s := range r.plan.Sinks {
+		ss := r.sinks[s.Name]
+		sinkWG.Add(2)
+		go func() { defer sinkWG.Done(); r.sendLoop(ctx, ss) }()
+		go func() { defer sinkWG.Done(); r.ackLoop(ss) }()
+	}
+
+	// Read every source.
+	var srcWG sync.WaitGroup
+	for _, src := range r.plan.Sources {
+		var from []byte
+		if !r.opts.FullRefresh && r.opts.Store != nil {
+			pos, err := r.opts.Store.Get(ctx, r.plan.Pipeline, src.Name)
+			if err != nil {
+				r.fail(err)
+				break
+			}
+			from = pos
+		}
+		t := &tracker{source: src.Name, lastPos: from}
+		r.trackers = append(r.trackers, t)
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			if err := r.readSource(readCtx, src, t, from); err != nil {
+				if readCtx.Err() != nil && ctx.Err() == nil {
+					return // a drain stopped it
+				}
+				r.fail(err)
+			}
+		}()
+	}
+
+	commitDone := make(chan struct{})
+	stopCommit := make(chan struct{})
+	go func() {
+		defer close(commitDone)
+		tick := time.NewTicker(r.opts.CommitInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				if err := r.commit(context.WithoutCancel(ctx)); err != nil {
+					r.fail(err)
+				}
+			case <-stopCommit:
+				return
+			}
+		}
+	}()
+
+	srcWG.Wait()
+	for _, ss := range r.sinks {
+		close(ss.in)
+	}
+	sinkWG.Wait()
+	close(stopCommit)
+	<-commitDone
+	// Commit whatever was acked, also after a failure: it was delivered.
+	commitErr := r.commit(context.WithoutCancel(ctx))
+	switch {
+	case r.failErr != nil:
+		return r.failErr
+	case commitErr != nil:
+		return commitErr
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case drained.Load():
+		return ErrInterrupted
+	}
+	return nil
+}
+
+func (r *Runner) commit(ctx context.Context) error {
+	if r.opts.Store == nil {
+		return nil
+	}
+	for _, t := range r.trackers {
+		pos, records, ok := t.takeCommit()
+		if !ok {
+			continue
+		}
+		if err := r.opts.Store.Commit(ctx, r.plan.Pipeline, t.source, pos, records); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+// Package plugins lists the plugins compiled into the pipeline binary. They
+// are written exactly as a user's plugin would be (they import only sdk/),
+// and still run out of process: the host re-executes the pipeline binary as
+// `pipeline plugin serve <kind>-<type>`.
+package plugins
+
+import (
+	"sort"
+
+	"github.com/pipelinehq/pipeline/sdk"
+
+	sinkfile "github.com/pipelinehq/pipeline/plugins/sink-file"
+	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
+	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
+)
+
+// Builtin is a plugin compiled into the binary.
+type Builtin struct {
+	// New returns a fresh sdk.Source or sdk.Sink.
+	New func() any
+	// Info is what the plugin says of itself.
+	Info sdk.Info
+}
+
+// Name is the plugin's name on the command line: "sink-webhook".
+func (b Builtin) Name() string { return string(b.Info.Kind) + "-" + b.Info.Type }
+
+var builtins = map[string]Builtin{}
+
+// register adds a built-in; a duplicate name is a programming error.
+func register(newFn func() any) {
+	var info sdk.Info
+	switch p := newFn().(type) {
+	case sdk.Source:
+		info = p.Info()
+	case sdk.Sink:
+		info = p.Info()
+	default:
+		panic("plugins: not a source or sink")
+	}
+	b := Builtin{New: newFn, Info: info}
+	if _, dup := builtins[b.Name()]; dup {
+		panic("plugins: duplicate built-in " + b.Name())
+	}
+	builtins[b.Name()] = b
+}
+
+func init() {
+	register(func() any { return &sourcefile.Source{} })
+	register(func() any { return &sinkfile.Sink{} })
+	register(func() any { return &sinkwebhook.Sink{} })
+}
+
+// Lookup finds a built-in by name ("sink-webhook").
+func Lookup(name string) (Builtin, bool) {
+	b, ok := builtins[name]
+	return b, ok
+}
+
+// All returns the built-ins sorted by name.
+func All() []Builtin {
+	out := make([]Builtin, 0, len(builtins))
+	for _, b := range builtins {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}

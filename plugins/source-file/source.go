@@ -1,0 +1,392 @@
+// Package sourcefile is the built-in `source "file"`: JSONL or CSV files,
+// plain or gzipped, from a path or a glob, read incrementally.
+package sourcefile
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/arrowcsv"
+	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// Batches are cut at whichever limit comes first. Small enough to keep
+// latency and memory low, large enough that per-batch costs vanish.
+const (
+	defaultBatchRows = 8192
+	batchBytes       = 8 << 20
+	// sampleLines bounds how much of each file Schema reads.
+	sampleLines = 2000
+	sampleFiles = 16
+)
+
+var _ sdk.Source = (*Source)(nil)
+var _ sdk.SchemaSource = (*Source)(nil)
+
+// Source reads files.
+type Source struct {
+	cfg  config
+	name string
+}
+
+type config struct {
+	Path    string `json:"path"`
+	Format  string `json:"format"`
+	OnError string `json:"on_error"`
+	// BatchRows caps the records per batch.
+	BatchRows int `json:"batch_rows"`
+}
+
+// Info describes the plugin.
+func (s *Source) Info() sdk.Info {
+	return sdk.Info{
+		Kind:        sdk.KindSource,
+		Type:        "file",
+		Version:     Version,
+		Description: "Reads JSONL or CSV files (gzip detected), a path or a glob; re-runs read only what was appended or added.",
+		Config: []sdk.Attribute{
+			{Name: "path", Type: sdk.String, Required: true, Description: "A file or a glob (e.g. data/*.jsonl), relative to the working directory."},
+			{Name: "format", Type: sdk.String, Default: "jsonl", Description: `"jsonl" or "csv".`},
+			{Name: "on_error", Type: sdk.String, Default: "fail", Description: `"fail" stops at a bad record with its file and line; "skip" logs it, counts it and goes on.`},
+			{Name: "batch_rows", Type: sdk.Number, Default: defaultBatchRows, Description: "Most records per batch (batches are also cut at 8 MiB of input)."},
+		},
+	}
+}
+
+// Configure checks the block.
+func (s *Source) Configure(_ context.Context, cfg sdk.Config) error {
+	if err := cfg.Decode(&s.cfg); err != nil {
+		return err
+	}
+	s.name = cfg.Name
+	switch s.cfg.Format {
+	case "jsonl", "csv":
+	default:
+		return fmt.Errorf(`format must be "jsonl" or "csv", not %q`, s.cfg.Format)
+	}
+	switch s.cfg.OnError {
+	case "fail", "skip":
+	default:
+		return fmt.Errorf(`on_error must be "fail" or "skip", not %q`, s.cfg.OnError)
+	}
+	if s.cfg.BatchRows < 1 {
+		return fmt.Errorf("batch_rows must be at least 1, not %d", s.cfg.BatchRows)
+	}
+	if _, err := filepath.Match(s.cfg.Path, ""); err != nil {
+		return fmt.Errorf("path %q is not a valid glob: %w", s.cfg.Path, err)
+	}
+	return nil
+}
+
+// files lists the matching files in a stable order.
+func (s *Source) files() ([]string, error) {
+	matches, err := filepath.Glob(s.cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("path %q: %w", s.cfg.Path, err)
+	}
+	var out []string
+	for _, m := range matches {
+		if st, err := os.Stat(m); err == nil && st.Mode().IsRegular() {
+			out = append(out, m)
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("path %q matches no files", s.cfg.Path)
+	}
+	return out, nil
+}
+
+// position is the checkpoint: how far each file has been read.
+type position struct {
+	Files map[string]filePos `json:"files"`
+}
+
+type filePos struct {
+	Offset int64 `json:"offset"` // bytes consumed (uncompressed, for gzip)
+	Line   int64 `json:"line"`   // lines consumed
+}
+
+// Schema samples the first lines of the files.
+func (s *Source) Schema(ctx context.Context) (*arrow.Schema, error) {
+	files, err := s.files()
+	if err != nil {
+		return nil, err
+	}
+	if len(files) > sampleFiles {
+		files = files[:sampleFiles]
+	}
+	if s.cfg.Format == "csv" {
+		r, closeFn, err := open(files[0])
+		if err != nil {
+			return nil, err
+		}
+		defer closeFn()
+		cr, err := arrowcsv.NewReader(r, arrowcsv.ReaderOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", files[0], err)
+		}
+		rec, err := cr.Next(sampleLines)
+		if errors.Is(err, io.EOF) {
+			return cr.Schema(), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", files[0], err)
+		}
+		defer rec.Release()
+		return rec.Schema(), nil
+	}
+	dec := arrowjson.NewDecoder(arrowjson.Options{})
+	defer dec.Release()
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r, closeFn, err := open(f)
+		if err != nil {
+			return nil, err
+		}
+		br := bufio.NewReaderSize(r, 1<<20)
+		for n := 0; n < sampleLines; n++ {
+			line, err := readLine(br)
+			if len(line) > 0 {
+				_ = dec.Append(line) // bad lines are reported when reading
+			}
+			if err != nil {
+				break
+			}
+		}
+		closeFn()
+		if rec := dec.Flush(); rec != nil {
+			rec.Release()
+		}
+	}
+	return dec.Schema(), nil
+}
+
+// Read reads every file from where the checkpoint left it.
+func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error {
+	pos := position{Files: map[string]filePos{}}
+	if len(from) > 0 {
+		if err := json.Unmarshal(from, &pos); err != nil {
+			return fmt.Errorf("checkpoint is not one this plugin wrote (%v); reset it with `pipeline state reset`", err)
+		}
+		if pos.Files == nil {
+			pos.Files = map[string]filePos{}
+		}
+	}
+	files, err := s.files()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		if s.cfg.Format == "csv" {
+			err = s.readCSV(ctx, f, &pos, emit)
+		} else {
+			err = s.readJSONL(ctx, f, &pos, emit)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *position) encode() []byte {
+	b, _ := json.Marshal(p)
+	return b
+}
+
+// open opens a file, decompressing it when it starts with gzip's magic.
+func open(path string) (io.Reader, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, _ := br.Peek(2)
+	if bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return zr, func() { zr.Close(); f.Close() }, nil
+	}
+	return br, func() { f.Close() }, nil
+}
+
+// skip discards n bytes, failing when the file is now shorter than what was
+// already read (it was truncated or replaced).
+func skip(r io.Reader, n int64, path string) error {
+	if n == 0 {
+		return nil
+	}
+	got, err := io.CopyN(io.Discard, r, n)
+	if got < n {
+		return fmt.Errorf("%s is shorter (%d bytes) than what an earlier run read (%d bytes): it was truncated or replaced; run with --full-refresh or `pipeline state reset` to read it again", path, got, n)
+	}
+	return err
+}
+
+// readLine returns the next line including its newline; at the end of the
+// file it returns the unterminated rest (maybe empty) and io.EOF.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == nil || !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	buf := append([]byte(nil), line...)
+	for errors.Is(err, bufio.ErrBufferFull) {
+		line, err = br.ReadSlice('\n')
+		buf = append(buf, line...)
+	}
+	return buf, err
+}
+
+func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit sdk.Emitter) error {
+	r, closeFn, err := open(path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	fp := pos.Files[path]
+	if err := skip(r, fp.Offset, path); err != nil {
+		return err
+	}
+	br := bufio.NewReaderSize(r, 1<<20)
+	dec := arrowjson.NewDecoder(arrowjson.Options{})
+	defer dec.Release()
+	pending := 0 // input bytes in the decoder
+	flush := func() error {
+		rec := dec.Flush()
+		pending = 0
+		if rec == nil {
+			return nil
+		}
+		pos.Files[path] = fp
+		return emit.Emit(rec, pos.encode())
+	}
+	for {
+		line, rerr := readLine(br)
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return fmt.Errorf("%s: %w", path, rerr)
+		}
+		if len(line) > 0 {
+			complete := line[len(line)-1] == '\n'
+			err := dec.Append(line)
+			if !complete && err != nil && !errors.Is(err, arrowjson.ErrEmptyLine) {
+				// The last line has no newline and does not parse: a writer
+				// may be halfway through it. Leave it for the next run.
+				sdk.Logger().Warn("last line is incomplete; leaving it for the next run", "file", path, "line", fp.Line+1)
+				break
+			}
+			fp.Line++
+			fp.Offset += int64(len(line))
+			switch {
+			case err == nil:
+				pending += len(line)
+			case errors.Is(err, arrowjson.ErrEmptyLine):
+			case s.cfg.OnError == "skip":
+				sdk.Logger().Warn("skipping bad record", "file", path, "line", fp.Line, "error", err.Error())
+				emit.Skipped(1)
+			default:
+				return fmt.Errorf("%s:%d: %v (set on_error = \"skip\" to skip bad records)", path, fp.Line, err)
+			}
+			if dec.Len() >= s.cfg.BatchRows || pending >= batchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	pos.Files[path] = fp
+	return nil
+}
+
+func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit sdk.Emitter) error {
+	r, closeFn, err := open(path)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	fp := pos.Files[path]
+	br := bufio.NewReaderSize(r, 1<<20)
+	// The header is read on every run; resuming skips to the offset after it.
+	header, err := readLine(br)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(header) == 0 {
+		return nil // empty file
+	}
+	body := io.Reader(br)
+	if fp.Offset > 0 {
+		if err := skip(br, fp.Offset-int64(len(header)), path); err != nil {
+			return err
+		}
+	} else {
+		fp.Offset, fp.Line = int64(len(header)), 1
+	}
+	base, baseLine := fp.Offset, fp.Line
+	cr, err := arrowcsv.NewReader(io.MultiReader(bytes.NewReader(header), body), arrowcsv.ReaderOptions{})
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for {
+		rec, err := cr.Next(s.cfg.BatchRows)
+		var rerr *arrowcsv.RecordError
+		switch {
+		case errors.Is(err, io.EOF):
+			pos.Files[path] = fp
+			return nil
+		case errors.As(err, &rerr):
+			line := baseLine + int64(rerr.Line) - 1
+			if s.cfg.OnError != "skip" {
+				return fmt.Errorf("%s:%d: %v (set on_error = \"skip\" to skip bad records)", path, line, rerr.Err)
+			}
+			sdk.Logger().Warn("skipping bad record", "file", path, "line", line, "error", rerr.Err.Error())
+			emit.Skipped(1)
+			continue
+		case err != nil:
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		fp.Offset = base + cr.Offset() - int64(len(header))
+		fp.Line = baseLine + int64(cr.Line()) - 1
+		pos.Files[path] = fp
+		if err := emit.Emit(rec, pos.encode()); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
