@@ -16,7 +16,23 @@
 //
 // Every diagnostic carries the file, line and column it is about; render them
 // with WriteDiagnostics. A runner must not start anything while any stage
-// returned an error.
+// returned an error. In outline:
+//
+//	p, diags := config.Load(file)
+//	diags = append(diags, config.CheckPluginTypes(p, builtins)...)
+//	// start each declared plugin (p.Plugins) once to learn its sdk.Info
+//	cfgs, d := config.DecodePlugins(p, infos)
+//	diags = append(diags, d...)
+//	compiled, d := config.CheckExpressions(p, config.CheckOptions{SchemaOf: schemaOf, Configs: cfgs})
+//	diags = append(diags, d...)
+//	if diags.HasErrors() {
+//		config.WriteDiagnostics(os.Stderr, p.Files, diags, isTerminal)
+//		return errValidate
+//	}
+//	// run: for each source, send batches through p.Readers(node) using
+//	// compiled.Where / When / Templates; configure plugins with
+//	// cfgs[node].SDKConfig(node.Base().Name); wait for p.SinksOf(source)
+//	// to ack before committing a source's position.
 package config
 
 import (
@@ -50,16 +66,17 @@ type Pipeline struct {
 	Files map[string]*hcl.File
 
 	// Sources are in declaration order. Filters are in topological order:
-	// a filter comes after every filter it reads from (filters caught in a
-	// cycle, and filters downstream of one, come last in declaration order).
-	// Sinks are in declaration order; nothing reads from them.
+	// a filter comes after every filter it reads from, and otherwise in
+	// declaration order (filters on a cycle, an error, keep a stable but
+	// arbitrary place). Sinks are in declaration order; nothing reads them.
 	Sources []*Source
 	Filters []*Filter
 	Sinks   []*Sink
 	// Plugins are the custom plugins declared with plugin blocks.
 	Plugins []*PluginDecl
 
-	readers map[Node][]Node // who lists a node in its inputs, in topological order
+	readers  map[Node][]Node // who lists a node in its inputs, in topological order
+	declared []PluginType    // every plugin block's kind and type, valid or not
 }
 
 // Node is a source, filter or sink in the graph: *Source, *Filter or *Sink.

@@ -13,7 +13,7 @@ import (
 )
 
 // WriteDiagnostics renders diags the way HCL tools do: "Error: summary", the
-// file and line, the source line, and the detail. With color the subject is
+// file:line:column, the source line, and the detail. With color the subject is
 // highlighted; without, a line of carets under the source line marks it.
 // Diagnostics are written in file order (SortDiagnostics). files are the
 // parsed files, Pipeline.Files. Details are not wrapped: terminals wrap, and
@@ -24,7 +24,7 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		if err := hcl.NewDiagnosticTextWriter(&buf, files, 0, color).WriteDiagnostic(d); err != nil {
 			return err
 		}
-		out := buf.Bytes()
+		out := withColumn(buf.Bytes(), d)
 		if !color {
 			out = addCaret(out, files, d)
 		}
@@ -33,6 +33,17 @@ func WriteDiagnostics(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnos
 		}
 	}
 	return nil
+}
+
+// withColumn turns HCL's "on FILE line N" into "on FILE:N:COL", the form
+// editors and terminals jump to, so every diagnostic says file:line:column.
+func withColumn(out []byte, d *hcl.Diagnostic) []byte {
+	if d.Subject == nil {
+		return out
+	}
+	from := fmt.Sprintf("  on %s line %d", d.Subject.Filename, d.Subject.Start.Line)
+	to := fmt.Sprintf("  on %s:%d:%d", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+	return bytes.Replace(out, []byte(from), []byte(to), 1)
 }
 
 // addCaret puts a line of carets under the subject in the source snippet

@@ -22,7 +22,7 @@ func TestWriteDiagnostics(t *testing.T) {
 			name:  "caret under the subject",
 			diags: diags[:1],
 			want: "Error: Reference to undeclared source\n\n" +
-				"  on churn.hcl line 5, in filter \"f\":\n" +
+				"  on churn.hcl:5:13, in filter \"f\":\n" +
 				"   5:   inputs = [source.cals]\n" +
 				"                  ^^^^^^^^^^^\n\n" +
 				"There is no source named \"cals\". Did you mean source.calls?\n\n",
@@ -31,7 +31,7 @@ func TestWriteDiagnostics(t *testing.T) {
 			name: "tabs kept so the caret lines up",
 			diags: hcl.Diagnostics{{Severity: hcl.DiagWarning, Summary: "S", Detail: "D",
 				Subject: &hcl.Range{Filename: "churn.hcl", Start: hcl.Pos{Line: 2, Column: 2, Byte: 25}, End: hcl.Pos{Line: 2, Column: 6, Byte: 29}}}},
-			want: "Warning: S\n\n  on churn.hcl line 2, in source \"file\" \"calls\":\n   2: \tpath = \"a\"\n      \t^^^^\n\nD\n\n",
+			want: "Warning: S\n\n  on churn.hcl:2:2, in source \"file\" \"calls\":\n   2: \tpath = \"a\"\n      \t^^^^\n\nD\n\n",
 		},
 		{
 			name:  "no subject",
@@ -42,19 +42,19 @@ func TestWriteDiagnostics(t *testing.T) {
 			name: "file not parsed",
 			diags: hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "S",
 				Subject: &hcl.Range{Filename: "other.hcl", Start: hcl.Pos{Line: 3, Column: 1, Byte: 40}, End: hcl.Pos{Line: 3, Column: 2, Byte: 41}}}},
-			want: "Error: S\n\n  on other.hcl line 3:\n  (source code not available)\n\n",
+			want: "Error: S\n\n  on other.hcl:3:1:\n  (source code not available)\n\n",
 		},
 		{
 			name: "range past the end of the file",
 			diags: hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "S",
 				Subject: &hcl.Range{Filename: "churn.hcl", Start: hcl.Pos{Line: 99, Column: 1, Byte: 9999}, End: hcl.Pos{Line: 99, Column: 1, Byte: 9999}}}},
-			want: "Error: S\n\n  on churn.hcl line 99:\n\n",
+			want: "Error: S\n\n  on churn.hcl:99:1:\n\n",
 		},
 		{
 			name:  "color highlights instead",
 			diags: diags[:1],
 			color: true,
-			want:  "\x1b[31mError\x1b[0m: Reference to undeclared source\n\n  on churn.hcl line 5, in filter \"f\":\n   5:   inputs = [\x1b[1;4msource.cals\x1b[0m]\n\nThere is no source named \"cals\". Did you mean source.calls?\n\n",
+			want:  "\x1b[31mError\x1b[0m: Reference to undeclared source\n\n  on churn.hcl:5:13, in filter \"f\":\n   5:   inputs = [\x1b[1;4msource.cals\x1b[0m]\n\nThere is no source named \"cals\". Did you mean source.calls?\n\n",
 		},
 	}
 	for _, tt := range tests {

@@ -205,7 +205,7 @@ func (p *Pipeline) SinksOf(n Node) []*Sink {
 // sink, each in the order records pass them. An empty chain means the sink
 // reads the source directly; no chains means no records of from reach to.
 // With shared filters (a diamond) a record can reach a sink by more than one
-// chain, and is then delivered once per chain.
+// chain; the runner decides whether it then arrives once per chain.
 func (p *Pipeline) Paths(from *Source, to *Sink) [][]*Filter {
 	var out [][]*Filter
 	var chain []*Filter

@@ -42,7 +42,9 @@ func LoadBytes(src []byte, filename string) (*Pipeline, hcl.Diagnostics) {
 // default name comes from the first file. To check several pipelines, call
 // Load once per file. A file whose name ends in ".json" is read as HCL's JSON
 // syntax. The Pipeline is never nil; see Pipeline for what it holds when there
-// are errors.
+// are errors. When any file has a syntax error, only the syntax errors are
+// reported: decoding a half-parsed file reports blocks and references that
+// are missing only because of the syntax error.
 func (l *Loader) Load(filenames ...string) (*Pipeline, hcl.Diagnostics) {
 	parser := hclparse.NewParser()
 	var diags hcl.Diagnostics
@@ -337,7 +339,7 @@ func (d *decoder) plugin(b *hcl.Block) {
 	}
 	content, diags := b.Body.Content(pluginSchema)
 	d.diags = append(d.diags, diags...)
-	ok := !diags.HasErrors()
+	ok := true
 	if pd.Kind != sdk.KindSource && pd.Kind != sdk.KindSink {
 		detail := fmt.Sprintf("A plugin is a %q or a %q, not %q.", sdk.KindSource, sdk.KindSink, pd.Kind)
 		if s := suggest(string(pd.Kind), []string{string(sdk.KindSource), string(sdk.KindSink)}); s != "" {
@@ -349,6 +351,11 @@ func (d *decoder) plugin(b *hcl.Block) {
 	if pd.Type == "" {
 		d.errorf(&pd.TypeRange, "Invalid plugin type", "A plugin's type cannot be empty: it is the first label of the blocks that use it.")
 		ok = false
+	}
+	if ok {
+		// Known even if the rest of the block is wrong, so that the blocks
+		// using it are not also reported as of an unknown type.
+		d.p.declared = append(d.p.declared, PluginType{Kind: pd.Kind, Type: pd.Type})
 	}
 	ctx := d.evalContext(b.DefRange.Filename)
 	if attr, found := content.Attributes["command"]; found {
@@ -379,7 +386,7 @@ func (d *decoder) plugin(b *hcl.Block) {
 		pd.SHA256 = strings.ToLower(sum)
 		ok = ok && good
 	}
-	if !ok {
+	if !ok || diags.HasErrors() {
 		return
 	}
 	key := string(pd.Kind) + "." + pd.Type

@@ -136,7 +136,7 @@ func TestLoadValues(t *testing.T) {
 		},
 		{
 			name: "where source",
-			src:  `filter "f" {
+			src: `filter "f" {
  inputs = [source.s]
  where = "a > 1"
 }`,
@@ -151,7 +151,7 @@ func TestLoadValues(t *testing.T) {
 		},
 		{
 			name: "env set",
-			src:  `filter "f" {
+			src: `filter "f" {
  inputs = [source.s]
  where = env("W")
 }`,
@@ -161,7 +161,7 @@ func TestLoadValues(t *testing.T) {
 		},
 		{
 			name: "env set to empty wins over the default",
-			src:  `filter "f" {
+			src: `filter "f" {
  inputs = [source.s]
  where = "${env("W", "default")}true"
 }`,
@@ -171,7 +171,7 @@ func TestLoadValues(t *testing.T) {
 		},
 		{
 			name: "env default",
-			src:  `filter "f" {
+			src: `filter "f" {
  inputs = [source.s]
  where = env("W", "y == 2")
 }`,

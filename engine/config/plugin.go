@@ -23,7 +23,9 @@ type PluginType struct {
 // CheckPluginTypes reports every source and sink whose type label names no
 // plugin of its kind, at the label, with a suggestion when a known type is
 // close. known lists the engine's built-in plugins; the plugins that p declares
-// with plugin blocks are known too.
+// with plugin blocks are known too, even those whose block has errors (they
+// are reported already). A plugin block may declare a type that is also
+// built in; which one wins is the host's choice.
 func CheckPluginTypes(p *Pipeline, known []PluginType) hcl.Diagnostics {
 	byKind := map[sdk.Kind][]string{}
 	has := map[PluginType]bool{}
@@ -36,8 +38,8 @@ func CheckPluginTypes(p *Pipeline, known []PluginType) hcl.Diagnostics {
 	for _, t := range known {
 		add(t)
 	}
-	for _, d := range p.Plugins {
-		add(PluginType{Kind: d.Kind, Type: d.Type})
+	for _, t := range p.declared {
+		add(t)
 	}
 	for _, names := range byKind {
 		sort.Strings(names)

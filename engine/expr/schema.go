@@ -162,6 +162,8 @@ func valueAt(arr arrow.Array, i int, raw bool) (any, error) {
 	case *array.Uint64:
 		v := a.Value(i)
 		if v > math.MaxInt64 {
+			// int would wrap, and expr's operators convert uint64 to int:
+			// float keeps comparisons right at the cost of digits.
 			return float64(v), nil
 		}
 		return int(v), nil

@@ -35,7 +35,8 @@ type colRef struct {
 type colKind int
 
 const (
-	kindOther colKind = iota
+	kindOther colKind = iota // structs, lists, times...: only null tests vectorise
+	kindRaw                  // raw JSON: the decoded value can be nil where the column is not
 	kindInt
 	kindFloat
 	kindString
@@ -44,7 +45,7 @@ const (
 
 func kindOf(f arrow.Field) colKind {
 	if isRaw(f) {
-		return kindOther
+		return kindRaw
 	}
 	switch f.Type.ID() {
 	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32:
@@ -69,6 +70,7 @@ type batchCtx struct {
 	fold    []byte
 	machine vm.VM
 	envs    map[*rowProg]*rowEnv
+	valids  map[string][]bool
 }
 
 func newBatchCtx(rec arrow.RecordBatch, refs []colRef) *batchCtx {
@@ -97,12 +99,105 @@ func (bc *batchCtx) col(id int) (*resolvedCol, error) {
 	if c := bc.cols[id]; c != nil {
 		return c, nil
 	}
-	c, err := resolveCol(bc.rec, bc.refs[id])
-	if err != nil {
-		return nil, err
+	ref := bc.refs[id]
+	if ref.idx[0] >= int(bc.rec.NumCols()) {
+		return nil, fmt.Errorf("column %s is missing from the batch", ref.path)
 	}
+	arr := bc.rec.Column(ref.idx[0])
+	var valid []bool
+	for k := range ref.idx {
+		if k > 0 {
+			st, ok := arr.(*array.Struct)
+			if !ok || ref.idx[k] >= st.NumField() {
+				return nil, fmt.Errorf("column %s does not have the type the expression was compiled for", ref.path)
+			}
+			arr = st.Field(ref.idx[k])
+		}
+		if arr.Len() < bc.n {
+			return nil, fmt.Errorf("column %s has %d rows, the batch %d", ref.path, arr.Len(), bc.n)
+		}
+		valid = bc.validity(ref.idx[:k+1], arr, valid)
+	}
+	c := &resolvedCol{arr: arr, valid: valid}
 	bc.cols[id] = c
 	return c, nil
+}
+
+// validity returns the rows where the struct path idx (whose array is a)
+// and all its parents (parent) are valid: nil when all are. Paths share
+// their parents' results, so a struct's bitmap is read once per batch.
+// The slices are read only.
+func (bc *batchCtx) validity(idx []int, a arrow.Array, parent []bool) []bool {
+	key := fmt.Sprint(idx)
+	if v, ok := bc.valids[key]; ok {
+		return v
+	}
+	v := parent
+	if a.NullN() > 0 {
+		v = make([]bool, bc.n)
+		if parent == nil {
+			for i := range v {
+				v[i] = true
+			}
+		} else {
+			copy(v, parent)
+		}
+		andValidity(v, a)
+	}
+	if bc.valids == nil {
+		bc.valids = map[string][]bool{}
+	}
+	bc.valids[key] = v
+	return v
+}
+
+// bitsOf[b] is byte b of a validity bitmap as eight bools.
+var bitsOf = func() (t [256][8]bool) {
+	for b := range t {
+		for k := range t[b] {
+			t[b][k] = b&(1<<k) != 0
+		}
+	}
+	return t
+}()
+
+// andValidity clears the rows of valid where a is null, reading the bitmap
+// a byte (eight rows) at a time.
+func andValidity(valid []bool, a arrow.Array) {
+	bm := a.NullBitmapBytes()
+	off := a.Data().Offset()
+	if _, ok := a.(*array.Null); ok {
+		clear(valid)
+		return
+	}
+	if bm == nil || len(bm)*8 < off+len(valid) {
+		// No bitmap (unions, say): ask the array.
+		for i := range valid {
+			valid[i] = valid[i] && a.IsValid(i)
+		}
+		return
+	}
+	i := 0
+	for ; i < len(valid) && (off+i)&7 != 0; i++ {
+		j := off + i
+		valid[i] = valid[i] && bm[j>>3]&(1<<(j&7)) != 0
+	}
+	for ; i+8 <= len(valid); i += 8 {
+		switch b := bm[(off+i)>>3]; b {
+		case 0xff:
+		case 0:
+			clear(valid[i : i+8])
+		default:
+			bits := &bitsOf[b]
+			for k := range bits {
+				valid[i+k] = valid[i+k] && bits[k]
+			}
+		}
+	}
+	for ; i < len(valid); i++ {
+		j := off + i
+		valid[i] = valid[i] && bm[j>>3]&(1<<(j&7)) != 0
+	}
 }
 
 // resolvedCol is a column path resolved in one batch: the leaf array and
@@ -112,44 +207,6 @@ type resolvedCol struct {
 	valid  []bool // nil: every row is valid
 	ints   []int64
 	floats []float64
-}
-
-func resolveCol(rec arrow.RecordBatch, ref colRef) (*resolvedCol, error) {
-	n := int(rec.NumRows())
-	if ref.idx[0] >= int(rec.NumCols()) {
-		return nil, fmt.Errorf("column %s is missing from the batch", ref.path)
-	}
-	arr := rec.Column(ref.idx[0])
-	chain := []arrow.Array{arr}
-	for _, k := range ref.idx[1:] {
-		st, ok := arr.(*array.Struct)
-		if !ok || k >= st.NumField() {
-			return nil, fmt.Errorf("column %s does not have the type the expression was compiled for", ref.path)
-		}
-		arr = st.Field(k)
-		chain = append(chain, arr)
-	}
-	var valid []bool
-	for _, a := range chain {
-		if a.Len() < n {
-			return nil, fmt.Errorf("column %s has %d rows, the batch %d", ref.path, a.Len(), n)
-		}
-		if a.NullN() == 0 {
-			continue
-		}
-		if valid == nil {
-			valid = make([]bool, n)
-			for i := range valid {
-				valid[i] = true
-			}
-		}
-		for i := range valid {
-			if valid[i] && a.IsNull(i) {
-				valid[i] = false
-			}
-		}
-	}
-	return &resolvedCol{arr: arr, valid: valid}, nil
 }
 
 func (c *resolvedCol) isValid(i int) bool { return c.valid == nil || c.valid[i] }

@@ -38,6 +38,9 @@ type entry struct {
 	rows     int64
 	holds    int
 	done     bool
+	// abandoned entries were not fully routed (the run stopped): they never
+	// become done, so no position at or after them is committed.
+	abandoned bool
 }
 
 func (t *tracker) add(position []byte, rows int64) *entry {
@@ -59,7 +62,7 @@ func (e *entry) release() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e.holds--
-	if e.holds > 0 {
+	if e.holds > 0 || e.abandoned {
 		return
 	}
 	e.done = true
@@ -74,6 +77,13 @@ func (e *entry) release() {
 		n++
 	}
 	t.queue = t.queue[n:]
+}
+
+// abandon marks an entry that will never be fully delivered.
+func (e *entry) abandon() {
+	e.t.mu.Lock()
+	e.abandoned = true
+	e.t.mu.Unlock()
 }
 
 // takeCommit returns the position to commit, if it moved.
@@ -201,21 +211,25 @@ func (r *Runner) readSource(ctx context.Context, src *Source, t *tracker, from [
 		} else {
 			rowInSpan += rows
 		}
-		err = r.route(ctx, SourceKey(src.Name), withIDs, e)
+		err = r.route(SourceKey(src.Name), withIDs, e)
 		withIDs.Release()
+		if err != nil {
+			e.abandon()
+			return err
+		}
 		e.release()
-		return err
+		return nil
 	})
 }
 
 // route hands rec, which came out of node, to everything that reads node.
-func (r *Runner) route(ctx context.Context, node string, rec arrow.RecordBatch, e *entry) error {
+func (r *Runner) route(node string, rec arrow.RecordBatch, e *entry) error {
 	for _, c := range r.consumers[node] {
 		var err error
 		if c.filter != nil {
-			err = r.applyFilter(ctx, c.filter, rec, e)
+			err = r.applyFilter(c.filter, rec, e)
 		} else {
-			err = r.toSink(ctx, c.sink, rec, e)
+			err = r.toSink(c.sink, rec, e)
 		}
 		if err != nil {
 			return err
@@ -224,7 +238,7 @@ func (r *Runner) route(ctx context.Context, node string, rec arrow.RecordBatch, 
 	return nil
 }
 
-func (r *Runner) applyFilter(ctx context.Context, fs *filterState, rec arrow.RecordBatch, e *entry) error {
+func (r *Runner) applyFilter(fs *filterState, rec arrow.RecordBatch, e *entry) error {
 	p, err := fs.where.predicate(rec.Schema())
 	if err != nil {
 		return fmt.Errorf("filter %s: where: %w", fs.f.Name, err)
@@ -238,10 +252,10 @@ func (r *Runner) applyFilter(ctx context.Context, fs *filterState, rec arrow.Rec
 	if out.NumRows() == 0 {
 		return nil
 	}
-	return r.route(ctx, FilterKey(fs.f.Name), out, e)
+	return r.route(FilterKey(fs.f.Name), out, e)
 }
 
-func (r *Runner) toSink(ctx context.Context, ss *sinkState, rec arrow.RecordBatch, e *entry) error {
+func (r *Runner) toSink(ss *sinkState, rec arrow.RecordBatch, e *entry) error {
 	rec.Retain()
 	if ss.when != nil {
 		p, err := ss.when.predicate(rec.Schema())
@@ -254,7 +268,6 @@ func (r *Runner) toSink(ctx context.Context, ss *sinkState, rec arrow.RecordBatc
 		if err != nil {
 			return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
 		}
-		r.Stats.Filtered.Add(rec.NumRows() - out.NumRows())
 		rec = out
 	}
 	if rec.NumRows() == 0 {
@@ -269,14 +282,15 @@ func (r *Runner) toSink(ctx context.Context, ss *sinkState, rec arrow.RecordBatc
 		}
 		rec = out
 	}
+	// A batch that was read is delivered even during a drain; only the
+	// run's end (failure, abort) drops it, and then it stays unacked.
 	e.hold()
 	select {
 	case ss.in <- sinkItem{rec: rec, e: e}:
 		return nil
-	case <-ctx.Done():
+	case <-r.ctx.Done():
 		rec.Release()
-		e.release()
-		return ctx.Err()
+		return r.ctx.Err()
 	}
 }
 

@@ -104,7 +104,7 @@ var ErrInterrupted = errors.New("interrupted")
 type Stats struct {
 	Read     atomic.Int64 // records the sources emitted
 	Skipped  atomic.Int64 // records the sources skipped as bad input
-	Filtered atomic.Int64 // records dropped by filters and sinks' `when`
+	Filtered atomic.Int64 // records dropped by filter blocks (a sink's `when` is not counted)
 	// Delivered counts records acked by sinks, summed over sinks.
 	Delivered atomic.Int64
 	Started   time.Time
@@ -166,6 +166,7 @@ type Runner struct {
 
 	failOnce sync.Once
 	failErr  error
+	ctx      context.Context // the run's: ends on failure or abort, not on a drain
 	cancel   context.CancelFunc
 }
 
@@ -226,6 +227,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.Stats.Started = time.Now()
 	ctx, r.cancel = context.WithCancel(ctx)
 	defer r.cancel()
+	r.ctx = ctx
 	// Sources stop on a drain; sinks keep going until what was sent is acked.
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()

@@ -45,3 +45,23 @@ func TestTrackerFilteredBatchIsDoneAtOnce(t *testing.T) {
 		t.Fatalf("pos=%q ok=%v", pos, ok)
 	}
 }
+
+func TestTrackerAbandonedBatchBlocksLaterCommits(t *testing.T) {
+	tr := &tracker{source: "calls"}
+	a := tr.add([]byte("a"), 1)
+	b := tr.add([]byte("b"), 1)
+	c := tr.add([]byte("c"), 1)
+	a.release()
+	b.hold()
+	b.abandon() // the run stopped while b was routed: its sink never got it
+	b.release()
+	c.release()
+	pos, _, ok := tr.takeCommit()
+	if !ok || string(pos) != "a" {
+		t.Fatalf("pos=%q ok=%v; want a", pos, ok)
+	}
+	b.release()
+	if pos, _, ok := tr.takeCommit(); ok {
+		t.Fatalf("committed %q past an abandoned batch", pos)
+	}
+}

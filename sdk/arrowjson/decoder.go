@@ -2,18 +2,14 @@ package arrowjson
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf8"
-	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/valyala/fastjson"
 
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -89,11 +85,9 @@ type node struct {
 	index    map[string]*node
 	elem     *node // kList
 
-	// scratch used while appending one value
-	stamp    uint64
-	cur      *fastjson.Value
-	curIdx   int
-	poisoned bool
+	// used while appending one row
+	curIdx   int  // kList: index of the element being appended
+	poisoned bool // must become raw JSON once its value is appended
 }
 
 func (n *node) len() int { return len(n.state) }
@@ -101,11 +95,13 @@ func (n *node) len() int { return len(n.state) }
 // Decoder turns JSON objects into Arrow record batches. It is not safe for
 // concurrent use; use one per goroutine.
 type Decoder struct {
-	mem    memory.Allocator
-	parser fastjson.Parser
-	root   *node
-	rows   int
-	stamp  uint64
+	mem   memory.Allocator
+	sc    scanner
+	line  []byte  // the line being appended
+	toks  []token // its tokens
+	root  *node
+	rows  int
+	stamp uint64
 
 	// the NullsColumn: one list of paths per row
 	nullsOn    bool
@@ -114,10 +110,10 @@ type Decoder struct {
 	pathOffs   []int32 // paths of all rows, one string each
 	pathData   []byte
 
-	chain   []*node
-	norm    []byte
-	scratch []byte
-	err     error
+	chain    []*node
+	rowPaths int // len(pathOffs) when the current row started
+	scratch  []byte
+	err      error
 
 	version       int // bumped on every schema change
 	schema        *arrow.Schema
@@ -146,7 +142,8 @@ func (d *Decoder) Release() {
 	d.root = &node{kind: kStruct, index: map[string]*node{}}
 	d.rows = 0
 	d.nullsState, d.nullsOffs, d.pathOffs, d.pathData = nil, []int32{0}, []int32{0}, nil
-	d.norm, d.scratch, d.chain = nil, nil, nil
+	d.sc = scanner{}
+	d.scratch, d.chain = nil, nil
 	d.schema = nil
 	d.version++
 }
@@ -154,38 +151,33 @@ func (d *Decoder) Release() {
 // Append parses line, one JSON object (a trailing "\n" or "\r\n" and a
 // leading UTF-8 byte order mark are ignored), and buffers it as a row.
 //
-// An empty or whitespace-only line returns ErrEmptyLine. A line that is not a
-// JSON object returns an error saying why ("invalid JSON at offset 17: ...",
-// "expected a JSON object, got array"). In both cases no row is appended and
-// the decoder stays usable.
+// An empty or whitespace-only line returns ErrEmptyLine. A line that is not
+// valid JSON returns a *SyntaxError ("invalid JSON at offset 17: ..."); a
+// JSON value that is not an object returns an error such as "expected a JSON
+// object, got array". In all these cases no row is appended, the schema is
+// unchanged, and the decoder stays usable.
 func (d *Decoder) Append(line []byte) error {
 	line = trimLine(line)
 	if isBlank(line) {
 		return ErrEmptyLine
 	}
-	src := line
-	if bytes.IndexByte(line, '\\') >= 0 || !utf8.Valid(line) {
-		var err error
-		if d.norm, err = normalize(d.norm[:0], line); err != nil {
-			return describe(line, err)
-		}
-		src = d.norm
+	if len(line) > math.MaxInt32 {
+		return errTooBig
 	}
-	v, err := d.parser.ParseBytes(src)
-	if err != nil {
-		return describe(line, err)
+	if err := d.sc.scan(line); err != nil {
+		return err
 	}
-	if v.Type() != fastjson.TypeObject {
-		return fmt.Errorf("expected a JSON object, got %s", typeName(v))
+	if k := d.sc.toks[0].kind; k != tObject {
+		return fmt.Errorf("expected a JSON object, got %s", kindName[k])
 	}
-	o, _ := v.Object()
+	d.line, d.toks = line, d.sc.toks
 	pathMark := len(d.pathOffs)
+	d.rowPaths = pathMark
 	d.err = nil
-	if err := d.appendObject(d.root, o); err != nil {
+	err := d.appendObject(d.root, 0)
+	d.line, d.toks = nil, nil
+	if err != nil {
 		d.rollback(pathMark)
-		if ne := (*numberError)(nil); errors.As(err, &ne) && !ne.outOfRange {
-			return describe(line, err)
-		}
 		return err
 	}
 	if n := len(d.pathOffs); n > pathMark || d.nullsOn {
@@ -208,24 +200,16 @@ func (d *Decoder) Append(line []byte) error {
 	return nil
 }
 
+var kindName = [...]string{
+	tNull: "null", tFalse: "boolean", tTrue: "boolean", tInt: "number",
+	tFloat: "number", tString: "string", tObject: "object", tArray: "array",
+}
+
 // rollback removes a partly appended row.
 func (d *Decoder) rollback(pathMark int) {
 	truncate(d.root, d.rows)
 	d.pathOffs = d.pathOffs[:pathMark]
 	d.pathData = d.pathData[:d.pathOffs[pathMark-1]]
-	for _, c := range d.root.children {
-		c.cur = nil
-		c.poisoned = false
-	}
-}
-
-func typeName(v *fastjson.Value) string {
-	switch v.Type() {
-	case fastjson.TypeTrue, fastjson.TypeFalse:
-		return "boolean"
-	default:
-		return v.Type().String()
-	}
 }
 
 var bom = []byte("\xef\xbb\xbf")
@@ -245,63 +229,61 @@ func trimLine(line []byte) []byte {
 
 func isBlank(line []byte) bool {
 	for _, c := range line {
-		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+		if !isSpace[c] {
 			return false
 		}
 	}
 	return true
 }
 
-// describe turns a parse failure into an error with the offset of the first
-// syntax error, as encoding/json finds it.
-func describe(line []byte, cause error) error {
-	var raw json.RawMessage
-	if err := json.Unmarshal(line, &raw); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			return fmt.Errorf("invalid JSON at offset %d: %s", se.Offset, se.Error())
-		}
+// str returns the decoded text of string token t. It is only valid until
+// the next call.
+func (d *Decoder) str(t *token) []byte {
+	raw := d.line[t.start:t.end]
+	if !t.esc {
+		return raw
 	}
-	return fmt.Errorf("invalid JSON: %v", cause)
+	d.scratch = decodeString(d.scratch[:0], raw)
+	return d.scratch
 }
 
-// appendObject appends one object as an entry of struct node n.
+// skip returns the index of the token after value token i.
+func (d *Decoder) skip(i int32) int32 {
+	if k := d.toks[i].kind; k == tObject || k == tArray {
+		return d.toks[i].next
+	}
+	return i + 1
+}
+
+// appendObject appends object token ti as an entry of struct node n.
 //
-// First every key is matched to its child node, which remembers the value
-// (so for a duplicate key the last value wins); then every child appends its
-// value, or a null when the key was absent.
-func (d *Decoder) appendObject(n *node, o *fastjson.Object) error {
-	d.stamp++
-	st := d.stamp
-	next := 0
-	o.Visit(func(key []byte, v *fastjson.Value) {
+// Members are appended in one pass. Keys normally come in the order of
+// n.children, and children whose key is skipped get a null. A key that
+// comes out of that order, or twice, replaces the entry its child already
+// got, so for a duplicate key the last value wins.
+func (d *Decoder) appendObject(n *node, ti int32) error {
+	cursor := 0 // n.children[:cursor] have their entry
+	end := d.toks[ti].next
+	for k := ti + 1; k < end; k = d.skip(k + 1) {
+		key := d.str(&d.toks[k])
 		var c *node
-		if next < len(n.children) && n.children[next].name == string(key) {
-			c = n.children[next]
+		if cursor < len(n.children) && n.children[cursor].name == string(key) {
+			c = n.children[cursor]
 		} else if c = n.index[string(key)]; c == nil {
 			if n == d.root && strings.HasPrefix(string(key), sdk.ReservedPrefix) {
-				if d.err == nil {
-					d.err = fmt.Errorf("key %q uses the prefix %q, which is reserved for the engine's columns", key, sdk.ReservedPrefix)
-				}
-				return
+				return fmt.Errorf("key %q uses the prefix %q, which is reserved for the engine's columns", key, sdk.ReservedPrefix)
 			}
 			c = d.newChild(n, string(key))
 		}
-		next = c.pos + 1
-		c.stamp = st
-		c.cur = v
-	})
-	if d.err != nil {
-		return d.err
-	}
-	for _, c := range n.children {
-		if c.stamp != st {
-			c.appendNull(stAbsent)
-			continue
+		if c.pos >= cursor {
+			for _, skipped := range n.children[cursor:c.pos] {
+				skipped.appendNull(stAbsent)
+			}
+			cursor = c.pos + 1
+		} else {
+			d.unappend(c)
 		}
-		v := c.cur
-		c.cur = nil
-		if err := d.appendValue(c, v); err != nil {
+		if err := d.appendValue(c, k+1); err != nil {
 			return err
 		}
 		if c.poisoned {
@@ -309,13 +291,42 @@ func (d *Decoder) appendObject(n *node, o *fastjson.Object) error {
 			c.poisoned = false
 			truncate(c, c.len()-1)
 			d.toRaw(c)
-			if err := d.appendRaw(c, v); err != nil {
+			if err := d.appendRaw(c, k+1); err != nil {
 				return err
 			}
 		}
 	}
+	for _, skipped := range n.children[cursor:] {
+		skipped.appendNull(stAbsent)
+	}
 	n.state = append(n.state, stValid)
 	return nil
+}
+
+// unappend removes the entry field c got for the object being appended,
+// and the explicit-null paths recorded for it in the current row.
+func (d *Decoder) unappend(c *node) {
+	truncate(c, c.len()-1)
+	if len(d.pathOffs) == d.rowPaths {
+		return
+	}
+	prefix := string(d.appendPath(nil, c))
+	w := d.rowPaths
+	at := d.pathOffs[w-1] // where the next kept path goes
+	from := at
+	for j := d.rowPaths; j < len(d.pathOffs); j++ {
+		p := d.pathData[from:d.pathOffs[j]]
+		from = d.pathOffs[j]
+		if string(p) == prefix || len(p) > len(prefix) && string(p[:len(prefix)]) == prefix &&
+			(p[len(prefix)] == '.' || p[len(prefix)] == '[') {
+			continue
+		}
+		at += int32(copy(d.pathData[at:], p))
+		d.pathOffs[w] = at
+		w++
+	}
+	d.pathOffs = d.pathOffs[:w]
+	d.pathData = d.pathData[:at]
 }
 
 func (d *Decoder) newChild(n *node, name string) *node {
@@ -329,122 +340,119 @@ func (d *Decoder) newChild(n *node, name string) *node {
 	return c
 }
 
-func (d *Decoder) appendList(n *node, arr []*fastjson.Value) error {
+func (d *Decoder) appendList(n *node, ti int32) error {
 	e := n.elem
-	for i, v := range arr {
-		n.curIdx = i
-		if err := d.appendValue(e, v); err != nil {
+	end := d.toks[ti].next
+	idx := 0
+	for k := ti + 1; k < end; k = d.skip(k) {
+		n.curIdx = idx
+		idx++
+		if err := d.appendValue(e, k); err != nil {
 			return err
 		}
 	}
-	end := e.len()
-	if end > math.MaxInt32 {
+	if e.len() > math.MaxInt32 {
 		return errTooBig
 	}
-	n.offs = append(n.offs, int32(end))
+	n.offs = append(n.offs, int32(e.len()))
 	n.state = append(n.state, stValid)
 	return nil
 }
 
 var errTooBig = errors.New("arrowjson: batch too large for 32-bit offsets; Flush more often")
 
-// appendValue appends v as the next entry of n.
-func (d *Decoder) appendValue(n *node, v *fastjson.Value) error {
-	switch v.Type() {
-	case fastjson.TypeString:
+// appendValue appends value token ti as the next entry of n.
+func (d *Decoder) appendValue(n *node, ti int32) error {
+	t := &d.toks[ti]
+	switch t.kind {
+	case tString:
 		switch n.kind {
 		case kString:
 		case kNull:
 			d.become(n, kString)
 		case kRaw:
-			return d.appendRaw(n, v)
+			return d.appendRaw(n, ti)
 		default:
 			d.conflict(n)
 			return nil
 		}
-		s, _ := v.StringBytes()
-		if len(n.data)+len(s) > math.MaxInt32 {
+		if t.esc {
+			n.data = decodeString(n.data, d.line[t.start:t.end])
+		} else {
+			n.data = append(n.data, d.line[t.start:t.end]...)
+		}
+		if len(n.data) > math.MaxInt32 {
 			return errTooBig
 		}
-		n.data = append(n.data, s...)
 		n.offs = append(n.offs, int32(len(n.data)))
 		n.state = append(n.state, stValid)
-	case fastjson.TypeNumber:
-		d.scratch = v.MarshalTo(d.scratch[:0])
-		i, f, isInt, err := parseNumber(d.scratch)
-		if err != nil {
-			return err
-		}
+	case tInt:
 		switch n.kind {
 		case kInt:
-			if !isInt {
-				d.widen(n)
-				n.floats = append(n.floats, f)
-			} else {
-				n.ints = append(n.ints, i)
-			}
+			n.ints = append(n.ints, int64(t.num))
 		case kFloat:
-			if isInt {
-				f = float64(i)
-			}
-			n.floats = append(n.floats, f)
+			n.floats = append(n.floats, float64(int64(t.num)))
 		case kNull:
-			if isInt {
-				d.become(n, kInt)
-				n.ints = append(n.ints, i)
-			} else {
-				d.become(n, kFloat)
-				n.floats = append(n.floats, f)
-			}
+			d.become(n, kInt)
+			n.ints = append(n.ints, int64(t.num))
 		case kRaw:
-			return d.appendRaw(n, v)
+			return d.appendRaw(n, ti)
 		default:
 			d.conflict(n)
 			return nil
 		}
 		n.state = append(n.state, stValid)
-	case fastjson.TypeObject:
+	case tFloat:
+		switch n.kind {
+		case kFloat:
+		case kInt:
+			d.widen(n)
+		case kNull:
+			d.become(n, kFloat)
+		case kRaw:
+			return d.appendRaw(n, ti)
+		default:
+			d.conflict(n)
+			return nil
+		}
+		n.floats = append(n.floats, math.Float64frombits(t.num))
+		n.state = append(n.state, stValid)
+	case tObject:
 		switch n.kind {
 		case kStruct:
 		case kNull:
 			d.become(n, kStruct)
 		case kRaw:
-			return d.appendRaw(n, v)
+			return d.appendRaw(n, ti)
 		default:
 			d.conflict(n)
 			return nil
 		}
-		o, _ := v.Object()
-		return d.appendObject(n, o)
-	case fastjson.TypeArray:
+		return d.appendObject(n, ti)
+	case tArray:
 		switch n.kind {
 		case kList:
 		case kNull:
 			d.become(n, kList)
 		case kRaw:
-			return d.appendRaw(n, v)
+			return d.appendRaw(n, ti)
 		default:
 			d.conflict(n)
 			return nil
 		}
-		arr, _ := v.Array()
-		return d.appendList(n, arr)
-	case fastjson.TypeTrue, fastjson.TypeFalse:
+		return d.appendList(n, ti)
+	case tTrue, tFalse:
 		switch n.kind {
 		case kBool:
 		case kNull:
 			d.become(n, kBool)
 		case kRaw:
-			return d.appendRaw(n, v)
+			return d.appendRaw(n, ti)
 		default:
 			d.conflict(n)
 			return nil
 		}
-		b := byte(0)
-		if v.Type() == fastjson.TypeTrue {
-			b = 1
-		}
-		n.bools = append(n.bools, b)
+		n.bools = append(n.bools, byte(t.kind-tFalse))
 		n.state = append(n.state, stValid)
 	default: // null
 		n.appendNull(stNull)
@@ -538,14 +546,10 @@ func (d *Decoder) toRaw(n *node) {
 	d.version++
 }
 
-// appendRaw appends v's JSON text to raw node n.
-func (d *Decoder) appendRaw(n *node, v *fastjson.Value) error {
+// appendRaw appends the JSON text of value token ti to raw node n.
+func (d *Decoder) appendRaw(n *node, ti int32) error {
 	l := len(n.data)
-	var err error
-	if n.data, err = appendFastJSON(n.data, v); err != nil {
-		n.data = n.data[:l]
-		return err
-	}
+	n.data = d.appendToken(n.data, ti)
 	if len(n.data) > math.MaxInt32 {
 		n.data = n.data[:l]
 		return errTooBig
@@ -577,7 +581,6 @@ func truncate(n *node, l int) {
 	case kStruct:
 		for _, c := range n.children {
 			truncate(c, l)
-			c.cur = nil
 			c.poisoned = false
 		}
 	}
@@ -586,26 +589,30 @@ func truncate(n *node, l int) {
 // recordNull lists the path of field n, which holds an explicit null in the
 // current row, in the row's nulls.
 func (d *Decoder) recordNull(n *node) {
+	d.pathData = d.appendPath(d.pathData, n)
+	d.pathOffs = append(d.pathOffs, int32(len(d.pathData)))
+}
+
+// appendPath appends the null path of n's current entry (see NullPath).
+func (d *Decoder) appendPath(dst []byte, n *node) []byte {
 	d.chain = d.chain[:0]
 	for c := n; c.parent != nil; c = c.parent {
 		d.chain = append(d.chain, c)
 	}
-	first := true
 	for i := len(d.chain) - 1; i >= 0; i-- {
 		c := d.chain[i]
 		if c.isField {
-			if !first {
-				d.pathData = append(d.pathData, '.')
+			if i != len(d.chain)-1 {
+				dst = append(dst, '.')
 			}
-			d.pathData = append(d.pathData, c.seg...)
+			dst = append(dst, c.seg...)
 		} else {
-			d.pathData = append(d.pathData, '[')
-			d.pathData = strconv.AppendInt(d.pathData, int64(c.parent.curIdx), 10)
-			d.pathData = append(d.pathData, ']')
+			dst = append(dst, '[')
+			dst = strconv.AppendInt(dst, int64(c.parent.curIdx), 10)
+			dst = append(dst, ']')
 		}
-		first = false
 	}
-	d.pathOffs = append(d.pathOffs, int32(len(d.pathData)))
+	return dst
 }
 
 // escapeSegment escapes a key for use in a null path: '\', '.' and '['
@@ -654,95 +661,3 @@ func NullPath(elems ...any) string {
 	}
 	return string(b)
 }
-
-// parseNumber parses a JSON number literal. It reports whether the literal
-// is an integer that fits int64 (returned in i); otherwise f holds it.
-func parseNumber(s []byte) (i int64, f float64, isInt bool, err error) {
-	n := len(s)
-	p := 0
-	neg := false
-	if p < n && s[p] == '-' {
-		neg = true
-		p++
-	}
-	start := p
-	switch {
-	case p < n && s[p] == '0':
-		p++
-	case p < n && s[p] >= '1' && s[p] <= '9':
-		for p < n && s[p] >= '0' && s[p] <= '9' {
-			p++
-		}
-	default:
-		return 0, 0, false, badNumber(s)
-	}
-	intEnd := p
-	integer := true
-	if p < n && s[p] == '.' {
-		p++
-		ds := p
-		for p < n && s[p] >= '0' && s[p] <= '9' {
-			p++
-		}
-		if p == ds {
-			return 0, 0, false, badNumber(s)
-		}
-		integer = false
-	}
-	if p < n && (s[p] == 'e' || s[p] == 'E') {
-		p++
-		if p < n && (s[p] == '+' || s[p] == '-') {
-			p++
-		}
-		ds := p
-		for p < n && s[p] >= '0' && s[p] <= '9' {
-			p++
-		}
-		if p == ds {
-			return 0, 0, false, badNumber(s)
-		}
-		integer = false
-	}
-	if p != n {
-		return 0, 0, false, badNumber(s)
-	}
-	str := unsafe.String(&s[0], n)
-	if integer {
-		if intEnd-start <= 18 {
-			var v int64
-			for _, c := range s[start:intEnd] {
-				v = v*10 + int64(c-'0')
-			}
-			if neg {
-				v = -v
-			}
-			return v, 0, true, nil
-		}
-		if v, err := strconv.ParseInt(str, 10, 64); err == nil {
-			return v, 0, true, nil
-		}
-	}
-	f, err = strconv.ParseFloat(str, 64)
-	if err != nil {
-		if math.IsInf(f, 0) {
-			return 0, 0, false, &numberError{text: string(s), outOfRange: true}
-		}
-		return 0, 0, false, badNumber(s)
-	}
-	return 0, f, false, nil
-}
-
-// numberError is a number literal the decoder rejects.
-type numberError struct {
-	text       string
-	outOfRange bool
-}
-
-func (e *numberError) Error() string {
-	if e.outOfRange {
-		return fmt.Sprintf("number %s is out of the float64 range", e.text)
-	}
-	return fmt.Sprintf("invalid JSON: invalid number literal %q", e.text)
-}
-
-func badNumber(s []byte) error { return &numberError{text: string(s)} }

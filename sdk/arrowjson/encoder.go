@@ -31,6 +31,7 @@ type Encoder struct {
 	nullStart int
 	nullEnd   int
 	path      []byte
+	nest      int // path segments pushed
 }
 
 // NewEncoder returns an Encoder.
@@ -80,7 +81,7 @@ func (e *Encoder) AppendRow(dst []byte, rec arrow.RecordBatch, row int) []byte {
 		if s < end {
 			e.hasNulls = true
 			e.nullStart, e.nullEnd = int(s), int(end)
-			e.path = e.path[:0]
+			e.path, e.nest = e.path[:0], 0
 		}
 	}
 	return e.writeFields(dst, p.fields, row)
@@ -180,7 +181,7 @@ func (e *Encoder) writeFields(dst []byte, fields []fieldPlan, i int) []byte {
 		if e.hasNulls {
 			mark := e.push(f.seg)
 			dst = f.w.write(e, dst, i)
-			e.path = e.path[:mark]
+			e.pop(mark)
 		} else {
 			dst = f.w.write(e, dst, i)
 		}
@@ -192,11 +193,28 @@ func (e *Encoder) writeFields(dst []byte, fields []fieldPlan, i int) []byte {
 // cut back to.
 func (e *Encoder) push(seg []byte) int {
 	mark := len(e.path)
-	if mark > 0 {
+	if e.nest > 0 {
 		e.path = append(e.path, '.')
 	}
 	e.path = append(e.path, seg...)
+	e.nest++
 	return mark
+}
+
+// pushIndex appends an array index to the current path.
+func (e *Encoder) pushIndex(i int64) int {
+	mark := len(e.path)
+	e.path = append(e.path, '[')
+	e.path = strconv.AppendInt(e.path, i, 10)
+	e.path = append(e.path, ']')
+	e.nest++
+	return mark
+}
+
+// pop undoes a push.
+func (e *Encoder) pop(mark int) {
+	e.path = e.path[:mark]
+	e.nest--
 }
 
 // listed reports whether the current path plus seg is one of the row's
@@ -211,7 +229,7 @@ func (e *Encoder) listed(seg []byte) bool {
 			break
 		}
 	}
-	e.path = e.path[:mark]
+	e.pop(mark)
 	return found
 }
 
@@ -442,12 +460,9 @@ func (w *listWriter) write(e *Encoder, dst []byte, i int) []byte {
 			continue
 		}
 		if e.hasNulls {
-			mark := len(e.path)
-			e.path = append(e.path, '[')
-			e.path = strconv.AppendInt(e.path, j-start, 10)
-			e.path = append(e.path, ']')
+			mark := e.pushIndex(j - start)
 			dst = w.elem.write(e, dst, int(j))
-			e.path = e.path[:mark]
+			e.pop(mark)
 		} else {
 			dst = w.elem.write(e, dst, int(j))
 		}

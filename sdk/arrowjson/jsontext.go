@@ -1,14 +1,11 @@
 package arrowjson
 
 import (
-	"errors"
 	"math"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
-
-	"github.com/valyala/fastjson"
 )
 
 // b2s views b as a string without copying; b must not change while the
@@ -99,55 +96,44 @@ func appendFloat(dst []byte, f float64, bits int) []byte {
 	return dst
 }
 
-// appendFastJSON appends v as compact JSON text. Numbers are checked
-// against the JSON grammar and kept verbatim.
-func appendFastJSON(dst []byte, v *fastjson.Value) ([]byte, error) {
-	var err error
-	switch v.Type() {
-	case fastjson.TypeObject:
-		o, _ := v.Object()
+// appendToken appends value token ti of the current line as compact JSON
+// text.
+func (d *Decoder) appendToken(dst []byte, ti int32) []byte {
+	t := &d.toks[ti]
+	switch t.kind {
+	case tObject:
 		dst = append(dst, '{')
-		first := true
-		o.Visit(func(k []byte, vv *fastjson.Value) {
-			if err != nil {
-				return
-			}
-			if !first {
+		for k := ti + 1; k < t.next; {
+			if k > ti+1 {
 				dst = append(dst, ',')
 			}
-			first = false
-			dst = AppendString(dst, b2s(k))
+			dst = d.appendToken(dst, k)
 			dst = append(dst, ':')
-			dst, err = appendFastJSON(dst, vv)
-		})
-		dst = append(dst, '}')
-	case fastjson.TypeArray:
-		arr, _ := v.Array()
+			dst = d.appendToken(dst, k+1)
+			k = d.skip(k + 1)
+		}
+		return append(dst, '}')
+	case tArray:
 		dst = append(dst, '[')
-		for i, e := range arr {
-			if i > 0 {
+		for k := ti + 1; k < t.next; k = d.skip(k) {
+			if k > ti+1 {
 				dst = append(dst, ',')
 			}
-			if dst, err = appendFastJSON(dst, e); err != nil {
-				break
-			}
+			dst = d.appendToken(dst, k)
 		}
-		dst = append(dst, ']')
-	case fastjson.TypeString:
-		s, _ := v.StringBytes()
-		dst = AppendString(dst, b2s(s))
-	case fastjson.TypeNumber:
-		n := len(dst)
-		dst = v.MarshalTo(dst)
-		_, _, _, err = parseNumber(dst[n:])
-	case fastjson.TypeTrue:
-		dst = append(dst, "true"...)
-	case fastjson.TypeFalse:
-		dst = append(dst, "false"...)
-	default:
-		dst = append(dst, "null"...)
+		return append(dst, ']')
+	case tString:
+		if !t.esc {
+			// no escapes, valid UTF-8, no control characters: as is
+			dst = append(dst, '"')
+			dst = append(dst, d.line[t.start:t.end]...)
+			return append(dst, '"')
+		}
+		d.scratch = decodeString(d.scratch[:0], d.line[t.start:t.end])
+		return AppendString(dst, b2s(d.scratch))
+	default: // numbers and literals: as written
+		return append(dst, d.line[t.start:t.end]...)
 	}
-	return dst, err
 }
 
 // appendStored appends entry i of n, as buffered, as JSON text. Explicit
@@ -200,103 +186,64 @@ func appendStored(dst []byte, n *node, i int) []byte {
 	return append(dst, "null"...)
 }
 
-var (
-	errUnterminated = errors.New("unterminated string")
-	errBadEscape    = errors.New("invalid escape in string")
-)
-
-// normalize rewrites the strings of a JSON text so that fastjson reads them
-// exactly as encoding/json does: escapes are decoded (a \u escape that is not
-// a valid surrogate pair becomes U+FFFD), invalid UTF-8 bytes become U+FFFD,
-// and only '"' and '\' stay escaped. Text outside strings is copied as is.
-func normalize(dst, line []byte) ([]byte, error) {
-	i := 0
-	for i < len(line) {
-		c := line[i]
-		if c != '"' {
+// decodeString appends the text of the JSON string contents raw (without
+// quotes; already checked by the scanner) to dst, as encoding/json decodes
+// it: a \u escape that is not part of a valid surrogate pair and each byte
+// of invalid UTF-8 become U+FFFD.
+func decodeString(dst, raw []byte) []byte {
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case c == '\\' && i+1 < len(raw):
+			i += 2
+			switch raw[i-1] {
+			case 'b':
+				dst = append(dst, '\b')
+			case 'f':
+				dst = append(dst, '\f')
+			case 'n':
+				dst = append(dst, '\n')
+			case 'r':
+				dst = append(dst, '\r')
+			case 't':
+				dst = append(dst, '\t')
+			case 'u':
+				r := hex4(raw[i:])
+				if r < 0 {
+					dst = append(dst, "\uFFFD"...)
+					continue
+				}
+				i += 4
+				if utf16.IsSurrogate(r) {
+					r2 := rune(-1)
+					if i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+						r2 = hex4(raw[i+2:])
+					}
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						r = dec
+						i += 6
+					} else {
+						r = utf8.RuneError
+					}
+				}
+				dst = utf8.AppendRune(dst, r)
+			default: // '"', '\\', '/'
+				dst = append(dst, raw[i-1])
+			}
+		case c < utf8.RuneSelf:
 			dst = append(dst, c)
 			i++
-			continue
-		}
-		dst = append(dst, '"')
-		i++
-		for {
-			if i >= len(line) {
-				return dst, errUnterminated
+		default:
+			r, size := utf8.DecodeRune(raw[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, "\uFFFD"...)
+			} else {
+				dst = append(dst, raw[i:i+size]...)
 			}
-			c = line[i]
-			switch {
-			case c == '"':
-				dst = append(dst, '"')
-				i++
-			case c == '\\':
-				if i+1 >= len(line) {
-					return dst, errUnterminated
-				}
-				i += 2
-				switch line[i-1] {
-				case '"':
-					dst = append(dst, '\\', '"')
-				case '\\':
-					dst = append(dst, '\\', '\\')
-				case '/':
-					dst = append(dst, '/')
-				case 'b':
-					dst = append(dst, '\b')
-				case 'f':
-					dst = append(dst, '\f')
-				case 'n':
-					dst = append(dst, '\n')
-				case 'r':
-					dst = append(dst, '\r')
-				case 't':
-					dst = append(dst, '\t')
-				case 'u':
-					r := hex4(line[i:])
-					if r < 0 {
-						return dst, errBadEscape
-					}
-					i += 4
-					if utf16.IsSurrogate(r) {
-						r2 := rune(-1)
-						if i+1 < len(line) && line[i] == '\\' && line[i+1] == 'u' {
-							r2 = hex4(line[i+2:])
-						}
-						if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
-							r = dec
-							i += 6
-						} else {
-							r = utf8.RuneError
-						}
-					}
-					switch r {
-					case '"', '\\':
-						dst = append(dst, '\\', byte(r))
-					default:
-						dst = utf8.AppendRune(dst, r)
-					}
-				default:
-					return dst, errBadEscape
-				}
-				continue
-			case c < utf8.RuneSelf:
-				dst = append(dst, c)
-				i++
-				continue
-			default:
-				r, size := utf8.DecodeRune(line[i:])
-				if r == utf8.RuneError && size == 1 {
-					dst = append(dst, "\uFFFD"...)
-				} else {
-					dst = append(dst, line[i:i+size]...)
-				}
-				i += size
-				continue
-			}
-			break
+			i += size
 		}
 	}
-	return dst, nil
+	return dst
 }
 
 // hex4 decodes the 4 hex digits at the start of b, or returns -1.

@@ -25,3 +25,7 @@ source "file" "calls" {
 sink "ok" "x" {
   inputs = [source.calls]
 }
+
+sink "audit" "y" {
+  inputs = [source.calls]
+}
