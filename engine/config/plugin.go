@@ -99,8 +99,42 @@ type DecodedConfig struct {
 	Templates []TemplateAttr
 }
 
+// mapTemplates returns a template per value of a map(string) template
+// attribute that holds placeholders, named "<attr>.<key>" (headers.X-Id), in
+// key order, each pointing at its own value expression.
+func mapTemplates(name string, v cty.Value, attr *hcl.Attribute, body hcl.Body) []TemplateAttr {
+	valueExprs := map[string]hcl.Expression{}
+	if attr != nil {
+		if pairs, d := hcl.ExprMap(attr.Expr); !d.HasErrors() {
+			for _, kv := range pairs {
+				if k, d := kv.Key.Value(nil); !d.HasErrors() && k.Type() == cty.String && k.IsKnown() && !k.IsNull() {
+					valueExprs[k.AsString()] = kv.Value
+				}
+			}
+		}
+	}
+	var out []TemplateAttr
+	for it := v.ElementIterator(); it.Next(); {
+		k, ev := it.Element()
+		if ev.IsNull() || !ev.IsKnown() || !strings.Contains(ev.AsString(), "{{") {
+			continue
+		}
+		t := TemplateAttr{Name: name + "." + k.AsString(), Expr: Expr{Src: ev.AsString(), Range: body.MissingItemRange()}}
+		if attr != nil {
+			t.Range = attr.Expr.Range()
+		}
+		if e, ok := valueExprs[k.AsString()]; ok {
+			t.Range = e.Range()
+			t.expr = e
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
 // TemplateAttr is an attribute declared with Template: true whose value holds
-// {{ }} placeholders.
+// {{ }} placeholders. For a map(string) attribute there is one per value with
+// placeholders, named "<attr>.<key>".
 type TemplateAttr struct {
 	Name string
 	Expr
@@ -188,15 +222,24 @@ func DecodePluginBody(body hcl.Body, info sdk.Info, ctx *hcl.EvalContext) (Decod
 			continue
 		}
 		v, ok := set[a.Name]
-		if !ok || v.Type() != cty.String || !strings.Contains(v.AsString(), "{{") {
+		if !ok {
+			continue
+		}
+		var attr *hcl.Attribute
+		if content != nil {
+			attr = content.Attributes[a.Name]
+		}
+		if v.Type().IsMapType() && v.Type().ElementType() == cty.String {
+			out.Templates = append(out.Templates, mapTemplates(a.Name, v, attr, body)...)
+			continue
+		}
+		if v.Type() != cty.String || !strings.Contains(v.AsString(), "{{") {
 			continue
 		}
 		t := TemplateAttr{Name: a.Name, Expr: Expr{Src: v.AsString(), Range: body.MissingItemRange()}}
-		if content != nil {
-			if attr, ok := content.Attributes[a.Name]; ok {
-				t.Range = attr.Expr.Range()
-				t.expr = attr.Expr
-			}
+		if attr != nil {
+			t.Range = attr.Expr.Range()
+			t.expr = attr.Expr
 		}
 		out.Templates = append(out.Templates, t)
 	}

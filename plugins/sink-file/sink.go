@@ -151,4 +151,3 @@ func (s *Sink) Close(context.Context) error {
 	}
 	return s.f.Close()
 }
-

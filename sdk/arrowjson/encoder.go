@@ -17,8 +17,9 @@ import (
 // writer per schema (kept while the schema stays in use), so batches may
 // change schema freely. An Encoder is not safe for concurrent use.
 type Encoder struct {
-	plans map[*arrow.Schema]*recordPlan
-	plan  *recordPlan
+	plans  map[*arrow.Schema]*recordPlan
+	plan   *recordPlan
+	values map[valueKey]writer // for AppendValue
 
 	// the batch the plan is bound to
 	recSchema *arrow.Schema
@@ -85,6 +86,39 @@ func (e *Encoder) AppendRow(dst []byte, rec arrow.RecordBatch, row int) []byte {
 		}
 	}
 	return e.writeFields(dst, p.fields, row)
+}
+
+// AppendValue appends value i of arr, a column described by f, to dst as
+// JSON text: "null" when the value is null, raw JSON columns (see IsRaw)
+// verbatim, nested values in full. It serves writers that put one value per
+// cell, such as CSV.
+func (e *Encoder) AppendValue(dst []byte, f arrow.Field, arr arrow.Array, i int) []byte {
+	if arr.IsNull(i) || arr.DataType().ID() == arrow.NULL {
+		return append(dst, "null"...)
+	}
+	key := valueKey{arr, IsRaw(f)}
+	w := e.values[key]
+	if w == nil {
+		if len(e.values) >= 256 {
+			clear(e.values)
+		}
+		if e.values == nil {
+			e.values = map[valueKey]writer{}
+		}
+		w = newWriter(f)
+		bindWriter(&w, arr)
+		e.values[key] = w
+	}
+	hasNulls := e.hasNulls
+	e.hasNulls = false
+	dst = w.write(e, dst, i)
+	e.hasNulls = hasNulls
+	return dst
+}
+
+type valueKey struct {
+	arr arrow.Array
+	raw bool
 }
 
 // use binds the plan for rec's schema to rec's columns.

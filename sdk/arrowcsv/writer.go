@@ -1,0 +1,266 @@
+package arrowcsv
+
+import (
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+)
+
+// Writer writes record batches as CSV with a header line.
+//
+// Struct columns are flattened into dotted column names
+// ("classifications.churn_risk.label"); lists, maps, raw JSON columns and
+// other nested values are written as JSON text; nulls are empty fields;
+// reserved columns (sdk.ReservedPrefix) are left out. Floats are written in
+// their shortest exact form, with ".0" on integral values so that they read
+// back as floats; NaN and infinities as NaN, Inf and -Inf; timestamps in
+// RFC 3339; binary as base64.
+//
+// The header is the first batch's columns, unless the Writer was made with
+// NewWriterWithColumns. A header cannot change once written: a later batch
+// with a column that is not in it makes Write fail, naming the column, and
+// write nothing of that batch. Header columns a batch lacks are left empty.
+type Writer struct {
+	cw      *csv.Writer
+	enc     *arrowjson.Encoder
+	columns []string
+	index   map[string]int
+	header  bool // header written
+
+	plan       []leaf // for planSchema
+	planSchema *arrow.Schema
+	row        []string
+	buf        []byte
+}
+
+// leaf is one CSV column of a batch: a top-level column or a field inside
+// structs.
+type leaf struct {
+	name  string
+	path  []int // column index, then struct field indexes
+	field arrow.Field
+	pos   int // position in the header
+	// bound per batch
+	outer []arrow.Array // enclosing structs
+	arr   arrow.Array
+}
+
+// NewWriter returns a Writer whose header is taken from the first batch.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{cw: csv.NewWriter(w), enc: arrowjson.NewEncoder()}
+}
+
+// NewWriterWithColumns returns a Writer with a fixed header, for when the
+// full column list is known up front (see Columns). Batches may then have
+// any subset of these columns.
+func NewWriterWithColumns(w io.Writer, columns []string) *Writer {
+	wr := NewWriter(w)
+	wr.setColumns(columns)
+	return wr
+}
+
+func (w *Writer) setColumns(columns []string) {
+	w.columns = append([]string(nil), columns...)
+	w.index = make(map[string]int, len(columns))
+	for i, c := range columns {
+		if _, dup := w.index[c]; !dup {
+			w.index[c] = i
+		}
+	}
+	w.row = make([]string, len(columns))
+}
+
+// Columns returns the CSV column names the Writer makes of schema: structs
+// flattened into dotted names, reserved columns left out.
+func Columns(schema *arrow.Schema) []string {
+	var out []string
+	for _, l := range flatten(schema) {
+		out = append(out, l.name)
+	}
+	return out
+}
+
+func flatten(schema *arrow.Schema) []leaf {
+	var out []leaf
+	var walk func(prefix string, path []int, f arrow.Field)
+	walk = func(prefix string, path []int, f arrow.Field) {
+		name := prefix + f.Name
+		if st, ok := f.Type.(*arrow.StructType); ok && !arrowjson.IsRaw(f) && st.NumFields() > 0 {
+			for i, c := range st.Fields() {
+				walk(name+".", append(path[:len(path):len(path)], i), c)
+			}
+			return
+		}
+		out = append(out, leaf{name: name, path: path, field: f})
+	}
+	for i, f := range schema.Fields() {
+		if sdk.IsReserved(f.Name) {
+			continue
+		}
+		walk("", []int{i}, f)
+	}
+	return out
+}
+
+// Write writes rec's rows (and, first, the header).
+func (w *Writer) Write(rec arrow.RecordBatch) error {
+	if rec.Schema() != w.planSchema {
+		plan := flatten(rec.Schema())
+		if w.columns == nil {
+			names := make([]string, len(plan))
+			for i, l := range plan {
+				names[i] = l.name
+			}
+			w.setColumns(names)
+		}
+		for i := range plan {
+			pos, ok := w.index[plan[i].name]
+			if !ok {
+				return fmt.Errorf("arrowcsv: column %q is not in the CSV header, which was fixed by the first batch; "+
+					"create the writer with NewWriterWithColumns to declare every column up front", plan[i].name)
+			}
+			plan[i].pos = pos
+		}
+		w.plan, w.planSchema = plan, rec.Schema()
+	}
+	if !w.header {
+		if err := w.cw.Write(w.columns); err != nil {
+			return err
+		}
+		w.header = true
+	}
+	for i := range w.plan {
+		l := &w.plan[i]
+		l.outer = l.outer[:0]
+		a := rec.Column(l.path[0])
+		for _, k := range l.path[1:] {
+			l.outer = append(l.outer, a)
+			a = a.(*array.Struct).Field(k)
+		}
+		l.arr = a
+	}
+	for r := 0; r < int(rec.NumRows()); r++ {
+		clear(w.row)
+		for i := range w.plan {
+			l := &w.plan[i]
+			w.row[l.pos] = w.cell(l, r)
+		}
+		if err := w.cw.Write(w.row); err != nil {
+			return err
+		}
+	}
+	return w.cw.Error()
+}
+
+// cell formats row r of column l.
+func (w *Writer) cell(l *leaf, r int) string {
+	for _, o := range l.outer {
+		if o.IsNull(r) {
+			return ""
+		}
+	}
+	a := l.arr
+	if a.IsNull(r) || a.DataType().ID() == arrow.NULL {
+		return ""
+	}
+	switch a := a.(type) {
+	case *array.String:
+		return a.Value(r)
+	case *array.LargeString:
+		return a.Value(r)
+	case *array.StringView:
+		return a.Value(r)
+	case *array.Boolean:
+		return strconv.FormatBool(a.Value(r))
+	case *array.Int8:
+		return strconv.FormatInt(int64(a.Value(r)), 10)
+	case *array.Int16:
+		return strconv.FormatInt(int64(a.Value(r)), 10)
+	case *array.Int32:
+		return strconv.FormatInt(int64(a.Value(r)), 10)
+	case *array.Int64:
+		return strconv.FormatInt(a.Value(r), 10)
+	case *array.Uint8:
+		return strconv.FormatUint(uint64(a.Value(r)), 10)
+	case *array.Uint16:
+		return strconv.FormatUint(uint64(a.Value(r)), 10)
+	case *array.Uint32:
+		return strconv.FormatUint(uint64(a.Value(r)), 10)
+	case *array.Uint64:
+		return strconv.FormatUint(a.Value(r), 10)
+	case *array.Float32:
+		return formatFloat(float64(a.Value(r)), 32)
+	case *array.Float64:
+		return formatFloat(a.Value(r), 64)
+	case *array.Date32:
+		return a.Value(r).ToTime().Format(time.DateOnly)
+	case *array.Date64:
+		return a.Value(r).ToTime().Format(time.DateOnly)
+	case *array.Timestamp:
+		t := a.DataType().(*arrow.TimestampType)
+		loc, err := t.GetZone()
+		if err != nil || loc == nil {
+			loc = time.UTC
+		}
+		return a.Value(r).ToTime(t.Unit).In(loc).Format(time.RFC3339Nano)
+	case *array.Binary:
+		return base64.StdEncoding.EncodeToString(a.Value(r))
+	case *array.LargeBinary:
+		return base64.StdEncoding.EncodeToString(a.Value(r))
+	}
+	// nested and other types: JSON text, without the quotes of a JSON string
+	w.buf = w.enc.AppendValue(w.buf[:0], l.field, a, r)
+	if len(w.buf) > 0 && w.buf[0] == '"' && !arrowjson.IsRaw(l.field) {
+		var s string
+		if json.Unmarshal(w.buf, &s) == nil {
+			return s
+		}
+	}
+	return string(w.buf)
+}
+
+// formatFloat writes f in its shortest exact form, keeping a ".0" on
+// integral values so that the column reads back as float.
+func formatFloat(f float64, bits int) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "Inf"
+	case math.IsInf(f, -1):
+		return "-Inf"
+	}
+	format := byte('f')
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		format = 'e'
+	}
+	s := strconv.FormatFloat(f, format, -1, bits)
+	if format == 'f' && !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
+}
+
+// Flush writes buffered data to the underlying writer.
+func (w *Writer) Flush() error {
+	if !w.header && w.columns != nil {
+		if err := w.cw.Write(w.columns); err != nil {
+			return err
+		}
+		w.header = true
+	}
+	w.cw.Flush()
+	return w.cw.Error()
+}
