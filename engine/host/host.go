@@ -108,12 +108,12 @@ func Start(ctx context.Context, spec Spec, opts Options) (*Plugin, error) {
 	rpcClient, err := p.client.Client()
 	if err != nil {
 		p.client.Kill()
-		return nil, p.Err(fmt.Errorf("start: %w", err))
+		return nil, p.errOp("start", err)
 	}
 	raw, err := rpcClient.Dispense(wire.PluginKey)
 	if err != nil {
 		p.client.Kill()
-		return nil, p.Err(fmt.Errorf("start: %w", err))
+		return nil, p.errOp("start", err)
 	}
 	p.rpc = raw.(pluginv1.PluginClient)
 	return p, nil
@@ -147,7 +147,11 @@ func (p *Plugin) Exited() bool { return p.client.Exited() }
 
 // Err wraps an error from talking to the plugin with the plugin's label and,
 // when the process has died, its exit status and last log lines.
-func (p *Plugin) Err(err error) error {
+func (p *Plugin) Err(err error) error { return p.errOp("", err) }
+
+// errOp is Err with the operation that failed ("read", "describe") put in
+// front of the plugin's own message.
+func (p *Plugin) errOp(op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -157,6 +161,9 @@ func (p *Plugin) Err(err error) error {
 		if st.Code() == codes.Canceled {
 			return &Error{Plugin: p.spec.Label(), Msg: "cancelled", Canceled: true}
 		}
+	}
+	if op != "" {
+		msg = op + ": " + msg
 	}
 	e := &Error{Plugin: p.spec.Label(), Msg: msg}
 	if p.runner != nil {
@@ -201,7 +208,7 @@ func (e *Error) Error() string {
 func (p *Plugin) Describe(ctx context.Context) (sdk.Info, error) {
 	resp, err := p.rpc.Describe(ctx, &pluginv1.DescribeRequest{ProtocolVersions: []uint32{wire.ProtocolVersion}})
 	if err != nil {
-		return sdk.Info{}, p.Err(fmt.Errorf("describe: %w", err))
+		return sdk.Info{}, p.errOp("describe", err)
 	}
 	info, err := InfoFromProto(resp)
 	if err != nil {
@@ -238,7 +245,7 @@ func (p *Plugin) Configure(ctx context.Context, config []byte, templates []strin
 	sort.Strings(templates)
 	_, err := p.rpc.Configure(ctx, &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates})
 	if err != nil {
-		return p.Err(fmt.Errorf("configure: %w", err))
+		return p.Err(err)
 	}
 	return nil
 }
@@ -251,7 +258,7 @@ func (p *Plugin) Schema(ctx context.Context) (*arrow.Schema, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, p.Err(fmt.Errorf("schema: %w", err))
+		return nil, p.errOp("schema", err)
 	}
 	schema, err := wire.DecodeSchema(resp.ArrowSchema)
 	if err != nil {
@@ -276,7 +283,7 @@ type ReadMsg struct {
 func (p *Plugin) Read(ctx context.Context, checkpoint []byte, fn func(ReadMsg) error) error {
 	stream, err := p.rpc.Read(ctx, &pluginv1.ReadRequest{Checkpoint: checkpoint})
 	if err != nil {
-		return p.Err(fmt.Errorf("read: %w", err))
+		return p.errOp("read", err)
 	}
 	dec := wire.NewDecoder(nil)
 	defer dec.Release()
@@ -324,7 +331,7 @@ type pendingAck struct {
 func (p *Plugin) Write(ctx context.Context) (*WriteStream, error) {
 	stream, err := p.rpc.Write(ctx)
 	if err != nil {
-		return nil, p.Err(fmt.Errorf("write: %w", err))
+		return nil, p.errOp("write", err)
 	}
 	w := &WriteStream{p: p, stream: stream, enc: wire.NewEncoder(nil), acks: make(chan any, 1024), done: make(chan struct{})}
 	go w.recvAcks()

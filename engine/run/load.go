@@ -115,6 +115,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	}
 
 	// Start and configure the rest; sources report their schemas.
+	failedConfigure := map[config.Node]bool{}
 	configure := func(n config.Node) {
 		b := n.Base()
 		plug := started[n]
@@ -131,18 +132,19 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 		cfg := configs[n].SDKConfig(b.Name)
 		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates); err != nil {
+			failedConfigure[n] = true
 			msg := err.Error()
 			if he, ok := err.(*host.Error); ok && he.Exit == "" {
-				msg = he.Msg
+				msg = fmt.Sprintf("The %s plugin %q says: %s.", b.Kind, b.Type, he.Msg)
 			}
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError,
-				Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: fmt.Sprintf("%s %q %q: %s", b.Kind, b.Type, b.Name, msg), Subject: b.DefRange.Ptr()})
+				Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: msg, Subject: b.DefRange.Ptr()})
 		}
 	}
 	schemas := map[string]*arrow.Schema{}
 	for _, s := range p.Sources {
 		configure(s)
-		if plug := started[s]; plug != nil && !diags.HasErrors() {
+		if plug := started[s]; plug != nil && !failedConfigure[s] {
 			schema, err := plug.Schema(ctx)
 			if err != nil {
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Source cannot be read",
@@ -155,11 +157,10 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	for _, s := range p.Sinks {
 		configure(s)
 	}
-	if diags.HasErrors() {
-		return fail()
-	}
 
-	// Stage 3: expressions against the schemas.
+	// Stage 3: expressions against the schemas (syntax only for a source
+	// whose schema is unknown), even after configure errors, so that one
+	// validate reports everything.
 	_, d := config.CheckExpressions(p, config.CheckOptions{
 		SchemaOf: func(name string) *arrow.Schema { return schemas[name] },
 		Configs:  configs,

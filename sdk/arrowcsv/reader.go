@@ -61,7 +61,8 @@ func (e *fieldCountError) Error() string {
 func (e *fieldCountError) Unwrap() error { return csv.ErrFieldCount }
 
 // kind is a column's inferred type. Kinds only widen: unknown to anything;
-// int to float; anything else that disagrees to text.
+// int to float; numbers and booleans to JSON when mixed with other JSON
+// values; anything else that disagrees to text.
 type kind uint8
 
 const (
@@ -80,7 +81,9 @@ const (
 // in the int64 range; other integers are kept as text so that ids such as
 // "007" survive), float64 when every value is a number (NaN, Inf and -Inf
 // count), bool for true/false (any case), a raw JSON column (see
-// arrowjson.IsRaw) when every value is a JSON array or object, else utf8. A
+// arrowjson.IsRaw) when every value is JSON text and some are arrays,
+// objects, quoted strings or null (as the Writer writes lists, maps and raw
+// JSON columns), else utf8. A
 // later batch with a value that does not fit widens the column (int to float
 // to utf8) from that batch on. A column that has only had empty values is of
 // type null.
@@ -302,6 +305,16 @@ func (r *Reader) build() arrow.RecordBatch {
 				k = widen(k, classify(v))
 			}
 		}
+		if k == kJSON && k != r.kinds[c] {
+			// values judged as numbers or booleans before the column
+			// became JSON may not be JSON ("TRUE", "NaN")
+			for _, v := range vs {
+				if v != "" && !isJSON(v) {
+					k = kText
+					break
+				}
+			}
+		}
 		if k != r.kinds[c] {
 			r.kinds[c] = k
 			changed = true
@@ -490,7 +503,7 @@ func classify(v string) kind {
 		return kFloat
 	case isBool(v):
 		return kBool
-	case isJSON(v):
+	case (v[0] == '[' || v[0] == '{' || v[0] == '"' || v == "null") && isJSON(v):
 		return kJSON
 	default:
 		return kText
@@ -507,6 +520,8 @@ func widen(a, b kind) kind {
 		return a
 	case a == kInt && b == kFloat || a == kFloat && b == kInt:
 		return kFloat
+	case a == kJSON && b <= kFloat || b == kJSON && a <= kFloat:
+		return kJSON
 	default:
 		return kText
 	}
@@ -594,6 +609,11 @@ func parseFloat(v string) float64 {
 	return f
 }
 
+// isJSON accepts a JSON text without surrounding white space. Plain
+// numbers and true/false are JSON too, but a column only becomes JSON when
+// some value in it is an array, an object, a quoted string or null.
 func isJSON(v string) bool {
-	return (v[0] == '[' || v[0] == '{') && json.Valid([]byte(v))
+	return v != "" && !isSpace(v[0]) && !isSpace(v[len(v)-1]) && json.Valid([]byte(v))
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
