@@ -786,3 +786,26 @@ func BenchmarkWriter(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+func TestReaderJSONColumnWidensToText(t *testing.T) {
+	r, err := NewReader(strings.NewReader("v\n[1]\n\"\"\"s\"\"\"\nTRUE\n"), ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, err := r.Next(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b1.Release()
+	b2, err := r.Next(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Release()
+	if got := schemaString(b1.Schema()) + " / " + schemaString(b2.Schema()); got != "v: raw / v: utf8" {
+		t.Errorf("schemas = %s", got)
+	}
+	if got := rowsJSON(b1, b2); !reflect.DeepEqual(got, []string{`{"v":[1]}`, `{"v":"s"}`, `{"v":"TRUE"}`}) {
+		t.Errorf("rows = %q", got)
+	}
+}

@@ -301,7 +301,11 @@ func (r *Reader) build() arrow.RecordBatch {
 	for c, vs := range r.vals {
 		k := r.kinds[c]
 		for _, v := range vs {
-			if v != "" && !fits(k, v) {
+			switch {
+			case v == "" || fits(k, v):
+			case k == kJSON: // v is not JSON
+				k = kText
+			default:
 				k = widen(k, classify(v))
 			}
 		}
