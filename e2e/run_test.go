@@ -191,7 +191,16 @@ func TestSIGKILLMidRunLosesNothing(t *testing.T) {
 	t.Logf("%d of %d delivered before SIGKILL; %d attempts in all", before, want, rcv.total())
 }
 
-func TestSIGTERMDrainsCommitsAndExits143(t *testing.T) {
+func TestSignalDrainsCommitsAndExits(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGTERM, 143}, {syscall.SIGINT, 130}} {
+		t.Run(tc.sig.String(), func(t *testing.T) { testSignalDrain(t, tc.sig, tc.code) })
+	}
+}
+
+func testSignalDrain(t *testing.T, sig syscall.Signal, code int) {
 	dir := t.TempDir()
 	rcv := newReceiver(t)
 	rcv.delay = 20 * time.Millisecond
@@ -208,11 +217,11 @@ func TestSIGTERMDrainsCommitsAndExits143(t *testing.T) {
 	for rcv.total() < 10 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(sig)
 	err := cmd.Wait()
 	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 143 {
-		t.Fatalf("exit: %v, want status 143\n%s", err, stderr.String())
+	if !ok || ee.ExitCode() != code {
+		t.Fatalf("exit: %v, want status %d\n%s", err, code, stderr.String())
 	}
 	delivered := len(rcv.ids())
 	show := pipeline(t, dir, nil, "state", "show", "churn.hcl")

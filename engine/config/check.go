@@ -56,6 +56,14 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 	if compilePred == nil {
 		compilePred = expr.CompilePredicate
 	}
+	// The real compiler names the attribute in its messages ("where must
+	// be a boolean expression"); an injected one is called as it is.
+	predFor := func(attr, src string, schema *arrow.Schema) (*expr.Predicate, error) {
+		if opts.Compiler.Predicate == nil {
+			return expr.CompilePredicateFor(attr, src, schema)
+		}
+		return compilePred(src, schema)
+	}
 	compileTmpl := opts.Compiler.Template
 	if compileTmpl == nil {
 		compileTmpl = expr.CompileTemplate
@@ -105,7 +113,7 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		if f.Where == nil {
 			continue
 		}
-		pred, err := compilePred(f.Where.Src, in)
+		pred, err := predFor("where", f.Where.Src, in)
 		if err != nil {
 			diags = append(diags, exprDiag(p.Files, "Invalid filter expression", f.Where, err))
 			continue
@@ -116,7 +124,7 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		in := inputSchema(&s.Block, s.Inputs)
 		c.InputSchema[s] = in
 		if s.When != nil {
-			pred, err := compilePred(s.When.Src, in)
+			pred, err := predFor("when", s.When.Src, in)
 			if err != nil {
 				diags = append(diags, exprDiag(p.Files, "Invalid sink condition", s.When, err))
 			} else {

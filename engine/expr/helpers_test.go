@@ -42,7 +42,7 @@ func sampleSchema() *arrow.Schema {
 		{Name: "flag", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
 		{Name: "tags", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true},
 		{Name: "payload", Type: arrow.BinaryTypes.String, Nullable: true,
-			Metadata: arrow.NewMetadata([]string{RawJSONKey}, []string{RawJSONValue})},
+			Metadata: arrow.NewMetadata([]string{rawJSONKey}, []string{rawJSONValue})},
 		{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}, Nullable: true},
 		str("_pipeline_id"),
 		{Name: "_pipeline_nulls", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true},

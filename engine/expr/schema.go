@@ -16,12 +16,12 @@ import (
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
-// RawJSONKey and RawJSONValue mark a utf8 field whose strings hold JSON
-// documents (a field of no fixed shape). Expressions see the decoded value,
-// typed as any.
+// rawJSONKey and rawJSONValue mark a utf8 field whose strings hold JSON
+// documents (a field of no fixed shape; sdk/arrowjson writes them).
+// Expressions see the decoded value, typed as any.
 const (
-	RawJSONKey   = "pipeline.json"
-	RawJSONValue = "raw"
+	rawJSONKey   = "pipeline.json"
+	rawJSONValue = "raw"
 )
 
 var (
@@ -34,8 +34,8 @@ func isRaw(f arrow.Field) bool {
 	if !isStringType(f.Type) {
 		return false
 	}
-	i := f.Metadata.FindKey(RawJSONKey)
-	return i >= 0 && f.Metadata.Values()[i] == RawJSONValue
+	i := f.Metadata.FindKey(rawJSONKey)
+	return i >= 0 && f.Metadata.Values()[i] == rawJSONValue
 }
 
 func isStringType(dt arrow.DataType) bool {

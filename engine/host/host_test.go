@@ -118,7 +118,8 @@ func TestCrashIsReportedWithExitStatusAndLogs(t *testing.T) {
 	if !errors.As(err, &he) {
 		t.Fatalf("got %v", err)
 	}
-	if n != 1 || he.Exit != "exit status 7" || !strings.Contains(strings.Join(he.Logs, "\n"), "about to fall over") {
+	// The batch before the crash may or may not have left the process.
+	if n > 1 || he.Exit != "exit status 7" || !strings.Contains(strings.Join(he.Logs, "\n"), "about to fall over") {
 		t.Fatalf("batches %d, error %+v", n, he)
 	}
 	if !strings.Contains(err.Error(), `plugin source "numbers" "n" exited unexpectedly (exit status 7)`) {

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +25,9 @@ type logTail struct {
 func newLogTail(log *slog.Logger, max int) *logTail { return &logTail{log: log, max: max} }
 
 func (t *logTail) Write(line []byte) (int, error) {
+	if len(bytes.TrimSpace(line)) == 0 {
+		return len(line), nil
+	}
 	level, msg, attrs := parseLine(line)
 	text := msg
 	if len(attrs) > 0 {

@@ -99,50 +99,44 @@ func (t *tracker) takeCommit() ([]byte, int64, bool) {
 	return t.lastPos, n, true
 }
 
-// compiled caches an expression per input schema. Batches of one source
-// share one schema object (see conform), so the cache is tiny.
+// compiled is an expression compiled on first use. The compiled program
+// adapts to later batches whose schema differs (engine/expr keeps a plan per
+// schema), so one is enough per attribute.
 type compiled struct {
-	src      string
-	template bool
-	mu       sync.Mutex
-	preds    map[*arrow.Schema]*expr.Predicate
-	tmpls    map[*arrow.Schema]*expr.Template
+	attr string // where, when, or the template attribute
+	src  string
+
+	mu   sync.Mutex
+	pred *expr.Predicate
+	tmpl *expr.Template
 }
 
-func newCompiled(src string) *compiled {
-	return &compiled{src: src, preds: map[*arrow.Schema]*expr.Predicate{}}
-}
-
-func newTemplate(src string) *compiled {
-	return &compiled{src: src, template: true, tmpls: map[*arrow.Schema]*expr.Template{}}
-}
+func newCompiled(attr, src string) *compiled { return &compiled{attr: attr, src: src} }
 
 func (c *compiled) predicate(schema *arrow.Schema) (*expr.Predicate, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p, ok := c.preds[schema]; ok {
-		return p, nil
+	if c.pred == nil {
+		p, err := expr.CompilePredicateFor(c.attr, c.src, schema)
+		if err != nil {
+			return nil, err
+		}
+		c.pred = p
 	}
-	p, err := expr.CompilePredicate(c.src, schema)
-	if err != nil {
-		return nil, err
-	}
-	c.preds[schema] = p
-	return p, nil
+	return c.pred, nil
 }
 
-func (c *compiled) tmpl(schema *arrow.Schema) (*expr.Template, error) {
+func (c *compiled) compileTemplate(schema *arrow.Schema) (*expr.Template, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t, ok := c.tmpls[schema]; ok {
-		return t, nil
+	if c.tmpl == nil {
+		t, err := expr.CompileTemplate(c.src, schema)
+		if err != nil {
+			return nil, err
+		}
+		c.tmpl = t
 	}
-	t, err := expr.CompileTemplate(c.src, schema)
-	if err != nil {
-		return nil, err
-	}
-	c.tmpls[schema] = t
-	return t, nil
+	return c.tmpl, nil
 }
 
 type filterState struct {
@@ -304,7 +298,7 @@ func (r *Runner) renderTemplates(ss *sinkState, rec arrow.RecordBatch) (arrow.Re
 		}
 	}()
 	for attr, c := range ss.templates {
-		t, err := c.tmpl(rec.Schema())
+		t, err := c.compileTemplate(rec.Schema())
 		if err != nil {
 			return nil, fmt.Errorf("sink %s: %s: %w", ss.s.Name, attr, err)
 		}

@@ -191,7 +191,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 	}
 	r := &Runner{plan: plan, opts: opts, Stats: &Stats{}, consumers: map[string][]consumer{}, filters: map[string]*filterState{}, sinks: map[string]*sinkState{}}
 	for _, f := range plan.Filters {
-		fs := &filterState{f: f, where: newCompiled(f.Where)}
+		fs := &filterState{f: f, where: newCompiled("where", f.Where)}
 		r.filters[f.Name] = fs
 		for _, in := range f.Inputs {
 			r.consumers[in] = append(r.consumers[in], consumer{filter: fs})
@@ -200,10 +200,10 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 	for _, s := range plan.Sinks {
 		ss := &sinkState{s: s, in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, opts.MaxInFlight), templates: map[string]*compiled{}}
 		if s.When != "" {
-			ss.when = newCompiled(s.When)
+			ss.when = newCompiled("when", s.When)
 		}
 		for attr, src := range s.Templates {
-			ss.templates[attr] = newTemplate(src)
+			ss.templates[attr] = newCompiled(attr, src)
 		}
 		r.sinks[s.Name] = ss
 		for _, in := range s.Inputs {

@@ -5,6 +5,7 @@ package sinkfile
 import (
 	"bufio"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"os"
@@ -96,7 +97,7 @@ func (s *Sink) open() error {
 		if err != nil {
 			return err
 		}
-		s.csv = arrowcsv.NewWriterWithHeader(s.bw, header)
+		s.csv = arrowcsv.NewWriterWithColumns(s.bw, header)
 	} else {
 		s.csv = arrowcsv.NewWriter(s.bw)
 	}
@@ -111,7 +112,11 @@ func readHeader(path string) ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return arrowcsv.ReadHeader(f)
+	header, err := csv.NewReader(f).Read()
+	if err != nil {
+		return nil, fmt.Errorf("read the header of %s: %w", path, err)
+	}
+	return header, nil
 }
 
 // Write appends the batch and fsyncs before acking.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/pipelinehq/pipeline/sdk"
@@ -714,6 +715,7 @@ func FuzzReader(f *testing.F) {
 		for i := 0; i < len(data)+2; i++ {
 			rec, err := r.Next(3)
 			if err == io.EOF {
+				checkRewrite(t, data, rune(comma))
 				return
 			}
 			var re *RecordError
@@ -736,6 +738,45 @@ func FuzzReader(f *testing.F) {
 		}
 		t.Fatalf("no io.EOF after %d calls", len(data)+2)
 	})
+}
+
+// checkRewrite checks that CSV written by the Writer reads back and writes
+// again unchanged. All rows are read as one batch, so that every value of a
+// column had a say in its type.
+func checkRewrite(t *testing.T, data []byte, comma rune) {
+	read := func(r io.Reader, comma rune) arrow.RecordBatch {
+		rd, err := NewReader(r, ReaderOptions{Comma: comma})
+		if err != nil {
+			t.Fatalf("NewReader: %v", err)
+		}
+		for {
+			rec, err := rd.Next(1 << 30)
+			var re *RecordError
+			switch {
+			case errors.As(err, &re):
+				continue
+			case err == io.EOF:
+				return nil
+			case err != nil:
+				t.Fatalf("Next: %v", err)
+			}
+			return rec
+		}
+	}
+	rec := read(bytes.NewReader(data), comma)
+	if rec == nil {
+		return
+	}
+	first := writeCSV(t, rec)
+	rec.Release()
+	again := read(strings.NewReader(first), ',')
+	if again == nil {
+		t.Fatalf("the written CSV has no rows:\n%q", first)
+	}
+	defer again.Release()
+	if second := writeCSV(t, again); second != first {
+		t.Fatalf("rewrite differs\nfirst:  %q\nsecond: %q", first, second)
+	}
 }
 
 func BenchmarkReader(b *testing.B) {
@@ -807,5 +848,55 @@ func TestReaderJSONColumnWidensToText(t *testing.T) {
 	}
 	if got := rowsJSON(b1, b2); !reflect.DeepEqual(got, []string{`{"v":[1]}`, `{"v":"s"}`, `{"v":"TRUE"}`}) {
 		t.Errorf("rows = %q", got)
+	}
+}
+
+func TestRewriteIsStable(t *testing.T) {
+	in := decodeJSON(t, sampleRecord,
+		`{"event":"y","text":"rad 1\nrad 2, \"citat\"","classifications":{"churn_risk":{"label":"Låg","confidence":0.05}},"tags":["a"],"n":3.0}`,
+		`{"event":"z","metadata":{"queue":null},"tags":[],"n":-1.5}`)
+	defer in.Release()
+	first := writeCSV(t, in)
+	_, out := readAll(t, first, ReaderOptions{})
+	defer release(out)
+	if second := writeCSV(t, out...); second != first {
+		t.Errorf("CSV changed when read and written again\nfirst:\n%s\nsecond:\n%s", first, second)
+	}
+}
+
+func TestReaderBatchesSurviveIPC(t *testing.T) {
+	_, out := readAll(t, "a.b,a.c,n,e,j\n1,x,,true,[1]\n,,,false,{}\n", ReaderOptions{})
+	defer release(out)
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(out[0].Schema()))
+	if err := w.Write(out[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ipc.NewReader(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	if !r.Next() {
+		t.Fatalf("no batch: %v", r.Err())
+	}
+	if got, want := rowsJSON(r.RecordBatch()), rowsJSON(out[0]); !reflect.DeepEqual(got, want) {
+		t.Errorf("after IPC %q, want %q", got, want)
+	}
+}
+
+func TestReaderSchemaBeforeFirstBatch(t *testing.T) {
+	r, err := NewReader(strings.NewReader("a.b,c\n"), ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := schemaString(r.Schema()), "a: struct<b: null>; c: null"; got != want {
+		t.Errorf("schema = %s, want %s", got, want)
+	}
+	if rec, err := r.Next(10); rec != nil || err != io.EOF {
+		t.Fatalf("Next = %v, %v", rec, err)
 	}
 }

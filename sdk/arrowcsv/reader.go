@@ -163,6 +163,7 @@ func NewReader(r io.Reader, opts ReaderOptions) (*Reader, error) {
 		offset: base + cr.InputOffset(),
 	}
 	rd.fields, rd.leaves = nest(header)
+	rd.schema = rd.makeSchema()
 	return rd, nil
 }
 
@@ -241,7 +242,8 @@ func (r *Reader) Offset() int64 { return r.offset }
 // Header returns the column names of the header line.
 func (r *Reader) Header() []string { return r.header }
 
-// Schema is the schema of the last batch returned, nil before the first.
+// Schema is the schema of the last batch returned. Before the first, it has
+// the header's columns (nested as described above), all of type null.
 func (r *Reader) Schema() *arrow.Schema { return r.schema }
 
 // Next reads up to maxRows records (DefaultBatchRows when maxRows <= 0) and
@@ -297,7 +299,7 @@ func (r *Reader) Next(maxRows int) (arrow.RecordBatch, error) {
 
 // build turns the buffered values into a batch.
 func (r *Reader) build() arrow.RecordBatch {
-	changed := r.schema == nil
+	changed := false
 	for c, vs := range r.vals {
 		k := r.kinds[c]
 		for _, v := range vs {
@@ -325,11 +327,7 @@ func (r *Reader) build() arrow.RecordBatch {
 		}
 	}
 	if changed {
-		fields := make([]arrow.Field, len(r.fields))
-		for i, f := range r.fields {
-			fields[i] = r.arrowField(f)
-		}
-		r.schema = arrow.NewSchema(fields, nil)
+		r.schema = r.makeSchema()
 	}
 	cols := make([]arrow.Array, len(r.fields))
 	for i, f := range r.fields {
@@ -345,6 +343,14 @@ func (r *Reader) build() arrow.RecordBatch {
 	}
 	r.n = 0
 	return rec
+}
+
+func (r *Reader) makeSchema() *arrow.Schema {
+	fields := make([]arrow.Field, len(r.fields))
+	for i, f := range r.fields {
+		fields[i] = r.arrowField(f)
+	}
+	return arrow.NewSchema(fields, nil)
 }
 
 var rawMetadata = arrow.NewMetadata([]string{arrowjson.MetadataKey}, []string{arrowjson.MetadataRaw})

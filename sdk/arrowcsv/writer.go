@@ -1,6 +1,7 @@
 package arrowcsv
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
@@ -28,16 +29,19 @@ import (
 // back as floats; NaN and infinities as NaN, Inf and -Inf; timestamps in
 // RFC 3339; binary as base64.
 //
+// A field whose own name contains a dot reads back as a nested struct.
+//
 // The header is the first batch's columns, unless the Writer was made with
 // NewWriterWithColumns. A header cannot change once written: a later batch
 // with a column that is not in it makes Write fail, naming the column, and
 // write nothing of that batch. Header columns a batch lacks are left empty.
 type Writer struct {
+	bw      *bufio.Writer
 	cw      *csv.Writer
 	enc     *arrowjson.Encoder
 	columns []string
-	index   map[string]int
-	header  bool // header written
+	index   map[string][]int // positions of each name (names may repeat)
+	header  bool             // header written
 
 	plan       []leaf // for planSchema
 	planSchema *arrow.Schema
@@ -59,7 +63,8 @@ type leaf struct {
 
 // NewWriter returns a Writer whose header is taken from the first batch.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{cw: csv.NewWriter(w), enc: arrowjson.NewEncoder()}
+	bw := bufio.NewWriter(w)
+	return &Writer{bw: bw, cw: csv.NewWriter(bw)}
 }
 
 // NewWriterWithColumns returns a Writer with a fixed header, for when the
@@ -73,11 +78,9 @@ func NewWriterWithColumns(w io.Writer, columns []string) *Writer {
 
 func (w *Writer) setColumns(columns []string) {
 	w.columns = append([]string(nil), columns...)
-	w.index = make(map[string]int, len(columns))
+	w.index = make(map[string][]int, len(columns))
 	for i, c := range columns {
-		if _, dup := w.index[c]; !dup {
-			w.index[c] = i
-		}
+		w.index[c] = append(w.index[c], i)
 	}
 	w.row = make([]string, len(columns))
 }
@@ -125,18 +128,22 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 			}
 			w.setColumns(names)
 		}
+		seen := map[string]int{}
 		for i := range plan {
-			pos, ok := w.index[plan[i].name]
-			if !ok {
+			name := plan[i].name
+			positions := w.index[name]
+			if seen[name] >= len(positions) {
 				return fmt.Errorf("arrowcsv: column %q is not in the CSV header, which was fixed by the first batch; "+
-					"create the writer with NewWriterWithColumns to declare every column up front", plan[i].name)
+					"create the writer with NewWriterWithColumns to declare every column up front", name)
 			}
-			plan[i].pos = pos
+			plan[i].pos = positions[seen[name]]
+			seen[name]++
 		}
 		w.plan, w.planSchema = plan, rec.Schema()
 	}
+	w.enc = arrowjson.NewEncoder() // a fresh one per batch: it keeps the arrays it saw
 	if !w.header {
-		if err := w.cw.Write(w.columns); err != nil {
+		if err := w.writeRecord(w.columns); err != nil {
 			return err
 		}
 		w.header = true
@@ -157,11 +164,25 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 			l := &w.plan[i]
 			w.row[l.pos] = w.cell(l, r)
 		}
-		if err := w.cw.Write(w.row); err != nil {
+		if err := w.writeRecord(w.row); err != nil {
 			return err
 		}
 	}
 	return w.cw.Error()
+}
+
+// writeRecord writes one CSV record. encoding/csv writes a record of one
+// empty field as an empty line, which readers skip; it is written as "" here.
+func (w *Writer) writeRecord(rec []string) error {
+	if len(rec) != 1 || rec[0] != "" {
+		return w.cw.Write(rec)
+	}
+	w.cw.Flush()
+	if err := w.cw.Error(); err != nil {
+		return err
+	}
+	_, err := w.bw.WriteString("\"\"\n")
+	return err
 }
 
 // cell formats row r of column l.
@@ -256,11 +277,14 @@ func formatFloat(f float64, bits int) string {
 // Flush writes buffered data to the underlying writer.
 func (w *Writer) Flush() error {
 	if !w.header && w.columns != nil {
-		if err := w.cw.Write(w.columns); err != nil {
+		if err := w.writeRecord(w.columns); err != nil {
 			return err
 		}
 		w.header = true
 	}
 	w.cw.Flush()
-	return w.cw.Error()
+	if err := w.cw.Error(); err != nil {
+		return err
+	}
+	return w.bw.Flush()
 }

@@ -2,6 +2,8 @@ package arrowjson
 
 import (
 	"testing"
+
+	"github.com/valyala/fastjson"
 )
 
 // sampleRecord is the typical record of the design doc.
@@ -50,4 +52,31 @@ func BenchmarkEncode(b *testing.B) {
 		buf = e.AppendRow(buf[:0], rec, i%benchBatch)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkScan measures the scanner alone: checking and tokenizing the
+// sample record.
+func BenchmarkScan(b *testing.B) {
+	var s scanner
+	line := []byte(sampleRecord)
+	b.SetBytes(int64(len(line)))
+	for i := 0; i < b.N; i++ {
+		if err := s.scan(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFastjsonParseOnly is the yardstick the decoder was measured
+// against: valyala/fastjson's reused Parser parsing the sample record,
+// without reading any value out of it (which costs more again).
+func BenchmarkFastjsonParseOnly(b *testing.B) {
+	var p fastjson.Parser
+	line := []byte(sampleRecord)
+	b.SetBytes(int64(len(line)))
+	for i := 0; i < b.N; i++ {
+		if _, err := p.ParseBytes(line); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -95,13 +95,10 @@ func (n *node) len() int { return len(n.state) }
 // Decoder turns JSON objects into Arrow record batches. It is not safe for
 // concurrent use; use one per goroutine.
 type Decoder struct {
-	mem   memory.Allocator
-	sc    scanner
-	line  []byte  // the line being appended
-	toks  []token // its tokens
-	root  *node
-	rows  int
-	stamp uint64
+	mem  memory.Allocator
+	sc   scanner // the line being appended and its tokens
+	root *node
+	rows int
 
 	// the NullsColumn: one list of paths per row
 	nullsOn    bool
@@ -113,7 +110,6 @@ type Decoder struct {
 	chain    []*node
 	rowPaths int // len(pathOffs) when the current row started
 	scratch  []byte
-	err      error
 
 	version       int // bumped on every schema change
 	schema        *arrow.Schema
@@ -154,8 +150,10 @@ func (d *Decoder) Release() {
 // An empty or whitespace-only line returns ErrEmptyLine. A line that is not
 // valid JSON returns a *SyntaxError ("invalid JSON at offset 17: ..."); a
 // JSON value that is not an object returns an error such as "expected a JSON
-// object, got array". In all these cases no row is appended, the schema is
-// unchanged, and the decoder stays usable.
+// object, got array"; an object with a top-level key that starts with
+// sdk.ReservedPrefix returns an error too. In all these cases no row is
+// appended, the schema is unchanged, and the decoder stays usable. (A batch
+// whose strings outgrow 32-bit offsets also fails the row; Flush sooner.)
 func (d *Decoder) Append(line []byte) error {
 	line = trimLine(line)
 	if isBlank(line) {
@@ -170,13 +168,15 @@ func (d *Decoder) Append(line []byte) error {
 	if k := d.sc.toks[0].kind; k != tObject {
 		return fmt.Errorf("expected a JSON object, got %s", kindName[k])
 	}
-	d.line, d.toks = line, d.sc.toks
+	toks := d.sc.toks
+	for k := int32(1); k < toks[0].next; k = d.skip(k + 1) {
+		if key := d.str(&toks[k]); bytes.HasPrefix(key, reservedPrefix) {
+			return fmt.Errorf("key %q uses the prefix %q, which is reserved for the engine's columns", key, sdk.ReservedPrefix)
+		}
+	}
 	pathMark := len(d.pathOffs)
 	d.rowPaths = pathMark
-	d.err = nil
-	err := d.appendObject(d.root, 0)
-	d.line, d.toks = nil, nil
-	if err != nil {
+	if err := d.appendObject(d.root, 0); err != nil {
 		d.rollback(pathMark)
 		return err
 	}
@@ -212,7 +212,10 @@ func (d *Decoder) rollback(pathMark int) {
 	d.pathData = d.pathData[:d.pathOffs[pathMark-1]]
 }
 
-var bom = []byte("\xef\xbb\xbf")
+var (
+	bom            = []byte("\xef\xbb\xbf")
+	reservedPrefix = []byte(sdk.ReservedPrefix)
+)
 
 func trimLine(line []byte) []byte {
 	if n := len(line); n > 0 && line[n-1] == '\n' {
@@ -239,7 +242,7 @@ func isBlank(line []byte) bool {
 // str returns the decoded text of string token t. It is only valid until
 // the next call.
 func (d *Decoder) str(t *token) []byte {
-	raw := d.line[t.start:t.end]
+	raw := d.sc.buf[t.start:t.end]
 	if !t.esc {
 		return raw
 	}
@@ -249,8 +252,8 @@ func (d *Decoder) str(t *token) []byte {
 
 // skip returns the index of the token after value token i.
 func (d *Decoder) skip(i int32) int32 {
-	if k := d.toks[i].kind; k == tObject || k == tArray {
-		return d.toks[i].next
+	if k := d.sc.toks[i].kind; k == tObject || k == tArray {
+		return d.sc.toks[i].next
 	}
 	return i + 1
 }
@@ -263,16 +266,13 @@ func (d *Decoder) skip(i int32) int32 {
 // got, so for a duplicate key the last value wins.
 func (d *Decoder) appendObject(n *node, ti int32) error {
 	cursor := 0 // n.children[:cursor] have their entry
-	end := d.toks[ti].next
+	end := d.sc.toks[ti].next
 	for k := ti + 1; k < end; k = d.skip(k + 1) {
-		key := d.str(&d.toks[k])
+		key := d.str(&d.sc.toks[k])
 		var c *node
 		if cursor < len(n.children) && n.children[cursor].name == string(key) {
 			c = n.children[cursor]
 		} else if c = n.index[string(key)]; c == nil {
-			if n == d.root && strings.HasPrefix(string(key), sdk.ReservedPrefix) {
-				return fmt.Errorf("key %q uses the prefix %q, which is reserved for the engine's columns", key, sdk.ReservedPrefix)
-			}
 			c = d.newChild(n, string(key))
 		}
 		if c.pos >= cursor {
@@ -342,7 +342,7 @@ func (d *Decoder) newChild(n *node, name string) *node {
 
 func (d *Decoder) appendList(n *node, ti int32) error {
 	e := n.elem
-	end := d.toks[ti].next
+	end := d.sc.toks[ti].next
 	idx := 0
 	for k := ti + 1; k < end; k = d.skip(k) {
 		n.curIdx = idx
@@ -363,7 +363,7 @@ var errTooBig = errors.New("arrowjson: batch too large for 32-bit offsets; Flush
 
 // appendValue appends value token ti as the next entry of n.
 func (d *Decoder) appendValue(n *node, ti int32) error {
-	t := &d.toks[ti]
+	t := &d.sc.toks[ti]
 	switch t.kind {
 	case tString:
 		switch n.kind {
@@ -376,10 +376,15 @@ func (d *Decoder) appendValue(n *node, ti int32) error {
 			d.conflict(n)
 			return nil
 		}
-		if t.esc {
-			n.data = decodeString(n.data, d.line[t.start:t.end])
+		if src := d.sc.buf[t.start:t.end]; t.esc {
+			n.data = decodeString(n.data, src)
+		} else if l := len(n.data); cap(n.data)-l >= len(src) {
+			// (not append: that would store the slice pointer, with a
+			// write barrier while the GC runs)
+			n.data = n.data[:l+len(src)]
+			copy(n.data[l:], src)
 		} else {
-			n.data = append(n.data, d.line[t.start:t.end]...)
+			n.data = append(n.data, src...)
 		}
 		if len(n.data) > math.MaxInt32 {
 			return errTooBig

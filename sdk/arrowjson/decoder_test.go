@@ -1,6 +1,7 @@
 package arrowjson
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/pipelinehq/pipeline/sdk"
@@ -315,7 +317,8 @@ func TestDecoderBadLines(t *testing.T) {
 		{"single quotes", `{'a':1}`, "invalid JSON at offset 1"},
 		{"unquoted key", `{a:1}`, "invalid JSON at offset 1"},
 		{"bad literal", `{"a":tru}`, "invalid JSON at offset 5: invalid literal"},
-		{"reserved key", `{"_pipeline_id":"x"}`, `key "_pipeline_id" uses the prefix "_pipeline_"`},
+		{"reserved key", `{"fresh":1,"_pipeline_id":"x"}`, `key "_pipeline_id" uses the prefix "_pipeline_"`},
+		{"escaped reserved key", `{"\u005fpipeline_nulls":[]}`, `key "_pipeline_nulls" uses the prefix`},
 		{"too deep", `{"a":` + strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth) + `}`, "nested deeper than"},
 	}
 	for _, tt := range tests {
@@ -536,5 +539,47 @@ func TestParseFloatFastPath(t *testing.T) {
 				t.Errorf("got %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// Batches cross process boundaries as Arrow IPC: every shape the decoder
+// makes must survive it.
+func TestDecoderBatchesSurviveIPC(t *testing.T) {
+	lines := []string{
+		sampleRecord,
+		`{"empty":{},"nulls":[null],"none":[],"n":null,"raw":[1,"x"],"deep":{"l":[{"a":null}]}}`,
+		`{"empty":{},"text":"åäö","raw":{"k":1}}`,
+	}
+	d := NewDecoder(Options{})
+	defer d.Release()
+	mustAppend(t, d, lines...)
+	rec := d.Flush()
+	defer rec.Release()
+
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(rec.Schema()))
+	if err := w.Write(rec); err != nil {
+		t.Fatalf("ipc write: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ipc.NewReader(&buf)
+	if err != nil {
+		t.Fatalf("ipc read: %v", err)
+	}
+	defer r.Release()
+	if !r.Next() {
+		t.Fatalf("no batch: %v", r.Err())
+	}
+	got := r.RecordBatch()
+	if !got.Schema().Equal(rec.Schema()) {
+		t.Errorf("schema changed\n got: %s\nwant: %s", got.Schema(), rec.Schema())
+	}
+	if !IsRaw(got.Schema().Field(got.Schema().FieldIndices("raw")[0])) {
+		t.Errorf("raw metadata lost")
+	}
+	for i, l := range lines {
+		assertSameJSON(t, string(NewEncoder().AppendRow(nil, got, i)), l)
 	}
 }

@@ -14,10 +14,10 @@ import (
 )
 
 // Encoder writes rows of record batches as JSON objects. It compiles a
-// writer per schema (kept while the schema stays in use), so batches may
-// change schema freely. An Encoder is not safe for concurrent use.
+// writer for a batch's schema and keeps it while batches with an equal schema
+// follow; a batch with another schema gets a new one, so batches may change
+// schema freely. An Encoder is not safe for concurrent use.
 type Encoder struct {
-	plans  map[*arrow.Schema]*recordPlan
 	plan   *recordPlan
 	values map[valueKey]writer // for AppendValue
 
@@ -37,7 +37,7 @@ type Encoder struct {
 
 // NewEncoder returns an Encoder.
 func NewEncoder() *Encoder {
-	return &Encoder{plans: map[*arrow.Schema]*recordPlan{}}
+	return &Encoder{}
 }
 
 type recordPlan struct {
@@ -91,7 +91,9 @@ func (e *Encoder) AppendRow(dst []byte, rec arrow.RecordBatch, row int) []byte {
 // AppendValue appends value i of arr, a column described by f, to dst as
 // JSON text: "null" when the value is null, raw JSON columns (see IsRaw)
 // verbatim, nested values in full. It serves writers that put one value per
-// cell, such as CSV.
+// cell, such as CSV. The Encoder keeps a writer for each of the last few
+// arrays it was given (and so keeps them alive); an Encoder per batch
+// avoids holding on to old ones.
 func (e *Encoder) AppendValue(dst []byte, f arrow.Field, arr arrow.Array, i int) []byte {
 	if arr.IsNull(i) || arr.DataType().ID() == arrow.NULL {
 		return append(dst, "null"...)
@@ -99,7 +101,7 @@ func (e *Encoder) AppendValue(dst []byte, f arrow.Field, arr arrow.Array, i int)
 	key := valueKey{arr, IsRaw(f)}
 	w := e.values[key]
 	if w == nil {
-		if len(e.values) >= 256 {
+		if len(e.values) >= 32 {
 			clear(e.values)
 		}
 		if e.values == nil {
@@ -121,22 +123,16 @@ type valueKey struct {
 	raw bool
 }
 
-// use binds the plan for rec's schema to rec's columns.
+// use binds the plan for rec's schema to rec's columns. The plan of the
+// previous schema is reused when the schema is equal, else rebuilt; only the
+// last plan is kept, so only the last batch is referenced.
 func (e *Encoder) use(rec arrow.RecordBatch) {
 	schema := rec.Schema()
-	p := e.plans[schema]
-	if p == nil {
-		if e.plan != nil && e.plan.schema.Equal(schema) {
-			p = e.plan
-		} else {
-			p = newRecordPlan(schema)
-		}
-		if len(e.plans) >= 64 {
-			clear(e.plans)
-		}
-		e.plans[schema] = p
+	if e.plan == nil || (e.plan.schema != schema && !e.plan.schema.Equal(schema)) {
+		e.plan = newRecordPlan(schema)
 	}
-	e.plan = p
+	e.plan.schema = schema
+	p := e.plan
 	cols := rec.Columns()
 	for k := range p.fields {
 		f := &p.fields[k]

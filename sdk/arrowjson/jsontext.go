@@ -99,7 +99,7 @@ func appendFloat(dst []byte, f float64, bits int) []byte {
 // appendToken appends value token ti of the current line as compact JSON
 // text.
 func (d *Decoder) appendToken(dst []byte, ti int32) []byte {
-	t := &d.toks[ti]
+	t := &d.sc.toks[ti]
 	switch t.kind {
 	case tObject:
 		dst = append(dst, '{')
@@ -126,13 +126,13 @@ func (d *Decoder) appendToken(dst []byte, ti int32) []byte {
 		if !t.esc {
 			// no escapes, valid UTF-8, no control characters: as is
 			dst = append(dst, '"')
-			dst = append(dst, d.line[t.start:t.end]...)
+			dst = append(dst, d.sc.buf[t.start:t.end]...)
 			return append(dst, '"')
 		}
-		d.scratch = decodeString(d.scratch[:0], d.line[t.start:t.end])
+		d.scratch = decodeString(d.scratch[:0], d.sc.buf[t.start:t.end])
 		return AppendString(dst, b2s(d.scratch))
 	default: // numbers and literals: as written
-		return append(dst, d.line[t.start:t.end]...)
+		return append(dst, d.sc.buf[t.start:t.end]...)
 	}
 }
 
