@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,8 +105,8 @@ type receiver struct {
 	t      *testing.T
 	srv    *httptest.Server
 	secret webhook.Secret
-	// delay slows every answer.
-	delay time.Duration
+	// delay slows every answer (nanoseconds; set with setDelay).
+	delay atomic.Int64
 
 	mu       sync.Mutex
 	bodies   map[string][]byte // by webhook-id, the last body received
@@ -127,8 +128,8 @@ func newReceiver(t *testing.T) *receiver {
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
-	if r.delay > 0 {
-		time.Sleep(r.delay)
+	if d := time.Duration(r.delay.Load()); d > 0 {
+		time.Sleep(d)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -140,6 +141,16 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	id := req.Header.Get("webhook-id")
 	r.bodies[id] = body
 	r.attempts[id]++
+}
+
+func (r *receiver) setDelay(d time.Duration) { r.delay.Store(int64(d)) }
+
+// body returns the last body received for a webhook-id.
+func (r *receiver) body(id string) ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.bodies[id]
+	return b, ok
 }
 
 func (r *receiver) env() []string {

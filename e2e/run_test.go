@@ -62,7 +62,7 @@ func TestEndToEndWebhookGetsExactlyTheFilteredRecords(t *testing.T) {
 		t.Errorf("receiver got %d records, want %d", len(got), len(want))
 	}
 	for id, raw := range want {
-		body, ok := rcv.bodies[id]
+		body, ok := rcv.body(id)
 		if !ok {
 			t.Errorf("record %s was not delivered", id)
 			continue
@@ -151,7 +151,7 @@ func TestIncrementalRunsDeliverOnlyNewRecords(t *testing.T) {
 func TestSIGKILLMidRunLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	rcv := newReceiver(t)
-	rcv.delay = 20 * time.Millisecond
+	rcv.setDelay(20 * time.Millisecond)
 	writeFile(t, filepath.Join(dir, "churn.hcl"), churnHCL(calls(), 20, ""))
 
 	cmd := exec.Command(bin("pipeline"), "run", "churn.hcl")
@@ -171,7 +171,7 @@ func TestSIGKILLMidRunLosesNothing(t *testing.T) {
 		t.Fatal("nothing was delivered before the kill")
 	}
 
-	rcv.delay = 0
+	rcv.setDelay(0)
 	res := pipeline(t, dir, rcv.env(), "run", "--json", "churn.hcl")
 	if res.code != 0 {
 		t.Fatalf("second run exited %d\n%s", res.code, res.stderr)
@@ -203,7 +203,7 @@ func TestSignalDrainsCommitsAndExits(t *testing.T) {
 func testSignalDrain(t *testing.T, sig syscall.Signal, code int) {
 	dir := t.TempDir()
 	rcv := newReceiver(t)
-	rcv.delay = 20 * time.Millisecond
+	rcv.setDelay(20 * time.Millisecond)
 	writeFile(t, filepath.Join(dir, "churn.hcl"), churnHCL(calls(), 20, ""))
 
 	cmd := exec.Command(bin("pipeline"), "run", "churn.hcl")
@@ -230,7 +230,7 @@ func testSignalDrain(t *testing.T, sig syscall.Signal, code int) {
 	}
 	// The next run must not send again what the drained run delivered and
 	// committed, and must deliver the rest.
-	rcv.delay = 0
+	rcv.setDelay(0)
 	rcv.reset()
 	res := pipeline(t, dir, rcv.env(), "run", "--json", "churn.hcl")
 	s := parseSummary(t, res)

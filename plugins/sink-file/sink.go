@@ -3,7 +3,6 @@
 package sinkfile
 
 import (
-	"bufio"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -35,7 +34,6 @@ type Sink struct {
 	buf []byte
 	enc *arrowjson.Encoder
 	csv *arrowcsv.Writer
-	bw  *bufio.Writer
 }
 
 // Info describes the plugin.
@@ -91,15 +89,14 @@ func (s *Sink) open() error {
 	if err != nil {
 		return err
 	}
-	s.bw = bufio.NewWriterSize(f, 1<<20)
 	if st.Size() > 0 {
 		header, err := readHeader(s.cfg.Path)
 		if err != nil {
 			return err
 		}
-		s.csv = arrowcsv.NewWriterWithColumns(s.bw, header)
+		s.csv = arrowcsv.NewAppendWriter(f, header)
 	} else {
-		s.csv = arrowcsv.NewWriter(s.bw)
+		s.csv = arrowcsv.NewWriter(f)
 	}
 	return nil
 }

@@ -207,3 +207,56 @@ func TestConfigureRejectsBadValues(t *testing.T) {
 		})
 	}
 }
+
+func TestCSVReadsNestedColumnsAndResumes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "calls.csv")
+	write(t, path, "row_id,classifications.churn_risk.label,classifications.churn_risk.confidence,text\n"+
+		"r1,High,0.91,\"Jag vill säga upp, tack\"\n"+
+		"r2,Low,0.2,fine\n"+
+		"r3,High,0.85,\"multi\nline\"\n")
+	s := newSource(t, map[string]any{"path": path, "format": "csv"})
+	schema, err := s.Schema(context.Background())
+	if err != nil || schema.NumFields() != 3 || schema.Field(1).Type.ID() != arrow.STRUCT {
+		t.Fatalf("schema %v, %v", schema, err)
+	}
+	c := &collect{}
+	if err := s.Read(context.Background(), nil, c); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`{"row_id":"r1","classifications":{"churn_risk":{"label":"High","confidence":0.91}},"text":"Jag vill säga upp, tack"}`,
+		`{"row_id":"r2","classifications":{"churn_risk":{"label":"Low","confidence":0.2}},"text":"fine"}`,
+		`{"row_id":"r3","classifications":{"churn_risk":{"label":"High","confidence":0.85}},"text":"multi\nline"}`,
+	}
+	if strings.Join(c.records, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s", strings.Join(c.records, "\n"))
+	}
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("r4,Medium,0.5,appended\n")
+	f.Close()
+	c2 := &collect{}
+	if err := s.Read(context.Background(), c.pos, c2); err != nil {
+		t.Fatal(err)
+	}
+	if len(c2.records) != 1 || !strings.Contains(c2.records[0], `"row_id":"r4"`) {
+		t.Fatalf("after appending: %v", c2.records)
+	}
+}
+
+func TestCSVBadRecordNamesTheLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.csv")
+	write(t, path, "a,b\n1,2\n3\n4,5\n")
+	err := newSource(t, map[string]any{"path": path, "format": "csv"}).Read(context.Background(), nil, &collect{})
+	if err == nil || !strings.Contains(err.Error(), "bad.csv:3:") {
+		t.Fatalf("got %v", err)
+	}
+	c := &collect{}
+	if err := newSource(t, map[string]any{"path": path, "format": "csv", "on_error": "skip"}).Read(context.Background(), nil, c); err != nil {
+		t.Fatal(err)
+	}
+	if c.skipped != 1 || strings.Join(c.records, " ") != `{"a":1,"b":2} {"a":4,"b":5}` {
+		t.Fatalf("skip: %d %v", c.skipped, c.records)
+	}
+}

@@ -76,6 +76,14 @@ func NewWriterWithColumns(w io.Writer, columns []string) *Writer {
 	return wr
 }
 
+// NewAppendWriter returns a Writer that continues a CSV file whose header,
+// columns, is already written: it writes only rows, in those columns.
+func NewAppendWriter(w io.Writer, columns []string) *Writer {
+	wr := NewWriterWithColumns(w, columns)
+	wr.header = true
+	return wr
+}
+
 func (w *Writer) setColumns(columns []string) {
 	w.columns = append([]string(nil), columns...)
 	w.index = make(map[string][]int, len(columns))
