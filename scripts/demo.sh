@@ -31,7 +31,7 @@ echo "== pipeline run pipelines/churn.hcl   (receiver: pipeline receive on 127.0
 "$bin" run --state "$state" pipelines/churn.hcl
 echo
 echo "== what the receiver got (first 5 of $(grep -c '✓' "$log") verified deliveries)"
-grep '✓' "$log" | head -5
+grep -m 5 '✓' "$log"
 echo
 echo "== pipeline run again: incremental, nothing new to deliver"
 "$bin" run --state "$state" pipelines/churn.hcl
