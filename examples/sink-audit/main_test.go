@@ -33,20 +33,10 @@ func TestAudit(t *testing.T) {
 			}
 			for i, rec := range sent {
 				id, body, _ := strings.Cut(got[i], " ")
-				if id != rec.ID || !sameJSON(body, rec.JSON) {
+				if id != rec.ID || !sdktest.SameJSON(body, rec.JSON) {
 					t.Errorf("line %d = %q, want id %q and %s", i+1, got[i], rec.ID, rec.JSON)
 				}
 			}
 		},
 	})
-}
-
-func sameJSON(a, b string) bool {
-	var x, y any
-	if json.Unmarshal([]byte(a), &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
-		return false
-	}
-	xb, _ := json.Marshal(x)
-	yb, _ := json.Marshal(y)
-	return string(xb) == string(yb)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
 
 // collect is an Emitter that keeps every record as JSON and the last position.
@@ -259,4 +260,17 @@ func TestCSVBadRecordNamesTheLine(t *testing.T) {
 	if c.skipped != 1 || strings.Join(c.records, " ") != `{"a":1,"b":2} {"a":4,"b":5}` {
 		t.Fatalf("skip: %d %v", c.skipped, c.records)
 	}
+}
+
+func TestSourceConformance(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "calls.jsonl")
+	cfg, _ := json.Marshal(map[string]any{"path": path, "format": "jsonl", "on_error": "fail", "batch_rows": 2})
+	sdktest.TestSource(t, func() sdk.Source { return &Source{} }, "", sdktest.SourceTest{
+		Config: string(cfg),
+		Setup: func(t testing.TB) {
+			write(t.(*testing.T), path, `{"row_id":"a","n":1}`+"\n"+`{"row_id":"b","m":{"q":"x"}}`+"\n"+`{"row_id":"c"}`+"\n")
+		},
+		Want: []string{`{"row_id":"a","n":1}`, `{"row_id":"b","m":{"q":"x"}}`, `{"row_id":"c"}`},
+	})
 }

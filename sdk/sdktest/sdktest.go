@@ -226,3 +226,14 @@ func withIDs(rec arrow.RecordBatch, ids []string) arrow.RecordBatch {
 	cols := append(append([]arrow.Array(nil), rec.Columns()...), col)
 	return array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, rec.NumRows())
 }
+
+// SameJSON reports whether two JSON texts hold the same value.
+func SameJSON(a, b string) bool {
+	var x, y any
+	if json.Unmarshal([]byte(a), &x) != nil || json.Unmarshal([]byte(b), &y) != nil {
+		return false
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
+}

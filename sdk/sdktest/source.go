@@ -1,0 +1,129 @@
+package sdktest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
+	"github.com/pipelinehq/pipeline/sdk/wire"
+)
+
+// SourceTest is one source test case.
+type SourceTest struct {
+	// Config is the plugin's block as a JSON object, defaults included.
+	Config string
+	// Want are the records the source must emit, as JSON objects, in order.
+	// They are compared by value.
+	Want []string
+	// Setup runs before each mode, to prepare the input.
+	Setup func(t testing.TB)
+}
+
+// TestSource runs tc against the source in process and, when pkg is not
+// empty, against the plugin process built from the package directory pkg.
+// It reads everything, checks the records against Want, then reads again
+// from the last position and checks that nothing more comes.
+func TestSource(t *testing.T, newSource func() sdk.Source, pkg string, tc SourceTest) {
+	t.Helper()
+	t.Run("in-process", func(t *testing.T) {
+		srv, err := sdk.NewServer(newSource())
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, _ := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{wire.PluginKey: &wire.GRPCPlugin{Impl: srv}})
+		defer client.Close()
+		raw, err := client.Dispense(wire.PluginKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		driveSource(t, raw.(pluginv1.PluginClient), tc)
+	})
+	if pkg == "" {
+		return
+	}
+	t.Run("process", func(t *testing.T) {
+		pc, stop := StartProcess(t, pkg)
+		defer stop()
+		driveSource(t, pc, tc)
+	})
+}
+
+func driveSource(t *testing.T, pc pluginv1.PluginClient, tc SourceTest) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if tc.Setup != nil {
+		tc.Setup(t)
+	}
+	desc, err := pc.Describe(ctx, &pluginv1.DescribeRequest{ProtocolVersions: []uint32{wire.ProtocolVersion}})
+	if err != nil {
+		t.Fatalf("Describe: %v", err)
+	}
+	if desc.Kind != string(sdk.KindSource) || desc.Type == "" || desc.Version == "" {
+		t.Fatalf("Describe: kind %q, type %q, version %q: a source must say kind source, its type and its version", desc.Kind, desc.Type, desc.Version)
+	}
+	if _, err := pc.Configure(ctx, &pluginv1.ConfigureRequest{Name: "test", ConfigJson: []byte(tc.Config)}); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	got, pos := readAll(t, ctx, pc, nil)
+	if len(got) != len(tc.Want) {
+		t.Fatalf("the source emitted %d records, want %d:\n%q", len(got), len(tc.Want), got)
+	}
+	for i := range got {
+		if !SameJSON(got[i], tc.Want[i]) {
+			t.Errorf("record %d = %s, want %s", i+1, got[i], tc.Want[i])
+		}
+	}
+	if len(got) > 0 && pos == nil {
+		t.Fatal("no batch carried a position: a re-run could not resume")
+	}
+	if again, _ := readAll(t, ctx, pc, pos); len(again) != 0 {
+		t.Errorf("reading again from the last position gave %d records, want none", len(again))
+	}
+}
+
+func readAll(t *testing.T, ctx context.Context, pc pluginv1.PluginClient, from []byte) ([]string, []byte) {
+	t.Helper()
+	stream, err := pc.Read(ctx, &pluginv1.ReadRequest{Checkpoint: from})
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	dec := wire.NewDecoder(nil)
+	defer dec.Release()
+	enc := arrowjson.NewEncoder()
+	var out []string
+	var pos []byte
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, pos
+		}
+		if err != nil {
+			t.Fatalf("Read after %d records: %v", len(out), err)
+		}
+		if len(msg.Position) > 0 {
+			pos = msg.Position
+		}
+		if len(msg.Arrow) == 0 {
+			continue
+		}
+		rec, err := dec.Decode(msg.Arrow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.NumRows() != msg.Rows {
+			t.Fatalf("message says %d rows, batch has %d", msg.Rows, rec.NumRows())
+		}
+		for i := 0; i < int(rec.NumRows()); i++ {
+			out = append(out, string(enc.AppendRow(nil, rec, i)))
+		}
+		rec.Release()
+	}
+}
