@@ -139,13 +139,61 @@ func (c *compiled) compileTemplate(schema *arrow.Schema) (*expr.Template, error)
 	return c.tmpl, nil
 }
 
+// nodeSchema pads the batches that reach a filter or sink to the union of
+// the schemas of everything that feeds it. A node fed by several sources
+// sees batches of different shapes; its expressions must find every field
+// in all of them (as nulls where a source lacks it), as they did when
+// `pipeline validate` compiled them against that union.
+//
+// Fields the node's expressions read but no input has produced yet (a source
+// that cannot report its schema up front, a resumed run that sees only a
+// few records) are added as null columns too: they read as null, which makes
+// comparisons false, instead of failing to compile.
+type nodeSchema struct {
+	mu     sync.Mutex
+	paths  [][]string // fields the node's expressions read
+	merged *arrow.Schema
+	seen   map[*arrow.Schema]bool // input schemas already merged in
+}
+
+func newNodeSchema(static *arrow.Schema, paths [][]string) *nodeSchema {
+	n := &nodeSchema{paths: paths, seen: map[*arrow.Schema]bool{}}
+	if static != nil {
+		n.merged = withPaths(static, paths)
+	}
+	return n
+}
+
+func (n *nodeSchema) apply(mem memory.Allocator, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	in := rec.Schema()
+	n.mu.Lock()
+	if !n.seen[in] {
+		if m := withPaths(mergeSchema(n.merged, in), n.paths); n.merged == nil || !m.Equal(n.merged) {
+			n.merged = m
+		}
+		if len(n.seen) > 64 { // schema objects that are not shared: don't grow
+			n.seen = map[*arrow.Schema]bool{}
+		}
+		n.seen[in] = true
+	}
+	target := n.merged
+	n.mu.Unlock()
+	if in == target {
+		rec.Retain()
+		return rec, nil
+	}
+	return conform(mem, rec, target)
+}
+
 type filterState struct {
-	f     *Filter
-	where *compiled
+	f      *Filter
+	where  *compiled
+	schema *nodeSchema
 }
 
 type sinkState struct {
 	s         *Sink
+	schema    *nodeSchema
 	when      *compiled
 	templates map[string]*compiled
 	in        chan sinkItem
@@ -232,7 +280,12 @@ func (r *Runner) route(node string, rec arrow.RecordBatch, e *entry) error {
 	return nil
 }
 
-func (r *Runner) applyFilter(fs *filterState, rec arrow.RecordBatch, e *entry) error {
+func (r *Runner) applyFilter(fs *filterState, in arrow.RecordBatch, e *entry) error {
+	rec, err := fs.schema.apply(r.opts.Allocator, in)
+	if err != nil {
+		return fmt.Errorf("filter %s: %w", fs.f.Name, err)
+	}
+	defer rec.Release()
 	p, err := fs.where.predicate(rec.Schema())
 	if err != nil {
 		return fmt.Errorf("filter %s: where: %w", fs.f.Name, err)
@@ -249,8 +302,11 @@ func (r *Runner) applyFilter(fs *filterState, rec arrow.RecordBatch, e *entry) e
 	return r.route(FilterKey(fs.f.Name), out, e)
 }
 
-func (r *Runner) toSink(ss *sinkState, rec arrow.RecordBatch, e *entry) error {
-	rec.Retain()
+func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {
+	rec, err := ss.schema.apply(r.opts.Allocator, in)
+	if err != nil {
+		return fmt.Errorf("sink %s: %w", ss.s.Name, err)
+	}
 	if ss.when != nil {
 		p, err := ss.when.predicate(rec.Schema())
 		if err != nil {

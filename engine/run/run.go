@@ -19,6 +19,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/pipelinehq/pipeline/engine/expr"
+
 	"github.com/pipelinehq/pipeline/engine/host"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
@@ -190,15 +192,37 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		opts.Allocator = memory.DefaultAllocator
 	}
 	r := &Runner{plan: plan, opts: opts, Stats: &Stats{}, consumers: map[string][]consumer{}, filters: map[string]*filterState{}, sinks: map[string]*sinkState{}}
+	// Each node starts from the union of the schemas its sources reported.
+	static := map[string]*arrow.Schema{}
+	for _, src := range plan.Sources {
+		static[SourceKey(src.Name)] = src.Schema
+	}
+	union := func(inputs []string) *arrow.Schema {
+		var s *arrow.Schema
+		for _, in := range inputs {
+			if st := static[in]; st != nil {
+				s = mergeSchema(s, st)
+			}
+		}
+		return s
+	}
 	for _, f := range plan.Filters {
-		fs := &filterState{f: f, where: newCompiled("where", f.Where)}
+		static[FilterKey(f.Name)] = union(f.Inputs)
+		fs := &filterState{f: f, where: newCompiled("where", f.Where), schema: newNodeSchema(static[FilterKey(f.Name)], fields(f.Where, false))}
 		r.filters[f.Name] = fs
 		for _, in := range f.Inputs {
 			r.consumers[in] = append(r.consumers[in], consumer{filter: fs})
 		}
 	}
 	for _, s := range plan.Sinks {
-		ss := &sinkState{s: s, in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, opts.MaxInFlight), templates: map[string]*compiled{}}
+		var paths [][]string
+		if s.When != "" {
+			paths = fields(s.When, false)
+		}
+		for _, src := range s.Templates {
+			paths = append(paths, fields(src, true)...)
+		}
+		ss := &sinkState{s: s, schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, opts.MaxInFlight), templates: map[string]*compiled{}}
 		if s.When != "" {
 			ss.when = newCompiled("when", s.When)
 		}
@@ -211,6 +235,18 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		}
 	}
 	return r, nil
+}
+
+// fields lists what an expression reads; one that does not parse reads
+// nothing here and fails with its own message when it is compiled.
+func fields(src string, template bool) [][]string {
+	var paths [][]string
+	if template {
+		paths, _ = expr.TemplateFields(src)
+	} else {
+		paths, _ = expr.Fields(src)
+	}
+	return paths
 }
 
 // fail records the run's first error and stops everything.

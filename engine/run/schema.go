@@ -89,7 +89,7 @@ func conform(mem memory.Allocator, rec arrow.RecordBatch, target *arrow.Schema) 
 		idx := rec.Schema().FieldIndices(f.Name)
 		var err error
 		if len(idx) == 0 {
-			cols[i] = array.MakeArrayOfNull(mem, f.Type, n)
+			cols[i] = nullArray(mem, f.Type, n)
 		} else if cols[i], err = conformArray(mem, rec.Column(idx[0]), f.Type); err != nil {
 			return nil, err
 		}
@@ -118,7 +118,7 @@ func conformArray(mem memory.Allocator, arr arrow.Array, t arrow.DataType) (arro
 					return nil, err
 				}
 			} else {
-				child = array.MakeArrayOfNull(mem, f.Type, sa.Len())
+				child = nullArray(mem, f.Type, sa.Len())
 			}
 			children[i] = child.Data()
 			children[i].Retain()
@@ -151,4 +151,82 @@ func conformArray(mem memory.Allocator, arr arrow.Array, t arrow.DataType) (arro
 	// schema took the newer type, so this is an older batch's leftover.
 	arr.Retain()
 	return arr, nil
+}
+
+// withPaths returns schema with a null-typed field for every path it lacks,
+// inside structs where the path goes through them. A path that runs into a
+// field that is not a struct is left alone: the expression compiler says
+// what is wrong with it.
+func withPaths(schema *arrow.Schema, paths [][]string) *arrow.Schema {
+	fields := schema.Fields()
+	changed := false
+	for _, p := range paths {
+		var added bool
+		fields, added = addPath(fields, p)
+		changed = changed || added
+	}
+	if !changed {
+		return schema
+	}
+	md := schema.Metadata()
+	return arrow.NewSchema(fields, &md)
+}
+
+func addPath(fields []arrow.Field, path []string) ([]arrow.Field, bool) {
+	if len(path) == 0 {
+		return fields, false
+	}
+	for i, f := range fields {
+		if f.Name != path[0] {
+			continue
+		}
+		st, ok := f.Type.(*arrow.StructType)
+		if !ok || len(path) == 1 {
+			return fields, false
+		}
+		children, added := addPath(st.Fields(), path[1:])
+		if !added {
+			return fields, false
+		}
+		out := append([]arrow.Field(nil), fields...)
+		out[i].Type = arrow.StructOf(children...)
+		return out, true
+	}
+	return append(append([]arrow.Field(nil), fields...), nullField(path)), true
+}
+
+// nullField is a field for path: nested structs down to a null leaf.
+func nullField(path []string) arrow.Field {
+	if len(path) == 1 {
+		return arrow.Field{Name: path[0], Type: arrow.Null, Nullable: true}
+	}
+	return arrow.Field{Name: path[0], Type: arrow.StructOf(nullField(path[1:])), Nullable: true}
+}
+
+// nullArray is an all-null array of type t. arrow-go's MakeArrayOfNull does
+// not handle structs with a null-typed child, which withPaths makes.
+func nullArray(mem memory.Allocator, t arrow.DataType, n int) arrow.Array {
+	switch t := t.(type) {
+	case *arrow.NullType:
+		return array.NewNull(n)
+	case *arrow.StructType:
+		children := make([]arrow.ArrayData, t.NumFields())
+		for i, f := range t.Fields() {
+			c := nullArray(mem, f.Type, n)
+			children[i] = c.Data()
+			children[i].Retain()
+			c.Release()
+		}
+		validity := memory.NewResizableBuffer(mem)
+		validity.Resize(int(bitutil.BytesForBits(int64(n))))
+		clear(validity.Bytes())
+		data := array.NewData(t, n, []*memory.Buffer{validity}, children, n, 0)
+		validity.Release()
+		for _, c := range children {
+			c.Release()
+		}
+		defer data.Release()
+		return array.MakeFromData(data)
+	}
+	return array.MakeArrayOfNull(mem, t, n)
 }
