@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -27,8 +28,19 @@ func (e *exitError) Error() string {
 }
 
 func main() {
+	// PIPELINE_CPUPROFILE=file writes a CPU profile of this process (the
+	// engine, or a plugin: each writes its own file, suffixed by its pid).
+	if path := os.Getenv("PIPELINE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid())); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	root := newRoot()
 	err := root.Execute()
+	if err != nil {
+		pprof.StopCPUProfile()
+	}
 	if err == nil {
 		return
 	}
