@@ -60,8 +60,15 @@ type SinkTest struct {
 // must call sdk.Serve).
 func TestSink(t *testing.T, newSink func() sdk.Sink, pkg string, tc SinkTest) {
 	t.Helper()
+	inBothModes(t, func() any { return newSink() }, pkg, func(t *testing.T, pc pluginv1.PluginClient) { driveSink(t, pc, tc) })
+}
+
+// inBothModes runs drive against the plugin served in process, then, when
+// pkg is not empty, against the process built from pkg.
+func inBothModes(t *testing.T, newPlugin func() any, pkg string, drive func(*testing.T, pluginv1.PluginClient)) {
+	t.Helper()
 	t.Run("in-process", func(t *testing.T) {
-		srv, err := sdk.NewServer(newSink())
+		srv, err := sdk.NewServer(newPlugin())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +78,7 @@ func TestSink(t *testing.T, newSink func() sdk.Sink, pkg string, tc SinkTest) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		driveSink(t, raw.(pluginv1.PluginClient), tc)
+		drive(t, raw.(pluginv1.PluginClient))
 	})
 	if pkg == "" {
 		return
@@ -79,7 +86,7 @@ func TestSink(t *testing.T, newSink func() sdk.Sink, pkg string, tc SinkTest) {
 	t.Run("process", func(t *testing.T) {
 		pc, stop := StartProcess(t, pkg)
 		defer stop()
-		driveSink(t, pc, tc)
+		drive(t, pc)
 	})
 }
 

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
-
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
 	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
@@ -32,27 +30,7 @@ type SourceTest struct {
 // from the last position and checks that nothing more comes.
 func TestSource(t *testing.T, newSource func() sdk.Source, pkg string, tc SourceTest) {
 	t.Helper()
-	t.Run("in-process", func(t *testing.T) {
-		srv, err := sdk.NewServer(newSource())
-		if err != nil {
-			t.Fatal(err)
-		}
-		client, _ := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{wire.PluginKey: &wire.GRPCPlugin{Impl: srv}})
-		defer client.Close()
-		raw, err := client.Dispense(wire.PluginKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		driveSource(t, raw.(pluginv1.PluginClient), tc)
-	})
-	if pkg == "" {
-		return
-	}
-	t.Run("process", func(t *testing.T) {
-		pc, stop := StartProcess(t, pkg)
-		defer stop()
-		driveSource(t, pc, tc)
-	})
+	inBothModes(t, func() any { return newSource() }, pkg, func(t *testing.T, pc pluginv1.PluginClient) { driveSource(t, pc, tc) })
 }
 
 func driveSource(t *testing.T, pc pluginv1.PluginClient, tc SourceTest) {
