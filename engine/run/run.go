@@ -249,7 +249,7 @@ func fields(src string, template bool) [][]string {
 	return paths
 }
 
-// fail records the run's first error and stops everything.
+// fail records the run's first error and stops everything, sinks included.
 func (r *Runner) fail(err error) {
 	r.failOnce.Do(func() {
 		r.failErr = err
@@ -319,9 +319,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			defer srcWG.Done()
 			if err := r.readSource(readCtx, src, t, from); err != nil {
 				if readCtx.Err() != nil && ctx.Err() == nil {
-					return // a drain stopped it
+					return // a drain, or another source's failure, stopped it
 				}
-				r.fail(err)
+				// A source failed (bad input, a crash): stop reading, but
+				// let the sinks deliver what was read before, so that it is
+				// committed and the next run starts at the failure.
+				r.failOnce.Do(func() { r.failErr = err })
+				stopReading()
 			}
 		}()
 	}

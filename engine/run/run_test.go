@@ -264,3 +264,32 @@ func (d *drainingSource) Read(ctx context.Context, checkpoint []byte, fn func(ho
 		return fn(m)
 	})
 }
+
+// failingSource emits its batches, then fails.
+type failingSource struct{ fakeSource }
+
+func (f *failingSource) Read(ctx context.Context, checkpoint []byte, fn func(host.ReadMsg) error) error {
+	if err := f.fakeSource.Read(ctx, checkpoint, fn); err != nil {
+		return err
+	}
+	return errors.New("calls.jsonl:3: invalid JSON")
+}
+
+func TestSourceFailureDeliversAndCommitsWhatCameBefore(t *testing.T) {
+	ctx := context.Background()
+	src := &failingSource{fakeSource{batches: [][]string{{rec("r1", 5, "q")}, {rec("r2", 5, "q")}}}}
+	sink := &fakeSink{}
+	plan := &Plan{Pipeline: "p", Sources: []*Source{{Name: "s", Plugin: src}}, Sinks: []*Sink{{Name: "k", Plugin: sink, Inputs: []string{"source.s"}}}}
+	st := openStore(t)
+	r, _ := New(plan, Options{Store: st})
+	err := r.Run(ctx)
+	if err == nil || err.Error() != "calls.jsonl:3: invalid JSON" {
+		t.Fatalf("run: %v", err)
+	}
+	if fmt.Sprint(sink.got()) != "[r1 r2]" {
+		t.Fatalf("delivered %v, want both batches read before the failure", sink.got())
+	}
+	if pos, _ := st.Get(ctx, "p", "s"); string(pos) != "1" {
+		t.Fatalf("committed %q, want 1", pos)
+	}
+}
