@@ -59,11 +59,21 @@ func TestPluginCrashIsReportedAndNothingUnackedIsCommitted(t *testing.T) {
 		}
 	}
 	if got := len(lines(t, out)); got != 300 {
-		t.Fatalf("the sink acked %d records before crashing, want 300", got)
+		t.Fatalf("the sink wrote %d records before crashing, want 300", got)
 	}
+	// The sink acked 3 batches before it died, but an ack still in its
+	// send buffer dies with it: the checkpoint covers the acks the engine
+	// got, never more than the 300 records acked.
 	show := pipeline(t, dir, nil, "state", "show", "p.hcl")
-	if !strings.Contains(show.stdout, " 300 ") {
-		t.Fatalf("checkpoint should cover exactly the 300 acked records:\n%s", show.stdout)
+	var committed int
+	for _, n := range []int{300, 200} {
+		if strings.Contains(show.stdout, fmt.Sprintf(" %d ", n)) {
+			committed = n
+			break
+		}
+	}
+	if committed == 0 {
+		t.Fatalf("checkpoint should cover the acked records (200 or 300):\n%s", show.stdout)
 	}
 
 	// The next run delivers the rest, from the checkpoint on.
@@ -71,8 +81,8 @@ func TestPluginCrashIsReportedAndNothingUnackedIsCommitted(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("second run exit %d\n%s", res.code, res.stderr)
 	}
-	if s := parseSummary(t, res); s.Read != 700 {
-		t.Fatalf("second run read %d, want the 700 unacked records", s.Read)
+	if s := parseSummary(t, res); s.Read != int64(1000-committed) {
+		t.Fatalf("second run read %d, want the %d records after the checkpoint", s.Read, 1000-committed)
 	}
 	ids := lines(t, out)
 	seen := map[string]bool{}
@@ -84,8 +94,8 @@ func TestPluginCrashIsReportedAndNothingUnackedIsCommitted(t *testing.T) {
 			t.Errorf("record %s never delivered", rowID(r.value))
 		}
 	}
-	if len(ids) != 1000 {
-		t.Errorf("%d deliveries in all, want 1000 (no duplicates: the crash came between batches)", len(ids))
+	if len(ids) != 1000+300-committed {
+		t.Errorf("%d deliveries in all, want %d (only the batch whose ack was lost comes twice)", len(ids), 1000+300-committed)
 	}
 }
 

@@ -79,6 +79,7 @@ source "file" "calls" {
 sink "webhook" "crm" {
   inputs  = [source.calls]
   when    = "classifications.churn_risk.label == 'High'"
+  signature = "none"
   url     = "%s/customers/{{ metadata.customer_id }}/calls/{{ row_id }}"
   headers = {
     X-Customer = "{{ metadata.customer_id }}"

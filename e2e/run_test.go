@@ -156,7 +156,7 @@ func TestSIGKILLMidRunLosesNothing(t *testing.T) {
 
 	cmd := exec.Command(bin("pipeline"), "run", "churn.hcl")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), rcv.env()...)
+	cmd.Env = append(append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1"), rcv.env()...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func testSignalDrain(t *testing.T, sig syscall.Signal, code int) {
 
 	cmd := exec.Command(bin("pipeline"), "run", "churn.hcl")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), rcv.env()...)
+	cmd.Env = append(append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1"), rcv.env()...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

@@ -13,6 +13,8 @@ mkdir -p .pipeline/demo
 rm -f "$state" "$state"-* "$log" .pipeline/out/retention.jsonl
 
 export CRM_WEBHOOK_URL="http://127.0.0.1:${port}/crm"
+# The receiver is on loopback, which webhook sinks refuse by default (SSRF guard).
+export PIPELINE_ALLOW_PRIVATE_NETWORKS=1
 export CRM_WEBHOOK_SECRET="whsec_$(head -c 24 /dev/urandom | base64)"
 
 "$bin" receive --addr "127.0.0.1:${port}" --secret "$CRM_WEBHOOK_SECRET" >"$log" 2>&1 &

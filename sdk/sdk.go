@@ -57,6 +57,11 @@ type Attribute struct {
 	// compiles them against the record schema and renders them for every
 	// record; the plugin reads the result with Batch.Template.
 	Template bool
+	// Nested makes the attribute a nested block written
+	//	retry { max_attempts = 8 }
+	// with these attributes (Type is then unused). Its value arrives as a
+	// JSON object, or is absent when the block is not written.
+	Nested []Attribute
 }
 
 // Type is an attribute type in go-cty's JSON type notation.
@@ -83,6 +88,12 @@ type Config struct {
 	JSON json.RawMessage
 	// Templates lists the template attributes whose value has placeholders.
 	Templates []string
+	// Outbox is the engine's durable outbox for this block, nil when the
+	// engine serves none (`pipeline validate`, tests without an engine).
+	Outbox Outbox
+	// NoWait asks a sink with an outbox not to wait for pending deliveries
+	// when its stream ends (`pipeline run --no-wait`).
+	NoWait bool
 }
 
 // Decode unmarshals the block's attributes into v, typically a struct with

@@ -76,11 +76,15 @@ func NewServer(p any) (pluginv1.PluginServer, error) {
 
 type server struct {
 	pluginv1.UnimplementedPluginServer
-	impl any
+	impl   any
+	broker *plugin.GRPCBroker
 
 	mu         sync.Mutex
 	configured bool
 }
+
+// SetBroker implements wire.BrokerUser.
+func (s *server) SetBroker(b *plugin.GRPCBroker) { s.broker = b }
 
 func (s *server) info() Info {
 	switch p := s.impl.(type) {
@@ -105,7 +109,17 @@ func DescribeProto(info Info) (*pluginv1.DescribeResponse, error) {
 		Description:      info.Description,
 		ProtocolVersions: []uint32{wire.ProtocolVersion},
 	}
-	for _, a := range info.Config {
+	attrs, err := attributesProto(info.Config)
+	if err != nil {
+		return nil, err
+	}
+	resp.Config = attrs
+	return resp, nil
+}
+
+func attributesProto(list []Attribute) ([]*pluginv1.Attribute, error) {
+	var out []*pluginv1.Attribute
+	for _, a := range list {
 		attr := &pluginv1.Attribute{
 			Name:        a.Name,
 			Type:        string(a.Type),
@@ -120,13 +134,28 @@ func DescribeProto(info Info) (*pluginv1.DescribeResponse, error) {
 			}
 			attr.DefaultJson = string(def)
 		}
-		resp.Config = append(resp.Config, attr)
+		nested, err := attributesProto(a.Nested)
+		if err != nil {
+			return nil, err
+		}
+		attr.Nested = nested
+		out = append(out, attr)
 	}
-	return resp, nil
+	return out, nil
 }
 
 func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
-	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates}
+	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait}
+	if req.StateBrokerId != 0 {
+		if s.broker == nil {
+			return nil, status.Error(codes.FailedPrecondition, "the engine offers a state service but the plugin has no broker")
+		}
+		o, err := dialOutbox(s.broker, req.StateBrokerId)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "connect to the engine's state service: %v", err)
+		}
+		cfg.Outbox = o
+	}
 	var err error
 	switch p := s.impl.(type) {
 	case Source:

@@ -24,7 +24,7 @@ import (
 )
 
 func newRunCmd(g *globals) *cobra.Command {
-	var fullRefresh, asJSON bool
+	var fullRefresh, asJSON, noWait bool
 	cmd := &cobra.Command{
 		Use:   "run FILE",
 		Short: "Run a pipeline until its sources are drained",
@@ -55,7 +55,18 @@ commit it and exit with 130/143.`,
 				}
 			}()
 
-			l, diags, err := load(ctx, g, args)
+			// Check the file before creating any state.
+			p, diags := config.Load(args...)
+			if diags.HasErrors() {
+				printDiags(p, nil, diags)
+				return &exitError{code: 1}
+			}
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			l, diags, err := load(ctx, g, args, store, noWait)
 			if err != nil {
 				return err
 			}
@@ -64,11 +75,6 @@ commit it and exit with 130/143.`,
 				return &exitError{code: 1}
 			}
 			defer l.Close()
-			store, err := state.Open(g.statePath)
-			if err != nil {
-				return err
-			}
-			defer store.Close()
 			r, err := run.New(l.Plan, run.Options{Store: store, FullRefresh: fullRefresh, Drain: drain, Logger: logger(os.Stderr, g.verbose)})
 			if err != nil {
 				return err
@@ -114,6 +120,7 @@ commit it and exit with 130/143.`,
 	}
 	cmd.Flags().BoolVar(&fullRefresh, "full-refresh", false, "ignore checkpoints and process everything again")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the run's summary as JSON on stdout")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "exit when the sources are drained, leaving pending webhook deliveries queued for the next run or `pipeline serve`")
 	return cmd
 }
 
@@ -125,7 +132,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			failed := false
 			for _, f := range args {
-				l, diags, err := load(cmd.Context(), g, []string{f})
+				l, diags, err := load(cmd.Context(), g, []string{f}, nil, false)
 				if err != nil {
 					return err
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/host"
 	"github.com/pipelinehq/pipeline/engine/run"
+	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/plugins"
 )
 
@@ -40,12 +41,13 @@ func logger(w io.Writer, verbose bool) *slog.Logger {
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 // load checks the files and starts their plugins, printing diagnostics.
-func load(ctx context.Context, g *globals, files []string) (*run.Loaded, hcl.Diagnostics, error) {
+// store is nil when validating: nothing is written then.
+func load(ctx context.Context, g *globals, files []string, store *state.Store, noWait bool) (*run.Loaded, hcl.Diagnostics, error) {
 	bs, err := builtins()
 	if err != nil {
 		return nil, nil, err
 	}
-	l, diags := run.Load(ctx, files, run.LoadOptions{Builtins: bs, Host: host.Options{Logger: logger(os.Stderr, g.verbose)}})
+	l, diags := run.Load(ctx, files, run.LoadOptions{Builtins: bs, Host: host.Options{Logger: logger(os.Stderr, g.verbose)}, Store: store, NoWait: noWait})
 	return l, diags, nil
 }
 

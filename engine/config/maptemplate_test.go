@@ -44,3 +44,49 @@ sink "webhook" "crm" {
 		t.Fatalf("range %v, want t.hcl:9:20", tpl.Range)
 	}
 }
+
+func TestNestedBlockAttribute(t *testing.T) {
+	src := `
+source "file" "calls" {
+  path = "x"
+}
+sink "webhook" "crm" {
+  inputs = [source.calls]
+  url    = "http://x"
+  retry {
+    max_attempts = 8
+    initial      = "5s"
+  }
+}
+sink "webhook" "other" {
+  inputs = [source.calls]
+  url    = "http://y"
+  retry {
+    max_attempt = 8
+  }
+}
+`
+	p, diags := LoadBytes([]byte(src), "t.hcl")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	info := sdk.Info{Kind: sdk.KindSink, Type: "webhook", Config: []sdk.Attribute{
+		{Name: "url", Type: sdk.String, Required: true},
+		{Name: "retry", Nested: []sdk.Attribute{
+			{Name: "max_attempts", Type: sdk.Number},
+			{Name: "initial", Type: sdk.String, Default: "1s"},
+			{Name: "schedule", Type: sdk.ListOf(sdk.String)},
+		}},
+	}}
+	cfg, diags := DecodePluginBody(p.Sinks[0].Body, info, p.Sinks[0].EvalCtx)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if got := string(cfg.JSON); got != `{"retry":{"initial":"5s","max_attempts":8,"schedule":null},"url":"http://x"}` {
+		t.Fatalf("json %s", got)
+	}
+	_, diags = DecodePluginBody(p.Sinks[1].Body, info, p.Sinks[1].EvalCtx)
+	if !diags.HasErrors() || CompactDiagnostic(diags[0]) != `t.hcl:17:5: error: Unsupported argument: An argument named "max_attempt" is not expected here. Did you mean "max_attempts"?` {
+		t.Fatalf("diags %v", diags)
+	}
+}

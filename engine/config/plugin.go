@@ -149,6 +149,37 @@ func (c DecodedConfig) SDKConfig(name string) sdk.Config {
 	return cfg
 }
 
+// attrSpec is the hcldec spec of one declared attribute; an attribute with
+// Nested attributes is a nested block (retry { max_attempts = 8 }).
+func attrSpec(a sdk.Attribute, pluginBug func(string, ...any)) (hcldec.Spec, bool) {
+	if len(a.Nested) > 0 {
+		nested := hcldec.ObjectSpec{}
+		for _, n := range a.Nested {
+			s, ok := attrSpec(n, pluginBug)
+			if !ok {
+				return nil, false
+			}
+			nested[n.Name] = s
+		}
+		return &hcldec.BlockSpec{TypeName: a.Name, Nested: nested, Required: a.Required}, true
+	}
+	ty, err := ctyjson.UnmarshalType([]byte(a.Type))
+	if err != nil {
+		pluginBug("the attribute %q with the type %s, which is not a type: %s", a.Name, a.Type, err)
+		return nil, false
+	}
+	var s hcldec.Spec = &hcldec.AttrSpec{Name: a.Name, Type: ty, Required: a.Required}
+	if a.Default != nil && !a.Required {
+		def, err := defaultValue(a.Default, ty)
+		if err != nil {
+			pluginBug("a default for the attribute %q that is not a %s: %s", a.Name, ty.FriendlyName(), err)
+			return nil, false
+		}
+		s = &hcldec.DefaultSpec{Primary: s, Default: &hcldec.LiteralSpec{Value: def}}
+	}
+	return s, true
+}
+
 // DecodePluginBody decodes a source or sink body (Block.Body) against the
 // attributes its plugin declares, with ctx for functions (Block.EvalCtx). An
 // unknown, mistyped or missing attribute is reported at the attribute, or at
@@ -183,21 +214,11 @@ func DecodePluginBody(body hcl.Body, info sdk.Info, ctx *hcl.EvalContext) (Decod
 			pluginBug("the attribute %q twice", a.Name)
 			continue
 		}
-		ty, err := ctyjson.UnmarshalType([]byte(a.Type))
-		if err != nil {
-			pluginBug("the attribute %q with the type %s, which is not a type: %s", a.Name, a.Type, err)
+		s, ok := attrSpec(a, pluginBug)
+		if !ok {
 			continue
 		}
 		attrs[a.Name] = a
-		var s hcldec.Spec = &hcldec.AttrSpec{Name: a.Name, Type: ty, Required: a.Required}
-		if a.Default != nil && !a.Required {
-			def, err := defaultValue(a.Default, ty)
-			if err != nil {
-				pluginBug("a default for the attribute %q that is not a %s: %s", a.Name, ty.FriendlyName(), err)
-				continue
-			}
-			s = &hcldec.DefaultSpec{Primary: s, Default: &hcldec.LiteralSpec{Value: def}}
-		}
 		spec[a.Name] = s
 	}
 

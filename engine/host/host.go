@@ -65,6 +65,7 @@ type Plugin struct {
 	spec   Spec
 	client *plugin.Client
 	rpc    pluginv1.PluginClient
+	broker *plugin.GRPCBroker
 	runner *procRunner
 	logs   *logTail
 }
@@ -115,7 +116,8 @@ func Start(ctx context.Context, spec Spec, opts Options) (*Plugin, error) {
 		p.client.Kill()
 		return nil, p.errOp("start", err)
 	}
-	p.rpc = raw.(pluginv1.PluginClient)
+	conn := raw.(*wire.Conn)
+	p.rpc, p.broker = conn.Plugin, conn.Broker
 	return p, nil
 }
 
@@ -223,15 +225,11 @@ func (p *Plugin) Describe(ctx context.Context) (sdk.Info, error) {
 // InfoFromProto converts a Describe answer, checking the protocol version.
 func InfoFromProto(resp *pluginv1.DescribeResponse) (sdk.Info, error) {
 	info := sdk.Info{Kind: sdk.Kind(resp.Kind), Type: resp.Type, Version: resp.Version, Description: resp.Description}
-	for _, a := range resp.Config {
-		attr := sdk.Attribute{Name: a.Name, Type: sdk.Type(a.Type), Required: a.Required, Description: a.Description, Template: a.Template}
-		if a.DefaultJson != "" {
-			if err := json.Unmarshal([]byte(a.DefaultJson), &attr.Default); err != nil {
-				return info, fmt.Errorf("describe: attribute %s has a bad default: %v", a.Name, err)
-			}
-		}
-		info.Config = append(info.Config, attr)
+	attrs, err := attributesFromProto(resp.Config)
+	if err != nil {
+		return info, err
 	}
+	info.Config = attrs
 	for _, v := range resp.ProtocolVersions {
 		if v == wire.ProtocolVersion {
 			return info, nil
@@ -240,10 +238,41 @@ func InfoFromProto(resp *pluginv1.DescribeResponse) (sdk.Info, error) {
 	return info, fmt.Errorf("describe: plugin speaks protocol versions %v, this engine speaks %d", resp.ProtocolVersions, wire.ProtocolVersion)
 }
 
+// ConfigureOptions are what the engine gives a plugin besides its block.
+type ConfigureOptions struct {
+	// State, when set, is served to the plugin (its outbox and cursors).
+	State pluginv1.StateServer
+	// NoWait lets a sink end its stream with deliveries still pending.
+	NoWait bool
+}
+
+func attributesFromProto(list []*pluginv1.Attribute) ([]sdk.Attribute, error) {
+	var out []sdk.Attribute
+	for _, a := range list {
+		attr := sdk.Attribute{Name: a.Name, Type: sdk.Type(a.Type), Required: a.Required, Description: a.Description, Template: a.Template}
+		if a.DefaultJson != "" {
+			if err := json.Unmarshal([]byte(a.DefaultJson), &attr.Default); err != nil {
+				return nil, fmt.Errorf("describe: attribute %s has a bad default: %v", a.Name, err)
+			}
+		}
+		nested, err := attributesFromProto(a.Nested)
+		if err != nil {
+			return nil, err
+		}
+		attr.Nested = nested
+		out = append(out, attr)
+	}
+	return out, nil
+}
+
 // Configure hands the plugin its decoded block.
-func (p *Plugin) Configure(ctx context.Context, config []byte, templates []string) error {
+func (p *Plugin) Configure(ctx context.Context, config []byte, templates []string, opts ConfigureOptions) error {
 	sort.Strings(templates)
-	_, err := p.rpc.Configure(ctx, &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates})
+	req := &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates, NoWait: opts.NoWait}
+	if opts.State != nil && p.broker != nil {
+		req.StateBrokerId = wire.ServeState(p.broker, opts.State)
+	}
+	_, err := p.rpc.Configure(ctx, req)
 	if err != nil {
 		return p.Err(err)
 	}

@@ -83,10 +83,10 @@ func TestDescribeConfigureRead(t *testing.T) {
 	if info.Version != "9.9.9" || len(info.Config) != 1 || info.Config[0].Default != float64(3) {
 		t.Fatalf("info %+v", info)
 	}
-	if err := p.Configure(ctx, []byte(`{"count":"bad"}`), nil); err == nil || err.Error() != `source "numbers" "n": count must be a number` {
+	if err := p.Configure(ctx, []byte(`{"count":"bad"}`), nil, ConfigureOptions{}); err == nil || err.Error() != `source "numbers" "n": count must be a number` {
 		t.Fatalf("configure error %v", err)
 	}
-	if err := p.Configure(ctx, []byte(`{"count":3}`), nil); err != nil {
+	if err := p.Configure(ctx, []byte(`{"count":3}`), nil, ConfigureOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []int64
@@ -109,7 +109,7 @@ func TestDescribeConfigureRead(t *testing.T) {
 func TestCrashIsReportedWithExitStatusAndLogs(t *testing.T) {
 	ctx := context.Background()
 	p := start(t, "crash")
-	if err := p.Configure(ctx, []byte(`{}`), nil); err != nil {
+	if err := p.Configure(ctx, []byte(`{}`), nil, ConfigureOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	n := 0

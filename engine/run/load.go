@@ -9,6 +9,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
@@ -23,6 +24,11 @@ type Builtin struct {
 type LoadOptions struct {
 	Builtins []Builtin
 	Host     host.Options
+	// Store, when set, is served to every sink as its State (the outbox of
+	// action sinks). Validation leaves it nil: nothing is written.
+	Store *state.Store
+	// NoWait lets sinks end a run with deliveries still pending.
+	NoWait bool
 }
 
 // Loaded is a checked pipeline with its plugins started and configured.
@@ -131,7 +137,16 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			started[n] = plug
 		}
 		cfg := configs[n].SDKConfig(b.Name)
-		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates); err != nil {
+		copts := host.ConfigureOptions{NoWait: opts.NoWait}
+		if opts.Store != nil && b.Kind == config.KindSink {
+			svc, err := state.NewService(ctx, opts.Store, p.Name, b.Name)
+			if err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "State store failed", Detail: err.Error(), Subject: b.DefRange.Ptr()})
+				return
+			}
+			copts.State = svc
+		}
+		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts); err != nil {
 			failedConfigure[n] = true
 			msg := err.Error()
 			if he, ok := err.(*host.Error); ok && he.Exit == "" {

@@ -1,6 +1,7 @@
 // Package receive is the logic behind `pipeline receive`: a local webhook
-// receiver that verifies Standard Webhooks signatures and prints one line per
-// delivery, for trying pipelines out.
+// receiver that verifies signatures (Standard Webhooks, GitHub's
+// X-Hub-Signature-256 or the older X-Hub-Signature, see [webhook.Scheme]) and
+// prints one line per delivery, for trying pipelines out.
 package receive
 
 import (
@@ -30,12 +31,22 @@ const DefaultMaxBodyBytes = 10 << 20
 
 // Options configures a Handler.
 type Options struct {
-	// Secret verifies each delivery's Standard Webhooks signature. The zero
-	// Secret switches verification off: every POST is accepted with 200 and
-	// printed as unverified ("?").
+	// Scheme is the signature scheme deliveries are checked against; the
+	// zero Scheme means webhook.SchemeStandard. webhook.SchemeNone switches
+	// verification off (Secret is then ignored). A Scheme that is not one of
+	// webhook.Schemes() is a configuration error: every POST is answered 500
+	// and printed as rejected, so nothing passes unverified by accident.
+	Scheme webhook.Scheme
+	// Secret is the key deliveries are verified with, as Scheme.ParseSecret
+	// returns it from what the user typed: for standard the decoded
+	// "whsec_…" key (the same as webhook.ParseSecret), for github and
+	// hub-sha1 the bytes of the plain-string secret. The zero Secret switches
+	// verification off: every POST is accepted with 200 and printed as
+	// unverified ("?").
 	Secret webhook.Secret
 	// Tolerance is how far a delivery's timestamp may be from now;
-	// zero means webhook.DefaultTolerance.
+	// zero means webhook.DefaultTolerance. Only the standard scheme has a
+	// timestamp.
 	Tolerance time.Duration
 	// JSON makes the handler write each accepted delivery's body to Out as
 	// one JSON line (compacted; a body that is not JSON is written as a JSON
@@ -59,11 +70,14 @@ type Options struct {
 // Handler is an http.Handler that verifies and prints webhook deliveries. It
 // accepts POST on any path and is safe for concurrent use.
 type Handler struct {
-	opts     Options
-	mu       sync.Mutex // serialises writes to opts.Out and opts.Log
-	received atomic.Int64
-	verified atomic.Int64
-	rejected atomic.Int64
+	opts      Options
+	verifier  webhook.Verifier // used when verify is set
+	verify    bool
+	badConfig error      // non-nil: every POST is answered 500 with it
+	mu        sync.Mutex // serialises writes to opts.Out and opts.Log
+	received  atomic.Int64
+	verified  atomic.Int64
+	rejected  atomic.Int64
 }
 
 // NewHandler returns a Handler for opts.
@@ -77,7 +91,20 @@ func NewHandler(opts Options) *Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Handler{opts: opts}
+	h := &Handler{opts: opts}
+	scheme, err := webhook.ParseScheme(string(opts.Scheme))
+	switch {
+	case err != nil:
+		h.badConfig = err
+	case scheme == webhook.SchemeNone || opts.Secret.IsZero():
+		// verification off
+	default:
+		// Cannot fail: the scheme is known and the secret is not zero.
+		h.verifier, h.badConfig = scheme.Verifier(opts.Secret)
+		h.verify = h.badConfig == nil
+	}
+	h.opts.Scheme = scheme
+	return h
 }
 
 // Stats returns how many POST deliveries arrived, how many passed
@@ -96,8 +123,8 @@ const (
 )
 
 // ServeHTTP handles one delivery: 405 unless POST; 413 if the body is over
-// the limit; 401 with a short reason if verification fails; else 200. Every
-// POST is printed.
+// the limit; 500 if Options.Scheme is unknown; 401 with a short reason if
+// verification fails; else 200. Every POST is printed.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -117,9 +144,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if h.badConfig != nil {
+		h.reject(w, r, now, body, http.StatusInternalServerError, strings.TrimPrefix(h.badConfig.Error(), "webhook: "))
+		return
+	}
 	mark := markUnverified
-	if !h.opts.Secret.IsZero() {
-		err := webhook.Verify(h.opts.Secret, r.Header, body,
+	if h.verify {
+		err := h.verifier.Verify(r.Header, body,
 			webhook.WithTolerance(h.opts.Tolerance), webhook.WithClock(h.opts.Now))
 		if err != nil {
 			h.reject(w, r, now, body, http.StatusUnauthorized, strings.TrimPrefix(err.Error(), "webhook: "))

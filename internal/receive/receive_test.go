@@ -33,6 +33,16 @@ func secret(t *testing.T) webhook.Secret {
 	return s
 }
 
+// signer returns a Signer for scheme with secrets as a user writes them.
+func signer(t *testing.T, scheme webhook.Scheme, secrets ...string) webhook.Signer {
+	t.Helper()
+	s, err := webhook.NewSigner(scheme, secrets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // syncBuffer is a bytes.Buffer that the race detector will not complain
 // about when read after concurrent handler writes; the handler itself must
 // serialise its writes, which the concurrency test checks separately.
@@ -63,7 +73,7 @@ type delivery struct {
 	headers func(h http.Header)
 }
 
-func (d delivery) request(t *testing.T, s webhook.Secret) *http.Request {
+func (d delivery) request(t *testing.T, signer webhook.Signer) *http.Request {
 	t.Helper()
 	method := d.method
 	if method == "" {
@@ -86,7 +96,7 @@ func (d delivery) request(t *testing.T, s webhook.Secret) *http.Request {
 	if ts.IsZero() {
 		ts = clock
 	}
-	webhook.SetHeaders(req.Header, s, id, ts, []byte(signed))
+	signer.Sign(req.Header, id, ts, []byte(signed))
 	if d.headers != nil {
 		d.headers(req.Header)
 	}
@@ -95,6 +105,7 @@ func (d delivery) request(t *testing.T, s webhook.Secret) *http.Request {
 
 func TestHandler(t *testing.T) {
 	s := secret(t)
+	std := signer(t, webhook.SchemeStandard, testSecret)
 	tests := []struct {
 		name     string
 		json     bool
@@ -223,7 +234,7 @@ func TestHandler(t *testing.T) {
 			var out, log bytes.Buffer
 			h := NewHandler(Options{Secret: s, JSON: tt.json, Out: &out, Log: &log, Now: fixedNow, MaxBodyBytes: 4096})
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, tt.d.request(t, s))
+			h.ServeHTTP(rec, tt.d.request(t, std))
 
 			if rec.Code != tt.wantCode {
 				t.Errorf("status = %d, want %d (body %q)", rec.Code, tt.wantCode, rec.Body.String())
@@ -284,7 +295,7 @@ func TestHandlerTolerance(t *testing.T) {
 		t.Run(fmt.Sprintf("tolerance %v age %v", tt.tolerance, tt.age), func(t *testing.T) {
 			h := NewHandler(Options{Secret: s, Tolerance: tt.tolerance, Out: io.Discard, Now: fixedNow})
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, delivery{body: record, ts: clock.Add(-tt.age)}.request(t, s))
+			h.ServeHTTP(rec, delivery{body: record, ts: clock.Add(-tt.age)}.request(t, signer(t, webhook.SchemeStandard, testSecret)))
 			if rec.Code != tt.want {
 				t.Errorf("status = %d, want %d", rec.Code, tt.want)
 			}

@@ -1,49 +1,74 @@
 // Package sinkwebhook is the built-in `sink "webhook"`: one signed POST per
-// record (Standard Webhooks), retried with backoff on transient failures.
+// record. Deliveries go through the engine's outbox (sdk/delivery): they are
+// stored before the batch is acked and retried on a schedule, across
+// restarts, until delivered or dead.
 package sinkwebhook
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
-	"sync"
+	"strings"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+	"github.com/pipelinehq/pipeline/sdk/delivery"
+	"github.com/pipelinehq/pipeline/sdk/delivery/policy"
+	"github.com/pipelinehq/pipeline/sdk/netguard"
 	"github.com/pipelinehq/pipeline/sdk/webhook"
 )
 
 // Version is the plugin's version.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
-var _ sdk.Sink = (*Sink)(nil)
+// EventHeader carries the event type when `event` is set.
+const EventHeader = "webhook-event-type"
+
+var (
+	_ sdk.Sink           = (*Sink)(nil)
+	_ sdk.SinkCloser     = (*Sink)(nil)
+	_ delivery.Transport = (*Sink)(nil)
+)
+
+type config struct {
+	URL          string                `json:"url"`
+	Secret       string                `json:"secret"`
+	Secrets      []string              `json:"secrets"`
+	Signature    string                `json:"signature"`
+	Event        string                `json:"event"`
+	Headers      map[string]string     `json:"headers"`
+	Timeout      string                `json:"timeout"`
+	Concurrency  int                   `json:"concurrency"`
+	RateLimit    string                `json:"rate_limit"`
+	Retry        *policy.RetryConfig   `json:"retry"`
+	AllowPrivate bool                  `json:"allow_private_networks"`
+	HTTPSOnly    bool                  `json:"https_only"`
+	Breaker      *policy.BreakerConfig `json:"circuit_breaker"`
+}
 
 // Sink posts records to an HTTP endpoint.
 type Sink struct {
-	cfg struct {
-		URL         string            `json:"url"`
-		Secret      string            `json:"secret"`
-		Headers     map[string]string `json:"headers"`
-		Timeout     string            `json:"timeout"`
-		MaxAttempts int               `json:"max_attempts"`
-		Concurrency int               `json:"concurrency"`
-	}
+	cfg     config
 	name    string
-	secret  webhook.Secret
+	signer  webhook.Signer
 	timeout time.Duration
 	client  *http.Client
+	guard   netguard.Options
 	tpl     sdk.Config
-	// sleep waits between attempts; tests shorten it.
-	backoff func(attempt int) time.Duration
-	now     func() time.Time
+	noWait  bool
+	d       *delivery.Deliverer
+	// now is the clock for signatures; tests replace it.
+	now func() time.Time
 }
 
 // Info describes the plugin.
@@ -52,14 +77,31 @@ func (s *Sink) Info() sdk.Info {
 		Kind:        sdk.KindSink,
 		Type:        "webhook",
 		Version:     Version,
-		Description: "POSTs each record as a JSON body, signed per Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
+		Description: "POSTs each record as a JSON body, signed (Standard Webhooks by default), from a durable outbox with retries.",
 		Config: []sdk.Attribute{
 			{Name: "url", Type: sdk.String, Required: true, Template: true, Description: "Endpoint URL; may hold {{ }} placeholders."},
-			{Name: "secret", Type: sdk.String, Description: "Signing secret, whsec_<base64>. Without it, requests are not signed."},
-			{Name: "headers", Type: sdk.MapOf(sdk.String), Template: true, Description: "Extra request headers."},
+			{Name: "secret", Type: sdk.String, Description: "Signing secret: whsec_<base64> for standard, the shared string for github and hub-sha1."},
+			{Name: "secrets", Type: sdk.ListOf(sdk.String), Description: "Several secrets during a rotation, newest first; each signs (standard) or the first signs (github, hub-sha1)."},
+			{Name: "signature", Type: sdk.String, Default: "standard", Description: `"standard" (Standard Webhooks), "github" (X-Hub-Signature-256), "hub-sha1" (X-Hub-Signature) or "none".`},
+			{Name: "event", Type: sdk.String, Description: "Event type, sent in the webhook-event-type header and as the body's event field."},
+			{Name: "headers", Type: sdk.MapOf(sdk.String), Template: true, Description: "Extra request headers; values may hold {{ }} placeholders."},
 			{Name: "timeout", Type: sdk.String, Default: "10s", Description: "Per-request timeout."},
-			{Name: "max_attempts", Type: sdk.Number, Default: 5, Description: "Attempts per record before the run fails."},
-			{Name: "concurrency", Type: sdk.Number, Default: 16, Description: "Requests in flight at once."},
+			{Name: "concurrency", Type: sdk.Number, Default: 16, Description: "Requests in flight at once per endpoint."},
+			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per endpoint, e.g. "50/s" or "600/m".`},
+			{Name: "retry", Description: `Retry policy: { schedule = ["0s", "5s", "5m", ...] } (the default schedule is 0s 5s 5m 30m 2h 5h 10h 10h) or { max_attempts = 8  initial = "5s"  max = "10h" } (exponential, full jitter).`,
+				Nested: []sdk.Attribute{
+					{Name: "schedule", Type: sdk.ListOf(sdk.String)},
+					{Name: "max_attempts", Type: sdk.Number},
+					{Name: "initial", Type: sdk.String},
+					{Name: "max", Type: sdk.String},
+				}},
+			{Name: "circuit_breaker", Description: "Pause an endpoint after consecutive failures, then probe it: { failures = 5  cooldown = \"30s\" }.",
+				Nested: []sdk.Attribute{
+					{Name: "failures", Type: sdk.Number},
+					{Name: "cooldown", Type: sdk.String},
+				}},
+			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow loopback, private and link-local addresses (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
+			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse plain http URLs."},
 		},
 	}
 }
@@ -69,197 +111,214 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&s.cfg); err != nil {
 		return err
 	}
-	s.name = cfg.Name
-	s.tpl = cfg
+	s.name, s.tpl, s.noWait = cfg.Name, cfg, cfg.NoWait
+	s.guard = netguard.Options{AllowPrivate: s.cfg.AllowPrivate, HTTPSOnly: s.cfg.HTTPSOnly}.WithEnv()
 	if !cfg.HasTemplate("url") {
-		u, err := url.Parse(s.cfg.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("url %q is not an http(s) URL", s.cfg.URL)
+		if err := s.guard.CheckURL(s.cfg.URL); err != nil {
+			return fmt.Errorf("url: %w", err)
 		}
 	}
+	scheme, err := webhook.ParseScheme(s.cfg.Signature)
+	if err != nil {
+		return fmt.Errorf("signature: %w", err)
+	}
+	secrets := s.cfg.Secrets
 	if s.cfg.Secret != "" {
-		sec, err := webhook.ParseSecret(s.cfg.Secret)
-		if err != nil {
-			return fmt.Errorf("secret: %w", err)
-		}
-		s.secret = sec
+		secrets = append([]string{s.cfg.Secret}, secrets...)
+	}
+	if scheme == webhook.SchemeNone && len(secrets) > 0 {
+		return errors.New(`secret: signature = "none" takes no secret`)
+	}
+	if scheme != webhook.SchemeNone && len(secrets) == 0 {
+		return fmt.Errorf(`secret: signature = %q needs a secret (or set signature = "none")`, scheme)
+	}
+	if s.signer, err = webhook.NewSigner(scheme, secrets...); err != nil {
+		return fmt.Errorf("secret: %w", err)
 	}
 	d, err := time.ParseDuration(s.cfg.Timeout)
 	if err != nil || d <= 0 {
 		return fmt.Errorf("timeout %q is not a duration such as \"10s\"", s.cfg.Timeout)
 	}
 	s.timeout = d
-	if s.cfg.MaxAttempts < 1 {
-		return fmt.Errorf("max_attempts must be at least 1")
-	}
 	if s.cfg.Concurrency < 1 {
-		return fmt.Errorf("concurrency must be at least 1")
+		return errors.New("concurrency must be at least 1")
 	}
+	opts := delivery.Options{Concurrency: s.cfg.Concurrency, Log: sdk.Logger().With("sink", s.name), Retry: policy.DefaultRetry()}
+	if s.cfg.Retry != nil {
+		if opts.Retry, err = policy.ParseRetry(*s.cfg.Retry); err != nil {
+			return fmt.Errorf("retry: %w", err)
+		}
+	}
+	if s.cfg.RateLimit != "" {
+		rate, err := policy.ParseRate(s.cfg.RateLimit)
+		if err != nil {
+			return fmt.Errorf("rate_limit: %w", err)
+		}
+		opts.Limiter = policy.NewLimiter(rate, 1)
+	}
+	var bc policy.BreakerConfig
+	if s.cfg.Breaker != nil {
+		bc = *s.cfg.Breaker
+	}
+	breaker, err := policy.NewBreaker(bc)
+	if err != nil {
+		return fmt.Errorf("circuit_breaker: %w", err)
+	}
+	opts.Breaker = breaker
+	transport := s.guard.Transport()
+	transport.MaxIdleConnsPerHost = s.cfg.Concurrency
 	s.client = &http.Client{
-		Timeout: s.timeout,
+		Timeout:   s.timeout,
+		Transport: transport,
 		// A redirect is a failure, not something to follow with the body.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			MaxIdleConnsPerHost: s.cfg.Concurrency,
-			IdleConnTimeout:     90 * time.Second,
-		},
-	}
-	if s.backoff == nil {
-		s.backoff = defaultBackoff
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.d = delivery.New(s, cfg.Outbox, opts)
 	return nil
 }
 
-// defaultBackoff is exponential with full jitter: up to 0.5 s, 1 s, 2 s, ...
-// capped at 30 s.
-func defaultBackoff(attempt int) time.Duration {
-	max := 500 * time.Millisecond << (attempt - 1)
-	if max > 30*time.Second || max <= 0 {
-		max = 30 * time.Second
-	}
-	return time.Duration(rand.Int64N(int64(max))) + 50*time.Millisecond
+// payload is what the outbox keeps for one delivery: everything needed to
+// send it again, byte for byte, from a later run or a replay.
+type payload struct {
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers,omitempty"` // the rendered template headers
+	Body    []byte            `json:"body"`
 }
 
-// Write posts every record of the batch and returns once all were accepted.
+// Write stores the batch's deliveries in the outbox; the batch is acked
+// once they are durable there.
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
-	enc := arrowjson.NewEncoder()
-	bodies := make([][]byte, b.Len())
-	for i := range bodies {
-		bodies[i] = enc.AppendRow(nil, b.Record, i)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	sem := make(chan struct{}, s.cfg.Concurrency)
-	for i := range bodies {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := s.deliver(ctx, b, i, bodies[i]); err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-					cancel()
-				}
-				mu.Unlock()
-			}
-		}(i)
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return s.d.Enqueue(ctx, b)
 }
 
-// deliver sends one record until it is accepted, attempts run out, or the
-// endpoint refuses it for good.
-func (s *Sink) deliver(ctx context.Context, b sdk.Batch, i int, body []byte) error {
-	target := s.cfg.URL
+// Close waits until every delivery has succeeded or is dead, unless the run
+// asked not to wait.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.d == nil {
+		return nil
+	}
+	defer s.d.Stop()
+	if s.noWait {
+		return nil
+	}
+	return s.d.Drain(ctx)
+}
+
+// Prepare implements delivery.Transport: the record's body, rendered URL
+// and headers.
+func (s *Sink) Prepare(b sdk.Batch, i int) (sdk.Delivery, error) {
+	p := payload{URL: s.cfg.URL}
 	if u, ok := b.Template("url", i); ok {
-		target = u
+		// A rendered URL that is not allowed (a private address, http with
+		// https_only) fails its first attempt for good: dead letter, not a
+		// failed run.
+		p.URL = u
 	}
-	id := b.ID(i)
-	var lastErr error
-	for attempt := 1; attempt <= s.cfg.MaxAttempts; attempt++ {
-		wait, err := s.attempt(ctx, target, id, b, i, body)
-		if err == nil {
-			return nil
-		}
-		lastErr = err
-		var perm *permanentError
-		if errors.As(err, &perm) || ctx.Err() != nil {
-			break
-		}
-		if attempt == s.cfg.MaxAttempts {
-			break
-		}
-		if wait == 0 {
-			wait = s.backoff(attempt)
-		}
-		sdk.Logger().Warn("delivery failed; retrying", "record", id, "attempt", attempt, "in", wait.String(), "error", err.Error())
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
+	for k := range s.cfg.Headers {
+		if v, ok := b.Template("headers."+k, i); ok {
+			if p.Headers == nil {
+				p.Headers = map[string]string{}
+			}
+			p.Headers[k] = v
 		}
 	}
-	return fmt.Errorf("record %s: %w", id, lastErr)
+	p.Body = s.body(b.Record, i)
+	data, err := json.Marshal(p)
+	if err != nil {
+		return sdk.Delivery{}, err
+	}
+	endpoint := p.URL
+	if u, err := url.Parse(p.URL); err == nil {
+		endpoint = u.Scheme + "://" + u.Host
+	}
+	return sdk.Delivery{ID: b.ID(i), Endpoint: endpoint, Payload: data}, nil
 }
 
-type permanentError struct{ msg string }
+// body encodes record i; with `event` set, the body's event field is that
+// event, first.
+func (s *Sink) body(rec arrow.RecordBatch, i int) []byte {
+	enc := arrowjson.NewEncoder()
+	if s.cfg.Event == "" {
+		return enc.AppendRow(nil, rec, i)
+	}
+	if idx := rec.Schema().FieldIndices("event"); len(idx) > 0 {
+		rec = without(rec, idx[0])
+		defer rec.Release()
+	}
+	obj := enc.AppendRow(nil, rec, i)
+	out := append([]byte(`{"event":`), arrowjson.AppendString(nil, s.cfg.Event)...)
+	if len(obj) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, obj[1:]...)
+}
 
-func (e *permanentError) Error() string { return e.msg }
+func without(rec arrow.RecordBatch, col int) arrow.RecordBatch {
+	fields := append(append([]arrow.Field(nil), rec.Schema().Fields()[:col]...), rec.Schema().Fields()[col+1:]...)
+	cols := append(append([]arrow.Array(nil), rec.Columns()[:col]...), rec.Columns()[col+1:]...)
+	return array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, rec.NumRows())
+}
 
-// attempt makes one request. It returns how long the endpoint asked to wait
-// (Retry-After) and a *permanentError for answers that retrying won't fix.
-func (s *Sink) attempt(ctx context.Context, target, id string, b sdk.Batch, i int, body []byte) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+// Send implements delivery.Transport: one signed POST.
+func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
+	var p payload
+	if err := json.Unmarshal(d.Payload, &p); err != nil {
+		return delivery.Result{Err: policy.Permanent(fmt.Errorf("unreadable outbox entry: %w", err))}
+	}
+	if err := s.guard.CheckURL(p.URL); err != nil {
+		return delivery.Result{Err: policy.Permanent(fmt.Errorf("url: %w", err))}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL, bytes.NewReader(p.Body))
 	if err != nil {
-		return 0, &permanentError{msg: fmt.Sprintf("bad url %q: %v", target, err)}
+		return delivery.Result{Err: policy.Permanent(fmt.Errorf("bad url: %w", err))}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "pipeline-webhook/"+Version)
 	for k, v := range s.cfg.Headers {
-		if rendered, ok := b.Template("headers."+k, i); ok {
-			v = rendered
-		}
 		req.Header.Set(k, v)
 	}
-	if !s.secret.IsZero() {
-		webhook.SetHeaders(req.Header, s.secret, id, s.now(), body)
-	} else {
-		req.Header.Set("webhook-id", id)
+	for k, v := range p.Headers {
+		req.Header.Set(k, v)
 	}
+	if s.cfg.Event != "" {
+		req.Header.Set(EventHeader, s.cfg.Event)
+	}
+	req.Header.Set("webhook-id", d.ID)
+	// Signed per attempt: the timestamp is the attempt's, the bytes are the
+	// bytes sent.
+	s.signer.Sign(req.Header, d.ID, s.now(), p.Body)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return 0, fmt.Errorf("POST %s: timed out after %s", redact(target), s.timeout)
-		}
-		return 0, fmt.Errorf("POST %s: %w", redact(target), errors.Unwrap(err))
+		return delivery.Result{Err: describe(err, p.URL, s.timeout)}
 	}
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	switch code := resp.StatusCode; {
-	case code >= 200 && code < 300:
-		return 0, nil
-	case code == http.StatusTooManyRequests || code >= 500:
-		return retryAfter(resp.Header.Get("Retry-After"), s.now()), fmt.Errorf("POST %s: %s: %s", redact(target), resp.Status, bytes.TrimSpace(snippet))
-	default:
-		return 0, &permanentError{msg: fmt.Sprintf("POST %s: %s: %s", redact(target), resp.Status, bytes.TrimSpace(snippet))}
-	}
+	return delivery.Result{Status: resp.StatusCode, Header: resp.Header, Body: body}
 }
 
-// retryAfter reads a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
+// describe turns a client error into a message without secrets, keeping
+// what Classify needs (timeouts and blocked addresses).
+func describe(err error, target string, timeout time.Duration) error {
+	if errors.Is(err, netguard.ErrBlocked) {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return policy.Permanent(fmt.Errorf("POST %s: %w", redact(target), err))
 	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("POST %s: timed out after %s: %w", redact(target), timeout, context.DeadlineExceeded)
 	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
-	return 0
+	return fmt.Errorf("POST %s: %w", redact(target), err)
 }
 
 // redact drops credentials and the query from a URL for messages.
@@ -270,5 +329,5 @@ func redact(raw string) string {
 	}
 	u.User = nil
 	u.RawQuery = ""
-	return u.String()
+	return strings.TrimSuffix(u.String(), "?")
 }

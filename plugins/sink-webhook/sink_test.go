@@ -17,6 +17,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+	"github.com/pipelinehq/pipeline/sdk/delivery"
 	"github.com/pipelinehq/pipeline/sdk/webhook"
 )
 
@@ -49,18 +50,36 @@ func batch(t *testing.T, ids []string, urls []string, records ...string) sdk.Bat
 	return sdk.NewBatch(array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, rec.NumRows()))
 }
 
-func configure(t *testing.T, cfg map[string]any, templates ...string) *Sink {
+// configure makes a sink over an in-memory outbox, with fast retries and the
+// private-network opt-in (the test servers are on loopback).
+func configure(t *testing.T, cfg map[string]any, templates ...string) (*Sink, *delivery.MemoryOutbox) {
 	t.Helper()
-	full := map[string]any{"secret": secret, "timeout": "2s", "max_attempts": 4, "concurrency": 4}
+	full := map[string]any{"secret": secret, "signature": "standard", "timeout": "2s", "concurrency": 4,
+		"allow_private_networks": true, "https_only": false,
+		"retry": map[string]any{"schedule": []string{"0s", "10ms", "10ms", "10ms"}}}
 	for k, v := range cfg {
 		full[k] = v
 	}
 	data, _ := json.Marshal(full)
-	s := &Sink{backoff: func(int) time.Duration { return 10 * time.Millisecond }}
-	if err := s.Configure(context.Background(), sdk.Config{Name: "crm", JSON: data, Templates: templates}); err != nil {
+	out := delivery.NewMemoryOutbox()
+	s := &Sink{}
+	if err := s.Configure(context.Background(), sdk.Config{Name: "crm", JSON: data, Templates: templates, Outbox: out}); err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, out
+}
+
+// deliver writes the batch and waits until nothing is pending.
+func deliver(t *testing.T, s *Sink, b sdk.Batch) {
+	t.Helper()
+	if err := s.Write(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type hit struct {
@@ -69,7 +88,8 @@ type hit struct {
 	body   string
 }
 
-// server answers with codes in turn for each webhook-id, then 200.
+// server answers each request with answer(n, w), n counting the attempts
+// for that webhook-id.
 func server(t *testing.T, answer func(n int, w http.ResponseWriter)) (*httptest.Server, func() []hit) {
 	var mu sync.Mutex
 	var hits []hit
@@ -94,14 +114,12 @@ func server(t *testing.T, answer func(n int, w http.ResponseWriter)) (*httptest.
 
 func TestSignedBodyIsTheRecord(t *testing.T) {
 	srv, hits := server(t, func(int, http.ResponseWriter) {})
-	s := configure(t, map[string]any{"url": srv.URL + "/hook", "headers": map[string]string{"X-Team": "retention"}})
+	s, out := configure(t, map[string]any{"url": srv.URL + "/hook", "headers": map[string]string{"X-Team": "retention"}})
 	rec := `{"event":"classification.completed","row_id":"row_1","text":"Jag vill säga upp 📞","classifications":{"churn_risk":{"label":"High","confidence":0.91}}}`
-	if err := s.Write(context.Background(), batch(t, []string{"row_1"}, nil, rec)); err != nil {
-		t.Fatal(err)
-	}
+	deliver(t, s, batch(t, []string{"row_1"}, nil, rec))
 	h := hits()
-	if len(h) != 1 {
-		t.Fatalf("%d requests", len(h))
+	if len(h) != 1 || out.Status("row_1") != "delivered" {
+		t.Fatalf("%d requests, status %q", len(h), out.Status("row_1"))
 	}
 	if h[0].body != rec {
 		t.Errorf("body %s\nwant %s", h[0].body, rec)
@@ -115,78 +133,141 @@ func TestSignedBodyIsTheRecord(t *testing.T) {
 	}
 }
 
-func TestRetriesKeepTheIDAndResign(t *testing.T) {
+func TestFailingFirstAttemptsKeepTheID(t *testing.T) {
 	srv, hits := server(t, func(n int, w http.ResponseWriter) {
-		if n <= 2 {
+		if n <= 3 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	})
-	s := configure(t, map[string]any{"url": srv.URL})
-	b := batch(t, []string{"a", "b"}, nil, `{"x":1}`, `{"x":2}`)
-	if err := s.Write(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	// The breaker would pause the endpoint after 5 failures in a row.
+	s, out := configure(t, map[string]any{"url": srv.URL, "circuit_breaker": map[string]any{"failures": 100}})
+	deliver(t, s, batch(t, []string{"a", "b"}, nil, `{"x":1}`, `{"x":2}`))
 	per := map[string]int{}
+	stamps := map[string]map[string]bool{}
 	for _, h := range hits() {
-		per[h.header.Get("webhook-id")]++
+		id := h.header.Get("webhook-id")
+		per[id]++
+		if stamps[id] == nil {
+			stamps[id] = map[string]bool{}
+		}
+		stamps[id][h.header.Get("webhook-signature")] = true
 	}
-	if per["a"] != 3 || per["b"] != 3 {
-		t.Fatalf("attempts per id: %v, want 3 each", per)
+	if per["a"] != 4 || per["b"] != 4 || out.Status("a") != "delivered" || out.Status("b") != "delivered" {
+		t.Fatalf("attempts per id: %v; status a=%s b=%s", per, out.Status("a"), out.Status("b"))
+	}
+	if log := out.Log["a"]; len(log) != 4 || log[0].StatusCode != 503 || log[3].StatusCode != 200 || log[0].Error == "" {
+		t.Fatalf("delivery log %+v", log)
 	}
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
-	srv, _ := server(t, func(n int, w http.ResponseWriter) {
+	srv, hits := server(t, func(n int, w http.ResponseWriter) {
 		if n == 1 {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusTooManyRequests)
 		}
 	})
-	s := configure(t, map[string]any{"url": srv.URL})
+	s, _ := configure(t, map[string]any{"url": srv.URL})
 	start := time.Now()
-	if err := s.Write(context.Background(), batch(t, []string{"a"}, nil, `{"x":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	if el := time.Since(start); el < time.Second {
-		t.Fatalf("retried after %v, Retry-After said 1s", el)
+	deliver(t, s, batch(t, []string{"a"}, nil, `{"x":1}`))
+	if el := time.Since(start); el < time.Second || len(hits()) != 2 {
+		t.Fatalf("second attempt after %v (%d attempts); Retry-After said 1s", el, len(hits()))
 	}
 }
 
-func TestPermanentFailures(t *testing.T) {
+func TestOutcomes(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		answer func(w http.ResponseWriter)
-		want   string
+		name     string
+		answer   func(w http.ResponseWriter)
+		attempts int
+		status   string
+		logWant  string
 	}{
-		{"400 is not retried", func(w http.ResponseWriter) { http.Error(w, "bad payload", http.StatusBadRequest) }, "400 Bad Request: bad payload"},
-		{"redirect is not followed", func(w http.ResponseWriter) {
-			w.Header().Set("Location", "http://127.0.0.1:1/elsewhere")
+		{"400 goes to dead letter at once", func(w http.ResponseWriter) { http.Error(w, "bad payload", http.StatusBadRequest) }, 1, "dead", "400"},
+		{"410 disables the endpoint", func(w http.ResponseWriter) { w.WriteHeader(http.StatusGone) }, 1, "dead", "410"},
+		{"5xx until attempts run out", func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) }, 4, "dead", "502"},
+		{"a redirect is not followed", func(w http.ResponseWriter) {
+			w.Header().Set("Location", "/elsewhere")
 			w.WriteHeader(http.StatusFound)
-		}, "302 Found"},
+		}, 4, "dead", "302"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, hits := server(t, func(_ int, w http.ResponseWriter) { tc.answer(w) })
-			s := configure(t, map[string]any{"url": srv.URL})
-			err := s.Write(context.Background(), batch(t, []string{"a"}, nil, `{"x":1}`))
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "record a") {
-				t.Fatalf("got %v, want %q", err, tc.want)
+			s, out := configure(t, map[string]any{"url": srv.URL + "/hook"})
+			deliver(t, s, batch(t, []string{"a"}, nil, `{"x":1}`))
+			if n := len(hits()); n != tc.attempts || out.Status("a") != tc.status {
+				t.Fatalf("%d attempts, status %q; want %d, %q", n, out.Status("a"), tc.attempts, tc.status)
 			}
-			if n := len(hits()); n != 1 {
-				t.Fatalf("%d attempts, want 1", n)
+			for _, h := range hits() {
+				if h.path != "/hook" {
+					t.Errorf("followed a redirect to %s", h.path)
+				}
+			}
+			if log := out.Log["a"]; len(log) == 0 || !strings.Contains(log[len(log)-1].Error, tc.logWant) {
+				t.Errorf("log %+v", log)
 			}
 		})
 	}
 }
 
-func TestGivesUpAfterMaxAttempts(t *testing.T) {
-	srv, hits := server(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) })
-	s := configure(t, map[string]any{"url": srv.URL, "max_attempts": 3})
-	err := s.Write(context.Background(), batch(t, []string{"a"}, nil, `{"x":1}`))
-	if err == nil || !strings.Contains(err.Error(), "502") {
-		t.Fatalf("got %v", err)
+func TestGoneDisablesLaterDeliveries(t *testing.T) {
+	srv, hits := server(t, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusGone) })
+	s, out := configure(t, map[string]any{"url": srv.URL, "concurrency": 1})
+	deliver(t, s, batch(t, []string{"a", "b", "c"}, nil, `{"x":1}`, `{"x":2}`, `{"x":3}`))
+	if n := len(hits()); n != 1 {
+		t.Fatalf("%d requests after 410, want 1", n)
 	}
-	if n := len(hits()); n != 3 {
-		t.Fatalf("%d attempts, want 3", n)
+	for _, id := range []string{"a", "b", "c"} {
+		if out.Status(id) != "dead" {
+			t.Errorf("%s: %s", id, out.Status(id))
+		}
+	}
+}
+
+func TestLoopbackRefusedWithoutOptIn(t *testing.T) {
+	t.Setenv("PIPELINE_ALLOW_PRIVATE_NETWORKS", "")
+	srv, hits := server(t, func(int, http.ResponseWriter) {})
+	data, _ := json.Marshal(map[string]any{"url": srv.URL, "secret": secret, "signature": "standard", "timeout": "2s", "concurrency": 1})
+	err := (&Sink{}).Configure(context.Background(), sdk.Config{JSON: data})
+	if err == nil || !strings.Contains(err.Error(), "allow_private_networks") {
+		t.Fatalf("configure: %v", err)
+	}
+	// A templated URL is checked when the record is prepared, and a name
+	// that resolves to loopback at dial time.
+	s, out := configure(t, map[string]any{"url": "http://localhost:1/{{ x }}", "allow_private_networks": false}, "url")
+	deliver(t, s, batch(t, []string{"a"}, []string{strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)}, `{"x":1}`))
+	if len(hits()) != 0 {
+		t.Fatal("a loopback endpoint was reached")
+	}
+	if log := out.Log["a"]; out.Status("a") != "dead" || len(log) != 1 || !strings.Contains(log[0].Error, "allow_private_networks") {
+		t.Fatalf("status %q, log %+v: want dead at once, saying how to opt in", out.Status("a"), log)
+	}
+}
+
+func TestEventTypeAndGitHubSignature(t *testing.T) {
+	srv, hits := server(t, func(int, http.ResponseWriter) {})
+	s, _ := configure(t, map[string]any{"url": srv.URL, "event": "churn.alert", "signature": "github", "secret": "It's a Secret to Everybody"})
+	deliver(t, s, batch(t, []string{"a"}, nil, `{"event":"classification.completed","x":1}`))
+	h := hits()[0]
+	if h.body != `{"event":"churn.alert","x":1}` || h.header.Get(EventHeader) != "churn.alert" {
+		t.Fatalf("body %s, event header %q", h.body, h.header.Get(EventHeader))
+	}
+	if err := webhook.VerifyScheme(webhook.SchemeGitHub, "It's a Secret to Everybody", h.header, []byte(h.body)); err != nil {
+		t.Fatalf("github signature: %v", err)
+	}
+}
+
+func TestSecretRotationSignsWithBoth(t *testing.T) {
+	oldKey, _ := webhook.GenerateSecret()
+	newKey, _ := webhook.GenerateSecret()
+	srv, hits := server(t, func(int, http.ResponseWriter) {})
+	s, _ := configure(t, map[string]any{"url": srv.URL, "secret": nil, "secrets": []string{newKey.Encode(), oldKey.Encode()}})
+	deliver(t, s, batch(t, []string{"a"}, nil, `{"x":1}`))
+	h := hits()[0]
+	for _, k := range []webhook.Secret{oldKey, newKey} {
+		if err := webhook.Verify(k, h.header, []byte(h.body)); err != nil {
+			t.Errorf("a receiver with one of the secrets cannot verify: %v", err)
+		}
 	}
 }
 
@@ -196,22 +277,17 @@ func TestTimeoutIsRetried(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	})
-	s := configure(t, map[string]any{"url": srv.URL, "timeout": "100ms"})
-	if err := s.Write(context.Background(), batch(t, []string{"a"}, nil, `{"x":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(hits()); n != 2 {
-		t.Fatalf("%d attempts, want 2", n)
+	s, out := configure(t, map[string]any{"url": srv.URL, "timeout": "100ms"})
+	deliver(t, s, batch(t, []string{"a"}, nil, `{"x":1}`))
+	if n := len(hits()); n != 2 || out.Status("a") != "delivered" {
+		t.Fatalf("%d attempts, status %s", n, out.Status("a"))
 	}
 }
 
 func TestURLTemplatePerRecord(t *testing.T) {
 	srv, hits := server(t, func(int, http.ResponseWriter) {})
-	s := configure(t, map[string]any{"url": srv.URL + "/customers/{{ metadata.customer_id }}"}, "url")
-	b := batch(t, []string{"a", "b"}, []string{srv.URL + "/customers/c1", srv.URL + "/customers/c2"}, `{"x":1}`, `{"x":2}`)
-	if err := s.Write(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := configure(t, map[string]any{"url": srv.URL + "/customers/{{ metadata.customer_id }}"}, "url")
+	deliver(t, s, batch(t, []string{"a", "b"}, []string{srv.URL + "/customers/c1", srv.URL + "/customers/c2"}, `{"x":1}`, `{"x":2}`))
 	paths := map[string]bool{}
 	for _, h := range hits() {
 		paths[h.path] = true
@@ -222,15 +298,26 @@ func TestURLTemplatePerRecord(t *testing.T) {
 }
 
 func TestConfigureRejects(t *testing.T) {
-	for name, cfg := range map[string]map[string]any{
-		"url":     {"url": "ftp://x", "timeout": "1s", "max_attempts": 1, "concurrency": 1},
-		"secret":  {"url": "http://x", "secret": "whsec_!!!", "timeout": "1s", "max_attempts": 1, "concurrency": 1},
-		"timeout": {"url": "http://x", "timeout": "soon", "max_attempts": 1, "concurrency": 1},
+	base := map[string]any{"url": "http://x.example", "secret": secret, "signature": "standard", "timeout": "1s", "concurrency": 1, "allow_private_networks": false}
+	for name, change := range map[string]map[string]any{
+		"url":        {"url": "ftp://x"},
+		"secret":     {"secret": "whsec_!!!"},
+		"timeout":    {"timeout": "soon"},
+		"signature":  {"signature": "md5"},
+		"rate_limit": {"rate_limit": "fast"},
+		"retry":      {"retry": map[string]any{"schedule": []string{"soon"}}},
 	} {
 		t.Run(name, func(t *testing.T) {
+			cfg := map[string]any{}
+			for k, v := range base {
+				cfg[k] = v
+			}
+			for k, v := range change {
+				cfg[k] = v
+			}
 			data, _ := json.Marshal(cfg)
 			err := (&Sink{}).Configure(context.Background(), sdk.Config{JSON: data})
-			if err == nil || !strings.Contains(err.Error(), name) {
+			if err == nil || !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), "MfKQ9r8") {
 				t.Fatalf("got %v", err)
 			}
 		})

@@ -78,7 +78,7 @@ func inBothModes(t *testing.T, newPlugin func() any, pkg string, drive func(*tes
 		if err != nil {
 			t.Fatal(err)
 		}
-		drive(t, raw.(pluginv1.PluginClient))
+		drive(t, raw.(*wire.Conn).Plugin)
 	})
 	if pkg == "" {
 		return
@@ -117,7 +117,7 @@ func StartProcess(t testing.TB, dir string) (pluginv1.PluginClient, func()) {
 		client.Kill()
 		t.Fatal(err)
 	}
-	return raw.(pluginv1.PluginClient), client.Kill
+	return raw.(*wire.Conn).Plugin, client.Kill
 }
 
 func driveSink(t *testing.T, pc pluginv1.PluginClient, tc SinkTest) {

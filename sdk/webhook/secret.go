@@ -1,28 +1,48 @@
 // Package webhook signs and verifies webhook deliveries.
 //
-// It implements the Standard Webhooks scheme (https://www.standardwebhooks.com):
-// a delivery carries three headers,
+// Four signature schemes are supported, chosen by name ([ParseScheme]):
+//
+//   - "standard" (the default): Standard Webhooks v1, described below.
+//     Secrets are written "whsec_<base64 of the key>".
+//   - "github": X-Hub-Signature-256: "sha256=<hex HMAC-SHA256 of the body>",
+//     as GitHub sends. The secret is a plain string; its bytes are the key.
+//   - "hub-sha1": X-Hub-Signature: "sha1=<hex HMAC-SHA1 of the body>", the
+//     older convention many labeling platforms use. Plain-string secret.
+//   - "none": no signature.
+//
+// A Standard Webhooks (https://www.standardwebhooks.com) delivery carries
+// three headers,
 //
 //	webhook-id:        a unique message id, stable across retries
 //	webhook-timestamp: the send time in Unix seconds
 //	webhook-signature: "v1,<base64 HMAC-SHA256 of id.timestamp.body>"
 //
 // and a receiver recomputes the HMAC with the shared secret and rejects
-// deliveries whose timestamp is too far from its own clock (replay defence).
+// deliveries whose timestamp is too far from its own clock (replay defence;
+// [DefaultTolerance], or [WithTolerance]). During a rotation the sender signs
+// with several secrets and webhook-signature holds one space-separated entry
+// per secret; a receiver holding any one of them accepts the delivery.
 //
-// The pipeline's webhook sink signs with [SetHeaders]; receivers, including
-// `pipeline receive`, check with [Verify].
+// The github and hub-sha1 schemes sign the body only: they have no timestamp
+// and so no replay defence. Every scheme's [Signer] also sets webhook-id, so
+// receivers can deduplicate retries whatever the scheme.
 //
-// Only the Standard Webhooks scheme exists today. [Secret] holds raw key
-// bytes and the [Option]s are not specific to it, so other conventions
-// (GitHub's X-Hub-Signature-256, the older X-Hub-Signature sha1) can be added
-// beside it as their own Sign/Verify functions without changing this API.
+// Senders build a [Signer] with [NewSigner]; receivers check with
+// [NewVerifier] or [VerifyScheme]. The Standard-Webhooks-only functions
+// [SetHeaders], [SignAll] and [Verify] remain for callers that need no
+// choice of scheme. Signatures are always compared in constant time.
+//
+// A [Secret], [Signer] or [Verifier] never prints its key: fmt shows a
+// redacted placeholder whatever the verb, and no error contains a secret or
+// an expected signature.
 package webhook
 
 import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 )
 
@@ -98,3 +118,17 @@ func (s Secret) String() string {
 
 // GoString returns a redacted placeholder, never the key, so %#v is safe too.
 func (s Secret) GoString() string { return "webhook.Secret(" + s.String() + ")" }
+
+// Format writes the redacted placeholder for every verb, so that no verb
+// (%x and %d included) prints the key bytes.
+func (s Secret) Format(f fmt.State, verb rune) { redactedFormat(f, verb, s.String(), s.GoString()) }
+
+// redactedFormat implements fmt.Formatter for types holding secrets: %#v
+// gives goString, every other verb str.
+func redactedFormat(f fmt.State, verb rune, str, goString string) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, goString)
+		return
+	}
+	_, _ = io.WriteString(f, str)
+}

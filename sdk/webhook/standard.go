@@ -66,6 +66,25 @@ func (s Secret) mac(id, ts string, body []byte) []byte {
 	return m.Sum(nil)
 }
 
+// SignAll returns the webhook-signature value for a delivery signed with
+// each of secrets: their "v1,<base64>" entries in order, separated by single
+// spaces. This is how a sender rotates its secret: it signs with the new and
+// the old one for a while, and a receiver holding either verifies (see
+// [Verify]). Zero secrets are skipped; with none left the result is "".
+func SignAll(secrets []Secret, id string, ts time.Time, body []byte) string {
+	var b strings.Builder
+	for _, s := range secrets {
+		if s.IsZero() {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s.Sign(id, ts, body))
+	}
+	return b.String()
+}
+
 // Headers returns new headers carrying webhook-id, webhook-timestamp and
 // webhook-signature for a delivery of body.
 func Headers(secret Secret, id string, ts time.Time, body []byte) http.Header {
@@ -82,7 +101,9 @@ func SetHeaders(h http.Header, secret Secret, id string, ts time.Time, body []by
 	h.Set(HeaderSignature, secret.Sign(id, ts, body))
 }
 
-// Option changes how [Verify] checks a delivery.
+// Option changes how [Verify] checks a delivery. Options concern the
+// Standard Webhooks timestamp; the github and hub-sha1 schemes carry no
+// timestamp and ignore them.
 type Option func(*config)
 
 type config struct {
@@ -120,7 +141,17 @@ func WithClock(now func() time.Time) Option {
 // It returns nil or an error that wraps one of ErrMissingHeaders,
 // ErrInvalidTimestamp, ErrTimestampTooOld, ErrTimestampTooNew or
 // ErrInvalidSignature. The timestamp is checked before the signature.
+//
+// A sender that rotates signs with several secrets at once ([SignAll]); any
+// one matching entry is enough, so a receiver holding only the old or only
+// the new secret accepts the delivery.
 func Verify(secret Secret, h http.Header, body []byte, opts ...Option) error {
+	return verifyStandard([]Secret{secret}, h, body, opts)
+}
+
+// verifyStandard is [Verify] for a receiver that holds several secrets (its
+// own rotation): the delivery passes if any entry matches any secret.
+func verifyStandard(secrets []Secret, h http.Header, body []byte, opts []Option) error {
 	c := config{tolerance: DefaultTolerance, now: time.Now}
 	for _, o := range opts {
 		o(&c)
@@ -159,12 +190,17 @@ func Verify(secret Secret, h http.Header, body []byte, opts ...Option) error {
 		return fmt.Errorf("%w: sent %s in the future, tolerance %s", ErrTimestampTooNew, age(sec, now), c.tolerance)
 	}
 
-	if secret.IsZero() {
+	var wants [][]byte
+	for _, secret := range secrets {
+		if !secret.IsZero() {
+			wants = append(wants, secret.mac(id, tsText, body))
+		}
+	}
+	if len(wants) == 0 {
 		// Nothing can match an empty key; say so without implying that the
 		// sender is at fault.
 		return fmt.Errorf("%w: no secret configured", ErrInvalidSignature)
 	}
-	want := secret.mac(id, tsText, body)
 	found := false
 	for _, entry := range strings.Fields(sigs) {
 		version, sig, ok := strings.Cut(entry, ",")
@@ -176,8 +212,10 @@ func Verify(secret Secret, h http.Header, body []byte, opts ...Option) error {
 		if err != nil {
 			continue
 		}
-		if hmac.Equal(got, want) {
-			return nil
+		for _, want := range wants {
+			if hmac.Equal(got, want) {
+				return nil
+			}
 		}
 	}
 	if !found {

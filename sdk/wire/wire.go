@@ -227,17 +227,43 @@ type GRPCPlugin struct {
 }
 
 // GRPCServer registers the plugin's service.
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+func (p *GRPCPlugin) GRPCServer(b *plugin.GRPCBroker, s *grpc.Server) error {
 	if p.Impl == nil {
 		return errors.New("wire: GRPCPlugin has no Impl")
+	}
+	if u, ok := p.Impl.(BrokerUser); ok {
+		u.SetBroker(b)
 	}
 	pluginv1.RegisterPluginServer(s, p.Impl)
 	return nil
 }
 
+// Conn is what the host gets for a plugin: the service's client, and the
+// broker over which it serves the plugin the State service.
+type Conn struct {
+	Plugin pluginv1.PluginClient
+	Broker *plugin.GRPCBroker
+}
+
+// BrokerUser is implemented by a plugin-side Impl that needs the broker to
+// reach the host's State service.
+type BrokerUser interface{ SetBroker(*plugin.GRPCBroker) }
+
 // GRPCClient returns the host's client for the service.
-func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return pluginv1.NewPluginClient(c), nil
+func (p *GRPCPlugin) GRPCClient(_ context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &Conn{Plugin: pluginv1.NewPluginClient(c), Broker: b}, nil
+}
+
+// ServeState serves the State service to the plugin over the broker and
+// returns the id to pass in ConfigureRequest.state_broker_id.
+func ServeState(b *plugin.GRPCBroker, srv pluginv1.StateServer) uint32 {
+	id := b.NextId()
+	go b.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+		s := grpc.NewServer(append(opts, ServerOptions()...)...)
+		pluginv1.RegisterStateServer(s, srv)
+		return s
+	})
+	return id
 }
 
 // Batches are megabytes each: large flow-control windows and socket buffers

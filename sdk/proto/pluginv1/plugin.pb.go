@@ -31,6 +31,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RecordRequest_Outcome int32
+
+const (
+	RecordRequest_DELIVERED RecordRequest_Outcome = 0
+	RecordRequest_RETRY     RecordRequest_Outcome = 1 // try again at next_at_unix_ms
+	RecordRequest_DEAD      RecordRequest_Outcome = 2 // dead letter: no more attempts until replayed
+	RecordRequest_RELEASE   RecordRequest_Outcome = 3 // not attempted (breaker open): due again at next_at_unix_ms, attempts unchanged
+)
+
+// Enum value maps for RecordRequest_Outcome.
+var (
+	RecordRequest_Outcome_name = map[int32]string{
+		0: "DELIVERED",
+		1: "RETRY",
+		2: "DEAD",
+		3: "RELEASE",
+	}
+	RecordRequest_Outcome_value = map[string]int32{
+		"DELIVERED": 0,
+		"RETRY":     1,
+		"DEAD":      2,
+		"RELEASE":   3,
+	}
+)
+
+func (x RecordRequest_Outcome) Enum() *RecordRequest_Outcome {
+	p := new(RecordRequest_Outcome)
+	*p = x
+	return p
+}
+
+func (x RecordRequest_Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RecordRequest_Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_plugin_proto_enumTypes[0].Descriptor()
+}
+
+func (RecordRequest_Outcome) Type() protoreflect.EnumType {
+	return &file_plugin_proto_enumTypes[0]
+}
+
+func (x RecordRequest_Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RecordRequest_Outcome.Descriptor instead.
+func (RecordRequest_Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{17, 0}
+}
+
 type DescribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Protocol versions the host speaks.
@@ -173,7 +225,9 @@ type Attribute struct {
 	// per record by the host; the rendered values arrive as extra columns.
 	Template bool `protobuf:"varint,5,opt,name=template,proto3" json:"template,omitempty"`
 	// Default value as JSON, used when the attribute is absent.
-	DefaultJson   string `protobuf:"bytes,6,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"`
+	DefaultJson string `protobuf:"bytes,6,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"`
+	// When set, the attribute is a nested block with these attributes.
+	Nested        []*Attribute `protobuf:"bytes,7,rep,name=nested,proto3" json:"nested,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -250,6 +304,13 @@ func (x *Attribute) GetDefaultJson() string {
 	return ""
 }
 
+func (x *Attribute) GetNested() []*Attribute {
+	if x != nil {
+		return x.Nested
+	}
+	return nil
+}
+
 type ConfigureRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The block's name (the second label), for messages and record ids.
@@ -258,7 +319,13 @@ type ConfigureRequest struct {
 	ConfigJson []byte `protobuf:"bytes,2,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
 	// Names of template attributes whose value holds placeholders. Their
 	// per-record values arrive in columns named "_pipeline_tpl_<name>".
-	Templates     []string `protobuf:"bytes,3,rep,name=templates,proto3" json:"templates,omitempty"`
+	Templates []string `protobuf:"bytes,3,rep,name=templates,proto3" json:"templates,omitempty"`
+	// The go-plugin broker id under which the host serves the State service
+	// for this plugin; 0 when it serves none (e.g. `pipeline validate`).
+	StateBrokerId uint32 `protobuf:"varint,4,opt,name=state_broker_id,json=stateBrokerId,proto3" json:"state_broker_id,omitempty"`
+	// When set, a sink with an outbox returns from the end of its Write
+	// stream without waiting for pending deliveries (`pipeline run --no-wait`).
+	NoWait        bool `protobuf:"varint,5,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +379,20 @@ func (x *ConfigureRequest) GetTemplates() []string {
 		return x.Templates
 	}
 	return nil
+}
+
+func (x *ConfigureRequest) GetStateBrokerId() uint32 {
+	if x != nil {
+		return x.StateBrokerId
+	}
+	return 0
+}
+
+func (x *ConfigureRequest) GetNoWait() bool {
+	if x != nil {
+		return x.NoWait
+	}
+	return false
 }
 
 type ConfigureResponse struct {
@@ -652,6 +733,562 @@ func (x *WriteResponse) GetSeq() uint64 {
 	return 0
 }
 
+type Delivery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // stable: the webhook-id, the dedupe key
+	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`                 // what concurrency, rate limits and the breaker are per
+	OrderKey      string                 `protobuf:"bytes,3,opt,name=order_key,json=orderKey,proto3" json:"order_key,omitempty"` // deliveries with the same key go one at a time, in order
+	Payload       []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`                   // the plugin's own encoding of what to send
+	Attempts      uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`                // attempts made so far
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delivery) Reset() {
+	*x = Delivery{}
+	mi := &file_plugin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delivery) ProtoMessage() {}
+
+func (x *Delivery) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
+func (*Delivery) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Delivery) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Delivery) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Delivery) GetOrderKey() string {
+	if x != nil {
+		return x.OrderKey
+	}
+	return ""
+}
+
+func (x *Delivery) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Delivery) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+type EnqueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueRequest) Reset() {
+	*x = EnqueueRequest{}
+	mi := &file_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueRequest) ProtoMessage() {}
+
+func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueRequest.ProtoReflect.Descriptor instead.
+func (*EnqueueRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EnqueueRequest) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+type EnqueueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Added         uint32                 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnqueueResponse) Reset() {
+	*x = EnqueueResponse{}
+	mi := &file_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnqueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnqueueResponse) ProtoMessage() {}
+
+func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnqueueResponse.ProtoReflect.Descriptor instead.
+func (*EnqueueResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *EnqueueResponse) GetAdded() uint32 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+type LeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Max   uint32                 `protobuf:"varint,1,opt,name=max,proto3" json:"max,omitempty"`
+	// Order keys and endpoints that must not be handed out now (in flight,
+	// or paused by a circuit breaker).
+	SkipOrderKeys []string `protobuf:"bytes,2,rep,name=skip_order_keys,json=skipOrderKeys,proto3" json:"skip_order_keys,omitempty"`
+	SkipEndpoints []string `protobuf:"bytes,3,rep,name=skip_endpoints,json=skipEndpoints,proto3" json:"skip_endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRequest) Reset() {
+	*x = LeaseRequest{}
+	mi := &file_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRequest) ProtoMessage() {}
+
+func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LeaseRequest) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *LeaseRequest) GetSkipOrderKeys() []string {
+	if x != nil {
+		return x.SkipOrderKeys
+	}
+	return nil
+}
+
+func (x *LeaseRequest) GetSkipEndpoints() []string {
+	if x != nil {
+		return x.SkipEndpoints
+	}
+	return nil
+}
+
+type LeaseResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Unix milliseconds of the next pending delivery that is not due yet; 0
+	// when none is pending.
+	NextDueUnixMs int64 `protobuf:"varint,2,opt,name=next_due_unix_ms,json=nextDueUnixMs,proto3" json:"next_due_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseResponse) Reset() {
+	*x = LeaseResponse{}
+	mi := &file_plugin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseResponse) ProtoMessage() {}
+
+func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
+func (*LeaseResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LeaseResponse) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetNextDueUnixMs() int64 {
+	if x != nil {
+		return x.NextDueUnixMs
+	}
+	return 0
+}
+
+type Attempt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AtUnixMs      int64                  `protobuf:"varint,1,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	StatusCode    int32                  `protobuf:"varint,2,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"` // 0 when no response
+	LatencyMs     int64                  `protobuf:"varint,3,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`       // empty on success; never holds secrets
+	Response      []byte                 `protobuf:"bytes,5,opt,name=response,proto3" json:"response,omitempty"` // the first 4 KiB of the response body
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attempt) Reset() {
+	*x = Attempt{}
+	mi := &file_plugin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attempt) ProtoMessage() {}
+
+func (x *Attempt) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
+func (*Attempt) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Attempt) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *Attempt) GetStatusCode() int32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *Attempt) GetLatencyMs() int64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *Attempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Attempt) GetResponse() []byte {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+type RecordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Attempt       *Attempt               `protobuf:"bytes,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Outcome       RecordRequest_Outcome  `protobuf:"varint,3,opt,name=outcome,proto3,enum=pipeline.plugin.v1.RecordRequest_Outcome" json:"outcome,omitempty"`
+	NextAtUnixMs  int64                  `protobuf:"varint,4,opt,name=next_at_unix_ms,json=nextAtUnixMs,proto3" json:"next_at_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordRequest) Reset() {
+	*x = RecordRequest{}
+	mi := &file_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordRequest) ProtoMessage() {}
+
+func (x *RecordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
+func (*RecordRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RecordRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RecordRequest) GetAttempt() *Attempt {
+	if x != nil {
+		return x.Attempt
+	}
+	return nil
+}
+
+func (x *RecordRequest) GetOutcome() RecordRequest_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return RecordRequest_DELIVERED
+}
+
+func (x *RecordRequest) GetNextAtUnixMs() int64 {
+	if x != nil {
+		return x.NextAtUnixMs
+	}
+	return 0
+}
+
+type RecordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordResponse) Reset() {
+	*x = RecordResponse{}
+	mi := &file_plugin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordResponse) ProtoMessage() {}
+
+func (x *RecordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordResponse.ProtoReflect.Descriptor instead.
+func (*RecordResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{18}
+}
+
+type PendingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingRequest) Reset() {
+	*x = PendingRequest{}
+	mi := &file_plugin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingRequest) ProtoMessage() {}
+
+func (x *PendingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
+func (*PendingRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{19}
+}
+
+type PendingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pending       uint64                 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	Dead          uint64                 `protobuf:"varint,2,opt,name=dead,proto3" json:"dead,omitempty"`
+	NextDueUnixMs int64                  `protobuf:"varint,3,opt,name=next_due_unix_ms,json=nextDueUnixMs,proto3" json:"next_due_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingResponse) Reset() {
+	*x = PendingResponse{}
+	mi := &file_plugin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingResponse) ProtoMessage() {}
+
+func (x *PendingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingResponse.ProtoReflect.Descriptor instead.
+func (*PendingResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PendingResponse) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *PendingResponse) GetDead() uint64 {
+	if x != nil {
+		return x.Dead
+	}
+	return 0
+}
+
+func (x *PendingResponse) GetNextDueUnixMs() int64 {
+	if x != nil {
+		return x.NextDueUnixMs
+	}
+	return 0
+}
+
 var File_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_proto_rawDesc = "" +
@@ -665,19 +1302,22 @@ const file_plugin_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12+\n" +
 	"\x11protocol_versions\x18\x04 \x03(\rR\x10protocolVersions\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x125\n" +
-	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\"\xb0\x01\n" +
+	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\"\xe7\x01\n" +
 	"\tAttribute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x1a\n" +
 	"\btemplate\x18\x05 \x01(\bR\btemplate\x12!\n" +
-	"\fdefault_json\x18\x06 \x01(\tR\vdefaultJson\"e\n" +
+	"\fdefault_json\x18\x06 \x01(\tR\vdefaultJson\x125\n" +
+	"\x06nested\x18\a \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06nested\"\xa6\x01\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
 	"configJson\x12\x1c\n" +
-	"\ttemplates\x18\x03 \x03(\tR\ttemplates\"\x13\n" +
+	"\ttemplates\x18\x03 \x03(\tR\ttemplates\x12&\n" +
+	"\x0fstate_broker_id\x18\x04 \x01(\rR\rstateBrokerId\x12\x17\n" +
+	"\ano_wait\x18\x05 \x01(\bR\x06noWait\"\x13\n" +
 	"\x11ConfigureResponse\"\x0f\n" +
 	"\rSchemaRequest\"3\n" +
 	"\x0eSchemaResponse\x12!\n" +
@@ -696,13 +1336,64 @@ const file_plugin_proto_rawDesc = "" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\"!\n" +
 	"\rWriteResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq2\xa9\x03\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x89\x01\n" +
+	"\bDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1b\n" +
+	"\torder_key\x18\x03 \x01(\tR\borderKey\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\rR\battempts\"N\n" +
+	"\x0eEnqueueRequest\x12<\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
+	"deliveries\"'\n" +
+	"\x0fEnqueueResponse\x12\x14\n" +
+	"\x05added\x18\x01 \x01(\rR\x05added\"o\n" +
+	"\fLeaseRequest\x12\x10\n" +
+	"\x03max\x18\x01 \x01(\rR\x03max\x12&\n" +
+	"\x0fskip_order_keys\x18\x02 \x03(\tR\rskipOrderKeys\x12%\n" +
+	"\x0eskip_endpoints\x18\x03 \x03(\tR\rskipEndpoints\"v\n" +
+	"\rLeaseResponse\x12<\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
+	"deliveries\x12'\n" +
+	"\x10next_due_unix_ms\x18\x02 \x01(\x03R\rnextDueUnixMs\"\x99\x01\n" +
+	"\aAttempt\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x01 \x01(\x03R\batUnixMs\x12\x1f\n" +
+	"\vstatus_code\x18\x02 \x01(\x05R\n" +
+	"statusCode\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x03 \x01(\x03R\tlatencyMs\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1a\n" +
+	"\bresponse\x18\x05 \x01(\fR\bresponse\"\xfe\x01\n" +
+	"\rRecordRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
+	"\aattempt\x18\x02 \x01(\v2\x1b.pipeline.plugin.v1.AttemptR\aattempt\x12C\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2).pipeline.plugin.v1.RecordRequest.OutcomeR\aoutcome\x12%\n" +
+	"\x0fnext_at_unix_ms\x18\x04 \x01(\x03R\fnextAtUnixMs\":\n" +
+	"\aOutcome\x12\r\n" +
+	"\tDELIVERED\x10\x00\x12\t\n" +
+	"\x05RETRY\x10\x01\x12\b\n" +
+	"\x04DEAD\x10\x02\x12\v\n" +
+	"\aRELEASE\x10\x03\"\x10\n" +
+	"\x0eRecordResponse\"\x10\n" +
+	"\x0ePendingRequest\"h\n" +
+	"\x0fPendingResponse\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x04R\apending\x12\x12\n" +
+	"\x04dead\x18\x02 \x01(\x04R\x04dead\x12'\n" +
+	"\x10next_due_unix_ms\x18\x03 \x01(\x03R\rnextDueUnixMs2\xa9\x03\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.pipeline.plugin.v1.DescribeRequest\x1a$.pipeline.plugin.v1.DescribeResponse\x12X\n" +
 	"\tConfigure\x12$.pipeline.plugin.v1.ConfigureRequest\x1a%.pipeline.plugin.v1.ConfigureResponse\x12O\n" +
 	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
-	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01B3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
+	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x012\xce\x02\n" +
+	"\x05State\x12R\n" +
+	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
+	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
+	"\x06Record\x12!.pipeline.plugin.v1.RecordRequest\x1a\".pipeline.plugin.v1.RecordResponse\x12R\n" +
+	"\aPending\x12\".pipeline.plugin.v1.PendingRequest\x1a#.pipeline.plugin.v1.PendingResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -716,37 +1407,62 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_plugin_proto_goTypes = []any{
-	(*DescribeRequest)(nil),   // 0: pipeline.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 1: pipeline.plugin.v1.DescribeResponse
-	(*Attribute)(nil),         // 2: pipeline.plugin.v1.Attribute
-	(*ConfigureRequest)(nil),  // 3: pipeline.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 4: pipeline.plugin.v1.ConfigureResponse
-	(*SchemaRequest)(nil),     // 5: pipeline.plugin.v1.SchemaRequest
-	(*SchemaResponse)(nil),    // 6: pipeline.plugin.v1.SchemaResponse
-	(*ReadRequest)(nil),       // 7: pipeline.plugin.v1.ReadRequest
-	(*ReadResponse)(nil),      // 8: pipeline.plugin.v1.ReadResponse
-	(*WriteRequest)(nil),      // 9: pipeline.plugin.v1.WriteRequest
-	(*WriteResponse)(nil),     // 10: pipeline.plugin.v1.WriteResponse
+	(RecordRequest_Outcome)(0), // 0: pipeline.plugin.v1.RecordRequest.Outcome
+	(*DescribeRequest)(nil),    // 1: pipeline.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),   // 2: pipeline.plugin.v1.DescribeResponse
+	(*Attribute)(nil),          // 3: pipeline.plugin.v1.Attribute
+	(*ConfigureRequest)(nil),   // 4: pipeline.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),  // 5: pipeline.plugin.v1.ConfigureResponse
+	(*SchemaRequest)(nil),      // 6: pipeline.plugin.v1.SchemaRequest
+	(*SchemaResponse)(nil),     // 7: pipeline.plugin.v1.SchemaResponse
+	(*ReadRequest)(nil),        // 8: pipeline.plugin.v1.ReadRequest
+	(*ReadResponse)(nil),       // 9: pipeline.plugin.v1.ReadResponse
+	(*WriteRequest)(nil),       // 10: pipeline.plugin.v1.WriteRequest
+	(*WriteResponse)(nil),      // 11: pipeline.plugin.v1.WriteResponse
+	(*Delivery)(nil),           // 12: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),     // 13: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),    // 14: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),       // 15: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),      // 16: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),            // 17: pipeline.plugin.v1.Attempt
+	(*RecordRequest)(nil),      // 18: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),     // 19: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),     // 20: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),    // 21: pipeline.plugin.v1.PendingResponse
 }
 var file_plugin_proto_depIdxs = []int32{
-	2,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
-	0,  // 1: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
-	3,  // 2: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
-	5,  // 3: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
-	7,  // 4: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
-	9,  // 5: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
-	1,  // 6: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	4,  // 7: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	6,  // 8: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	8,  // 9: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	10, // 10: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	6,  // [6:11] is the sub-list for method output_type
-	1,  // [1:6] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	3,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
+	3,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
+	12, // 2: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	12, // 3: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	17, // 4: pipeline.plugin.v1.RecordRequest.attempt:type_name -> pipeline.plugin.v1.Attempt
+	0,  // 5: pipeline.plugin.v1.RecordRequest.outcome:type_name -> pipeline.plugin.v1.RecordRequest.Outcome
+	1,  // 6: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
+	4,  // 7: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
+	6,  // 8: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
+	8,  // 9: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
+	10, // 10: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
+	13, // 11: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
+	15, // 12: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
+	18, // 13: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
+	20, // 14: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
+	2,  // 15: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	5,  // 16: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	7,  // 17: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	9,  // 18: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	11, // 19: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	14, // 20: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	16, // 21: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	19, // 22: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	21, // 23: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	15, // [15:24] is the sub-list for method output_type
+	6,  // [6:15] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -759,13 +1475,14 @@ func file_plugin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   11,
+			NumEnums:      1,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_plugin_proto_goTypes,
 		DependencyIndexes: file_plugin_proto_depIdxs,
+		EnumInfos:         file_plugin_proto_enumTypes,
 		MessageInfos:      file_plugin_proto_msgTypes,
 	}.Build()
 	File_plugin_proto = out.File

@@ -301,3 +301,245 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "plugin.proto",
 }
+
+const (
+	State_Enqueue_FullMethodName = "/pipeline.plugin.v1.State/Enqueue"
+	State_Lease_FullMethodName   = "/pipeline.plugin.v1.State/Lease"
+	State_Record_FullMethodName  = "/pipeline.plugin.v1.State/Record"
+	State_Pending_FullMethodName = "/pipeline.plugin.v1.State/Pending"
+)
+
+// StateClient is the client API for State service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// State is served by the host to each plugin over the go-plugin broker: the
+// one durable store for plugin state, scoped to the plugin's pipeline and
+// block. Action sinks keep their outbox here: a delivery is enqueued before
+// the batch holding its record is acked, and retried from here, also after
+// a crash or restart.
+type StateClient interface {
+	// Enqueue stores deliveries as pending. A delivery whose id is already
+	// stored is left as it is (a re-run after a crash enqueues again).
+	Enqueue(ctx context.Context, in *EnqueueRequest, opts ...grpc.CallOption) (*EnqueueResponse, error)
+	// Lease hands out up to `max` pending deliveries that are due, oldest
+	// first, and marks them in flight for this session.
+	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
+	// Record stores the outcome of one attempt and appends it to the
+	// delivery log.
+	Record(ctx context.Context, in *RecordRequest, opts ...grpc.CallOption) (*RecordResponse, error)
+	// Pending counts what is left to deliver.
+	Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingResponse, error)
+}
+
+type stateClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewStateClient(cc grpc.ClientConnInterface) StateClient {
+	return &stateClient{cc}
+}
+
+func (c *stateClient) Enqueue(ctx context.Context, in *EnqueueRequest, opts ...grpc.CallOption) (*EnqueueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnqueueResponse)
+	err := c.cc.Invoke(ctx, State_Enqueue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseResponse)
+	err := c.cc.Invoke(ctx, State_Lease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) Record(ctx context.Context, in *RecordRequest, opts ...grpc.CallOption) (*RecordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordResponse)
+	err := c.cc.Invoke(ctx, State_Record_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PendingResponse)
+	err := c.cc.Invoke(ctx, State_Pending_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// StateServer is the server API for State service.
+// All implementations must embed UnimplementedStateServer
+// for forward compatibility.
+//
+// State is served by the host to each plugin over the go-plugin broker: the
+// one durable store for plugin state, scoped to the plugin's pipeline and
+// block. Action sinks keep their outbox here: a delivery is enqueued before
+// the batch holding its record is acked, and retried from here, also after
+// a crash or restart.
+type StateServer interface {
+	// Enqueue stores deliveries as pending. A delivery whose id is already
+	// stored is left as it is (a re-run after a crash enqueues again).
+	Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error)
+	// Lease hands out up to `max` pending deliveries that are due, oldest
+	// first, and marks them in flight for this session.
+	Lease(context.Context, *LeaseRequest) (*LeaseResponse, error)
+	// Record stores the outcome of one attempt and appends it to the
+	// delivery log.
+	Record(context.Context, *RecordRequest) (*RecordResponse, error)
+	// Pending counts what is left to deliver.
+	Pending(context.Context, *PendingRequest) (*PendingResponse, error)
+	mustEmbedUnimplementedStateServer()
+}
+
+// UnimplementedStateServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedStateServer struct{}
+
+func (UnimplementedStateServer) Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Enqueue not implemented")
+}
+func (UnimplementedStateServer) Lease(context.Context, *LeaseRequest) (*LeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lease not implemented")
+}
+func (UnimplementedStateServer) Record(context.Context, *RecordRequest) (*RecordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Record not implemented")
+}
+func (UnimplementedStateServer) Pending(context.Context, *PendingRequest) (*PendingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Pending not implemented")
+}
+func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
+func (UnimplementedStateServer) testEmbeddedByValue()               {}
+
+// UnsafeStateServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to StateServer will
+// result in compilation errors.
+type UnsafeStateServer interface {
+	mustEmbedUnimplementedStateServer()
+}
+
+func RegisterStateServer(s grpc.ServiceRegistrar, srv StateServer) {
+	// If the following call panics, it indicates UnimplementedStateServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&State_ServiceDesc, srv)
+}
+
+func _State_Enqueue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnqueueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Enqueue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Enqueue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Enqueue(ctx, req.(*EnqueueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _State_Lease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Lease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Lease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Lease(ctx, req.(*LeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _State_Record_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Record(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Record_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Record(ctx, req.(*RecordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _State_Pending_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PendingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Pending(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Pending_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Pending(ctx, req.(*PendingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// State_ServiceDesc is the grpc.ServiceDesc for State service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var State_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "pipeline.plugin.v1.State",
+	HandlerType: (*StateServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Enqueue",
+			Handler:    _State_Enqueue_Handler,
+		},
+		{
+			MethodName: "Lease",
+			Handler:    _State_Lease_Handler,
+		},
+		{
+			MethodName: "Record",
+			Handler:    _State_Record_Handler,
+		},
+		{
+			MethodName: "Pending",
+			Handler:    _State_Pending_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "plugin.proto",
+}

@@ -1,0 +1,129 @@
+package delivery
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
+)
+
+// MemoryOutbox is an sdk.Outbox that keeps deliveries in memory: nothing
+// survives the process. It stands in for the engine's outbox where there is
+// no engine (unit tests, sdktest in process).
+type MemoryOutbox struct {
+	mu   sync.Mutex
+	rows []*memRow
+	ids  map[string]*memRow
+	// Log holds every attempt recorded, by delivery id.
+	Log map[string][]sdk.Attempt
+}
+
+type memRow struct {
+	d      sdk.Delivery
+	status string
+	next   time.Time
+	leased bool
+}
+
+// NewMemoryOutbox returns an empty MemoryOutbox.
+func NewMemoryOutbox() *MemoryOutbox {
+	return &MemoryOutbox{ids: map[string]*memRow{}, Log: map[string][]sdk.Attempt{}}
+}
+
+// Enqueue implements sdk.Outbox.
+func (m *MemoryOutbox) Enqueue(_ context.Context, ds []sdk.Delivery) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range ds {
+		if _, ok := m.ids[d.ID]; ok {
+			continue
+		}
+		r := &memRow{d: d, status: "pending", next: time.Now()}
+		m.rows = append(m.rows, r)
+		m.ids[d.ID] = r
+	}
+	return nil
+}
+
+// Lease implements sdk.Outbox, with the engine's ordering rules.
+func (m *MemoryOutbox) Lease(_ context.Context, max int, skip []string) ([]sdk.Delivery, time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	var out []sdk.Delivery
+	var next time.Time
+	waiting := map[string]bool{} // order keys with an earlier pending delivery
+	for _, r := range m.rows {
+		if r.status != "pending" {
+			continue
+		}
+		blocked := r.d.OrderKey != "" && waiting[r.d.OrderKey]
+		if r.d.OrderKey != "" {
+			waiting[r.d.OrderKey] = true
+		}
+		if blocked || r.leased {
+			continue
+		}
+		if r.next.After(now) || slices.Contains(skip, r.d.Endpoint) || len(out) >= max {
+			if next.IsZero() || r.next.Before(next) {
+				next = r.next
+			}
+			continue
+		}
+		r.leased = true
+		out = append(out, r.d)
+	}
+	return out, next, nil
+}
+
+// Record implements sdk.Outbox.
+func (m *MemoryOutbox) Record(_ context.Context, id string, a sdk.Attempt, o sdk.Outcome, next time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.ids[id]
+	if !ok {
+		return nil
+	}
+	r.leased = false
+	switch o {
+	case sdk.Delivered:
+		r.status = "delivered"
+	case sdk.Dead:
+		r.status = "dead"
+	case sdk.Retry:
+		r.next = next
+	case sdk.Release:
+		r.next = next
+		return nil
+	}
+	r.d.Attempts++
+	m.Log[id] = append(m.Log[id], a)
+	return nil
+}
+
+// Pending implements sdk.Outbox.
+func (m *MemoryOutbox) Pending(context.Context) (pending, dead int, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.rows {
+		switch r.status {
+		case "pending":
+			pending++
+		case "dead":
+			dead++
+		}
+	}
+	return pending, dead, nil
+}
+
+// Status returns a delivery's status: pending, delivered or dead ("" when unknown).
+func (m *MemoryOutbox) Status(id string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.ids[id]; ok {
+		return r.status
+	}
+	return ""
+}
