@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -80,10 +82,15 @@ commit it and exit with 130/143.`,
 				return err
 			}
 			prog := &run.Progress{W: os.Stderr, TTY: isTerminal(os.Stderr), Stats: r.Stats}
+			started := time.Now()
 			prog.Start()
 			runErr := r.Run(ctx)
 			prog.Stop()
 			snap := r.Stats.Snapshot()
+			outbox, err := store.DeliveryCounts(context.WithoutCancel(ctx), l.Plan.Pipeline, started)
+			if err != nil {
+				return err
+			}
 			status := "done"
 			if runErr != nil {
 				status = "failed"
@@ -92,13 +99,15 @@ commit it and exit with 130/143.`,
 				}
 			}
 			fmt.Fprintf(os.Stderr, "%s %s: %s\n", l.Plan.Pipeline, status, run.FormatLine(snap))
+			printOutbox(outbox, noWait)
 			if asJSON {
 				out := struct {
 					Pipeline string `json:"pipeline"`
 					Status   string `json:"status"`
 					Error    string `json:"error,omitempty"`
 					run.Snapshot
-				}{Pipeline: l.Plan.Pipeline, Status: status, Snapshot: snap}
+					Outbox map[string]state.Counts `json:"outbox,omitempty"`
+				}{Pipeline: l.Plan.Pipeline, Status: status, Snapshot: snap, Outbox: outbox}
 				if runErr != nil && status == "failed" {
 					out.Error = runErr.Error()
 				}
@@ -122,6 +131,25 @@ commit it and exit with 130/143.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the run's summary as JSON on stdout")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "exit when the sources are drained, leaving pending webhook deliveries queued for the next run or `pipeline serve`")
 	return cmd
+}
+
+// printOutbox reports action sinks' deliveries after a run.
+func printOutbox(counts map[string]state.Counts, noWait bool) {
+	names := make([]string, 0, len(counts))
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := counts[n]
+		fmt.Fprintf(os.Stderr, "  sink %s: %d delivered, %d dead, %d pending\n", n, c.Delivered, c.Dead, c.Pending)
+		if c.Pending > 0 && noWait {
+			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s stay queued (--no-wait): the next run or `pipeline serve` sends them\n", c.Pending, n)
+		}
+		if c.Dead > 0 {
+			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s are dead: see `pipeline deliveries --sink %s --status dead`, send again with `pipeline replay FILE --sink %s`\n", c.Dead, n, n, n)
+		}
+	}
 }
 
 func newValidateCmd(g *globals) *cobra.Command {
@@ -237,16 +265,24 @@ func newPluginCmd() *cobra.Command {
 	return plugin
 }
 
+func signalNotifyContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
+}
+
 func newReceiveCmd() *cobra.Command {
-	var addr, secret string
+	var addr, secret, signature string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "receive",
 		Short: "A local webhook receiver that verifies signatures and prints what arrives",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := receive.Options{JSON: asJSON, Out: os.Stdout, Log: os.Stderr}
+			scheme, err := webhook.ParseScheme(signature)
+			if err != nil {
+				return fmt.Errorf("--signature: %w", err)
+			}
+			opts := receive.Options{JSON: asJSON, Out: os.Stdout, Log: os.Stderr, Scheme: scheme}
 			if secret != "" {
-				s, err := webhook.ParseSecret(secret)
+				s, err := scheme.ParseSecret(secret)
 				if err != nil {
 					return fmt.Errorf("--secret: %w", err)
 				}
@@ -255,8 +291,8 @@ func newReceiveCmd() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			h := receive.NewHandler(opts)
-			err := receive.Serve(ctx, addr, h, func(a string) {
-				verify := "verifying signatures"
+			err = receive.Serve(ctx, addr, h, func(a string) {
+				verify := fmt.Sprintf("verifying %s signatures", scheme)
 				if secret == "" {
 					verify = "NOT verifying signatures (no --secret)"
 				}
@@ -268,7 +304,8 @@ func newReceiveCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8787", "address to listen on")
-	cmd.Flags().StringVar(&secret, "secret", os.Getenv("PIPELINE_RECEIVE_SECRET"), "whsec_ signing secret to verify against")
+	cmd.Flags().StringVar(&secret, "secret", os.Getenv("PIPELINE_RECEIVE_SECRET"), "the signing secret to verify against (whsec_… for standard)")
+	cmd.Flags().StringVar(&signature, "signature", "standard", "signature scheme: standard, github, hub-sha1 or none")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print each delivery's full body as a JSON line")
 	return cmd
 }

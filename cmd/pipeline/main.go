@@ -81,6 +81,8 @@ Progress is checkpointed, so a re-run only processes what is new.`,
 		newPluginCmd(),
 		newReceiveCmd(),
 		newStateCmd(g),
+		newDeliveriesCmd(g),
+		newReplayCmd(g),
 	)
 	return root
 }

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"slices"
 	"fmt"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -220,3 +221,26 @@ func inputKeys(in []config.Input) []string {
 type sinkAdapter struct{ p *host.Plugin }
 
 func (s sinkAdapter) OpenStream(ctx context.Context) (SinkStream, error) { return s.p.Write(ctx) }
+
+// DrainSinks delivers what the named sinks' outboxes hold (after a replay):
+// each sink gets an empty stream, and ends it once its outbox is drained.
+func (l *Loaded) DrainSinks(ctx context.Context, names []string) error {
+	for _, sk := range l.Plan.Sinks {
+		if len(names) > 0 && !slices.Contains(names, sk.Name) {
+			continue
+		}
+		stream, err := sk.Plugin.OpenStream(ctx)
+		if err != nil {
+			return err
+		}
+		if err := stream.CloseSend(); err != nil {
+			return err
+		}
+		for range stream.Acks() {
+		}
+		if err := stream.Wait(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -264,7 +264,7 @@ func (o *Outbox) Pending(ctx context.Context) (pending, dead int, nextDue time.T
 
 // DeliveryFilter selects deliveries for `pipeline deliveries` and `replay`.
 type DeliveryFilter struct {
-	Pipeline string
+	Pipeline string    // "" for all
 	Sink     string    // "" for all
 	Status   string    // "" for all; pending, delivered, failed or dead
 	Since    time.Time // last change at or after; zero for all
@@ -272,8 +272,11 @@ type DeliveryFilter struct {
 }
 
 func (f DeliveryFilter) where() (string, []any, error) {
-	conds := []string{"pipeline = ?"}
-	args := []any{f.Pipeline}
+	conds := []string{"1 = 1"}
+	var args []any
+	if f.Pipeline != "" {
+		conds, args = append(conds, "pipeline = ?"), append(args, f.Pipeline)
+	}
 	if f.Sink != "" {
 		conds, args = append(conds, "sink = ?"), append(args, f.Sink)
 	}
@@ -371,4 +374,40 @@ func (s *Store) Replay(ctx context.Context, f DeliveryFilter, now time.Time) (in
 		return 0, fmt.Errorf("state: replay: %w", err)
 	}
 	return res.RowsAffected()
+}
+
+// Counts are a sink's deliveries by status.
+type Counts struct {
+	Delivered int `json:"delivered"`
+	Pending   int `json:"pending"`
+	Dead      int `json:"dead"`
+}
+
+// DeliveryCounts counts a pipeline's deliveries changed since a time, by sink.
+func (s *Store) DeliveryCounts(ctx context.Context, pipeline string, since time.Time) (map[string]Counts, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT sink, status, COUNT(*) FROM deliveries
+		WHERE pipeline = ? AND (updated_at >= ? OR status = 'pending') GROUP BY sink, status`, pipeline, ms(since))
+	if err != nil {
+		return nil, fmt.Errorf("state: count deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Counts{}
+	for rows.Next() {
+		var sink, st string
+		var n int
+		if err := rows.Scan(&sink, &st, &n); err != nil {
+			return nil, fmt.Errorf("state: count deliveries: %w", err)
+		}
+		c := out[sink]
+		switch st {
+		case StatusDelivered:
+			c.Delivered = n
+		case StatusPending:
+			c.Pending = n
+		case StatusDead:
+			c.Dead = n
+		}
+		out[sink] = c
+	}
+	return out, rows.Err()
 }

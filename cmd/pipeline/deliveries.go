@@ -1,0 +1,200 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pipelinehq/pipeline/engine/config"
+	"github.com/pipelinehq/pipeline/engine/state"
+)
+
+// deliveryFlags select deliveries for `deliveries` and `replay`.
+type deliveryFlags struct {
+	pipeline, sink, status, id string
+	since                      time.Duration
+}
+
+func (f *deliveryFlags) register(cmd *cobra.Command, defaultStatus string) {
+	cmd.Flags().StringVar(&f.pipeline, "pipeline", "", "the pipeline's name (default: from FILE; all pipelines without FILE)")
+	cmd.Flags().StringVar(&f.sink, "sink", "", "only this sink (its block name)")
+	cmd.Flags().StringVar(&f.status, "status", defaultStatus, "pending, delivered, failed (pending after a failed attempt) or dead")
+	cmd.Flags().DurationVar(&f.since, "since", 0, "only deliveries changed within this long, e.g. 1h")
+	cmd.Flags().StringVar(&f.id, "id", "", "only this delivery (its webhook-id)")
+}
+
+func (f *deliveryFlags) filter(args []string) (state.DeliveryFilter, error) {
+	df := state.DeliveryFilter{Pipeline: f.pipeline, Sink: f.sink, Status: f.status, ID: f.id}
+	if len(args) == 1 && df.Pipeline == "" {
+		p, diags := config.Load(args[0])
+		if diags.HasErrors() {
+			printDiags(p, nil, diags)
+			return df, &exitError{code: 1}
+		}
+		df.Pipeline = p.Name
+	}
+	if f.since > 0 {
+		df.Since = time.Now().Add(-f.since)
+	}
+	return df, nil
+}
+
+func newDeliveriesCmd(g *globals) *cobra.Command {
+	var f deliveryFlags
+	var asJSON bool
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "deliveries [FILE]",
+		Short: "List action sinks' deliveries and every attempt (the delivery log)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			df, err := f.filter(args)
+			if err != nil {
+				return err
+			}
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			list, err := store.Deliveries(cmd.Context(), df, limit)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			if asJSON {
+				type attempt struct {
+					N          int       `json:"n"`
+					At         time.Time `json:"at"`
+					StatusCode int       `json:"status_code"`
+					LatencyMs  int64     `json:"latency_ms"`
+					Error      string    `json:"error,omitempty"`
+					Response   string    `json:"response,omitempty"`
+				}
+				type entry struct {
+					state.DeliveryRecord
+					Log []attempt `json:"log"`
+				}
+				out := make([]entry, 0, len(list))
+				for _, d := range list {
+					e := entry{DeliveryRecord: d, Log: []attempt{}}
+					for _, a := range d.Log {
+						e.Log = append(e.Log, attempt{N: a.N, At: a.At, StatusCode: a.StatusCode, LatencyMs: a.Latency.Milliseconds(), Error: a.Error, Response: printable(a.Response)})
+					}
+					out = append(out, e)
+				}
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			if len(list) == 0 {
+				fmt.Println("no deliveries")
+				return nil
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PIPELINE\tSINK\tID\tSTATUS\tATTEMPTS\tLAST\tUPDATED\tNEXT\tERROR")
+			for _, d := range list {
+				last, next := "-", "-"
+				if len(d.Log) > 0 {
+					a := d.Log[len(d.Log)-1]
+					last = fmt.Sprintf("%d in %s", a.StatusCode, a.Latency)
+					if a.StatusCode == 0 {
+						last = "no answer"
+					}
+				}
+				if d.Status == state.StatusPending {
+					next = d.NextAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", d.Pipeline, d.Sink, d.ID, d.Status, len(d.Log), last,
+					d.UpdatedAt.Format(time.RFC3339), next, truncate(d.LastError, 80))
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd, "")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print deliveries with their full log as JSON")
+	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many deliveries, most recently changed first")
+	return cmd
+}
+
+func newReplayCmd(g *globals) *cobra.Command {
+	var f deliveryFlags
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:   "replay FILE --sink NAME",
+		Short: "Send deliveries again (dead ones by default), with the same ids",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.sink == "" {
+				return &exitError{code: 2, err: fmt.Errorf("--sink is required: the sink whose deliveries to send again")}
+			}
+			df, err := f.filter(args)
+			if err != nil {
+				return err
+			}
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			n, err := store.Replay(cmd.Context(), df, time.Now())
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			fmt.Fprintf(os.Stderr, "replay: %d deliveries of sink %s queued again\n", n, f.sink)
+			if n == 0 || noWait {
+				return nil
+			}
+			ctx, stop := signalNotifyContext(cmd.Context())
+			defer stop()
+			l, diags, err := load(ctx, g, args, store, false)
+			if err != nil {
+				return err
+			}
+			printDiags(l.Config, nil, diags)
+			if diags.HasErrors() {
+				return &exitError{code: 1}
+			}
+			defer l.Close()
+			start := time.Now()
+			if err := l.DrainSinks(ctx, []string{f.sink}); err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			counts, err := store.DeliveryCounts(cmd.Context(), l.Plan.Pipeline, start)
+			if err != nil {
+				return err
+			}
+			c := counts[f.sink]
+			fmt.Fprintf(os.Stderr, "replay: %s: %d delivered, %d dead, %d pending\n", f.sink, c.Delivered, c.Dead, c.Pending)
+			if c.Dead > 0 {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	f.register(cmd, "dead")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "only queue them again; the next run or `pipeline serve` sends them")
+	return cmd
+}
+
+// printable shows a response body as text, escaping what is not.
+func printable(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+func truncate(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
