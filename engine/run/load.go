@@ -2,8 +2,8 @@ package run
 
 import (
 	"context"
-	"slices"
 	"fmt"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/hashicorp/hcl/v2"
