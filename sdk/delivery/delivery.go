@@ -30,6 +30,17 @@ type Transport interface {
 	Send(ctx context.Context, d sdk.Delivery) Result
 }
 
+// BatchTransport is a Transport that sends several deliveries of one
+// endpoint in one request (Zendesk's update_many). The loop hands it up to
+// MaxBatch due deliveries at a time; each call counts as one request
+// against the endpoint's concurrency and rate limit.
+type BatchTransport interface {
+	Transport
+	MaxBatch() int
+	// SendBatch returns one Result per delivery, in order.
+	SendBatch(ctx context.Context, ds []sdk.Delivery) []Result
+}
+
 // Result is what one attempt got.
 type Result struct {
 	Status int         // HTTP status; 0 when there was no response
@@ -74,7 +85,6 @@ type Deliverer struct {
 	cancel   context.CancelFunc
 	done     chan struct{}
 	wg       sync.WaitGroup
-	failures int // attempts that failed since start, for the summary
 }
 
 // New returns a Deliverer for out; a nil out keeps deliveries in memory,
@@ -230,13 +240,17 @@ func (d *Deliverer) dispatch(ctx context.Context) {
 	defer d.mu.Unlock()
 	for ep, q := range d.queued {
 		for len(q) > 0 && d.inflight[ep] < d.opts.Concurrency {
-			del := q[0]
-			q = q[1:]
+			n := 1
+			if bt, ok := d.t.(BatchTransport); ok {
+				n = min(len(q), max(1, bt.MaxBatch()))
+			}
+			group := q[:n:n]
+			q = q[n:]
 			d.inflight[ep]++
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
-				d.attempt(ctx, del)
+				d.attempt(ctx, group)
 				d.mu.Lock()
 				d.inflight[ep]--
 				d.mu.Unlock()
@@ -272,45 +286,70 @@ func (d *Deliverer) blocked() ([]string, int) {
 	return skip, max(0, maxLease-total)
 }
 
-// attempt makes one attempt at del and records its outcome.
-func (d *Deliverer) attempt(ctx context.Context, del sdk.Delivery) {
+// attempt makes one attempt at a group of deliveries of one endpoint (a
+// single one unless the Transport sends batches) and records the outcomes.
+func (d *Deliverer) attempt(ctx context.Context, group []sdk.Delivery) {
+	ep := group[0].Endpoint
 	now := d.opts.Now()
-	record := func(a sdk.Attempt, o sdk.Outcome, next time.Time) {
+	record := func(del sdk.Delivery, a sdk.Attempt, o sdk.Outcome, next time.Time) {
 		if err := d.out.Record(context.WithoutCancel(ctx), del.ID, a, o, next); err != nil {
 			d.opts.Log.Error("outbox record failed", "delivery", del.ID, "error", err.Error())
 		}
 	}
+	releaseAll := func(at time.Time) {
+		for _, del := range group {
+			record(del, sdk.Attempt{}, sdk.Release, at)
+		}
+	}
 	d.mu.Lock()
-	gone := d.gone[del.Endpoint]
+	gone := d.gone[ep]
 	d.mu.Unlock()
 	if gone {
-		record(sdk.Attempt{At: now, Error: "endpoint disabled: it answered 410 Gone"}, sdk.Dead, time.Time{})
+		for _, del := range group {
+			record(del, sdk.Attempt{At: now, Error: "endpoint disabled: it answered 410 Gone"}, sdk.Dead, time.Time{})
+		}
 		return
 	}
 	if d.opts.Breaker != nil {
-		if ok, retryAt := d.opts.Breaker.Allow(del.Endpoint, now); !ok {
+		if ok, retryAt := d.opts.Breaker.Allow(ep, now); !ok {
 			// Not an attempt: the breaker pauses the endpoint.
-			record(sdk.Attempt{}, sdk.Release, retryAt)
+			releaseAll(retryAt)
 			return
 		}
 	}
 	if d.opts.Limiter != nil {
-		if w := d.opts.Limiter.Reserve(del.Endpoint, now); w > 0 {
+		if w := d.opts.Limiter.Reserve(ep, now); w > 0 {
 			select {
 			case <-time.After(w):
 			case <-ctx.Done():
-				record(sdk.Attempt{}, sdk.Release, now)
+				releaseAll(now)
 				return
 			}
 		}
 	}
 	start := d.opts.Now()
-	res := d.t.Send(ctx, del)
-	if ctx.Err() != nil && res.Err != nil && errors.Is(res.Err, context.Canceled) {
-		record(sdk.Attempt{}, sdk.Release, start)
-		return
+	var results []Result
+	if bt, ok := d.t.(BatchTransport); ok && len(group) > 1 {
+		results = bt.SendBatch(ctx, group)
+	} else {
+		results = []Result{d.t.Send(ctx, group[0])}
 	}
 	end := d.opts.Now()
+	for i, del := range group {
+		res := Result{Err: errors.New("the transport returned no result for this delivery")}
+		if i < len(results) {
+			res = results[i]
+		}
+		if ctx.Err() != nil && res.Err != nil && errors.Is(res.Err, context.Canceled) {
+			record(del, sdk.Attempt{}, sdk.Release, start)
+			continue
+		}
+		d.outcome(del, res, start, end, record)
+	}
+}
+
+// outcome classifies one delivery's result and records it.
+func (d *Deliverer) outcome(del sdk.Delivery, res Result, start, end time.Time, record func(sdk.Delivery, sdk.Attempt, sdk.Outcome, time.Time)) {
 	a := sdk.Attempt{At: start, StatusCode: res.Status, Latency: end.Sub(start), Response: res.Body}
 	if res.Err != nil {
 		a.Error = res.Err.Error()
@@ -329,33 +368,30 @@ func (d *Deliverer) attempt(ctx context.Context, del sdk.Delivery) {
 	}
 	switch outcome {
 	case policy.Delivered:
-		record(a, sdk.Delivered, time.Time{})
+		record(del, a, sdk.Delivered, time.Time{})
 		return
 	case policy.Gone:
 		d.mu.Lock()
 		d.gone[del.Endpoint] = true
 		d.mu.Unlock()
 		d.opts.Log.Error("endpoint answered 410 Gone: disabled; its deliveries go to the dead letter", "endpoint", del.Endpoint)
-		record(a, sdk.Dead, time.Time{})
+		record(del, a, sdk.Dead, time.Time{})
 		return
 	case policy.Dead:
 		d.opts.Log.Warn("delivery failed for good", "delivery", del.ID, "error", a.Error)
-		record(a, sdk.Dead, time.Time{})
+		record(del, a, sdk.Dead, time.Time{})
 		return
 	}
 	// Retry: the next attempt is number Attempts+2.
 	delay, ok := d.opts.Retry.Delay(del.Attempts+2, d.rnd)
 	if !ok {
 		d.opts.Log.Warn("delivery failed: no attempts left", "delivery", del.ID, "attempts", del.Attempts+1, "error", a.Error)
-		record(a, sdk.Dead, time.Time{})
+		record(del, a, sdk.Dead, time.Time{})
 		return
 	}
 	if ra, ok := policy.ParseRetryAfter(res.Header.Get("Retry-After"), end); ok {
 		delay = policy.Wait(delay, ra)
 	}
-	d.mu.Lock()
-	d.failures++
-	d.mu.Unlock()
 	d.opts.Log.Warn("delivery failed; will retry", "delivery", del.ID, "attempt", del.Attempts+1, "in", delay.String(), "error", a.Error)
-	record(a, sdk.Retry, end.Add(delay))
+	record(del, a, sdk.Retry, end.Add(delay))
 }
