@@ -83,6 +83,7 @@ Progress is checkpointed, so a re-run only processes what is new.`,
 		newStateCmd(g),
 		newDeliveriesCmd(g),
 		newReplayCmd(g),
+		newServeCmd(g),
 	)
 	return root
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -211,14 +212,41 @@ type ackToken struct {
 	rows int64
 }
 
-// readSource reads one source to its end, routing every batch.
+// sourceReader reads one source, routing every batch. Its state carries
+// over from one read to the next when the run polls (`pipeline serve`).
+type sourceReader struct {
+	r   *Runner
+	src *Source
+	t   *tracker
+
+	schema    *arrow.Schema // the source's merged schema
+	lastIn    *arrow.Schema // the last input schema seen, and what it became
+	lastOut   *arrow.Schema
+	idSchema  *arrow.Schema // schema plus the id column
+	start     []byte        // the position the next batch starts after
+	rowInSpan int64         // rows read since start, for record ids
+}
+
+// readSource reads a source to its end, and again and again when polling.
 func (r *Runner) readSource(ctx context.Context, src *Source, t *tracker, from []byte) error {
-	schema := src.Schema
-	var lastIn, lastOut, idSchema *arrow.Schema
-	start := from // the position the next batch starts after
-	var rowInSpan int64
+	sr := &sourceReader{r: r, src: src, t: t, schema: src.Schema, start: from}
+	for {
+		if err := sr.read(ctx); err != nil || r.opts.Poll <= 0 {
+			return err
+		}
+		select {
+		case <-time.After(r.opts.Poll):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// read reads from the current position to the source's current end.
+func (sr *sourceReader) read(ctx context.Context) error {
+	r, src, t := sr.r, sr.src, sr.t
 	mem := r.opts.Allocator
-	return src.Plugin.Read(ctx, from, func(m host.ReadMsg) error {
+	return src.Plugin.Read(ctx, sr.start, func(m host.ReadMsg) error {
 		if m.Skipped > 0 {
 			r.Stats.Skipped.Add(m.Skipped)
 		}
@@ -226,32 +254,32 @@ func (r *Runner) readSource(ctx context.Context, src *Source, t *tracker, from [
 			return nil
 		}
 		defer m.Rec.Release()
-		if in := m.Rec.Schema(); in != lastIn {
-			if !in.Equal(lastIn) || lastOut == nil {
-				merged := mergeSchema(schema, in)
-				if schema == nil || !merged.Equal(schema) {
-					schema = merged
+		if in := m.Rec.Schema(); in != sr.lastIn {
+			if !in.Equal(sr.lastIn) || sr.lastOut == nil {
+				merged := mergeSchema(sr.schema, in)
+				if sr.schema == nil || !merged.Equal(sr.schema) {
+					sr.schema = merged
 				}
-				if lastOut != schema {
-					idSchema = withIDField(schema)
+				if sr.lastOut != sr.schema {
+					sr.idSchema = withIDField(sr.schema)
 				}
-				lastOut = schema
+				sr.lastOut = sr.schema
 			}
-			lastIn = in
+			sr.lastIn = in
 		}
-		rec, err := conform(mem, m.Rec, schema)
+		rec, err := conform(mem, m.Rec, sr.schema)
 		if err != nil {
 			return fmt.Errorf("source %s: %w", src.Name, err)
 		}
-		withIDs := addIDs(mem, rec, idSchema, src.Name, start, rowInSpan)
+		withIDs := addIDs(mem, rec, sr.idSchema, src.Name, sr.start, sr.rowInSpan)
 		rec.Release()
 		rows := withIDs.NumRows()
 		r.Stats.Read.Add(rows)
 		e := t.add(m.Position, rows)
 		if len(m.Position) > 0 {
-			start, rowInSpan = m.Position, 0
+			sr.start, sr.rowInSpan = m.Position, 0
 		} else {
-			rowInSpan += rows
+			sr.rowInSpan += rows
 		}
 		err = r.route(SourceKey(src.Name), withIDs, e)
 		withIDs.Release()

@@ -95,8 +95,13 @@ type Options struct {
 	CommitInterval time.Duration
 	// MaxInFlight is how many batches each sink may hold unacked; 8 by default.
 	MaxInFlight int
-	Logger      *slog.Logger
-	Allocator   memory.Allocator
+	// Poll, when set, keeps the run going (`pipeline serve`): a drained
+	// source is read again after this pause, and sink streams stay open, so
+	// action sinks keep delivering from their outbox. The run ends on a
+	// drain request or when ctx ends.
+	Poll      time.Duration
+	Logger    *slog.Logger
+	Allocator memory.Allocator
 }
 
 // ErrInterrupted is returned by Run after a drain that Options.Drain asked for.

@@ -411,3 +411,27 @@ func (s *Store) DeliveryCounts(ctx context.Context, pipeline string, since time.
 	}
 	return out, rows.Err()
 }
+
+// OutboxCount is how many deliveries of a sink have a status.
+type OutboxCount struct {
+	Pipeline, Sink, Status string
+	N                      int
+}
+
+// OutboxCounts counts every sink's deliveries by status, for metrics.
+func (s *Store) OutboxCounts(ctx context.Context) ([]OutboxCount, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, sink, status, COUNT(*) FROM deliveries GROUP BY pipeline, sink, status`)
+	if err != nil {
+		return nil, fmt.Errorf("state: count outboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []OutboxCount
+	for rows.Next() {
+		var c OutboxCount
+		if err := rows.Scan(&c.Pipeline, &c.Sink, &c.Status, &c.N); err != nil {
+			return nil, fmt.Errorf("state: count outboxes: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -160,6 +160,10 @@ func (d *Deliverer) Stop() {
 	d.cancel()
 	<-d.done
 	d.wg.Wait()
+	d.mu.Lock()
+	d.started = false // a later Enqueue or Drain starts it again
+	d.queued = map[string][]sdk.Delivery{}
+	d.mu.Unlock()
 }
 
 // Drain waits until nothing is pending (delivered or dead), or ctx ends.

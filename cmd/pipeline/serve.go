@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/pipelinehq/pipeline/engine/config"
+	"github.com/pipelinehq/pipeline/engine/run"
+	"github.com/pipelinehq/pipeline/engine/state"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	var poll, logEvery time.Duration
+	var metricsAddr string
+	cmd := &cobra.Command{
+		Use:   "serve DIR|FILE...",
+		Short: "Run pipelines continuously: new records as they appear, webhook retries from the outbox, metrics",
+		Long: `serve runs every pipeline file it is given (a directory means its *.hcl files)
+until SIGINT or SIGTERM. Each source is read again every --poll; action sinks
+keep delivering and retrying from their outbox all along. A pipeline that fails
+is restarted after a pause. Prometheus metrics are served on --metrics-addr.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files, err := pipelineFiles(args)
+			if err != nil {
+				return &exitError{code: 1, err: err}
+			}
+			// Check everything before starting anything.
+			failed := false
+			for _, f := range files {
+				p, diags := config.Load(f)
+				printDiags(p, nil, diags)
+				failed = failed || diags.HasErrors()
+			}
+			if failed {
+				return &exitError{code: 1}
+			}
+			store, err := state.Open(g.statePath)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			log := logger(os.Stderr, true)
+
+			ctx, abort := context.WithCancel(cmd.Context())
+			defer abort()
+			drain := make(chan struct{})
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+			defer signal.Stop(sigs)
+			go func() {
+				if s, ok := <-sigs; ok {
+					log.Info("stopping: finishing the batches in flight (again to abort)", "signal", s.String())
+					close(drain)
+				}
+				if _, ok := <-sigs; ok {
+					abort()
+				}
+			}()
+
+			reg := prometheus.NewRegistry()
+			m := newServeMetrics(reg, store)
+			if metricsAddr != "" {
+				ln, err := net.Listen("tcp", metricsAddr)
+				if err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("--metrics-addr: %w", err)}
+				}
+				srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+				go srv.Serve(ln)
+				defer srv.Close()
+				log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+			}
+
+			var wg sync.WaitGroup
+			for _, f := range files {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					servePipeline(ctx, g, f, store, poll, logEvery, drain, m, log)
+				}()
+			}
+			wg.Wait()
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&poll, "poll", 5*time.Second, "how often drained sources are read again")
+	cmd.Flags().DurationVar(&logEvery, "log-every", 30*time.Second, "how often each pipeline logs its counters")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "where to serve Prometheus metrics (empty: off)")
+	return cmd
+}
+
+// pipelineFiles expands directories into their *.hcl files.
+func pipelineFiles(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			out = append(out, a)
+			continue
+		}
+		matches, err := filepath.Glob(filepath.Join(a, "*.hcl"))
+		if err != nil {
+			return nil, err
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("%s holds no *.hcl pipeline files", a)
+		}
+		sort.Strings(matches)
+		out = append(out, matches...)
+	}
+	return out, nil
+}
+
+// servePipeline runs one pipeline until drain, restarting it after a
+// failure.
+func servePipeline(ctx context.Context, g *globals, file string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) {
+	backoff := 5 * time.Second
+	for {
+		err := serveOnce(ctx, g, file, store, poll, logEvery, drain, m, log)
+		select {
+		case <-drain:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		log.Error("pipeline failed; restarting", "file", file, "in", backoff.String(), "error", err)
+		select {
+		case <-time.After(backoff):
+		case <-drain:
+			return
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Minute)
+	}
+}
+
+func serveOnce(ctx context.Context, g *globals, file string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) error {
+	// NoWait: on shutdown, pending deliveries stay in the outbox for the
+	// next start instead of holding the process.
+	l, diags, err := load(ctx, g, []string{file}, store, true)
+	if err != nil {
+		return err
+	}
+	if diags.HasErrors() {
+		printDiags(l.Config, nil, diags)
+		return errors.New("the pipeline has errors")
+	}
+	defer l.Close()
+	r, err := run.New(l.Plan, run.Options{Store: store, Drain: drain, Poll: poll, Logger: log})
+	if err != nil {
+		return err
+	}
+	m.track(l.Plan.Pipeline, r.Stats)
+	log.Info("serving", "pipeline", l.Plan.Pipeline, "file", file)
+	stop := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(logEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				log.Info(run.FormatLine(r.Stats.Snapshot()), "pipeline", l.Plan.Pipeline)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err = r.Run(ctx)
+	close(stop)
+	log.Info("stopped: "+run.FormatLine(r.Stats.Snapshot()), "pipeline", l.Plan.Pipeline)
+	if errors.Is(err, run.ErrInterrupted) {
+		return nil
+	}
+	return err
+}
+
+// serveMetrics exposes each pipeline's counters and its outboxes.
+type serveMetrics struct {
+	mu    sync.Mutex
+	stats map[string]*run.Stats
+}
+
+func newServeMetrics(reg *prometheus.Registry, store *state.Store) *serveMetrics {
+	m := &serveMetrics{stats: map[string]*run.Stats{}}
+	reg.MustRegister(m)
+	reg.MustRegister(&outboxCollector{store: store})
+	return m
+}
+
+func (m *serveMetrics) track(pipeline string, s *run.Stats) {
+	m.mu.Lock()
+	m.stats[pipeline] = s
+	m.mu.Unlock()
+}
+
+var (
+	descRead      = prometheus.NewDesc("pipeline_records_read_total", "Records the sources emitted (since this process started the pipeline).", []string{"pipeline"}, nil)
+	descFiltered  = prometheus.NewDesc("pipeline_records_filtered_total", "Records dropped by filters.", []string{"pipeline"}, nil)
+	descSkipped   = prometheus.NewDesc("pipeline_records_skipped_total", "Bad records the sources skipped.", []string{"pipeline"}, nil)
+	descDelivered = prometheus.NewDesc("pipeline_records_acked_total", "Records acked by each sink.", []string{"pipeline", "sink"}, nil)
+	descOutbox    = prometheus.NewDesc("pipeline_outbox_deliveries", "Deliveries in action sinks' outboxes, by status.", []string{"pipeline", "sink", "status"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (m *serveMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRead
+	ch <- descFiltered
+	ch <- descSkipped
+	ch <- descDelivered
+}
+
+// Collect implements prometheus.Collector.
+func (m *serveMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p, s := range m.stats {
+		snap := s.Snapshot()
+		ch <- prometheus.MustNewConstMetric(descRead, prometheus.CounterValue, float64(snap.Read), p)
+		ch <- prometheus.MustNewConstMetric(descFiltered, prometheus.CounterValue, float64(snap.Filtered), p)
+		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(snap.Skipped), p)
+		for sink, n := range snap.Sinks {
+			ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(n), p, sink)
+		}
+	}
+}
+
+// outboxCollector reads the outbox counts from the store at scrape time.
+type outboxCollector struct{ store *state.Store }
+
+func (o *outboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descOutbox }
+
+func (o *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := o.store.OutboxCounts(ctx)
+	if err != nil {
+		return
+	}
+	for _, c := range counts {
+		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(c.N), c.Pipeline, c.Sink, c.Status)
+	}
+}
