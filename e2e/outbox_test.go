@@ -218,3 +218,105 @@ func TestLoopbackIsRefusedWithoutOptIn(t *testing.T) {
 		t.Fatal("the endpoint was reached")
 	}
 }
+
+// order_by delivers records with the same key one at a time, in source
+// order, even when the first of them has to be retried.
+func TestOrderByKeepsSourceOrderPerKey(t *testing.T) {
+	dir := t.TempDir()
+	ep := newFlaky(t)
+	var mu sync.Mutex
+	var order []string
+	tries := map[string]int{}
+	inner := ep.srv.Config.Handler
+	ep.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("webhook-id")
+		mu.Lock()
+		tries[id]++
+		n := tries[id]
+		if id != "r1" || n > 2 {
+			order = append(order, id)
+		}
+		mu.Unlock()
+		if id == "r1" && n <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	var in strings.Builder
+	for i := 1; i <= 6; i++ {
+		fmt.Fprintf(&in, `{"row_id":"r%d","metadata":{"customer_id":"c%d"}}`+"\n", i, 2-i%2)
+	}
+	input := filepath.Join(dir, "in.jsonl")
+	writeFile(t, input, in.String())
+	writeFile(t, filepath.Join(dir, "p.hcl"), fmt.Sprintf(`
+source "file" "in" {
+  path = %q
+}
+sink "webhook" "crm" {
+  inputs   = [source.in]
+  url      = env("CRM_WEBHOOK_URL")
+  secret   = env("CRM_WEBHOOK_SECRET")
+  order_by = "metadata.customer_id"
+  retry {
+    schedule = ["0s", "100ms", "100ms", "100ms"]
+  }
+}
+`, input))
+	if res := pipeline(t, dir, ep.env(), "run", "p.hcl"); res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	pos := map[string]int{}
+	for i, id := range order {
+		pos[id] = i
+	}
+	if len(pos) != 6 || !(pos["r1"] < pos["r3"] && pos["r3"] < pos["r5"]) || !(pos["r2"] < pos["r4"] && pos["r4"] < pos["r6"]) {
+		t.Fatalf("arrival order %v: each customer's records must arrive in source order", order)
+	}
+	// c2's records did not wait for c1's retries.
+	if pos["r2"] > pos["r1"] {
+		t.Errorf("arrival order %v: c2 should not wait behind c1", order)
+	}
+
+	// A typo in the expression is a validate-time error at its column.
+	writeFile(t, filepath.Join(dir, "bad.hcl"), fmt.Sprintf(`
+source "file" "in" {
+  path = %q
+}
+sink "webhook" "crm" {
+  inputs   = [source.in]
+  url      = "http://127.0.0.1:1/x"
+  secret   = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+  order_by = "metadata.customr_id"
+}
+`, input))
+	res := pipeline(t, dir, nil, "validate", "bad.hcl")
+	if res.code != 1 || !strings.Contains(res.stderr, "bad.hcl:9:") || !strings.Contains(res.stderr, "Invalid expression") {
+		t.Fatalf("validate: exit %d\n%s", res.code, res.stderr)
+	}
+}
+
+// --no-wait leaves pending deliveries queued and says how many.
+func TestNoWaitLeavesPendingDeliveriesQueued(t *testing.T) {
+	dir := t.TempDir()
+	ep := newFlaky(t)
+	ep.set(http.StatusServiceUnavailable)
+	writeFile(t, filepath.Join(dir, "churn.hcl"), outboxHCL(calls()))
+	res := pipeline(t, dir, ep.env(), "run", "--no-wait", "--json", "churn.hcl")
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	n := len(wantHighChurn(t))
+	var s struct {
+		Outbox map[string]struct{ Pending, Delivered int } `json:"outbox"`
+	}
+	json.Unmarshal([]byte(res.stdout), &s)
+	if s.Outbox["crm"].Pending != n || !strings.Contains(res.stderr, fmt.Sprintf("%d deliveries of sink crm stay queued", n)) {
+		t.Fatalf("outbox %+v\n%s", s.Outbox, res.stderr)
+	}
+	ep.set(0)
+	again := pipeline(t, dir, ep.env(), "run", "--json", "churn.hcl")
+	if again.code != 0 || len(ep.ids()) != n {
+		t.Fatalf("the next run delivered %d of %d\n%s", len(ep.ids()), n, again.stderr)
+	}
+}

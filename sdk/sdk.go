@@ -57,6 +57,10 @@ type Attribute struct {
 	// compiles them against the record schema and renders them for every
 	// record; the plugin reads the result with Batch.Template.
 	Template bool
+	// Expression attributes hold one per-record expression, without
+	// braces (order_by = "metadata.customer_id"). The engine evaluates it
+	// for every record like a template; read it with Batch.Template.
+	Expression bool
 	// Nested makes the attribute a nested block written
 	//	retry { max_attempts = 8 }
 	// with these attributes (Type is then unused). Its value arrives as a

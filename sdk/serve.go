@@ -126,6 +126,7 @@ func attributesProto(list []Attribute) ([]*pluginv1.Attribute, error) {
 			Required:    a.Required,
 			Description: a.Description,
 			Template:    a.Template,
+			Expression:  a.Expression,
 		}
 		if a.Default != nil {
 			def, err := json.Marshal(a.Default)

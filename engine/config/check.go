@@ -132,9 +132,20 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 			}
 		}
 		for _, t := range opts.Configs[s].Templates {
-			tmpl, err := compileTmpl(t.Src, in)
+			tmpl, err := compileTmpl(t.TemplateSrc(), in)
 			if err != nil {
-				diags = append(diags, exprDiag(p.Files, "Invalid template", &t.Expr, err))
+				var xe *expr.Error
+				if t.Expression && errors.As(err, &xe) && xe.Line == 1 {
+					// Columns count in the wrapped "{{ src }}".
+					shifted := *xe
+					shifted.Column = max(1, xe.Column-3)
+					err = &shifted
+				}
+				summary := "Invalid template"
+				if t.Expression {
+					summary = "Invalid expression"
+				}
+				diags = append(diags, exprDiag(p.Files, summary, &t.Expr, err))
 				continue
 			}
 			if c.Templates[s] == nil {

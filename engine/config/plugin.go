@@ -137,7 +137,19 @@ func mapTemplates(name string, v cty.Value, attr *hcl.Attribute, body hcl.Body) 
 // placeholders, named "<attr>.<key>".
 type TemplateAttr struct {
 	Name string
+	// Expression is set for an Expression attribute: Src is one expression
+	// without braces; TemplateSrc gives it as a template.
+	Expression bool
 	Expr
+}
+
+// TemplateSrc is the attribute's value as a template: Expression
+// attributes are wrapped in {{ }}.
+func (t TemplateAttr) TemplateSrc() string {
+	if t.Expression {
+		return "{{ " + t.Src + " }}"
+	}
+	return t.Src
 }
 
 // SDKConfig is the configuration to send to the plugin of a block named name.
@@ -239,7 +251,7 @@ func DecodePluginBody(body hcl.Body, info sdk.Info, ctx *hcl.EvalContext) (Decod
 	// a partial read finds them whatever else the body holds.
 	content, _, _ := body.PartialContent(hcldec.ImpliedSchema(spec))
 	for _, a := range info.Config {
-		if _, ok := spec[a.Name]; !ok || !a.Template {
+		if _, ok := spec[a.Name]; !ok || !(a.Template || a.Expression) {
 			continue
 		}
 		v, ok := set[a.Name]
@@ -254,10 +266,10 @@ func DecodePluginBody(body hcl.Body, info sdk.Info, ctx *hcl.EvalContext) (Decod
 			out.Templates = append(out.Templates, mapTemplates(a.Name, v, attr, body)...)
 			continue
 		}
-		if v.Type() != cty.String || !strings.Contains(v.AsString(), "{{") {
+		if v.Type() != cty.String || (!a.Expression && !strings.Contains(v.AsString(), "{{")) || strings.TrimSpace(v.AsString()) == "" {
 			continue
 		}
-		t := TemplateAttr{Name: a.Name, Expr: Expr{Src: v.AsString(), Range: body.MissingItemRange()}}
+		t := TemplateAttr{Name: a.Name, Expression: a.Expression, Expr: Expr{Src: v.AsString(), Range: body.MissingItemRange()}}
 		if attr != nil {
 			t.Range = attr.Expr.Range()
 			t.expr = attr.Expr

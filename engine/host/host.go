@@ -249,7 +249,7 @@ type ConfigureOptions struct {
 func attributesFromProto(list []*pluginv1.Attribute) ([]sdk.Attribute, error) {
 	var out []sdk.Attribute
 	for _, a := range list {
-		attr := sdk.Attribute{Name: a.Name, Type: sdk.Type(a.Type), Required: a.Required, Description: a.Description, Template: a.Template}
+		attr := sdk.Attribute{Name: a.Name, Type: sdk.Type(a.Type), Required: a.Required, Description: a.Description, Template: a.Template, Expression: a.Expression}
 		if a.DefaultJson != "" {
 			if err := json.Unmarshal([]byte(a.DefaultJson), &attr.Default); err != nil {
 				return nil, fmt.Errorf("describe: attribute %s has a bad default: %v", a.Name, err)

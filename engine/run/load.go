@@ -202,7 +202,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			if sk.Templates == nil {
 				sk.Templates = map[string]string{}
 			}
-			sk.Templates[t.Name] = t.Src
+			sk.Templates[t.Name] = t.TemplateSrc()
 		}
 		plan.Sinks = append(plan.Sinks, sk)
 	}

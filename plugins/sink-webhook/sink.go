@@ -88,6 +88,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "timeout", Type: sdk.String, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 16, Description: "Requests in flight at once per endpoint."},
 			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per endpoint, e.g. "50/s" or "600/m".`},
+			{Name: "order_by", Type: sdk.String, Expression: true, Description: "An expression (e.g. metadata.customer_id): records with the same value are delivered one at a time, in source order."},
 			{Name: "retry", Description: `Retry policy: { schedule = ["0s", "5s", "5m", ...] } (the default schedule is 0s 5s 5m 30m 2h 5h 10h 10h) or { max_attempts = 8  initial = "5s"  max = "10h" } (exponential, full jitter).`,
 				Nested: []sdk.Attribute{
 					{Name: "schedule", Type: sdk.ListOf(sdk.String)},
@@ -234,7 +235,16 @@ func (s *Sink) Prepare(b sdk.Batch, i int) (sdk.Delivery, error) {
 	if u, err := url.Parse(p.URL); err == nil {
 		endpoint = u.Scheme + "://" + u.Host
 	}
-	return sdk.Delivery{ID: b.ID(i), Endpoint: endpoint, Payload: data}, nil
+	d := sdk.Delivery{ID: b.ID(i), Endpoint: endpoint, Payload: data}
+	if key, ok := b.Template("order_by", i); ok {
+		// An empty key (the field is null) orders nothing; keep it apart
+		// from real keys.
+		d.OrderKey = "k:" + key
+		if key == "" {
+			d.OrderKey = ""
+		}
+	}
+	return d, nil
 }
 
 // body encodes record i; with `event` set, the body's event field is that

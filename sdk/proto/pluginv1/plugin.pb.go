@@ -227,7 +227,10 @@ type Attribute struct {
 	// Default value as JSON, used when the attribute is absent.
 	DefaultJson string `protobuf:"bytes,6,opt,name=default_json,json=defaultJson,proto3" json:"default_json,omitempty"`
 	// When set, the attribute is a nested block with these attributes.
-	Nested        []*Attribute `protobuf:"bytes,7,rep,name=nested,proto3" json:"nested,omitempty"`
+	Nested []*Attribute `protobuf:"bytes,7,rep,name=nested,proto3" json:"nested,omitempty"`
+	// Expression attributes hold one per-record expression without braces,
+	// evaluated like a template.
+	Expression    bool `protobuf:"varint,8,opt,name=expression,proto3" json:"expression,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +312,13 @@ func (x *Attribute) GetNested() []*Attribute {
 		return x.Nested
 	}
 	return nil
+}
+
+func (x *Attribute) GetExpression() bool {
+	if x != nil {
+		return x.Expression
+	}
+	return false
 }
 
 type ConfigureRequest struct {
@@ -1302,7 +1312,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12+\n" +
 	"\x11protocol_versions\x18\x04 \x03(\rR\x10protocolVersions\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x125\n" +
-	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\"\xe7\x01\n" +
+	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\"\x87\x02\n" +
 	"\tAttribute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
@@ -1310,7 +1320,10 @@ const file_plugin_proto_rawDesc = "" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x1a\n" +
 	"\btemplate\x18\x05 \x01(\bR\btemplate\x12!\n" +
 	"\fdefault_json\x18\x06 \x01(\tR\vdefaultJson\x125\n" +
-	"\x06nested\x18\a \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06nested\"\xa6\x01\n" +
+	"\x06nested\x18\a \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06nested\x12\x1e\n" +
+	"\n" +
+	"expression\x18\b \x01(\bR\n" +
+	"expression\"\xa6\x01\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
