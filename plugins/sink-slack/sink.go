@@ -77,22 +77,21 @@ const (
 
 // Sink posts one Slack message per record.
 type Sink struct {
-	cfg      config
-	name     string
-	mode     mode
-	tpl      sdk.Config
-	noWait   bool
-	timeout  time.Duration
-	client   *http.Client
-	guard    netguard.Options
-	postURL  string          // chat.postMessage under api_url (Web API mode)
-	hook     string          // the webhook URL, redacted, as its endpoint
-	blocks   json.RawMessage // blocks without placeholders, checked and compacted
-	secrets  []string        // strings scrubbed from every message, longest first
-	limiter  *policy.Limiter
-	d        *delivery.Deliverer
-	log      *slog.Logger // nil: sdk.Logger(); tests capture it
-	attempts func()       // called before each request; tests count them
+	cfg     config
+	name    string
+	mode    mode
+	tpl     sdk.Config
+	noWait  bool
+	timeout time.Duration
+	client  *http.Client
+	guard   netguard.Options
+	postURL string          // chat.postMessage under api_url (Web API mode)
+	hook    string          // the webhook URL, redacted, as its endpoint
+	blocks  json.RawMessage // blocks without placeholders, checked and compacted
+	secrets []string        // strings scrubbed from every message, longest first
+	limiter *policy.Limiter
+	d       *delivery.Deliverer
+	log     *slog.Logger // nil: sdk.Logger(); tests capture it
 }
 
 // Info describes the plugin.
@@ -136,7 +135,7 @@ func (s *Sink) Info() sdk.Info {
 // webhook URL.
 func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&s.cfg); err != nil {
-		return errors.New("decode config: the block does not match the slack sink's attributes")
+		return err // type errors name the field, never the value
 	}
 	s.name, s.tpl, s.noWait = cfg.Name, cfg, cfg.NoWait
 	c := &s.cfg
@@ -376,9 +375,6 @@ func (s *Sink) send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	} else {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if s.attempts != nil {
-		s.attempts()
-	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return fail(s.describe(err, target))
@@ -495,23 +491,25 @@ func redactURL(raw string) string {
 // and the parts of it that are secret, longest first.
 func secretStrings(webhookURL, token string) []string {
 	var out []string
-	add := func(v string) {
-		if len(v) >= 6 && !slices.Contains(out, v) {
+	add := func(v string, minLen int) {
+		if len(v) >= minLen && !slices.Contains(out, v) {
 			out = append(out, v)
 		}
 	}
-	add(token)
+	add(token, 1)
 	if webhookURL != "" {
-		add(webhookURL)
+		add(webhookURL, 1)
 		if u, err := url.Parse(webhookURL); err == nil {
-			add(u.Path)
-			add(u.EscapedPath())
-			add(u.RawQuery)
+			add(u.Path, 2)
+			add(u.EscapedPath(), 2)
+			add(u.RawQuery, 6)
 			if u.User != nil {
-				add(u.User.String())
+				add(u.User.String(), 1)
 			}
+			// A Slack webhook's secret is its last segment, 24 characters;
+			// shorter ones ("hook") are too common to replace in messages.
 			p := strings.TrimSuffix(u.Path, "/")
-			add(p[strings.LastIndexByte(p, '/')+1:])
+			add(p[strings.LastIndexByte(p, '/')+1:], 12)
 		}
 	}
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
