@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/host"
@@ -222,21 +223,7 @@ func newPluginsCmd(g *globals) *cobra.Command {
 			for _, e := range list {
 				fmt.Printf("%s %q  %s  (%s)\n  %s\n", e.Info.Kind, e.Info.Type, e.Info.Version, e.Origin, e.Info.Description)
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				for _, a := range e.Info.Config {
-					req := "optional"
-					if a.Required {
-						req = "required"
-					}
-					if a.Default != nil {
-						def, _ := json.Marshal(a.Default)
-						req = "default " + string(def)
-					}
-					typ := strings.Trim(string(a.Type), `"`)
-					if a.Template {
-						typ += ", {{ }}"
-					}
-					fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", a.Name, typ, req, a.Description)
-				}
+				printAttributes(tw, e.Info.Config, "    ")
 				tw.Flush()
 				fmt.Println()
 			}
@@ -245,6 +232,34 @@ func newPluginsCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// printAttributes lists a plugin's config schema, nested blocks indented.
+func printAttributes(tw *tabwriter.Writer, attrs []sdk.Attribute, indent string) {
+	for _, a := range attrs {
+		req := "optional"
+		if a.Required {
+			req = "required"
+		}
+		if a.Default != nil {
+			def, _ := json.Marshal(a.Default)
+			req = "default " + string(def)
+		}
+		typ := strings.Trim(string(a.Type), `"`)
+		if ty, err := ctyjson.UnmarshalType([]byte(a.Type)); err == nil {
+			typ = ty.FriendlyName()
+		}
+		switch {
+		case len(a.Nested) > 0:
+			typ = "block"
+		case a.Template:
+			typ += ", {{ }}"
+		case a.Expression:
+			typ += ", expression"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", indent, a.Name, typ, req, a.Description)
+		printAttributes(tw, a.Nested, indent+"  ")
+	}
 }
 
 func newPluginCmd() *cobra.Command {

@@ -80,7 +80,6 @@ type Sink struct {
 	cfg     config
 	name    string
 	mode    mode
-	tpl     sdk.Config
 	noWait  bool
 	timeout time.Duration
 	client  *http.Client
@@ -137,7 +136,7 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&s.cfg); err != nil {
 		return err // type errors name the field, never the value
 	}
-	s.name, s.tpl, s.noWait = cfg.Name, cfg, cfg.NoWait
+	s.name, s.noWait = cfg.Name, cfg.NoWait
 	c := &s.cfg
 	// Values read with env() or file() often end in a newline.
 	c.WebhookURL = strings.TrimSpace(c.WebhookURL)

@@ -207,8 +207,8 @@ type batchFake struct {
 	// short makes SendBatch return one result fewer than it was given.
 	short bool
 
-	gmu    sync.Mutex
-	groups [][]string
+	gmu     sync.Mutex
+	groups  [][]string
 	singles []string // ids sent alone through Send
 }
 

@@ -1,0 +1,783 @@
+package delivery_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/delivery"
+	"github.com/pipelinehq/pipeline/sdk/delivery/policy"
+)
+
+// slack is how late the loop may be to start a due attempt before a timing
+// assertion fails; generous, for -race on a busy two-core machine.
+const slack = 400 * ms
+
+func outcome(o policy.Outcome) *policy.Outcome { return &o }
+
+func TestRetriesUntilDelivered(t *testing.T) {
+	sched := []time.Duration{0, 20 * ms, 40 * ms, 60 * ms, 80 * ms}
+	tests := []struct {
+		name     string
+		failures int
+		res      delivery.Result
+		wantCode int    // status code logged for the failed attempts
+		wantErr  string // error logged for the failed attempts
+	}{
+		{"first attempt succeeds", 0, delivery.Result{}, 0, ""},
+		{"503 twice", 2, delivery.Result{Status: 503, Body: []byte("busy")}, 503, "503 Service Unavailable"},
+		{"network error once", 1, delivery.Result{Err: errors.New("dial tcp: connection refused")}, 0, "dial tcp: connection refused"},
+		{"429 three times", 3, delivery.Result{Status: 429}, 429, "429 Too Many Requests"},
+		{"408 and 425 are retried too", 1, delivery.Result{Status: 425}, 425, "425 Too Early"},
+		{"a redirect is a failure", 1, delivery.Result{Status: 302}, 302, "302 Found"},
+		{"200 that the transport calls a retry", 4, delivery.Result{Status: 200, Err: errors.New(`slack: "ok": false, ratelimited`), Outcome: outcome(policy.RetryLater)}, 200, `slack: "ok": false, ratelimited`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(failFirst(tc.failures, tc.res))
+			d, out := start(t, f, delivery.Options{Retry: schedule(t, sched...)})
+			enqueue(t, d, rec{id: "r1", endpoint: "https://crm.example"})
+			drain(t, d)
+
+			if got := out.Status("r1"); got != "delivered" {
+				t.Fatalf("status %q, want delivered", got)
+			}
+			sends := f.of("r1")
+			if len(sends) != tc.failures+1 {
+				t.Fatalf("%d sends, want %d", len(sends), tc.failures+1)
+			}
+			for i, s := range sends {
+				if s.attempts != i {
+					t.Errorf("send %d was handed Attempts = %d, want %d", i+1, s.attempts, i)
+				}
+				if i == 0 {
+					continue
+				}
+				// Attempt i+1 waits sched[i] after attempt i failed.
+				gap := s.start.Sub(sends[i-1].end)
+				if gap < sched[i] || gap > sched[i]+slack {
+					t.Errorf("attempt %d started %v after attempt %d ended, want %v (schedule)", i+1, gap, i, sched[i])
+				}
+			}
+			log := logOf(d, out, "r1")
+			if len(log) != tc.failures+1 {
+				t.Fatalf("log holds %d attempts, want %d", len(log), tc.failures+1)
+			}
+			for i, a := range log[:tc.failures] {
+				if a.StatusCode != tc.wantCode || a.Error != tc.wantErr {
+					t.Errorf("log[%d] = %d %q, want %d %q", i, a.StatusCode, a.Error, tc.wantCode, tc.wantErr)
+				}
+				if !slices.Equal(a.Response, tc.res.Body) {
+					t.Errorf("log[%d] response %q, want %q", i, a.Response, tc.res.Body)
+				}
+				if a.At.IsZero() {
+					t.Errorf("log[%d] has no time", i)
+				}
+			}
+			if last := log[tc.failures]; last.StatusCode != 200 || last.Error != "" {
+				t.Errorf("last attempt logged as %d %q, want 200 and no error", last.StatusCode, last.Error)
+			}
+			if p, dead, _ := d.Pending(context.Background()); p != 0 || dead != 0 {
+				t.Errorf("pending %d, dead %d after delivery", p, dead)
+			}
+		})
+	}
+}
+
+func TestAttemptsExhaustedIsDead(t *testing.T) {
+	exp, err := policy.Exponential(4, 5*ms, 20*ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		retry policy.Retry
+		want  int
+	}{
+		{"one attempt", schedule(t, 0), 1},
+		{"three attempts", schedule(t, 0, 10*ms, 10*ms), 3},
+		{"exponential, four attempts", exp, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(func(sdk.Delivery, int) delivery.Result { return delivery.Result{Status: 503} })
+			d, out := start(t, f, delivery.Options{Retry: tc.retry})
+			enqueue(t, d, rec{id: "r1", endpoint: "e"}, rec{id: "r2", endpoint: "e"})
+			drain(t, d)
+			if p, dead, _ := d.Pending(context.Background()); p != 0 || dead != 2 {
+				t.Fatalf("pending %d, dead %d; want 0 and 2", p, dead)
+			}
+			for _, id := range []string{"r1", "r2"} {
+				if got := out.Status(id); got != "dead" {
+					t.Errorf("%s: status %q, want dead", id, got)
+				}
+				if n := f.calls(id); n != tc.want {
+					t.Errorf("%s: %d sends, want %d", id, n, tc.want)
+				}
+				if log := logOf(d, out, id); len(log) != tc.want || log[len(log)-1].StatusCode != 503 {
+					t.Errorf("%s: log %+v, want %d attempts ending in 503", id, log, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestPermanentFailuresAreDeadAfterOneAttempt(t *testing.T) {
+	tests := []struct {
+		name    string
+		res     delivery.Result
+		wantErr string
+	}{
+		{"policy.Permanent error", delivery.Result{Err: policy.Permanent(errors.New("url: 127.0.0.1 is a loopback address"))}, "url: 127.0.0.1 is a loopback address"},
+		{"wrapped Permanent", delivery.Result{Err: errors.Join(errors.New("x"), policy.Permanent(errors.New("bad payload")))}, "x\nbad payload"},
+		{"Permanent wins over a retryable status", delivery.Result{Status: 503, Err: policy.Permanent(errors.New("refused"))}, "refused"},
+		{"400", delivery.Result{Status: 400}, "400 Bad Request"},
+		{"404", delivery.Result{Status: 404}, "404 Not Found"},
+		{"422", delivery.Result{Status: 422}, "422 Unprocessable Entity"},
+		{"Outcome override to dead", delivery.Result{Status: 200, Err: errors.New("channel_not_found"), Outcome: outcome(policy.Dead)}, "channel_not_found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(func(sdk.Delivery, int) delivery.Result { return tc.res })
+			d, out := start(t, f, delivery.Options{Retry: schedule(t, 0, 10*ms, 10*ms, 10*ms, 10*ms)})
+			enqueue(t, d, rec{id: "r1", endpoint: "e"})
+			drain(t, d)
+			if got := out.Status("r1"); got != "dead" {
+				t.Fatalf("status %q, want dead", got)
+			}
+			if n := f.calls("r1"); n != 1 {
+				t.Errorf("%d sends, want 1", n)
+			}
+			log := logOf(d, out, "r1")
+			if len(log) != 1 || log[0].Error != tc.wantErr || log[0].StatusCode != tc.res.Status {
+				t.Errorf("log %+v, want one attempt with %d %q", log, tc.res.Status, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestGoneDisablesTheEndpoint(t *testing.T) {
+	f := newFake(func(d sdk.Delivery, _ int) delivery.Result {
+		if d.Endpoint == "gone" {
+			return delivery.Result{Status: http.StatusGone}
+		}
+		return delivery.Result{Status: 200}
+	})
+	d, out := start(t, f, delivery.Options{Retry: schedule(t, 0, 10*ms, 10*ms)})
+	enqueue(t, d, rec{id: "g0", endpoint: "gone"})
+	drain(t, d)
+	// Later deliveries to the endpoint are dead without a send; other
+	// endpoints are not affected.
+	enqueue(t, d, rec{id: "g1", endpoint: "gone"}, rec{id: "ok1", endpoint: "fine"}, rec{id: "g2", endpoint: "gone"})
+	drain(t, d)
+
+	for id, want := range map[string]string{"g0": "dead", "g1": "dead", "g2": "dead", "ok1": "delivered"} {
+		if got := out.Status(id); got != want {
+			t.Errorf("%s: status %q, want %q", id, got, want)
+		}
+	}
+	var sent []string
+	for _, s := range f.log() {
+		sent = append(sent, s.id)
+	}
+	slices.Sort(sent)
+	if !slices.Equal(sent, []string{"g0", "ok1"}) {
+		t.Errorf("sent %v, want [g0 ok1]: nothing more to the endpoint that answered 410", sent)
+	}
+	if p, dead, _ := d.Pending(context.Background()); p != 0 || dead != 3 {
+		t.Errorf("pending %d, dead %d; want 0 and 3", p, dead)
+	}
+	if log := logOf(d, out, "g0"); len(log) != 1 || log[0].StatusCode != 410 || log[0].Error != "410 Gone" {
+		t.Errorf("g0 log %+v, want one 410", log)
+	}
+	for _, id := range []string{"g1", "g2"} {
+		log := logOf(d, out, id)
+		if len(log) != 1 || log[0].StatusCode != 0 || !strings.Contains(log[0].Error, "410 Gone") || log[0].At.IsZero() {
+			t.Errorf("%s log %+v, want one entry saying the endpoint is disabled", id, log)
+		}
+	}
+}
+
+func TestConcurrencyPerEndpoint(t *testing.T) {
+	for _, conc := range []int{1, 3, 16} {
+		t.Run("concurrency="+strconv.Itoa(conc), func(t *testing.T) {
+			f := newFake(nil)
+			f.hold = 10 * ms
+			d, out := start(t, f, delivery.Options{Concurrency: conc})
+			// 50 deliveries, alternating between two endpoints, in two batches.
+			var rs []rec
+			for i := range 50 {
+				ep := "a"
+				if i%2 == 1 {
+					ep = "b"
+				}
+				rs = append(rs, rec{id: ep + strconv.Itoa(i), endpoint: ep})
+			}
+			enqueue(t, d, rs[:20]...)
+			enqueue(t, d, rs[20:]...)
+			drain(t, d)
+
+			for _, r := range rs {
+				if n := f.calls(r.id); n != 1 || out.Status(r.id) != "delivered" {
+					t.Errorf("%s: %d sends, status %q", r.id, n, out.Status(r.id))
+				}
+			}
+			f.mu.Lock()
+			maxA, maxB := f.maxInflight["a"], f.maxInflight["b"]
+			f.mu.Unlock()
+			if maxA != conc || maxB != conc {
+				t.Errorf("at most %d and %d sends in flight to a and b, want %d each (never more)", maxA, maxB, conc)
+			}
+			// The endpoints do not share the limit.
+			if got := overlap(f.log()); got <= conc {
+				t.Errorf("at most %d sends in flight in all, want more than %d: each endpoint has its own limit", got, conc)
+			}
+		})
+	}
+}
+
+// overlap is the largest number of sends in flight at once.
+func overlap(sends []send) int {
+	type ev struct {
+		at time.Time
+		d  int
+	}
+	var evs []ev
+	for _, s := range sends {
+		evs = append(evs, ev{s.start, 1}, ev{s.end, -1})
+	}
+	slices.SortStableFunc(evs, func(a, b ev) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return a.d - b.d // ends before starts at the same instant
+	})
+	n, best := 0, 0
+	for _, e := range evs {
+		n += e.d
+		best = max(best, n)
+	}
+	return best
+}
+
+func TestOrderKey(t *testing.T) {
+	tests := []struct {
+		name  string
+		first delivery.Result // what k1-a gets on its first send
+		// wantK1 is the order of sends of key k1
+		wantK1 []string
+		aState string
+	}{
+		{"the first fails and is retried", delivery.Result{Status: 503}, []string{"k1-a", "k1-a", "k1-b", "k1-c"}, "delivered"},
+		{"the first goes dead", delivery.Result{Status: 400}, []string{"k1-a", "k1-b", "k1-c"}, "dead"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(func(d sdk.Delivery, n int) delivery.Result {
+				if d.ID == "k1-a" && n == 1 {
+					return tc.first
+				}
+				return delivery.Result{Status: 200}
+			})
+			f.hold = 5 * ms
+			retry := 80 * ms
+			d, out := start(t, f, delivery.Options{Concurrency: 8, Retry: schedule(t, 0, retry, retry)})
+			enqueue(t, d,
+				rec{id: "k1-a", endpoint: "e", key: "k1"},
+				rec{id: "k1-b", endpoint: "e", key: "k1"},
+				rec{id: "k2-a", endpoint: "e", key: "k2"},
+				rec{id: "none", endpoint: "e"},
+			)
+			// Another batch later: its k1 record still comes last.
+			enqueue(t, d, rec{id: "k1-c", endpoint: "e", key: "k1"})
+			drain(t, d)
+
+			var k1 []send
+			for _, s := range f.log() {
+				if strings.HasPrefix(s.id, "k1-") {
+					k1 = append(k1, s)
+				}
+			}
+			var order []string
+			for _, s := range k1 {
+				order = append(order, s.id)
+			}
+			if !slices.Equal(order, tc.wantK1) {
+				t.Fatalf("sends of key k1: %v, want %v", order, tc.wantK1)
+			}
+			for i := 1; i < len(k1); i++ {
+				if k1[i].start.Before(k1[i-1].end) {
+					t.Errorf("%s (send %d) started before %s ended: same key, not one at a time", k1[i].id, i+1, k1[i-1].id)
+				}
+			}
+			f.mu.Lock()
+			if f.maxKey["k1"] != 1 {
+				t.Errorf("%d sends of key k1 in flight at once, want 1", f.maxKey["k1"])
+			}
+			f.mu.Unlock()
+			if out.Status("k1-a") != tc.aState || out.Status("k1-b") != "delivered" || out.Status("k1-c") != "delivered" {
+				t.Errorf("statuses %s %s %s", out.Status("k1-a"), out.Status("k1-b"), out.Status("k1-c"))
+			}
+			// Other keys, and records without one, do not wait for k1.
+			if k1[len(k1)-1].start.Sub(k1[0].start) >= retry {
+				for _, id := range []string{"k2-a", "none"} {
+					if s := f.of(id); len(s) != 1 || !s[0].start.Before(k1[1].start) {
+						t.Errorf("%s waited for key k1's retry", id)
+					}
+				}
+			}
+		})
+	}
+}
+
+// countingOutbox counts what the Deliverer asks of a MemoryOutbox.
+type countingOutbox struct {
+	*delivery.MemoryOutbox
+	mu       sync.Mutex
+	outcomes map[sdk.Outcome]int
+	leases   int
+}
+
+func (c *countingOutbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery, time.Time, error) {
+	c.mu.Lock()
+	c.leases++
+	c.mu.Unlock()
+	return c.MemoryOutbox.Lease(ctx, n, skip)
+}
+
+func (c *countingOutbox) Record(ctx context.Context, id string, a sdk.Attempt, o sdk.Outcome, next time.Time) error {
+	c.mu.Lock()
+	c.outcomes[o]++
+	c.mu.Unlock()
+	return c.MemoryOutbox.Record(ctx, id, a, o, next)
+}
+
+func (c *countingOutbox) count(o sdk.Outcome) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.outcomes[o]
+}
+
+func breaker(t *testing.T, failures int, cooldown, probeTimeout string) *policy.Breaker {
+	t.Helper()
+	b, err := policy.NewBreaker(policy.BreakerConfig{Failures: &failures, Cooldown: cooldown, ProbeTimeout: probeTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// flakyStart answers 503 to the first n sends to the endpoint (whatever
+// the delivery), then 200.
+func flakyStart(n int) func(sdk.Delivery, int) delivery.Result {
+	var mu sync.Mutex
+	seen := 0
+	return func(sdk.Delivery, int) delivery.Result {
+		mu.Lock()
+		defer mu.Unlock()
+		seen++
+		if seen <= n {
+			return delivery.Result{Status: 503}
+		}
+		return delivery.Result{Status: 200}
+	}
+}
+
+// While the circuit is open nothing is sent, and the deliveries it turns
+// away are released with their attempts untouched.
+func TestBreakerPausesWithoutUsingAttempts(t *testing.T) {
+	f := newFake(flakyStart(2))
+	out := &countingOutbox{MemoryOutbox: delivery.NewMemoryOutbox(), outcomes: map[sdk.Outcome]int{}}
+	cooldown := 400 * ms
+	d := delivery.New(f, out, delivery.Options{Concurrency: 1, Retry: schedule(t, 0, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms),
+		Breaker: breaker(t, 2, cooldown.String(), "1m")})
+	t.Cleanup(d.Stop)
+	enqueue(t, d, recs(5, "e", "https://crm.example")...)
+
+	// Two failures open the circuit; then nothing for the cooldown, although
+	// the two failed deliveries are due again after 10 ms and three more
+	// are waiting.
+	time.Sleep(cooldown * 3 / 4)
+	sends := f.log()
+	if len(sends) != 2 {
+		t.Fatalf("%d sends during the first 3/4 of the cooldown, want the 2 that opened the circuit", len(sends))
+	}
+	if got := out.count(sdk.Release); got < 3 {
+		t.Errorf("%d deliveries released by the open circuit, want at least the 3 that were waiting", got)
+	}
+	d.Stop()
+	total := 0
+	for i := range 5 {
+		id := "e-" + strconv.Itoa(i)
+		if out.Status(id) != "pending" {
+			t.Errorf("%s: status %q, want pending", id, out.Status(id))
+		}
+		total += len(out.Log[id])
+	}
+	if total != 2 {
+		t.Errorf("%d attempts logged, want 2: a delivery turned away by the breaker was not attempted", total)
+	}
+	if got := out.count(sdk.Retry); got != 2 {
+		t.Errorf("%d retries recorded, want 2", got)
+	}
+}
+
+// After the cooldown one probe goes through; its success closes the circuit
+// and everything is delivered, each delivery with only the attempts it
+// really made.
+func TestBreakerProbeResumesDelivery(t *testing.T) {
+	t.Skip("BUG (sdk/delivery/delivery.go, Deliverer.blocked): blocked() calls Breaker.Allow for every endpoint on each loop pass. " +
+		"policy.Breaker.Allow is not a query: once the cooldown is over, the first Allow takes the half-open probe. blocked() takes it, " +
+		"so the delivery that is then leased is refused by attempt()'s own Allow (probe in flight) and released until the probe deadline; " +
+		"at the deadline blocked() takes the next probe, and so on: once a circuit has opened, the endpoint is never sent to again and Drain never returns. " +
+		"Fix: blocked() must not call Allow (ask policy.Breaker.Status, or add a side-effect-free method to the Breaker interface)")
+	f := newFake(flakyStart(2))
+	out := &countingOutbox{MemoryOutbox: delivery.NewMemoryOutbox(), outcomes: map[sdk.Outcome]int{}}
+	cooldown := 150 * ms
+	d := delivery.New(f, out, delivery.Options{Concurrency: 1, Retry: schedule(t, 0, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms),
+		Breaker: breaker(t, 2, cooldown.String(), "300ms")})
+	t.Cleanup(d.Stop)
+	enqueue(t, d, recs(5, "e", "https://crm.example")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.Drain(ctx); err != nil {
+		t.Fatalf("drain: %v (sent %d times)", err, len(f.log()))
+	}
+	sends := f.log()
+	if len(sends) != 7 {
+		t.Errorf("%d sends, want 7: 2 failures, the probe, the 4 others", len(sends))
+	}
+	if len(sends) >= 3 && sends[2].start.Sub(sends[1].end) < cooldown {
+		t.Errorf("the probe went %v after the circuit opened, before the %v cooldown", sends[2].start.Sub(sends[1].end), cooldown)
+	}
+	d.Stop()
+	total := 0
+	for i := range 5 {
+		id := "e-" + strconv.Itoa(i)
+		if out.Status(id) != "delivered" {
+			t.Errorf("%s: status %q", id, out.Status(id))
+		}
+		total += len(out.Log[id])
+	}
+	if total != 7 {
+		t.Errorf("%d attempts logged, want 7", total)
+	}
+}
+
+func TestLimiterPaces(t *testing.T) {
+	rate, err := policy.ParseRate("20/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(nil)
+	d, out := start(t, f, delivery.Options{Concurrency: 16, Limiter: policy.NewLimiter(rate, 1)})
+	// Two endpoints: each has its own budget.
+	enqueue(t, d, append(recs(10, "a", "a"), recs(10, "b", "b")...)...)
+	t0 := time.Now()
+	drain(t, d)
+	elapsed := time.Since(t0)
+
+	for _, ep := range []string{"a", "b"} {
+		var starts []time.Time
+		for _, s := range f.log() {
+			if s.endpoint == ep {
+				starts = append(starts, s.start)
+			}
+		}
+		if len(starts) != 10 {
+			t.Fatalf("%s: %d sends, want 10", ep, len(starts))
+		}
+		slices.SortFunc(starts, time.Time.Compare)
+		// 10 sends at 20/s: slots 0, 50, ..., 450 ms.
+		if span := starts[9].Sub(starts[0]); span < 445*ms {
+			t.Errorf("%s: 10 sends within %v, want at least 450ms at 20/s", ep, span)
+		}
+		for i := 2; i < len(starts); i++ {
+			if w := starts[i].Sub(starts[i-2]); w < 95*ms {
+				t.Errorf("%s: sends %d and %d only %v apart, want 100ms at 20/s", ep, i-1, i+1, w)
+			}
+		}
+	}
+	if elapsed > 900*ms+slack {
+		t.Errorf("took %v: the endpoints should be paced independently (about 450ms)", elapsed)
+	}
+	for _, r := range recs(10, "a", "a") {
+		if len(logOf(d, out, r.id)) != 1 {
+			t.Errorf("%s: waiting for the limiter should not count as an attempt", r.id)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name  string
+		after string
+		sched time.Duration
+		want  time.Duration
+	}{
+		{"Retry-After longer than the schedule wins", "1", 10 * ms, time.Second},
+		{"Retry-After shorter than the schedule does not shorten it", "0", 300 * ms, 300 * ms},
+		{"an HTTP date in the past", "Sun, 06 Nov 1994 08:49:37 GMT", 100 * ms, 100 * ms},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(failFirst(1, delivery.Result{Status: 429, Header: http.Header{"Retry-After": {tc.after}}}))
+			d, out := start(t, f, delivery.Options{Retry: schedule(t, 0, tc.sched)})
+			enqueue(t, d, rec{id: "r", endpoint: "e"})
+			drain(t, d)
+			s := f.of("r")
+			if len(s) != 2 || out.Status("r") != "delivered" {
+				t.Fatalf("%d sends, status %q", len(s), out.Status("r"))
+			}
+			if gap := s[1].start.Sub(s[0].end); gap < tc.want || gap > tc.want+slack {
+				t.Errorf("retried after %v, want %v", gap, tc.want)
+			}
+		})
+	}
+}
+
+func TestBatchTransport(t *testing.T) {
+	f := newFake(func(d sdk.Delivery, n int) delivery.Result {
+		if d.ID == "a-3" && n == 1 {
+			return delivery.Result{Status: 503}
+		}
+		return delivery.Result{Status: 200}
+	})
+	f.hold = 20 * ms
+	bt := &batchFake{fake: f, maxBatch: 4}
+	d, out := start(t, bt, delivery.Options{Concurrency: 2, Retry: schedule(t, 0, 30*ms)})
+	enqueue(t, d, append(recs(10, "a", "a"), recs(6, "b", "b")...)...)
+	drain(t, d)
+
+	bt.gmu.Lock()
+	groups, singles := bt.groups, bt.singles
+	bt.gmu.Unlock()
+	seen := map[string]int{}
+	full := 0
+	for _, g := range groups {
+		if len(g) < 2 || len(g) > 4 {
+			t.Errorf("group %v: want 2 to 4 deliveries (MaxBatch 4; one goes through Send)", g)
+		}
+		if len(g) == 4 {
+			full++
+		}
+		ep := g[0][:1]
+		for _, id := range g {
+			if id[:1] != ep {
+				t.Errorf("group %v mixes endpoints", g)
+			}
+			seen[id]++
+		}
+	}
+	for _, id := range singles {
+		seen[id]++
+	}
+	if full == 0 {
+		t.Errorf("no full group in %v: the loop should hand over MaxBatch due deliveries at once", groups)
+	}
+	f.mu.Lock()
+	// Per endpoint at most Concurrency requests, so at most 2×4 deliveries.
+	if f.maxInflight["a"] > 8 || f.maxInflight["b"] > 8 {
+		t.Errorf("%d and %d deliveries in flight, want at most 2 requests of 4", f.maxInflight["a"], f.maxInflight["b"])
+	}
+	f.mu.Unlock()
+	for _, r := range append(recs(10, "a", "a"), recs(6, "b", "b")...) {
+		want := 1
+		if r.id == "a-3" {
+			want = 2
+		}
+		if seen[r.id] != want || out.Status(r.id) != "delivered" {
+			t.Errorf("%s: sent %d times, status %q; want %d and delivered", r.id, seen[r.id], out.Status(r.id), want)
+		}
+		if log := logOf(d, out, r.id); len(log) != want {
+			t.Errorf("%s: %d attempts logged, want %d: results are recorded per delivery", r.id, len(log), want)
+		}
+	}
+	// The failed entry was retried alone, not with the group it came in.
+	if !slices.Contains(singles, "a-3") {
+		t.Errorf("a-3 was not retried alone: groups %v, singles %v", groups, singles)
+	}
+	if log := logOf(d, out, "a-3"); len(log) == 2 && (log[0].StatusCode != 503 || log[1].StatusCode != 200) {
+		t.Errorf("a-3 log %+v, want 503 then 200", log)
+	}
+}
+
+func TestBatchTransportMissingResult(t *testing.T) {
+	f := newFake(nil)
+	bt := &batchFake{fake: f, maxBatch: 3, short: true}
+	d, out := start(t, bt, delivery.Options{Concurrency: 1, Retry: schedule(t, 0, 10*ms)})
+	enqueue(t, d, recs(3, "a", "a")...)
+	drain(t, d)
+	for i, want := range []int{1, 1, 2} {
+		id := "a-" + strconv.Itoa(i)
+		if log := logOf(d, out, id); len(log) != want || out.Status(id) != "delivered" {
+			t.Errorf("%s: %d attempts, status %q; want %d, delivered", id, len(log), out.Status(id), want)
+		}
+	}
+	if log := logOf(d, out, "a-2"); len(log) == 2 && !strings.Contains(log[0].Error, "no result") {
+		t.Errorf("a-2's first attempt logged %q, want the missing result", log[0].Error)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	t.Run("returns at once when nothing is pending", func(t *testing.T) {
+		d, _ := start(t, newFake(nil), delivery.Options{})
+		t0 := time.Now()
+		drain(t, d)
+		if el := time.Since(t0); el > 200*ms {
+			t.Errorf("took %v", el)
+		}
+	})
+	t.Run("returns when everything is delivered or dead", func(t *testing.T) {
+		f := newFake(func(d sdk.Delivery, _ int) delivery.Result {
+			if d.ID == "refused" {
+				return delivery.Result{Status: 400}
+			}
+			return delivery.Result{Status: 200}
+		})
+		f.hold = 50 * ms
+		d, out := start(t, f, delivery.Options{})
+		enqueue(t, d, rec{id: "r", endpoint: "e"}, rec{id: "refused", endpoint: "e"})
+		drain(t, d)
+		if out.Status("r") != "delivered" || out.Status("refused") != "dead" {
+			t.Errorf("Drain returned with %q and %q", out.Status("r"), out.Status("refused"))
+		}
+	})
+	t.Run("honours ctx", func(t *testing.T) {
+		f := newFake(func(sdk.Delivery, int) delivery.Result { return delivery.Result{Status: 503} })
+		d, out := start(t, f, delivery.Options{Retry: schedule(t, 0, time.Hour)})
+		enqueue(t, d, rec{id: "r", endpoint: "e"})
+		ctx, cancel := context.WithTimeout(context.Background(), 150*ms)
+		defer cancel()
+		t0 := time.Now()
+		err := d.Drain(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Drain = %v, want the deadline", err)
+		}
+		if el := time.Since(t0); el > 150*ms+slack {
+			t.Errorf("Drain returned %v after a 150ms deadline", el)
+		}
+		if p, _, _ := d.Pending(context.Background()); p != 1 || out.Status("r") != "pending" {
+			t.Errorf("pending %d, status %q", p, out.Status("r"))
+		}
+		cancelled, cancel2 := context.WithCancel(context.Background())
+		cancel2()
+		if err := d.Drain(cancelled); !errors.Is(err, context.Canceled) {
+			t.Errorf("Drain with a cancelled ctx = %v", err)
+		}
+	})
+}
+
+func TestStop(t *testing.T) {
+	t.Run("waits for a send in flight", func(t *testing.T) {
+		f := newFake(nil)
+		f.hold, f.ignoreCtx = 200*ms, true
+		f.started = make(chan string, 1)
+		d, out := start(t, f, delivery.Options{})
+		enqueue(t, d, rec{id: "r", endpoint: "e"})
+		<-f.started
+		d.Stop()
+		stopped := time.Now()
+		s := f.of("r")
+		if len(s) != 1 || s[0].end.IsZero() || s[0].end.After(stopped) {
+			t.Fatalf("Stop returned before the send ended")
+		}
+		if out.Status("r") != "delivered" || len(out.Log["r"]) != 1 {
+			t.Errorf("the attempt that finished during Stop was not recorded: %q, %d attempts", out.Status("r"), len(out.Log["r"]))
+		}
+	})
+	t.Run("a cancelled send is released, not counted", func(t *testing.T) {
+		f := newFake(nil)
+		f.hold = 10 * time.Second // honours ctx
+		f.started = make(chan string, 1)
+		out := delivery.NewMemoryOutbox()
+		d := delivery.New(f, out, delivery.Options{})
+		t.Cleanup(d.Stop)
+		enqueue(t, d, rec{id: "r", endpoint: "e"})
+		<-f.started
+		t0 := time.Now()
+		d.Stop()
+		if el := time.Since(t0); el > time.Second {
+			t.Errorf("Stop took %v: the send's ctx should be cancelled", el)
+		}
+		if out.Status("r") != "pending" || len(out.Log["r"]) != 0 {
+			t.Fatalf("after Stop: status %q, %d attempts logged; want pending and none", out.Status("r"), len(out.Log["r"]))
+		}
+		// A later Deliverer over the same outbox delivers it, as its first attempt.
+		f2 := newFake(nil)
+		d2 := delivery.New(f2, out, delivery.Options{})
+		t.Cleanup(d2.Stop)
+		drain(t, d2)
+		if s := f2.of("r"); len(s) != 1 || s[0].attempts != 0 {
+			t.Errorf("second deliverer: sends %+v, want one with Attempts 0", s)
+		}
+		if log := logOf(d2, out, "r"); len(log) != 1 || out.Status("r") != "delivered" {
+			t.Errorf("log %+v, status %q", log, out.Status("r"))
+		}
+	})
+	t.Run("before Start and twice", func(t *testing.T) {
+		d := delivery.New(newFake(nil), nil, delivery.Options{})
+		d.Stop()
+		d.Start()
+		d.Stop()
+		d.Stop()
+	})
+}
+
+func TestEnqueue(t *testing.T) {
+	t.Run("a record that cannot be prepared fails the batch and stores nothing", func(t *testing.T) {
+		f := newFake(nil)
+		d, out := start(t, f, delivery.Options{})
+		err := d.Enqueue(context.Background(), batchOf(rec{id: "r0", endpoint: "e"}, rec{id: "bad-1", endpoint: "e"}))
+		if err == nil || !strings.Contains(err.Error(), "record 2 (bad-1)") || !strings.Contains(err.Error(), "cannot build a payload") {
+			t.Fatalf("Enqueue = %v, want an error naming record 2", err)
+		}
+		if p, dead, _ := out.Pending(context.Background()); p != 0 || dead != 0 || out.Status("r0") != "" {
+			t.Errorf("the failed batch left %d pending, %d dead", p, dead)
+		}
+	})
+	t.Run("the same record enqueued twice is delivered once", func(t *testing.T) {
+		f := newFake(nil)
+		d, out := start(t, f, delivery.Options{})
+		enqueue(t, d, rec{id: "r0", endpoint: "e"}, rec{id: "r1", endpoint: "e"})
+		drain(t, d)
+		enqueue(t, d, rec{id: "r0", endpoint: "e"})
+		drain(t, d)
+		if n := f.calls("r0"); n != 1 || len(logOf(d, out, "r0")) != 1 {
+			t.Errorf("r0 sent %d times", n)
+		}
+	})
+	t.Run("a nil outbox keeps deliveries in memory", func(t *testing.T) {
+		f := newFake(nil)
+		d := delivery.New(f, nil, delivery.Options{})
+		t.Cleanup(d.Stop)
+		enqueue(t, d, rec{id: "r0", endpoint: "e"})
+		drain(t, d)
+		if f.calls("r0") != 1 {
+			t.Errorf("r0 sent %d times", f.calls("r0"))
+		}
+	})
+}
+
+// policy.Retry.Delay(1) is the first attempt's delay, counted from when the
+// delivery was queued (policy's doc: "on queueing, for Delay(1)").
+func TestScheduleFirstEntryDelaysTheFirstAttempt(t *testing.T) {
+	t.Skip("BUG (sdk/delivery/delivery.go, Deliverer.Enqueue / MemoryOutbox.Enqueue): the first entry of a retry schedule " +
+		"is never used; deliveries are due at enqueue, so retry { schedule = [\"300ms\", ...] } sends the first attempt at once. " +
+		"policy documents schedule[0] as the wait before attempt 1 (Delay(1), from enqueue). The default schedule starts with 0s, so only custom schedules are affected")
+	f := newFake(nil)
+	d, _ := start(t, f, delivery.Options{Retry: schedule(t, 300*ms, 10*ms)})
+	t0 := time.Now()
+	enqueue(t, d, rec{id: "r", endpoint: "e"})
+	drain(t, d)
+	if s := f.of("r"); len(s) != 1 || s[0].start.Sub(t0) < 300*ms {
+		t.Errorf("first attempt %v after enqueue, want 300ms", s[0].start.Sub(t0))
+	}
+}
