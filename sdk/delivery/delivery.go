@@ -54,8 +54,12 @@ type Result struct {
 
 // Breaker is a per-endpoint circuit breaker (policy provides one).
 type Breaker interface {
+	// Allow is asked right before an attempt; in half-open state it lets
+	// one probe through.
 	Allow(endpoint string, now time.Time) (bool, time.Time)
 	Record(endpoint string, success bool, now time.Time)
+	// Status is a read-only look, for deciding what to lease.
+	Status(endpoint string, now time.Time) policy.BreakerStatus
 }
 
 // Options tune the loop.
@@ -281,10 +285,8 @@ func (d *Deliverer) blocked() ([]string, int) {
 		total += n + len(d.queued[ep])
 		if n+len(d.queued[ep]) >= d.opts.Concurrency {
 			skip = append(skip, ep)
-		} else if d.opts.Breaker != nil {
-			if ok, _ := d.opts.Breaker.Allow(ep, now); !ok {
-				skip = append(skip, ep)
-			}
+		} else if d.opts.Breaker != nil && d.opts.Breaker.Status(ep, now).State == policy.BreakerOpen {
+			skip = append(skip, ep)
 		}
 	}
 	return skip, max(0, maxLease-total)
