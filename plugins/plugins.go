@@ -10,6 +10,7 @@ import (
 	"github.com/pipelinehq/pipeline/sdk"
 
 	sinkfile "github.com/pipelinehq/pipeline/plugins/sink-file"
+	sinkslack "github.com/pipelinehq/pipeline/plugins/sink-slack"
 	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
 )
@@ -49,6 +50,7 @@ func init() {
 	register(func() any { return &sourcefile.Source{} })
 	register(func() any { return &sinkfile.Sink{} })
 	register(func() any { return &sinkwebhook.Sink{} })
+	register(func() any { return &sinkslack.Sink{} })
 }
 
 // Lookup finds a built-in by name ("sink-webhook").

@@ -150,6 +150,9 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 
 func (s *Sink) configure(cfg sdk.Config) error {
 	c := &s.cfg
+	if !cfg.HasTemplate("channel") {
+		c.Channel = strings.TrimSpace(c.Channel)
+	}
 	hasChannel := c.Channel != "" || cfg.HasTemplate("channel")
 	switch {
 	case c.WebhookURL != "" && c.Token != "":
@@ -232,7 +235,8 @@ func (s *Sink) configure(cfg sdk.Config) error {
 	}
 	opts.Breaker = breaker
 	transport := s.guard.Transport()
-	transport.MaxIdleConnsPerHost = max(c.Concurrency, 2)
+	// In Web API mode every channel's requests go to the one API host.
+	transport.MaxIdleConnsPerHost = max(c.Concurrency, 16)
 	s.client = &http.Client{
 		Timeout:   s.timeout,
 		Transport: transport,
@@ -265,7 +269,7 @@ func (s *Sink) checkAPIURL(raw string) (string, error) {
 // once they are durable there.
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.d.Enqueue(ctx, b); err != nil {
-		return errors.New(s.scrub(err.Error()))
+		return scrubbed(err, s.scrub)
 	}
 	return nil
 }
@@ -342,9 +346,6 @@ func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	if res.Err != nil {
 		res.Err = scrubbed(res.Err, s.scrub)
 	}
-	if res.Body != nil {
-		res.Body = []byte(s.scrub(string(res.Body)))
-	}
 	return res
 }
 
@@ -379,8 +380,7 @@ func (s *Sink) send(ctx context.Context, d sdk.Delivery) delivery.Result {
 		return fail(s.describe(err, target))
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxLogged))
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	body := s.readBody(resp.Body)
 	res := delivery.Result{Status: resp.StatusCode, Header: resp.Header, Body: body}
 
 	var ok bool
@@ -424,6 +424,23 @@ func (s *Sink) send(ctx context.Context, d sdk.Delivery) delivery.Result {
 		res.Err = fmt.Errorf("%s: %d %s", what, resp.StatusCode, slackErr)
 	}
 	return res
+}
+
+// readBody reads the start of a response body for the log, with the
+// secrets replaced (a proxy may echo the request). It reads a little more
+// than it keeps, so that a secret straddling the cut is replaced too.
+func (s *Sink) readBody(r io.Reader) []byte {
+	extra := 0
+	if len(s.secrets) > 0 {
+		extra = len(s.secrets[0])
+	}
+	body, _ := io.ReadAll(io.LimitReader(r, int64(maxLogged+extra)))
+	io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+	body = []byte(s.scrub(string(body)))
+	if len(body) > maxLogged {
+		body = body[:maxLogged]
+	}
+	return body
 }
 
 // errorString is Slack's error string in a failed answer: the "error" of a
