@@ -12,6 +12,7 @@ import (
 	sinkfile "github.com/pipelinehq/pipeline/plugins/sink-file"
 	sinkslack "github.com/pipelinehq/pipeline/plugins/sink-slack"
 	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
+	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
 )
 
@@ -51,6 +52,7 @@ func init() {
 	register(func() any { return &sinkfile.Sink{} })
 	register(func() any { return &sinkwebhook.Sink{} })
 	register(func() any { return &sinkslack.Sink{} })
+	register(func() any { return &sinkzendesk.Sink{} })
 }
 
 // Lookup finds a built-in by name ("sink-webhook").

@@ -206,6 +206,10 @@ func (d *Deliverer) loop(ctx context.Context) {
 		var next time.Time
 		var err error
 		if free > 0 {
+			// A batching transport gets full batches when enough is due.
+			if bt, ok := d.t.(BatchTransport); ok {
+				free = max(free, bt.MaxBatch())
+			}
 			ds, next, err = d.out.Lease(ctx, free, skip)
 			if err != nil {
 				if ctx.Err() != nil {
