@@ -429,45 +429,121 @@ func TestBreakerPausesWithoutUsingAttempts(t *testing.T) {
 	}
 }
 
-// After the cooldown one probe goes through; its success closes the circuit
-// and everything is delivered, each delivery with only the attempts it
-// really made.
-func TestBreakerProbeResumesDelivery(t *testing.T) {
-	t.Skip("BUG (sdk/delivery/delivery.go, Deliverer.blocked): blocked() calls Breaker.Allow for every endpoint on each loop pass. " +
-		"policy.Breaker.Allow is not a query: once the cooldown is over, the first Allow takes the half-open probe. blocked() takes it, " +
-		"so the delivery that is then leased is refused by attempt()'s own Allow (probe in flight) and released until the probe deadline; " +
-		"at the deadline blocked() takes the next probe, and so on: once a circuit has opened, the endpoint is never sent to again and Drain never returns. " +
-		"Fix: blocked() must not call Allow (ask policy.Breaker.Status, or add a side-effect-free method to the Breaker interface)")
-	f := newFake(flakyStart(2))
-	out := &countingOutbox{MemoryOutbox: delivery.NewMemoryOutbox(), outcomes: map[sdk.Outcome]int{}}
-	cooldown := 150 * ms
-	d := delivery.New(f, out, delivery.Options{Concurrency: 1, Retry: schedule(t, 0, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms),
-		Breaker: breaker(t, 2, cooldown.String(), "300ms")})
-	t.Cleanup(d.Stop)
-	enqueue(t, d, recs(5, "e", "https://crm.example")...)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := d.Drain(ctx); err != nil {
-		t.Fatalf("drain: %v (sent %d times)", err, len(f.log()))
+// recordingBreaker is a policy.Breaker that notes what the Deliverer asks
+// of it and when the circuit opens.
+type recordingBreaker struct {
+	*policy.Breaker
+	mu      sync.Mutex
+	allowed []time.Time // every Allow that said yes
+	trips   []time.Time // every Record after which the circuit was open
+	records []time.Time
+}
+
+func (b *recordingBreaker) Allow(ep string, now time.Time) (bool, time.Time) {
+	ok, at := b.Breaker.Allow(ep, now)
+	if ok {
+		b.mu.Lock()
+		b.allowed = append(b.allowed, now)
+		b.mu.Unlock()
 	}
-	sends := f.log()
-	if len(sends) != 7 {
-		t.Errorf("%d sends, want 7: 2 failures, the probe, the 4 others", len(sends))
+	return ok, at
+}
+
+func (b *recordingBreaker) Record(ep string, success bool, now time.Time) {
+	before := b.Breaker.Status(ep, now).State
+	b.Breaker.Record(ep, success, now)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.records = append(b.records, now)
+	if before != policy.BreakerOpen && b.Breaker.Status(ep, now).State == policy.BreakerOpen {
+		b.trips = append(b.trips, now)
 	}
-	if len(sends) >= 3 && sends[2].start.Sub(sends[1].end) < cooldown {
-		t.Errorf("the probe went %v after the circuit opened, before the %v cooldown", sends[2].start.Sub(sends[1].end), cooldown)
+}
+
+// After the cooldown one probe goes through, alone; its success closes the
+// circuit and everything is delivered, its failure reopens the circuit for
+// twice as long. Every attempt the breaker allows is made, and no delivery
+// uses an attempt it did not make.
+func TestBreakerProbe(t *testing.T) {
+	const cooldown = 150 * ms
+	tests := []struct {
+		name        string
+		concurrency int
+		hold        time.Duration
+		failures    int // the endpoint's first answers that are 503
+		wantSends   int // 0: not checked
+		wantTrips   int
+	}{
+		{"the probe succeeds", 1, 0, 2, 7, 1},
+		{"the probe fails and the circuit reopens for twice as long", 1, 0, 3, 8, 2},
+		{"the probe goes alone", 4, 30 * ms, 2, 0, 1},
 	}
-	d.Stop()
-	total := 0
-	for i := range 5 {
-		id := "e-" + strconv.Itoa(i)
-		if out.Status(id) != "delivered" {
-			t.Errorf("%s: status %q", id, out.Status(id))
-		}
-		total += len(out.Log[id])
-	}
-	if total != 7 {
-		t.Errorf("%d attempts logged, want 7", total)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(flakyStart(tc.failures))
+			f.hold = tc.hold
+			out := &countingOutbox{MemoryOutbox: delivery.NewMemoryOutbox(), outcomes: map[sdk.Outcome]int{}}
+			b := &recordingBreaker{Breaker: breaker(t, 2, cooldown.String(), "5s")}
+			d := delivery.New(f, out, delivery.Options{Concurrency: tc.concurrency, Retry: schedule(t, 0, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms, 10*ms),
+				Breaker: b})
+			t.Cleanup(d.Stop)
+			enqueue(t, d, recs(5, "e", "https://crm.example")...)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := d.Drain(ctx); err != nil {
+				t.Fatalf("drain: %v (sent %d times)", err, len(f.log()))
+			}
+			d.Stop()
+			sends := f.log()
+			if tc.wantSends != 0 && len(sends) != tc.wantSends {
+				t.Errorf("%d sends, want %d", len(sends), tc.wantSends)
+			}
+			if len(b.allowed) != len(sends) {
+				t.Errorf("the breaker allowed %d attempts, %d were made: an allowed probe was not sent", len(b.allowed), len(sends))
+			}
+			if len(b.trips) != tc.wantTrips {
+				t.Fatalf("the circuit opened %d times, want %d", len(b.trips), tc.wantTrips)
+			}
+			// Nothing is allowed during a cooldown; the first attempt after it
+			// is the probe, and nothing else is allowed until it is reported.
+			for k, trip := range b.trips {
+				cd := cooldown << k // doubles after a failed probe
+				var probe time.Time
+				for _, at := range b.allowed {
+					if at.After(trip) {
+						probe = at
+						break
+					}
+				}
+				if probe.IsZero() || probe.Sub(trip) < cd {
+					t.Errorf("circuit opened at +%v: next attempt allowed %v later, want after the %v cooldown", trip.Sub(sends[0].start), probe.Sub(trip), cd)
+					continue
+				}
+				var report time.Time
+				for _, at := range b.records {
+					if !at.Before(probe) {
+						report = at
+						break
+					}
+				}
+				for _, at := range b.allowed {
+					if at.After(probe) && at.Before(report) {
+						t.Errorf("an attempt was allowed %v after the probe, before its result", at.Sub(probe))
+					}
+				}
+			}
+			total := 0
+			for i := range 5 {
+				id := "e-" + strconv.Itoa(i)
+				if out.Status(id) != "delivered" {
+					t.Errorf("%s: status %q", id, out.Status(id))
+				}
+				total += len(out.Log[id])
+			}
+			if total != len(sends) {
+				t.Errorf("%d attempts logged for %d sends: the breaker must not use up attempts", total, len(sends))
+			}
+		})
 	}
 }
 

@@ -50,6 +50,7 @@ type send struct {
 	id, endpoint string
 	attempts     int // sdk.Delivery.Attempts as handed to the transport
 	n            int // the fake's own count of sends of this id, 1-based
+	status       int // the status code answered
 	start, end   time.Time
 }
 
@@ -168,7 +169,11 @@ func (f *fake) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	if err := f.wait(ctx); err != nil {
 		return delivery.Result{Err: fmt.Errorf("POST %s: %w", d.Endpoint, err)}
 	}
-	return f.answer(d, n)
+	res := f.answer(d, n)
+	f.mu.Lock()
+	s.status = res.Status
+	f.mu.Unlock()
+	return res
 }
 
 // log returns the sends so far, in the order they started.
