@@ -189,12 +189,15 @@ func (o *Outbox) Lease(ctx context.Context, now time.Time, max int, skipEndpoint
 	var next sql.NullInt64
 	// Deliveries waiting behind an earlier one with their order key are not
 	// due on their own: they follow when that one is done.
+	// Nor are deliveries to the skipped endpoints: the caller asks again
+	// when one of those has room.
+	nextArgs := append([]any{o.pipeline, o.sink}, args[3:len(args)-1]...)
 	if err := tx.QueryRowContext(ctx, `SELECT MIN(d.next_at) FROM deliveries d
-		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0
+		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0`+skip+`
 		AND (d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries e
 			WHERE e.pipeline = d.pipeline AND e.sink = d.sink AND e.order_key = d.order_key
 			AND e.status = 'pending' AND e.rowid < d.rowid))`,
-		o.pipeline, o.sink).Scan(&next); err != nil {
+		nextArgs...).Scan(&next); err != nil {
 		return nil, time.Time{}, o.wrap("lease", err)
 	}
 	var nextDue time.Time
