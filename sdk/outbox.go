@@ -34,6 +34,9 @@ type Delivery struct {
 	OrderKey string // same key: one at a time, in order
 	Payload  []byte // the sink's own encoding of the request
 	Attempts int    // attempts made so far
+	// NotBefore, when set on Enqueue, delays the first attempt (a retry
+	// schedule whose first entry is not "0s").
+	NotBefore time.Time
 }
 
 // Attempt is one try, as the delivery log keeps it. Error must not hold
@@ -70,7 +73,11 @@ func dialOutbox(b *plugin.GRPCBroker, id uint32) (Outbox, error) {
 func (o *stateOutbox) Enqueue(ctx context.Context, ds []Delivery) error {
 	req := &pluginv1.EnqueueRequest{}
 	for _, d := range ds {
-		req.Deliveries = append(req.Deliveries, &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload})
+		pd := &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload}
+		if !d.NotBefore.IsZero() {
+			pd.NotBeforeUnixMs = d.NotBefore.UnixMilli()
+		}
+		req.Deliveries = append(req.Deliveries, pd)
 	}
 	_, err := o.c.Enqueue(ctx, req)
 	return err

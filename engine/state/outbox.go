@@ -62,6 +62,8 @@ type Delivery struct {
 	OrderKey string
 	Payload  []byte
 	Attempts int
+	// NotBefore, on Enqueue, is when the first attempt is due (zero: now).
+	NotBefore time.Time
 }
 
 // Attempt is one try at a delivery, as the delivery log keeps it.
@@ -129,7 +131,11 @@ func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (int
 	defer stmt.Close()
 	added := 0
 	for _, d := range ds {
-		res, err := stmt.ExecContext(ctx, o.pipeline, o.sink, d.ID, d.Endpoint, d.OrderKey, d.Payload, ms(now), ms(now), ms(now))
+		due := now
+		if d.NotBefore.After(now) {
+			due = d.NotBefore
+		}
+		res, err := stmt.ExecContext(ctx, o.pipeline, o.sink, d.ID, d.Endpoint, d.OrderKey, d.Payload, ms(due), ms(now), ms(now))
 		if err != nil {
 			return 0, o.wrap("enqueue", err)
 		}

@@ -42,6 +42,9 @@ func (s *Service) Enqueue(ctx context.Context, req *pluginv1.EnqueueRequest) (*p
 			return nil, status.Error(codes.InvalidArgument, "a delivery needs an id")
 		}
 		ds[i] = Delivery{ID: d.Id, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload}
+		if d.NotBeforeUnixMs > 0 {
+			ds[i].NotBefore = time.UnixMilli(d.NotBeforeUnixMs)
+		}
 	}
 	n, err := s.outbox.Enqueue(ctx, ds, s.now())
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,6 +87,7 @@ type Deliverer struct {
 	queued   map[string][]sdk.Delivery // leased, waiting for a free slot, by endpoint
 	gone     map[string]bool           // endpoints that answered 410 Gone
 	kick     chan struct{}
+	gen      uint64 // counts Enqueue calls
 	started  bool
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -117,16 +120,25 @@ func New(t Transport, out sdk.Outbox, opts Options) *Deliverer {
 // returns nil the batch may be acked: the deliveries are durable.
 func (d *Deliverer) Enqueue(ctx context.Context, b sdk.Batch) error {
 	ds := make([]sdk.Delivery, 0, b.Len())
+	// The schedule's first entry is the wait before the first attempt.
+	var notBefore time.Time
+	if first, ok := d.opts.Retry.Delay(1, d.rnd); ok && first > 0 {
+		notBefore = d.opts.Now().Add(first)
+	}
 	for i := 0; i < b.Len(); i++ {
 		del, err := d.t.Prepare(b, i)
 		if err != nil {
 			return fmt.Errorf("record %d (%s): %w", i+1, b.ID(i), err)
 		}
+		del.NotBefore = notBefore
 		ds = append(ds, del)
 	}
 	if err := d.out.Enqueue(ctx, ds); err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
+	d.mu.Lock()
+	d.gen++
+	d.mu.Unlock()
 	d.Start()
 	d.poke()
 	return nil
@@ -166,8 +178,18 @@ func (d *Deliverer) Stop() {
 	d.wg.Wait()
 	d.mu.Lock()
 	d.started = false // a later Enqueue or Drain starts it again
+	queued := d.queued
 	d.queued = map[string][]sdk.Delivery{}
 	d.mu.Unlock()
+	// Leased but never started: hand them back, due now.
+	now := d.opts.Now()
+	for _, q := range queued {
+		for _, del := range q {
+			if err := d.out.Record(context.Background(), del.ID, sdk.Attempt{}, sdk.Release, now); err != nil {
+				d.opts.Log.Error("outbox release failed", "delivery", del.ID, "error", err.Error())
+			}
+		}
+	}
 }
 
 // Drain waits until nothing is pending (delivered or dead), or ctx ends.
@@ -200,12 +222,25 @@ const maxLease = 64
 
 func (d *Deliverer) loop(ctx context.Context) {
 	defer close(d.done)
+	// A lease that found nothing while some endpoints were skipped as busy
+	// is not repeated with the same skip list until new deliveries are
+	// enqueued or the wait for the next due one is over: a finished attempt
+	// on a busy endpoint frees its slot (and so changes the list).
+	var emptySkip string
+	var emptyGen uint64
+	timedOut := false
 	for ctx.Err() == nil {
 		skip, free := d.blocked()
+		sort.Strings(skip)
+		skipKey := strings.Join(skip, "\x00")
+		d.mu.Lock()
+		gen := d.gen
+		d.mu.Unlock()
+		repeat := len(skip) > 0 && skipKey == emptySkip && gen == emptyGen && !timedOut
 		var ds []sdk.Delivery
 		var next time.Time
 		var err error
-		if free > 0 {
+		if free > 0 && !repeat {
 			// A batching transport gets full batches when enough is due.
 			if bt, ok := d.t.(BatchTransport); ok {
 				free = max(free, bt.MaxBatch())
@@ -217,6 +252,12 @@ func (d *Deliverer) loop(ctx context.Context) {
 				}
 				d.opts.Log.Error("outbox lease failed", "error", err.Error())
 				next = d.opts.Now().Add(time.Second)
+			}
+		}
+		if !repeat {
+			emptySkip, emptyGen = "", 0
+			if len(ds) == 0 && len(skip) > 0 {
+				emptySkip, emptyGen = skipKey, gen
 			}
 		}
 		d.mu.Lock()
@@ -235,12 +276,14 @@ func (d *Deliverer) loop(ctx context.Context) {
 			}
 		}
 		timer := time.NewTimer(wait)
+		timedOut = false
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
 		case <-d.kick:
 		case <-timer.C:
+			timedOut = true
 		}
 		timer.Stop()
 	}

@@ -41,6 +41,9 @@ func (m *MemoryOutbox) Enqueue(_ context.Context, ds []sdk.Delivery) error {
 			continue
 		}
 		r := &memRow{d: d, status: "pending", next: time.Now()}
+		if d.NotBefore.After(r.next) {
+			r.next = d.NotBefore
+		}
 		m.rows = append(m.rows, r)
 		m.ids[d.ID] = r
 	}

@@ -744,14 +744,16 @@ func (x *WriteResponse) GetSeq() uint64 {
 }
 
 type Delivery struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // stable: the webhook-id, the dedupe key
-	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`                 // what concurrency, rate limits and the breaker are per
-	OrderKey      string                 `protobuf:"bytes,3,opt,name=order_key,json=orderKey,proto3" json:"order_key,omitempty"` // deliveries with the same key go one at a time, in order
-	Payload       []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`                   // the plugin's own encoding of what to send
-	Attempts      uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`                // attempts made so far
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // stable: the webhook-id, the dedupe key
+	Endpoint string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`                 // what concurrency, rate limits and the breaker are per
+	OrderKey string                 `protobuf:"bytes,3,opt,name=order_key,json=orderKey,proto3" json:"order_key,omitempty"` // deliveries with the same key go one at a time, in order
+	Payload  []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`                   // the plugin's own encoding of what to send
+	Attempts uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`                // attempts made so far
+	// Enqueue only: the first attempt is not due before this (unix ms; 0: now).
+	NotBeforeUnixMs int64 `protobuf:"varint,6,opt,name=not_before_unix_ms,json=notBeforeUnixMs,proto3" json:"not_before_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -815,6 +817,13 @@ func (x *Delivery) GetPayload() []byte {
 func (x *Delivery) GetAttempts() uint32 {
 	if x != nil {
 		return x.Attempts
+	}
+	return 0
+}
+
+func (x *Delivery) GetNotBeforeUnixMs() int64 {
+	if x != nil {
+		return x.NotBeforeUnixMs
 	}
 	return 0
 }
@@ -1349,13 +1358,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\"!\n" +
 	"\rWriteResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x89\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xb6\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1b\n" +
 	"\torder_key\x18\x03 \x01(\tR\borderKey\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1a\n" +
-	"\battempts\x18\x05 \x01(\rR\battempts\"N\n" +
+	"\battempts\x18\x05 \x01(\rR\battempts\x12+\n" +
+	"\x12not_before_unix_ms\x18\x06 \x01(\x03R\x0fnotBeforeUnixMs\"N\n" +
 	"\x0eEnqueueRequest\x12<\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
