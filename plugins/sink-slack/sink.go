@@ -110,20 +110,8 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "timeout", Type: sdk.String, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 1, Description: "Requests in flight at once per channel (per webhook URL); 1 keeps a channel's messages in order."},
 			{Name: "rate_limit", Type: sdk.String, Default: "1/s", Description: `Most messages per channel (per webhook URL), e.g. "1/s" (Slack's limit) or "20/m".`},
-			{Name: "retry", Description: `Retry policy: { schedule = ["0s", "5s", "5m", ...] } (the default schedule is 0s 5s 5m 30m 2h 5h 10h 10h) or { max_attempts = 8  initial = "5s"  max = "10h" } (exponential, full jitter).`,
-				Nested: []sdk.Attribute{
-					{Name: "schedule", Type: sdk.ListOf(sdk.String)},
-					{Name: "max_attempts", Type: sdk.Number},
-					{Name: "initial", Type: sdk.String},
-					{Name: "max", Type: sdk.String},
-				}},
-			{Name: "circuit_breaker", Description: "Pause a channel (webhook) after consecutive failures, then probe it: { failures = 5  cooldown = \"30s\" }.",
-				Nested: []sdk.Attribute{
-					{Name: "failures", Type: sdk.Number},
-					{Name: "cooldown", Type: sdk.String},
-					{Name: "max_cooldown", Type: sdk.String},
-					{Name: "probe_timeout", Type: sdk.String},
-				}},
+			delivery.RetryAttribute(),
+			delivery.BreakerAttribute("a channel (a webhook)"),
 			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow loopback, private and link-local addresses (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
 			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse plain http URLs."},
 		},
@@ -211,11 +199,9 @@ func (s *Sink) configure(cfg sdk.Config) error {
 	if log == nil {
 		log = sdk.Logger()
 	}
-	opts := delivery.Options{Concurrency: c.Concurrency, Log: log.With("sink", s.name), Retry: policy.DefaultRetry()}
-	if c.Retry != nil {
-		if opts.Retry, err = policy.ParseRetry(*c.Retry); err != nil {
-			return fmt.Errorf("retry: %w", err)
-		}
+	opts := delivery.Options{Concurrency: c.Concurrency, Log: log.With("sink", s.name)}
+	if opts.Retry, opts.Breaker, err = delivery.Policies(c.Retry, c.Breaker); err != nil {
+		return err
 	}
 	rate := policy.SlackPerChannel
 	if c.RateLimit != "" {
@@ -225,15 +211,6 @@ func (s *Sink) configure(cfg sdk.Config) error {
 	}
 	s.limiter = policy.NewLimiter(rate, 1)
 	opts.Limiter = s.limiter
-	var bc policy.BreakerConfig
-	if c.Breaker != nil {
-		bc = *c.Breaker
-	}
-	breaker, err := policy.NewBreaker(bc)
-	if err != nil {
-		return fmt.Errorf("circuit_breaker: %w", err)
-	}
-	opts.Breaker = breaker
 	transport := s.guard.Transport()
 	// In Web API mode every channel's requests go to the one API host.
 	transport.MaxIdleConnsPerHost = max(c.Concurrency, 16)

@@ -89,18 +89,8 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "concurrency", Type: sdk.Number, Default: 16, Description: "Requests in flight at once per endpoint."},
 			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per endpoint, e.g. "50/s" or "600/m".`},
 			{Name: "order_by", Type: sdk.String, Expression: true, Description: "An expression (e.g. metadata.customer_id): records with the same value are delivered one at a time, in source order."},
-			{Name: "retry", Description: `Retry policy: { schedule = ["0s", "5s", "5m", ...] } (the default schedule is 0s 5s 5m 30m 2h 5h 10h 10h) or { max_attempts = 8  initial = "5s"  max = "10h" } (exponential, full jitter).`,
-				Nested: []sdk.Attribute{
-					{Name: "schedule", Type: sdk.ListOf(sdk.String)},
-					{Name: "max_attempts", Type: sdk.Number},
-					{Name: "initial", Type: sdk.String},
-					{Name: "max", Type: sdk.String},
-				}},
-			{Name: "circuit_breaker", Description: "Pause an endpoint after consecutive failures, then probe it: { failures = 5  cooldown = \"30s\" }.",
-				Nested: []sdk.Attribute{
-					{Name: "failures", Type: sdk.Number},
-					{Name: "cooldown", Type: sdk.String},
-				}},
+			delivery.RetryAttribute(),
+			delivery.BreakerAttribute("an endpoint"),
 			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow loopback, private and link-local addresses (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
 			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse plain http URLs."},
 		},
@@ -144,11 +134,9 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	if s.cfg.Concurrency < 1 {
 		return errors.New("concurrency must be at least 1")
 	}
-	opts := delivery.Options{Concurrency: s.cfg.Concurrency, Log: sdk.Logger().With("sink", s.name), Retry: policy.DefaultRetry()}
-	if s.cfg.Retry != nil {
-		if opts.Retry, err = policy.ParseRetry(*s.cfg.Retry); err != nil {
-			return fmt.Errorf("retry: %w", err)
-		}
+	opts := delivery.Options{Concurrency: s.cfg.Concurrency, Log: sdk.Logger().With("sink", s.name)}
+	if opts.Retry, opts.Breaker, err = delivery.Policies(s.cfg.Retry, s.cfg.Breaker); err != nil {
+		return err
 	}
 	if s.cfg.RateLimit != "" {
 		rate, err := policy.ParseRate(s.cfg.RateLimit)
@@ -157,15 +145,6 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 		}
 		opts.Limiter = policy.NewLimiter(rate, 1)
 	}
-	var bc policy.BreakerConfig
-	if s.cfg.Breaker != nil {
-		bc = *s.cfg.Breaker
-	}
-	breaker, err := policy.NewBreaker(bc)
-	if err != nil {
-		return fmt.Errorf("circuit_breaker: %w", err)
-	}
-	opts.Breaker = breaker
 	transport := s.guard.Transport()
 	transport.MaxIdleConnsPerHost = s.cfg.Concurrency
 	s.client = &http.Client{

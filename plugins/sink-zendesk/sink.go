@@ -174,18 +174,8 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per account, e.g. "200/m". Zendesk's rate-limit headers slow requests down in any case.`},
 			{Name: "poll_interval", Type: sdk.String, Default: "1s", Description: "How often an update_many job's status is polled."},
 			{Name: "poll_timeout", Type: sdk.String, Default: "5m", Description: "How long a job may stay queued or working before the attempt counts as failed and is retried."},
-			{Name: "retry", Description: `Retry policy: { schedule = ["0s", "5s", "5m", ...] } (the default schedule is 0s 5s 5m 30m 2h 5h 10h 10h) or { max_attempts = 8  initial = "5s"  max = "10h" } (exponential, full jitter).`,
-				Nested: []sdk.Attribute{
-					{Name: "schedule", Type: sdk.ListOf(sdk.String)},
-					{Name: "max_attempts", Type: sdk.Number},
-					{Name: "initial", Type: sdk.String},
-					{Name: "max", Type: sdk.String},
-				}},
-			{Name: "circuit_breaker", Description: "Pause the account after consecutive failures, then probe it: { failures = 5  cooldown = \"30s\" }.",
-				Nested: []sdk.Attribute{
-					{Name: "failures", Type: sdk.Number},
-					{Name: "cooldown", Type: sdk.String},
-				}},
+			delivery.RetryAttribute(),
+			delivery.BreakerAttribute("the account"),
 			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow an api_url on loopback, private and link-local addresses, and over plain http (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
 			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse a plain http api_url even with allow_private_networks."},
 		},
@@ -262,11 +252,9 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 		return errors.New("concurrency: must be at least 1")
 	}
 
-	opts := delivery.Options{Concurrency: c.Concurrency, Log: s.log, Retry: policy.DefaultRetry()}
-	if c.Retry != nil {
-		if opts.Retry, err = policy.ParseRetry(*c.Retry); err != nil {
-			return fmt.Errorf("retry: %w", err)
-		}
+	opts := delivery.Options{Concurrency: c.Concurrency, Log: s.log}
+	if opts.Retry, opts.Breaker, err = delivery.Policies(c.Retry, c.Breaker); err != nil {
+		return err
 	}
 	// The limiter always exists: Zendesk's rate-limit headers and 429s
 	// pause it for the whole account even without a rate_limit.
@@ -278,13 +266,6 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	s.limiter = policy.NewLimiter(rate, 1)
 	opts.Limiter = s.limiter
-	var bc policy.BreakerConfig
-	if c.Breaker != nil {
-		bc = *c.Breaker
-	}
-	if opts.Breaker, err = policy.NewBreaker(bc); err != nil {
-		return fmt.Errorf("circuit_breaker: %w", err)
-	}
 
 	transport := s.guard.Transport()
 	transport.MaxIdleConnsPerHost = c.Concurrency
