@@ -30,49 +30,6 @@ const ms = time.Millisecond
 
 // outbox is sdk.Outbox over a state.Outbox, as the engine's plugin service
 // serves it.
-type outbox struct{ o *state.Outbox }
-
-var _ sdk.Outbox = outbox{}
-
-func (a outbox) Enqueue(ctx context.Context, ds []sdk.Delivery) error {
-	in := make([]state.Delivery, len(ds))
-	for i, d := range ds {
-		in[i] = state.Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload}
-	}
-	_, err := a.o.Enqueue(ctx, in, time.Now())
-	return err
-}
-
-func (a outbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery, time.Time, error) {
-	ds, next, err := a.o.Lease(ctx, time.Now(), n, skip)
-	out := make([]sdk.Delivery, len(ds))
-	for i, d := range ds {
-		out[i] = sdk.Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, Attempts: d.Attempts}
-	}
-	return out, next, err
-}
-
-func (a outbox) Record(ctx context.Context, id string, at sdk.Attempt, o sdk.Outcome, next time.Time) error {
-	var oc state.Outcome
-	switch o {
-	case sdk.Delivered:
-		oc = state.Delivered
-	case sdk.Retry:
-		oc = state.Retry
-	case sdk.Dead:
-		oc = state.Dead
-	case sdk.Release:
-		oc = state.Release
-	default:
-		return errors.New("unknown outcome")
-	}
-	return a.o.Record(ctx, id, state.Attempt{At: at.At, StatusCode: at.StatusCode, Latency: at.Latency, Error: at.Error, Response: at.Response}, oc, next)
-}
-
-func (a outbox) Pending(ctx context.Context) (int, int, error) {
-	p, d, _, err := a.o.Pending(ctx)
-	return p, d, err
-}
 
 type rec struct{ id, endpoint, key string }
 
@@ -208,7 +165,7 @@ func sched(t *testing.T, ds ...time.Duration) policy.Retry {
 
 func run(t *testing.T, s *state.Store, tr delivery.Transport, opts delivery.Options) *delivery.Deliverer {
 	t.Helper()
-	d := delivery.New(tr, outbox{s.Outbox("churn", "crm")}, opts)
+	d := delivery.New(tr, s.Outbox("churn", "crm").SDK(), opts)
 	t.Cleanup(d.Stop)
 	return d
 }
@@ -404,7 +361,7 @@ func TestDelivererOverTheStateOutboxNextSession(t *testing.T) {
 	tr := newTransport(nil)
 	tr.hold = 10 * time.Second
 	tr.started = make(chan struct{}, 1)
-	d := delivery.New(tr, outbox{s.Outbox("churn", "crm")}, delivery.Options{})
+	d := delivery.New(tr, s.Outbox("churn", "crm").SDK(), delivery.Options{})
 	enqueue(t, d, rec{id: "stopped", endpoint: "e"})
 	<-tr.started
 	d.Stop() // cancels the send: released, not an attempt

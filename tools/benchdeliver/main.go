@@ -20,7 +20,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -307,7 +306,7 @@ func setup(want, c int) (*receiver, *sinkwebhook.Sink, *leaseStats, func(), erro
 	})
 	s := &sinkwebhook.Sink{}
 	stats := &leaseStats{}
-	if err := s.Configure(ctx, sdk.Config{Name: "crm", JSON: cfg, Outbox: outbox{out, stats}}); err != nil {
+	if err := s.Configure(ctx, sdk.Config{Name: "crm", JSON: cfg, Outbox: outbox{out.SDK(), stats}}); err != nil {
 		stop()
 		return nil, nil, nil, nil, fmt.Errorf("configure the webhook sink: %w", err)
 	}
@@ -433,11 +432,11 @@ func round(d time.Duration) string {
 	return d.Round(time.Microsecond).String()
 }
 
-// outbox is sdk.Outbox over the engine's state.Outbox, as the engine's
-// plugin service (state.Service) serves it, without the gRPC hop.
-// It counts the Lease calls, and those that handed out nothing.
+// outbox is the engine's outbox (state.Outbox.SDK: what the engine's
+// plugin service serves, without the gRPC hop). It counts the Lease calls,
+// and those that handed out nothing.
 type outbox struct {
-	o     *state.Outbox
+	sdk.Outbox
 	stats *leaseStats
 }
 
@@ -453,20 +452,9 @@ func (l *leaseStats) get() (calls, empty int, took time.Duration) {
 	return l.calls, l.empty, l.took
 }
 
-var _ sdk.Outbox = outbox{}
-
-func (a outbox) Enqueue(ctx context.Context, ds []sdk.Delivery) error {
-	in := make([]state.Delivery, len(ds))
-	for i, d := range ds {
-		in[i] = state.Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload}
-	}
-	_, err := a.o.Enqueue(ctx, in, time.Now())
-	return err
-}
-
 func (a outbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery, time.Time, error) {
 	t0 := time.Now()
-	ds, next, err := a.o.Lease(ctx, t0, max(n, 1), skip)
+	ds, next, err := a.Outbox.Lease(ctx, n, skip)
 	a.stats.mu.Lock()
 	a.stats.calls++
 	if len(ds) == 0 {
@@ -474,31 +462,5 @@ func (a outbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery
 	}
 	a.stats.took += time.Since(t0)
 	a.stats.mu.Unlock()
-	out := make([]sdk.Delivery, len(ds))
-	for i, d := range ds {
-		out[i] = sdk.Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, Attempts: d.Attempts}
-	}
-	return out, next, err
-}
-
-func (a outbox) Record(ctx context.Context, id string, at sdk.Attempt, o sdk.Outcome, next time.Time) error {
-	var oc state.Outcome
-	switch o {
-	case sdk.Delivered:
-		oc = state.Delivered
-	case sdk.Retry:
-		oc = state.Retry
-	case sdk.Dead:
-		oc = state.Dead
-	case sdk.Release:
-		oc = state.Release
-	default:
-		return errors.New("unknown outcome")
-	}
-	return a.o.Record(ctx, id, state.Attempt{At: at.At, StatusCode: at.StatusCode, Latency: at.Latency, Error: at.Error, Response: at.Response}, oc, next)
-}
-
-func (a outbox) Pending(ctx context.Context) (int, int, error) {
-	p, d, _, err := a.o.Pending(ctx)
-	return p, d, err
+	return ds, next, err
 }
