@@ -158,11 +158,15 @@ func (p *Plugin) errOp(op string, err error) error {
 		return nil
 	}
 	msg := err.Error()
+	// An answer from the plugin means it is alive; anything else (the
+	// connection broke, the stream ended) may mean it died.
+	answered := false
 	if st, ok := status.FromError(err); ok {
 		msg = st.Message()
 		if st.Code() == codes.Canceled {
 			return &Error{Plugin: p.spec.Label(), Msg: "cancelled", Canceled: true}
 		}
+		answered = st.Code() != codes.Unavailable && st.Code() != codes.Internal
 	}
 	if op != "" {
 		msg = op + ": " + msg
@@ -170,9 +174,13 @@ func (p *Plugin) errOp(op string, err error) error {
 	e := &Error{Plugin: p.spec.Label(), Msg: msg}
 	if p.runner != nil {
 		// The stream usually breaks before the process is reaped.
+		wait := 2 * time.Second
+		if answered {
+			wait = 0
+		}
 		select {
 		case <-p.runner.done:
-		case <-time.After(2 * time.Second):
+		case <-time.After(wait):
 		}
 		if st, done := p.runner.exitStatus(); done {
 			e.Exit = st
