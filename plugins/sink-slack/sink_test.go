@@ -605,7 +605,7 @@ func TestPacing(t *testing.T) {
 		{"three messages to one channel", apiMode, nil, nil, 2 * time.Second, 5 * time.Second},
 		{"three messages to one channel, concurrency 16", apiMode, map[string]any{"concurrency": 16}, nil, 2 * time.Second, 5 * time.Second},
 		{"three messages to one webhook URL", webhookMode, nil, nil, 2 * time.Second, 5 * time.Second},
-		{"three messages to three channels", apiMode, nil, []string{"C1", "C2", "C3"}, 0, 900 * time.Millisecond},
+		{"three messages to three channels", apiMode, nil, []string{"C1", "C2", "C3"}, 0, 1800 * time.Millisecond}, // paced, they would take >= 2 s; slack for a loaded CI machine
 		{"three channels rendered the same are one", apiMode, nil, []string{"C1", "C1 ", "C1"}, 2 * time.Second, 5 * time.Second},
 	}
 	for _, tt := range tests {
