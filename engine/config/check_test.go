@@ -218,12 +218,8 @@ sink "webhook" "crm" {
 	}
 }
 
-// TestRealCompiler checks a bad field name with engine/expr itself, once it
-// is more than a stub.
+// TestRealCompiler checks a bad field name with engine/expr itself.
 func TestRealCompiler(t *testing.T) {
-	if _, err := expr.CompilePredicate("true", nil); err != nil && err.Error() == "not implemented" {
-		t.Skip("engine/expr.CompilePredicate still returns \"not implemented\"; this test runs once it compiles")
-	}
 	p := loadString(t, `
 source "file" "calls" {
   path = "a"
