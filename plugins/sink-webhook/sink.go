@@ -176,16 +176,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 
 // Close waits until every delivery has succeeded or is dead, unless the run
 // asked not to wait.
-func (s *Sink) Close(ctx context.Context) error {
-	if s.d == nil {
-		return nil
-	}
-	defer s.d.Stop()
-	if s.noWait {
-		return nil
-	}
-	return s.d.Drain(ctx)
-}
+func (s *Sink) Close(ctx context.Context) error { return s.d.Close(ctx, !s.noWait) }
 
 // Prepare implements delivery.Transport: the record's body, rendered URL
 // and headers.

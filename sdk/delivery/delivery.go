@@ -192,6 +192,21 @@ func (d *Deliverer) Stop() {
 	}
 }
 
+// Close is an action sink's Close: it waits until every delivery has
+// succeeded or is dead (unless wait is false: `pipeline run --no-wait`,
+// `pipeline serve` shutting down), then stops the loop. Pending deliveries
+// stay in the outbox for the next run.
+func (d *Deliverer) Close(ctx context.Context, wait bool) error {
+	if d == nil {
+		return nil // never configured
+	}
+	defer d.Stop()
+	if !wait {
+		return nil
+	}
+	return d.Drain(ctx)
+}
+
 // Drain waits until nothing is pending (delivered or dead), or ctx ends.
 func (d *Deliverer) Drain(ctx context.Context) error {
 	d.Start()

@@ -918,3 +918,26 @@ func TestNoPollingWhileTheEndpointIsBusy(t *testing.T) {
 		t.Errorf("%d of %d leases skipped the busy endpoint and handed out nothing", empty, leases)
 	}
 }
+
+func TestCloseWaitsOrNot(t *testing.T) {
+	var nilDeliverer *delivery.Deliverer
+	if err := nilDeliverer.Close(context.Background(), true); err != nil {
+		t.Fatalf("a sink that was never configured closes cleanly: %v", err)
+	}
+	for _, wait := range []bool{true, false} {
+		f := newFake(nil)
+		f.hold = 50 * ms
+		d, out := start(t, f, delivery.Options{Concurrency: 1})
+		enqueue(t, d, recs(3, "r", "e")...)
+		if err := d.Close(context.Background(), wait); err != nil {
+			t.Fatal(err)
+		}
+		pending, _, _ := out.Pending(context.Background())
+		if wait && pending != 0 {
+			t.Errorf("Close(wait) returned with %d pending", pending)
+		}
+		if !wait && pending == 0 {
+			t.Errorf("Close(no wait) delivered everything first: it should return at once")
+		}
+	}
+}
