@@ -5,6 +5,7 @@ PKGS     := ./...
 # Pinned code generators (protoc itself comes from Debian's protobuf-compiler).
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS    := $(CURDIR)/.cache/tools
 
 .PHONY: build demo test test-integration fuzz bench lint generate generate-check clean
@@ -31,9 +32,14 @@ fuzz:
 bench: build
 	./scripts/bench.sh
 
-lint:
+# gofmt, go vet, and staticcheck (pinned) for unused code and likely bugs.
+lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(TOOLS)/staticcheck -checks 'U1000,SA*' $(PKGS)
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) GOFLAGS= $(GO) install $(STATICCHECK)
 
 $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) GOFLAGS= $(GO) install $(PROTOC_GEN_GO)

@@ -23,12 +23,11 @@ import (
 type tracker struct {
 	source string
 
-	mu        sync.Mutex
-	queue     []*entry // oldest first
-	lastPos   []byte   // position of the newest fully done batch
-	records   int64    // records done since the last commit
-	committed []byte
-	dirty     bool
+	mu      sync.Mutex
+	queue   []*entry // oldest first
+	lastPos []byte   // position of the newest fully done batch
+	records int64    // records done since the last commit
+	dirty   bool     // lastPos moved since the last commit
 }
 
 // entry is one batch of a source in flight. holds counts the routing still

@@ -235,15 +235,6 @@ func decode(t *testing.T, body []byte) map[string]any {
 	return v
 }
 
-func mustJSON(t *testing.T, s string) any {
-	t.Helper()
-	var v any
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		t.Fatalf("bad test JSON %s: %v", s, err)
-	}
-	return v
-}
-
 // Each request is checked as Slack documents it: an incoming webhook takes
 // a JSON POST of {"text", "blocks"} on its own URL; chat.postMessage takes
 // a JSON POST of {"channel", "text", "blocks"} with a bearer token and a

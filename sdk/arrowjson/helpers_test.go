@@ -1,7 +1,6 @@
 package arrowjson
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -172,12 +171,4 @@ func roundTrip(t testing.TB, lines ...string) []string {
 	rec := d.Flush()
 	defer rec.Release()
 	return encodeRows(NewEncoder(), rec)
-}
-
-func compact(s string) string {
-	var b bytes.Buffer
-	if err := json.Compact(&b, []byte(s)); err != nil {
-		return s
-	}
-	return b.String()
 }
