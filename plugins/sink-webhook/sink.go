@@ -207,12 +207,7 @@ func (s *Sink) Prepare(b sdk.Batch, i int) (sdk.Delivery, error) {
 	}
 	d := sdk.Delivery{ID: b.ID(i), Endpoint: endpoint, Payload: data}
 	if key, ok := b.Template("order_by", i); ok {
-		// An empty key (the field is null) orders nothing; keep it apart
-		// from real keys.
-		d.OrderKey = "k:" + key
-		if key == "" {
-			d.OrderKey = ""
-		}
+		d.OrderKey = key // empty (the field is null): not ordered
 	}
 	return d, nil
 }
