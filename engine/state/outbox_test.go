@@ -101,6 +101,20 @@ func TestOutboxLifecycle(t *testing.T) {
 	if ids(got) != "[c]" || got[0].Attempts != 0 {
 		t.Fatalf("replayed: %+v", got)
 	}
+	// --since selects by the last change (the test clock is in the past).
+	if dl, _ := s.Deliveries(ctx, DeliveryFilter{Pipeline: "churn", Since: now.Add(-time.Minute)}, 10); len(dl) != 3 {
+		t.Fatalf("since a minute ago: %d deliveries, want 3", len(dl))
+	}
+	if dl, _ := s.Deliveries(ctx, DeliveryFilter{Pipeline: "churn", Since: time.Now().Add(time.Hour)}, 10); len(dl) != 0 {
+		t.Fatalf("since an hour from now: %d deliveries, want 0", len(dl))
+	}
+	// Replay by id touches only that delivery (a is delivered, b pending).
+	if n, err := s.Replay(ctx, DeliveryFilter{Pipeline: "churn", ID: "a"}, later); err != nil || n != 1 {
+		t.Fatalf("replay a: %d %v", n, err)
+	}
+	if dl, _ := s.Deliveries(ctx, DeliveryFilter{Pipeline: "churn", Status: "delivered"}, 10); len(dl) != 0 {
+		t.Fatalf("a should be pending again: %+v", dl)
+	}
 	if _, err := s.Deliveries(ctx, DeliveryFilter{Pipeline: "churn", Status: "bogus"}, 1); err == nil {
 		t.Fatal("a bad status must be an error")
 	}
