@@ -10,7 +10,8 @@
 // it (Source.Read) or to it (Sink.Write).
 //
 // Optional abilities are separate interfaces that the SDK type-asserts for,
-// in the manner of database/sql/driver: SchemaSource and SinkCloser.
+// in the manner of database/sql/driver: SchemaSource, SinkCloser and
+// BufferedSink.
 package sdk
 
 import (
@@ -18,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 )
@@ -98,6 +100,10 @@ type Config struct {
 	// NoWait asks a sink with an outbox not to wait for pending deliveries
 	// when its stream ends (`pipeline run --no-wait`).
 	NoWait bool
+	// FullRefresh says this run exports everything again (`pipeline run
+	// --full-refresh`, or a sink with incremental = false): a sink that
+	// appends to a destination replaces it instead.
+	FullRefresh bool
 }
 
 // Decode unmarshals the block's attributes into v, typically a struct with
@@ -179,6 +185,35 @@ type Sink interface {
 type SinkCloser interface {
 	Close(ctx context.Context) error
 }
+
+// MaxHeldBatches is how many written batches a BufferedSink may hold before
+// the SDK flushes it whatever FlushDue says: the engine keeps sending until
+// this many are unacked, so a sink waiting for more never stalls the run.
+const MaxHeldBatches = 16384
+
+// A BufferedSink holds the batches it is given until it flushes them: the
+// rows of an object being uploaded, of a warehouse load being gathered. The
+// SDK acks a batch only after a Flush that covers it has returned, so an acked
+// batch is durable at the destination and the engine's checkpoint never runs
+// ahead of it.
+//
+// The SDK calls Flush when FlushDue reports true (asked after every Write and
+// every FlushCheckInterval while the stream is idle), when MaxHeldBatches are
+// held, and at the end of the stream before Close. Write, FlushDue and Flush
+// are never called concurrently.
+type BufferedSink interface {
+	Sink
+	// FlushDue reports whether what is held should be flushed now: a size
+	// or age limit was reached.
+	FlushDue(now time.Time) bool
+	// Flush makes every batch written so far durable. A failed Flush fails
+	// the run; nothing written since the last good Flush is acked.
+	Flush(ctx context.Context) error
+}
+
+// FlushCheckInterval is how often the SDK asks an idle BufferedSink whether
+// a flush is due.
+const FlushCheckInterval = 250 * time.Millisecond
 
 // ErrRetryable may be wrapped by a Sink's Write error to say the failure is
 // transient (a timeout, a 503). The engine then reports it as such; the batch

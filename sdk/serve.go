@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/hashicorp/go-hclog"
@@ -97,7 +98,12 @@ func (s *server) info() Info {
 }
 
 func (s *server) Describe(ctx context.Context, _ *pluginv1.DescribeRequest) (*pluginv1.DescribeResponse, error) {
-	return DescribeProto(s.info())
+	resp, err := DescribeProto(s.info())
+	if err != nil {
+		return nil, err
+	}
+	_, resp.Buffered = s.impl.(BufferedSink)
+	return resp, nil
 }
 
 // DescribeProto converts Info to its protocol message.
@@ -146,7 +152,7 @@ func attributesProto(list []Attribute) ([]*pluginv1.Attribute, error) {
 }
 
 func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
-	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait}
+	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait, FullRefresh: req.FullRefresh}
 	if req.StateBrokerId != 0 {
 		if s.broker == nil {
 			return nil, status.Error(codes.FailedPrecondition, "the engine offers a state service but the plugin has no broker")
@@ -259,14 +265,7 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 	ctx := stream.Context()
 	dec := wire.NewDecoder(nil)
 	defer dec.Release()
-	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
+	write := func(msg *pluginv1.WriteRequest) error {
 		rec, err := dec.Decode(msg.Arrow)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "batch %d: %v", msg.Seq, err)
@@ -276,8 +275,27 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 		if err != nil {
 			return toStatus(err)
 		}
-		if err := stream.Send(&pluginv1.WriteResponse{Seq: msg.Seq}); err != nil {
+		return nil
+	}
+	if bs, ok := sink.(BufferedSink); ok {
+		if err := writeBuffered(ctx, stream, bs, write); err != nil {
 			return err
+		}
+	} else {
+		for {
+			msg, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if err := write(msg); err != nil {
+				return err
+			}
+			if err := stream.Send(&pluginv1.WriteResponse{Seq: msg.Seq}); err != nil {
+				return err
+			}
 		}
 	}
 	if c, ok := sink.(SinkCloser); ok {
@@ -286,6 +304,73 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 		}
 	}
 	return nil
+}
+
+// writeBuffered feeds a BufferedSink and acks only what a Flush covered:
+// after a Write when FlushDue says so, on a timer while the stream is idle,
+// when MaxHeldBatches are held, and at the end of the stream.
+func writeBuffered(ctx context.Context, stream pluginv1.Plugin_WriteServer, sink BufferedSink, write func(*pluginv1.WriteRequest) error) error {
+	type recv struct {
+		msg *pluginv1.WriteRequest
+		err error
+	}
+	msgs := make(chan recv)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			select {
+			case msgs <- recv{msg, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var held int
+	var last uint64
+	flush := func() error {
+		if held == 0 {
+			return nil
+		}
+		if err := sink.Flush(ctx); err != nil {
+			return toStatus(err)
+		}
+		held = 0
+		return stream.Send(&pluginv1.WriteResponse{Seq: last})
+	}
+	tick := time.NewTicker(FlushCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return toStatus(ctx.Err())
+		case now := <-tick.C:
+			if held > 0 && sink.FlushDue(now) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		case r := <-msgs:
+			if errors.Is(r.err, io.EOF) {
+				return flush()
+			}
+			if r.err != nil {
+				return r.err
+			}
+			if err := write(r.msg); err != nil {
+				return err
+			}
+			held++
+			last = r.msg.Seq
+			if held >= MaxHeldBatches || sink.FlushDue(time.Now()) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
 }
 
 func toStatus(err error) error {

@@ -69,7 +69,7 @@ commit it and exit with 130/143.`,
 				return err
 			}
 			defer store.Close()
-			l, diags, err := load(ctx, g, args, store, noWait)
+			l, diags, err := loadWith(ctx, g, args, run.LoadOptions{Store: store, NoWait: noWait, FullRefresh: fullRefresh})
 			if err != nil {
 				return err
 			}

@@ -43,11 +43,18 @@ func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 // load checks the files and starts their plugins, printing diagnostics.
 // store is nil when validating: nothing is written then.
 func load(ctx context.Context, g *globals, files []string, store *state.Store, noWait bool) (*run.Loaded, hcl.Diagnostics, error) {
+	return loadWith(ctx, g, files, run.LoadOptions{Store: store, NoWait: noWait})
+}
+
+// loadWith loads files with the built-in plugins and the CLI's logger.
+func loadWith(ctx context.Context, g *globals, files []string, opts run.LoadOptions) (*run.Loaded, hcl.Diagnostics, error) {
 	bs, err := builtins()
 	if err != nil {
 		return nil, nil, err
 	}
-	l, diags := run.Load(ctx, files, run.LoadOptions{Builtins: bs, Host: host.Options{Logger: logger(os.Stderr, g.verbose)}, Store: store, NoWait: noWait})
+	opts.Builtins = bs
+	opts.Host = host.Options{Logger: logger(os.Stderr, g.verbose)}
+	l, diags := run.Load(ctx, files, opts)
 	return l, diags, nil
 }
 

@@ -68,7 +68,13 @@ type Plugin struct {
 	broker *plugin.GRPCBroker
 	runner *procRunner
 	logs   *logTail
+	// buffered is what Describe said: the sink acks only on flushes.
+	buffered bool
 }
+
+// Buffered reports whether the plugin said (in Describe) that it is a
+// buffered sink, which acks batches only when it flushes them.
+func (p *Plugin) Buffered() bool { return p.buffered }
 
 // Start starts the plugin process and completes the handshake.
 func Start(ctx context.Context, spec Spec, opts Options) (*Plugin, error) {
@@ -224,6 +230,7 @@ func (p *Plugin) Describe(ctx context.Context) (sdk.Info, error) {
 	if err != nil {
 		return info, p.Err(err)
 	}
+	p.buffered = resp.Buffered
 	if info.Kind != p.spec.Kind || info.Type != p.spec.Type {
 		return info, p.Err(fmt.Errorf("the plugin says it is %s %q, not %s %q", info.Kind, info.Type, p.spec.Kind, p.spec.Type))
 	}
@@ -252,6 +259,8 @@ type ConfigureOptions struct {
 	State pluginv1.StateServer
 	// NoWait lets a sink end its stream with deliveries still pending.
 	NoWait bool
+	// FullRefresh tells a sink this run exports everything again.
+	FullRefresh bool
 }
 
 func attributesFromProto(list []*pluginv1.Attribute) ([]sdk.Attribute, error) {
@@ -276,7 +285,7 @@ func attributesFromProto(list []*pluginv1.Attribute) ([]sdk.Attribute, error) {
 // Configure hands the plugin its decoded block.
 func (p *Plugin) Configure(ctx context.Context, config []byte, templates []string, opts ConfigureOptions) error {
 	sort.Strings(templates)
-	req := &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates, NoWait: opts.NoWait}
+	req := &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates, NoWait: opts.NoWait, FullRefresh: opts.FullRefresh}
 	if opts.State != nil && p.broker != nil {
 		req.StateBrokerId = wire.ServeState(p.broker, opts.State)
 	}

@@ -30,6 +30,8 @@ type LoadOptions struct {
 	Store *state.Store
 	// NoWait lets sinks end a run with deliveries still pending.
 	NoWait bool
+	// FullRefresh tells every sink that this run exports everything again.
+	FullRefresh bool
 }
 
 // Loaded is a checked pipeline with its plugins started and configured.
@@ -138,7 +140,15 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			started[n] = plug
 		}
 		cfg := configs[n].SDKConfig(b.Name)
-		copts := host.ConfigureOptions{NoWait: opts.NoWait}
+		copts := host.ConfigureOptions{NoWait: opts.NoWait, FullRefresh: opts.FullRefresh}
+		if b.Kind == config.KindSink && started[n] == nil {
+			// A built-in sink is not asked to describe itself to decode its
+			// block; ask now whether it buffers.
+			if _, err := plug.Describe(ctx); err != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin failed to start", Detail: err.Error(), Subject: b.DefRange.Ptr()})
+				return
+			}
+		}
 		if opts.Store != nil && b.Kind == config.KindSink {
 			svc, err := state.NewService(ctx, opts.Store, p.Name, b.Name)
 			if err != nil {
@@ -194,7 +204,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs)})
 	}
 	for _, s := range p.Sinks {
-		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs)}
+		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered()}
 		if s.When != nil {
 			sk.When = s.When.Src
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/host"
 	"github.com/pipelinehq/pipeline/engine/state"
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // Plan is a pipeline ready to run: started plugins wired as a graph.
@@ -63,6 +64,9 @@ type Sink struct {
 	// Templates maps template attributes to their {{ }} source; each is
 	// rendered per record into a column the plugin reads.
 	Templates map[string]string
+	// Buffered sinks ack only when they flush (sdk.BufferedSink): they may
+	// hold up to sdk.MaxHeldBatches unacked batches.
+	Buffered bool
 }
 
 // SourcePlugin is what the runner needs of a source; *host.Plugin has it.
@@ -227,7 +231,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		for _, src := range s.Templates {
 			paths = append(paths, fields(src, true)...)
 		}
-		ss := &sinkState{s: s, schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, opts.MaxInFlight), templates: map[string]*compiled{}}
+		ss := &sinkState{s: s, schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, inFlight(s, opts.MaxInFlight)), templates: map[string]*compiled{}}
 		if s.When != "" {
 			ss.when = newCompiled("when", s.When)
 		}
@@ -389,4 +393,13 @@ func (r *Runner) commit(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// inFlight is how many unacked batches a sink may have: a buffered sink
+// holds batches until it flushes, so it gets room for all it may hold.
+func inFlight(s *Sink, limit int) int {
+	if s.Buffered {
+		return sdk.MaxHeldBatches + limit
+	}
+	return limit
 }

@@ -136,8 +136,11 @@ type DescribeResponse struct {
 	ProtocolVersions []uint32               `protobuf:"varint,4,rep,packed,name=protocol_versions,json=protocolVersions,proto3" json:"protocol_versions,omitempty"`
 	Description      string                 `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
 	Config           []*Attribute           `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// A buffered sink acks batches only when it flushes them (sdk.BufferedSink),
+	// so the host lets up to sdk.MaxHeldBatches of them be unacked.
+	Buffered      bool `protobuf:"varint,7,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -210,6 +213,13 @@ func (x *DescribeResponse) GetConfig() []*Attribute {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *DescribeResponse) GetBuffered() bool {
+	if x != nil {
+		return x.Buffered
+	}
+	return false
 }
 
 // Attribute is one attribute of the plugin's HCL block.
@@ -335,7 +345,10 @@ type ConfigureRequest struct {
 	StateBrokerId uint32 `protobuf:"varint,4,opt,name=state_broker_id,json=stateBrokerId,proto3" json:"state_broker_id,omitempty"`
 	// When set, a sink with an outbox returns from the end of its Write
 	// stream without waiting for pending deliveries (`pipeline run --no-wait`).
-	NoWait        bool `protobuf:"varint,5,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
+	NoWait bool `protobuf:"varint,5,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
+	// Set when the run exports everything again (--full-refresh, or the sink
+	// has incremental = false): a sink that appends replaces instead.
+	FullRefresh   bool `protobuf:"varint,6,opt,name=full_refresh,json=fullRefresh,proto3" json:"full_refresh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +414,13 @@ func (x *ConfigureRequest) GetStateBrokerId() uint32 {
 func (x *ConfigureRequest) GetNoWait() bool {
 	if x != nil {
 		return x.NoWait
+	}
+	return false
+}
+
+func (x *ConfigureRequest) GetFullRefresh() bool {
+	if x != nil {
+		return x.FullRefresh
 	}
 	return false
 }
@@ -1314,14 +1334,15 @@ const file_plugin_proto_rawDesc = "" +
 	"\n" +
 	"\fplugin.proto\x12\x12pipeline.plugin.v1\">\n" +
 	"\x0fDescribeRequest\x12+\n" +
-	"\x11protocol_versions\x18\x01 \x03(\rR\x10protocolVersions\"\xda\x01\n" +
+	"\x11protocol_versions\x18\x01 \x03(\rR\x10protocolVersions\"\xf6\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12+\n" +
 	"\x11protocol_versions\x18\x04 \x03(\rR\x10protocolVersions\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x125\n" +
-	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\"\x87\x02\n" +
+	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\x12\x1a\n" +
+	"\bbuffered\x18\a \x01(\bR\bbuffered\"\x87\x02\n" +
 	"\tAttribute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
@@ -1332,14 +1353,15 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06nested\x18\a \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06nested\x12\x1e\n" +
 	"\n" +
 	"expression\x18\b \x01(\bR\n" +
-	"expression\"\xa6\x01\n" +
+	"expression\"\xc9\x01\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
 	"configJson\x12\x1c\n" +
 	"\ttemplates\x18\x03 \x03(\tR\ttemplates\x12&\n" +
 	"\x0fstate_broker_id\x18\x04 \x01(\rR\rstateBrokerId\x12\x17\n" +
-	"\ano_wait\x18\x05 \x01(\bR\x06noWait\"\x13\n" +
+	"\ano_wait\x18\x05 \x01(\bR\x06noWait\x12!\n" +
+	"\ffull_refresh\x18\x06 \x01(\bR\vfullRefresh\"\x13\n" +
 	"\x11ConfigureResponse\"\x0f\n" +
 	"\rSchemaRequest\"3\n" +
 	"\x0eSchemaResponse\x12!\n" +
