@@ -490,6 +490,10 @@ type generator struct {
 	ts      time.Time
 	row     int
 	dataset []byte
+
+	// The conversation the next record belongs to: its first row, the
+	// customer, and how many more records it has.
+	convFirst, convCustomer, convLeft int
 }
 
 func newGenerator(cfg Config) *generator {
@@ -622,8 +626,16 @@ func (g *generator) next(b []byte) []byte {
 	model(modelSentiment, "sentiment", sentLabel, g.confidence())
 	b = append(b, `},"metadata":{"agent_id":"agent_`...)
 	b = strconv.AppendInt(b, int64(4001+r.IntN(960)), 10)
+	// A conversation is 1 to 4 consecutive records of one customer; its
+	// length comes from its first row, not from r, so that every other
+	// field stays as it was before conversations existed.
+	customer := 10000 + r.IntN(90000)
+	if g.convLeft == 0 {
+		g.convFirst, g.convCustomer, g.convLeft = row, customer, 1+(row*7919)%4
+	}
+	g.convLeft--
 	b = append(b, `","customer_id":"cust_`...)
-	b = strconv.AppendInt(b, int64(10000+r.IntN(90000)), 10)
+	b = strconv.AppendInt(b, int64(g.convCustomer), 10)
 	b = append(b, `","channel":"`...)
 	b = append(b, channels[channelWeights.pick(r)].s...)
 	b = append(b, `","queue":"`...)
@@ -632,6 +644,8 @@ func (g *generator) next(b []byte) []byte {
 	b = append(b, products[prod].id...)
 	b = append(b, `","language":"`...)
 	b = append(b, languages[lang]...)
+	b = append(b, `","conversation_id":"conv_`...)
+	b = strconv.AppendInt(b, int64(g.convFirst), 10)
 	b = append(b, "\"}}\n"...)
 	return b
 }

@@ -33,7 +33,7 @@ type call struct {
 var (
 	topKeys      = []string{"event", "timestamp", "dataset_id", "row_id", "text", "classifications", "metadata"}
 	modelKeys    = []string{"contact_reason", "churn_risk", "competitor_mention", "sentiment"}
-	metadataKeys = []string{"agent_id", "customer_id", "channel", "queue", "product", "language"}
+	metadataKeys = []string{"agent_id", "customer_id", "channel", "queue", "product", "language", "conversation_id"}
 	allowed      = map[string][]string{
 		"contact_reason":     {"Cancellation", "Billing", "Technical issue", "Upgrade", "Moving", "General inquiry"},
 		"churn_risk":         {"High", "Medium", "Low"},
