@@ -10,6 +10,7 @@ import (
 	"github.com/pipelinehq/pipeline/sdk"
 
 	sinkfile "github.com/pipelinehq/pipeline/plugins/sink-file"
+	sinks3 "github.com/pipelinehq/pipeline/plugins/sink-s3"
 	sinkslack "github.com/pipelinehq/pipeline/plugins/sink-slack"
 	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
 	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
@@ -53,6 +54,7 @@ func init() {
 	register(func() any { return &sinkwebhook.Sink{} })
 	register(func() any { return &sinkslack.Sink{} })
 	register(func() any { return &sinkzendesk.Sink{} })
+	register(func() any { return &sinks3.Sink{} })
 }
 
 // Lookup finds a built-in by name ("sink-webhook").

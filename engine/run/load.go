@@ -128,6 +128,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	configure := func(n config.Node) {
 		b := n.Base()
 		plug := started[n]
+		builtin := plug == nil
 		if plug == nil {
 			bi := builtins[config.PluginType{Kind: sdk.Kind(b.Kind), Type: b.Type}]
 			var err error
@@ -141,7 +142,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 		cfg := configs[n].SDKConfig(b.Name)
 		copts := host.ConfigureOptions{NoWait: opts.NoWait, FullRefresh: opts.FullRefresh}
-		if b.Kind == config.KindSink && started[n] == nil {
+		if b.Kind == config.KindSink && builtin {
 			// A built-in sink is not asked to describe itself to decode its
 			// block; ask now whether it buffers.
 			if _, err := plug.Describe(ctx); err != nil {
