@@ -1,12 +1,21 @@
 package sinkfile
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/klauspost/compress/gzip"
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
@@ -14,16 +23,35 @@ import (
 
 func configure(t *testing.T, path, format string) *Sink {
 	t.Helper()
+	return configureWith(t, path, format, false)
+}
+
+func configureWith(t *testing.T, path, format string, fullRefresh bool) *Sink {
+	t.Helper()
 	cfg := map[string]any{"path": path}
 	if format != "" {
 		cfg["format"] = format
 	}
 	data, _ := json.Marshal(cfg)
 	s := &Sink{}
-	if err := s.Configure(context.Background(), sdk.Config{Name: "out", JSON: data}); err != nil {
+	if err := s.Configure(context.Background(), sdk.Config{Name: "out", JSON: data, FullRefresh: fullRefresh}); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// runOnce writes records as one run would: Write, Flush at the end, Close.
+func runOnce(t *testing.T, s *Sink, records ...string) {
+	t.Helper()
+	if err := write(t, s, records...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func write(t *testing.T, s *Sink, records ...string) error {
@@ -125,4 +153,132 @@ func TestSinkConformance(t *testing.T) {
 			}
 		},
 	})
+}
+
+var exportRecords = []string{
+	`{"row_id":"a","text":"Grüße 👋 日本","classifications":{"churn_risk":{"label":"High","confidence":0.91}},"n":1,"ok":true}`,
+	`{"row_id":"b","text":null,"classifications":{"churn_risk":{"label":"Low","confidence":0.2}},"n":2,"ok":false}`,
+	`{"row_id":"c","classifications":{"churn_risk":{"label":"Medium","confidence":0.5}},"ok":null}`,
+}
+
+func TestJSONArrayIsReplacedByEachRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.json")
+	runOnce(t, configure(t, path, ""), exportRecords...)
+	var got []json.RawMessage
+	if err := json.Unmarshal([]byte(read(t, path)), &got); err != nil {
+		t.Fatalf("not a JSON array: %v\n%s", err, read(t, path))
+	}
+	if len(got) != len(exportRecords) {
+		t.Fatalf("%d records, want %d", len(got), len(exportRecords))
+	}
+	for i, r := range exportRecords {
+		if !sdktest.SameJSON(string(got[i]), r) {
+			t.Errorf("record %d = %s, want %s", i, got[i], r)
+		}
+	}
+	// The next (incremental) run's file holds that run's records.
+	runOnce(t, configure(t, path, ""), `{"row_id":"d","n":4}`)
+	if err := json.Unmarshal([]byte(read(t, path)), &got); err != nil || len(got) != 1 || !sdktest.SameJSON(string(got[0]), `{"row_id":"d","n":4}`) {
+		t.Fatalf("after the second run: %s (%v)", read(t, path), err)
+	}
+}
+
+func TestParquetFileReadsBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "calls.parquet")
+	runOnce(t, configure(t, path, ""), exportRecords...)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tbl, err := pqarrow.ReadTable(context.Background(), f, parquet.NewReaderProperties(memory.DefaultAllocator), pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Release()
+	if tbl.NumRows() != 3 {
+		t.Fatalf("%d rows, want 3", tbl.NumRows())
+	}
+	text := tbl.Column(tbl.Schema().FieldIndices("text")[0]).Data().Chunk(0).(*array.String)
+	if text.Value(0) != "Grüße 👋 日本" || !text.IsNull(1) || !text.IsNull(2) {
+		t.Fatalf("text column: %v", text)
+	}
+	cls := tbl.Column(tbl.Schema().FieldIndices("classifications")[0]).Data().Chunk(0).(*array.Struct)
+	conf := cls.Field(0).(*array.Struct).Field(1).(*array.Float64)
+	if conf.Value(0) != 0.91 || conf.Value(2) != 0.5 {
+		t.Fatalf("classifications.churn_risk.confidence: %v", conf)
+	}
+	if strings.Contains(tbl.Schema().String(), sdk.ReservedPrefix) {
+		t.Fatalf("reserved columns written: %v", tbl.Schema())
+	}
+}
+
+func TestFullRefreshReplacesAnAppendedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	runOnce(t, configure(t, path, ""), `{"row_id":"a"}`, `{"row_id":"b"}`)
+	runOnce(t, configure(t, path, ""), `{"row_id":"c"}`)
+	runOnce(t, configureWith(t, path, "", true), `{"row_id":"a"}`, `{"row_id":"b"}`, `{"row_id":"c"}`)
+	if got, want := read(t, path), `{"row_id":"a"}`+"\n"+`{"row_id":"b"}`+"\n"+`{"row_id":"c"}`+"\n"; got != want {
+		t.Fatalf("after a full refresh:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestFailedRunLeavesTheOldFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.parquet")
+	runOnce(t, configure(t, path, ""), exportRecords...)
+	before := read(t, path)
+	s := configure(t, path, "")
+	if err := write(t, s, `{"row_id":"z"}`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(context.Background()) // no Flush: the run failed
+	if read(t, path) != before {
+		t.Fatal("a failed run changed the file")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("files left: %v", entries)
+	}
+}
+
+func TestGzipAppendsMembersThatReadAsOneStream(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.csv.gz")
+	runOnce(t, configure(t, path, ""), `{"row_id":"a","q":"Grüße"}`, `{"row_id":"b","q":"x, \"y\""}`)
+	runOnce(t, configure(t, path, ""), `{"row_id":"c","q":"z"}`)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"row_id", "q"}, {"a", "Grüße"}, {"b", `x, "y"`}, {"c", "z"}}
+	if len(rows) != len(want) {
+		t.Fatalf("rows %q, want %q", rows, want)
+	}
+	for i := range want {
+		if strings.Join(rows[i], "|") != strings.Join(want[i], "|") {
+			t.Fatalf("row %d = %q, want %q", i, rows[i], want[i])
+		}
+	}
+}
+
+func TestOrderByNeedsGroupBy(t *testing.T) {
+	data, _ := json.Marshal(map[string]any{"path": "x.jsonl", "order_by": "timestamp"})
+	err := (&Sink{}).Configure(context.Background(), sdk.Config{JSON: data, Templates: []string{"order_by"}})
+	if err == nil || !strings.Contains(err.Error(), "group_by") {
+		t.Fatalf("got %v", err)
+	}
 }

@@ -582,3 +582,16 @@ func (p *prefixTemplate) render(t time.Time) string {
 	}
 	return b.String()
 }
+
+var plainPath = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
+
+// GroupField names the key column of grouped rows after a group_by
+// expression: its last field when it is a plain path
+// ("metadata.conversation_id" → "conversation_id"), else DefaultGroupField.
+func GroupField(groupBy string) string {
+	src := strings.TrimSpace(groupBy)
+	if src == "" || !plainPath.MatchString(src) {
+		return DefaultGroupField
+	}
+	return src[strings.LastIndexByte(src, '.')+1:]
+}
