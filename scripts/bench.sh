@@ -55,3 +55,12 @@ if [ "${BENCH_DELIVER:-1}" != 0 ]; then
   echo
   go run ./tools/benchdeliver
 fi
+
+# Exports (issue 4): the same records into a real MinIO as Parquet and as CSV
+# through sink "s3"; rows/s, peak RSS and bytes per record in the bucket.
+# MinIO is built from the module proxy once per machine (a few minutes).
+# BENCH_EXPORT=0 skips it.
+if [ "${BENCH_EXPORT:-1}" != 0 ]; then
+  echo
+  go run ./tools/benchexport -in "$data" -n "$N" -pipeline bin/pipeline
+fi
