@@ -208,3 +208,52 @@ func TestNightlyExportExampleRunsAsItIs(t *testing.T) {
 		t.Fatalf("after a full refresh %s has %d messages", lastConv, len(byConv[lastConv]))
 	}
 }
+
+func TestNonIncrementalSinkExportsEverythingEveryRun(t *testing.T) {
+	dir := t.TempDir()
+	input := filepath.Join(dir, "in.jsonl")
+	writeFile(t, input, `{"row_id":"a"}`+"\n"+`{"row_id":"b"}`+"\n")
+	out := filepath.Join(dir, "snapshot.jsonl")
+	writeFile(t, filepath.Join(dir, "full.hcl"), fmt.Sprintf(`
+pipeline { name = "snapshot" }
+source "file" "in" { path = %q }
+sink "file" "snapshot" {
+  inputs      = [source.in]
+  path        = %q
+  incremental = false
+}
+`, input, out))
+	for run, want := range []string{`{"row_id":"a"}` + "\n" + `{"row_id":"b"}` + "\n", `{"row_id":"a"}` + "\n" + `{"row_id":"b"}` + "\n" + `{"row_id":"c"}` + "\n"} {
+		if run == 1 {
+			f, _ := os.OpenFile(input, os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString(`{"row_id":"c"}` + "\n")
+			f.Close()
+		}
+		if res := pipeline(t, dir, nil, "run", "full.hcl"); res.code != 0 {
+			t.Fatalf("run %d exited %d\n%s", run+1, res.code, res.stderr)
+		}
+		data, _ := os.ReadFile(out)
+		if string(data) != want {
+			t.Fatalf("after run %d the snapshot holds\n%s\nwant\n%s", run+1, data, want)
+		}
+	}
+
+	// A source cannot feed a full and an incremental sink.
+	writeFile(t, filepath.Join(dir, "mixed.hcl"), fmt.Sprintf(`
+pipeline { name = "mixed" }
+source "file" "in" { path = %q }
+sink "file" "snapshot" {
+  inputs      = [source.in]
+  path        = "a.jsonl"
+  incremental = false
+}
+sink "file" "log" {
+  inputs = [source.in]
+  path   = "b.jsonl"
+}
+`, input))
+	res := pipeline(t, dir, nil, "validate", "mixed.hcl")
+	if res.code == 0 || !strings.Contains(res.stderr, "mixed.hcl:4:") || !strings.Contains(res.stderr, `sink "file" "log"`) {
+		t.Fatalf("validate exited %d; want an error at mixed.hcl:4 naming the incremental sink\n%s", res.code, res.stderr)
+	}
+}

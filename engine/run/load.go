@@ -142,6 +142,9 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 		cfg := configs[n].SDKConfig(b.Name)
 		copts := host.ConfigureOptions{NoWait: opts.NoWait, FullRefresh: opts.FullRefresh}
+		if sk, ok := n.(*config.Sink); ok && !sk.Incremental {
+			copts.FullRefresh = true
+		}
 		if b.Kind == config.KindSink && builtin {
 			// A built-in sink is not asked to describe itself to decode its
 			// block; ask now whether it buffers.
@@ -197,9 +200,13 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		return fail()
 	}
 
+	fromStart, d := nonIncremental(p)
+	if diags = append(diags, d...); d.HasErrors() {
+		return fail()
+	}
 	plan := &Plan{Pipeline: p.Name}
 	for _, s := range p.Sources {
-		plan.Sources = append(plan.Sources, &Source{Name: s.Name, Plugin: started[s], Schema: schemas[s.Name]})
+		plan.Sources = append(plan.Sources, &Source{Name: s.Name, Plugin: started[s], Schema: schemas[s.Name], FromStart: fromStart[s.Name]})
 	}
 	for _, f := range p.Filters {
 		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs)})
@@ -219,6 +226,62 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	}
 	l.Plan = plan
 	return l, diags
+}
+
+// nonIncremental finds the sources that feed a sink with incremental =
+// false: they are read from the start every run. Such a source must feed no
+// incremental sink, which would get the same records again and again.
+func nonIncremental(p *config.Pipeline) (map[string]bool, hcl.Diagnostics) {
+	feeds := map[*config.Sink][]*config.Source{}
+	for _, sk := range p.Sinks {
+		seen := map[config.Node]bool{}
+		var walk func(in []config.Input)
+		walk = func(in []config.Input) {
+			for _, x := range in {
+				if seen[x.Node] {
+					continue
+				}
+				seen[x.Node] = true
+				switch n := x.Node.(type) {
+				case *config.Source:
+					feeds[sk] = append(feeds[sk], n)
+				case *config.Filter:
+					walk(n.Inputs)
+				}
+			}
+		}
+		walk(sk.Inputs)
+	}
+	fromStart := map[string]*config.Sink{}
+	for _, sk := range p.Sinks {
+		if !sk.Incremental {
+			for _, src := range feeds[sk] {
+				if fromStart[src.Name] == nil {
+					fromStart[src.Name] = sk
+				}
+			}
+		}
+	}
+	var diags hcl.Diagnostics
+	for _, sk := range p.Sinks {
+		if !sk.Incremental {
+			continue
+		}
+		for _, src := range feeds[sk] {
+			if full := fromStart[src.Name]; full != nil {
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError,
+					Summary: "Incremental and full exports share a source",
+					Detail: fmt.Sprintf("sink %q %q has incremental = false, so source %q %q is read from its start every run; sink %q %q reads it too and would get every record again each run. Put the full export in a pipeline file of its own.",
+						full.Type, full.Name, src.Type, src.Name, sk.Type, sk.Name),
+					Subject: full.DefRange.Ptr(), Context: sk.DefRange.Ptr()})
+			}
+		}
+	}
+	out := map[string]bool{}
+	for name := range fromStart {
+		out[name] = true
+	}
+	return out, diags
 }
 
 func inputKeys(in []config.Input) []string {

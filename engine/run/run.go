@@ -45,6 +45,9 @@ type Source struct {
 	Plugin SourcePlugin
 	// Schema is the schema the source reported up front, if any.
 	Schema *arrow.Schema
+	// FromStart reads the source from its beginning every run: it feeds a
+	// sink with incremental = false.
+	FromStart bool
 }
 
 // Filter keeps the records for which Where is true.
@@ -313,7 +316,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	var srcWG sync.WaitGroup
 	for _, src := range r.plan.Sources {
 		var from []byte
-		if !r.opts.FullRefresh && r.opts.Store != nil {
+		if !r.opts.FullRefresh && !src.FromStart && r.opts.Store != nil {
 			pos, err := r.opts.Store.Get(ctx, r.plan.Pipeline, src.Name)
 			if err != nil {
 				r.fail(err)
