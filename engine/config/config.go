@@ -36,7 +36,10 @@
 package config
 
 import (
+	"time"
+
 	"github.com/hashicorp/hcl/v2"
+	"github.com/robfig/cron/v3"
 
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -60,6 +63,16 @@ type Pipeline struct {
 	// Name is the pipeline's state namespace: the pipeline block's name, or
 	// the first file's name without its extension.
 	Name string
+	// Schedule is the pipeline block's schedule attribute as written (a cron
+	// expression or a descriptor like "@daily"), or "" when the pipeline has
+	// none: `pipeline serve` then runs it continuously. `pipeline run`
+	// ignores it. ScheduleSpec is Schedule parsed, nil when there is none.
+	Schedule     string
+	ScheduleSpec cron.Schedule
+	// Location is the time zone the schedule is read in: the timezone
+	// attribute, UTC by default. It is never nil.
+	Location *time.Location
+
 	// File is the first file the pipeline was loaded from.
 	File string
 	// Files holds every parsed file by name, for WriteDiagnostics.
@@ -141,6 +154,9 @@ type Sink struct {
 	Inputs []Input
 	// When is the sink's optional condition; nil when absent.
 	When *Expr
+	// Incremental is the engine-level incremental attribute: true (the
+	// default, also when absent) unless the block says incremental = false.
+	Incremental bool
 }
 
 // Input is one resolved element of an inputs list.

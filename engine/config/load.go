@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -100,7 +101,7 @@ var topSchema = &hcl.BodySchema{
 
 var (
 	pipelineSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "name"}},
+		Attributes: []hcl.AttributeSchema{{Name: "name"}, {Name: "schedule"}, {Name: "timezone"}},
 	}
 	filterSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{
@@ -112,6 +113,7 @@ var (
 		Attributes: []hcl.AttributeSchema{
 			{Name: "inputs", Required: true},
 			{Name: "when"},
+			{Name: "incremental"},
 		},
 	}
 	pluginSchema = &hcl.BodySchema{
@@ -125,7 +127,7 @@ var (
 
 // reservedAttrs are the sink attributes the engine takes before the plugin
 // sees the block; a plugin cannot declare them.
-var reservedAttrs = map[string]bool{"inputs": true, "when": true}
+var reservedAttrs = map[string]bool{"inputs": true, "when": true, "incremental": true}
 
 // ref is an element of an inputs list before resolution.
 type ref struct {
@@ -157,7 +159,7 @@ type decoder struct {
 func (l *Loader) decode(parser *hclparse.Parser, filenames []string, files []*hcl.File, parseFailed bool) (*Pipeline, hcl.Diagnostics) {
 	d := &decoder{
 		l:       l,
-		p:       &Pipeline{Files: parser.Files(), readers: map[Node][]Node{}},
+		p:       &Pipeline{Files: parser.Files(), Location: time.UTC, readers: map[Node][]Node{}},
 		sources: map[string]*Source{},
 		filters: map[string]*Filter{},
 		sinks:   map[string]*Sink{},
@@ -239,7 +241,7 @@ func (d *decoder) block(b *hcl.Block) {
 		d.p.Filters = append(d.p.Filters, f)
 	case "sink":
 		d.sawSink = true
-		s := &Sink{Block: d.header(b, KindSink)}
+		s := &Sink{Block: d.header(b, KindSink), Incremental: true}
 		if !d.checkName(&s.Block) {
 			return
 		}
@@ -257,6 +259,12 @@ func (d *decoder) block(b *hcl.Block) {
 		}
 		if attr, ok := content.Attributes["when"]; ok {
 			s.When = d.exprAttr(attr, s.EvalCtx)
+		}
+		if attr, ok := content.Attributes["incremental"]; ok {
+			if v, ok := d.boolAttr(attr, s.EvalCtx,
+				"incremental is true (the default) or false, without quotes."); ok {
+				s.Incremental = v
+			}
 		}
 		d.sinks[s.Name] = s
 		d.p.Sinks = append(d.p.Sinks, s)
@@ -310,18 +318,18 @@ func (d *decoder) pipeline(b *hcl.Block) {
 	d.pipelineBlock = b
 	content, diags := b.Body.Content(pipelineSchema)
 	d.diags = append(d.diags, diags...)
+	ctx := d.evalContext(b.DefRange.Filename)
 	if attr, ok := content.Attributes["name"]; ok {
-		name, ok := d.stringAttr(attr, d.evalContext(b.DefRange.Filename), "")
-		if !ok {
-			return
+		if name, ok := d.stringAttr(attr, ctx, ""); ok {
+			if validPipelineName.MatchString(name) {
+				d.p.Name = name
+			} else {
+				d.errorf(attr.Expr.Range().Ptr(), "Invalid pipeline name",
+					fmt.Sprintf("The pipeline name %q names the pipeline's saved state: it starts with a letter or digit and holds only letters, digits, '_', '-' and '.'.", name))
+			}
 		}
-		if !validPipelineName.MatchString(name) {
-			d.errorf(attr.Expr.Range().Ptr(), "Invalid pipeline name",
-				fmt.Sprintf("The pipeline name %q names the pipeline's saved state: it starts with a letter or digit and holds only letters, digits, '_', '-' and '.'.", name))
-			return
-		}
-		d.p.Name = name
 	}
+	d.schedule(content.Attributes["schedule"], content.Attributes["timezone"], ctx)
 }
 
 var (
@@ -433,6 +441,25 @@ func (d *decoder) stringAttr(attr *hcl.Attribute, ctx *hcl.EvalContext, hint str
 		return "", false
 	}
 	return v.AsString(), true
+}
+
+// boolAttr evaluates an attribute that must be a bool (true or false, not a
+// string). hint, when given, is added to the detail of a type error.
+func (d *decoder) boolAttr(attr *hcl.Attribute, ctx *hcl.EvalContext, hint string) (bool, bool) {
+	v, diags := attr.Expr.Value(ctx)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() || !v.IsWhollyKnown() {
+		return false, false
+	}
+	if v.IsNull() || v.Type() != cty.Bool {
+		detail := fmt.Sprintf("Inappropriate value for attribute %q: bool required.", attr.Name)
+		if hint != "" {
+			detail += " " + hint
+		}
+		d.errorf(attr.Expr.Range().Ptr(), "Incorrect attribute value type", detail)
+		return false, false
+	}
+	return v.True(), true
 }
 
 func (d *decoder) stringListAttr(attr *hcl.Attribute, ctx *hcl.EvalContext) ([]string, bool) {

@@ -1,0 +1,13 @@
+pipeline {
+  schedule = "@daily"
+  timezone = "Mars/Base"
+}
+
+source "file" "calls" {
+  path = "calls.jsonl"
+}
+
+sink "webhook" "crm" {
+  inputs = [source.calls]
+  url    = "http://127.0.0.1:8787/hook"
+}
