@@ -27,6 +27,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/pipelinehq/pipeline/internal/testminio"
 )
 
@@ -97,6 +99,8 @@ func listBucket(t *testing.T, c *s3.Client, bucket string) bucketState {
 			st.manifests[key] = m
 		case strings.HasSuffix(key, ".parquet"):
 			st.objects[key] = parquetRowIDs(t, key, data)
+		case strings.HasSuffix(key, ".jsonl.gz"):
+			st.objects[key] = jsonlGzKeys(t, key, data)
 		default:
 			t.Fatalf("unexpected object %s", key)
 		}
@@ -310,4 +314,73 @@ func listenLoopback(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// jsonlGzKeys reads a gzipped JSONL object of conversations: the ids are
+// the conversation ids, and every message is checked to be in order.
+func jsonlGzKeys(t *testing.T, key string, data []byte) []string {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	var ids []string
+	var rows []conversationRow
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var c conversationRow
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		rows = append(rows, c)
+		ids = append(ids, c.ConversationID)
+	}
+	checkConversations(t, rows)
+	return ids
+}
+
+func TestNightlyExportS3ExampleAgainstMinIO(t *testing.T) {
+	minio := testminio.Start(t)
+	minio.MakeBucket(t, "acme-lake")
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "testdata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, calls(), filepath.Join(dir, "testdata"))
+	example := copyFile(t, filepath.Join(repoRoot(), "pipelines", "nightly-export-s3.hcl"), dir)
+	env := []string{"EXPORT_BUCKET=acme-lake", "S3_ENDPOINT=" + minio.Endpoint, "AWS_REGION=us-east-1", "HOME=" + dir,
+		"AWS_ACCESS_KEY_ID=" + minio.AccessKey, "AWS_SECRET_ACCESS_KEY=" + minio.SecretKey, "AWS_EC2_METADATA_DISABLED=true"}
+	res := pipeline(t, dir, env, "run", "--json", example)
+	if res.code != 0 {
+		t.Fatalf("run exited %d\n%s", res.code, res.stderr)
+	}
+	st := listBucket(t, minio.Client(t), "acme-lake")
+	var lake, convs int
+	conversations := map[string]bool{}
+	for key, ids := range st.objects {
+		switch {
+		case strings.HasPrefix(key, "labelf/classified/dt="):
+			lake += len(ids)
+		case strings.HasPrefix(key, "labelf/conversations/dt="):
+			for _, id := range ids {
+				if conversations[id] {
+					t.Fatalf("conversation %s has two rows in one run", id)
+				}
+				conversations[id] = true
+			}
+			convs += len(ids)
+		default:
+			t.Fatalf("object %s outside the example's prefixes", key)
+		}
+	}
+	want := map[string]bool{}
+	for _, r := range readRecords(t, calls()) {
+		want[r.value["metadata"].(map[string]any)["conversation_id"].(string)] = true
+	}
+	if lake != 1000 || convs != len(want) || len(st.manifests) != 2 {
+		t.Fatalf("%d rows in the lake, %d conversation rows (want %d), %d manifests (want 2)", lake, convs, len(want), len(st.manifests))
+	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/run"
+	"github.com/pipelinehq/pipeline/engine/schedule"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
 
@@ -33,7 +34,13 @@ func newServeCmd(g *globals) *cobra.Command {
 		Long: `serve runs every pipeline file it is given (a directory means its *.hcl files)
 until SIGINT or SIGTERM. Each source is read again every --poll; action sinks
 keep delivering and retrying from their outbox all along. A pipeline that fails
-is restarted after a pause. Prometheus metrics are served on --metrics-addr.`,
+is restarted after a pause. Prometheus metrics are served on --metrics-addr.
+
+A pipeline whose pipeline block has a schedule runs on it instead: each firing
+is one complete run, like ` + "`pipeline run --no-wait`" + ` (the file is read again,
+sources are read to their end from their checkpoints, deliveries still pending
+go out with the next run), and logs one summary line. A firing while the
+previous run is still going is skipped.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := pipelineFiles(args)
@@ -42,10 +49,12 @@ is restarted after a pause. Prometheus metrics are served on --metrics-addr.`,
 			}
 			// Check everything before starting anything.
 			failed := false
+			configs := map[string]*config.Pipeline{}
 			for _, f := range files {
 				p, diags := config.Load(f)
 				printDiags(p, nil, diags)
 				failed = failed || diags.HasErrors()
+				configs[f] = p
 			}
 			if failed {
 				return &exitError{code: 1}
@@ -87,11 +96,41 @@ is restarted after a pause. Prometheus metrics are served on --metrics-addr.`,
 			}
 
 			var wg sync.WaitGroup
+			sched := schedule.New(nil, log)
+			scheduled := 0
 			for _, f := range files {
+				if p := configs[f]; p.ScheduleSpec != nil {
+					sp := &scheduledPipeline{g: g, file: f, p: p, store: store, ctx: ctx, drain: drain, m: m, log: log}
+					sched.Add(sp.job())
+					scheduled++
+					log.Info("scheduled", "pipeline", p.Name, "file", f, "schedule", p.Schedule, "timezone", p.Location.String(),
+						"next", schedule.Next(p.ScheduleSpec, p.Location, time.Now()).In(p.Location).Format(time.RFC3339))
+					continue
+				}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					servePipeline(ctx, g, f, store, poll, logEvery, drain, m, log)
+				}()
+			}
+			if scheduled > 0 {
+				// The first signal stops the firings; the runs going on
+				// drain (they watch drain themselves) and Run waits for them.
+				schedCtx, stopScheduling := context.WithCancel(ctx)
+				go func() {
+					select {
+					case <-drain:
+					case <-schedCtx.Done():
+					}
+					stopScheduling()
+				}()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer stopScheduling()
+					if err := sched.Run(schedCtx); err != nil {
+						log.Error("scheduler failed", "error", err)
+					}
 				}()
 			}
 			wg.Wait()
@@ -198,11 +237,23 @@ func serveOnce(ctx context.Context, g *globals, file string, store *state.Store,
 type serveMetrics struct {
 	mu    sync.Mutex
 	stats map[string]*run.Stats
+	// ended sums the counters of a scheduled pipeline's finished runs, so
+	// that its counters only grow from run to run.
+	ended map[string]run.Snapshot
+	runs  *prometheus.CounterVec
 }
 
 func newServeMetrics(reg *prometheus.Registry, store *state.Store) *serveMetrics {
-	m := &serveMetrics{stats: map[string]*run.Stats{}}
+	m := &serveMetrics{
+		stats: map[string]*run.Stats{},
+		ended: map[string]run.Snapshot{},
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pipeline_scheduled_runs_total",
+			Help: "Runs of scheduled pipelines by outcome: succeeded, failed, interrupted (by shutdown) or skipped (the previous run was still going).",
+		}, []string{"pipeline", "outcome"}),
+	}
 	reg.MustRegister(m)
+	reg.MustRegister(m.runs)
 	reg.MustRegister(&outboxCollector{store: store})
 	return m
 }
@@ -211,6 +262,35 @@ func (m *serveMetrics) track(pipeline string, s *run.Stats) {
 	m.mu.Lock()
 	m.stats[pipeline] = s
 	m.mu.Unlock()
+}
+
+// startRun tracks a scheduled run's counters while it runs.
+func (m *serveMetrics) startRun(pipeline string, s *run.Stats) { m.track(pipeline, s) }
+
+// endRun adds a finished scheduled run's counters to the pipeline's totals.
+func (m *serveMetrics) endRun(pipeline string, s *run.Stats) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stats[pipeline] != s {
+		return
+	}
+	delete(m.stats, pipeline)
+	m.ended[pipeline] = addSnapshots(m.ended[pipeline], s.Snapshot())
+}
+
+func (m *serveMetrics) scheduledRun(pipeline, outcome string) {
+	m.runs.WithLabelValues(pipeline, outcome).Inc()
+}
+
+func addSnapshots(a, b run.Snapshot) run.Snapshot {
+	out := run.Snapshot{Read: a.Read + b.Read, Filtered: a.Filtered + b.Filtered, Skipped: a.Skipped + b.Skipped, Delivered: a.Delivered + b.Delivered, Sinks: map[string]int64{}}
+	for k, v := range a.Sinks {
+		out.Sinks[k] += v
+	}
+	for k, v := range b.Sinks {
+		out.Sinks[k] += v
+	}
+	return out
 }
 
 var (
@@ -233,8 +313,14 @@ func (m *serveMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *serveMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	totals := map[string]run.Snapshot{}
+	for p, snap := range m.ended {
+		totals[p] = snap
+	}
 	for p, s := range m.stats {
-		snap := s.Snapshot()
+		totals[p] = addSnapshots(totals[p], s.Snapshot())
+	}
+	for p, snap := range totals {
 		ch <- prometheus.MustNewConstMetric(descRead, prometheus.CounterValue, float64(snap.Read), p)
 		ch <- prometheus.MustNewConstMetric(descFiltered, prometheus.CounterValue, float64(snap.Filtered), p)
 		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(snap.Skipped), p)

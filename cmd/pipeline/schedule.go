@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/pipelinehq/pipeline/engine/config"
+	"github.com/pipelinehq/pipeline/engine/run"
+	"github.com/pipelinehq/pipeline/engine/schedule"
+	"github.com/pipelinehq/pipeline/engine/state"
+)
+
+// scheduledPipeline is a pipeline that serve runs on its schedule instead of
+// continuously.
+type scheduledPipeline struct {
+	g     *globals
+	file  string
+	p     *config.Pipeline // as loaded when serve started: name and schedule
+	store *state.Store
+	// ctx aborts a run (the second signal); drain asks it to finish the
+	// batches in flight and stop (the first).
+	ctx   context.Context
+	drain <-chan struct{}
+	m     *serveMetrics
+	log   *slog.Logger
+}
+
+// job makes the pipeline a scheduler job.
+func (sp *scheduledPipeline) job() schedule.Job {
+	return schedule.Job{
+		Name:     sp.p.Name,
+		Schedule: sp.p.ScheduleSpec,
+		Location: sp.p.Location,
+		Run:      sp.run,
+		OnSkip: func(time.Time) {
+			sp.m.scheduledRun(sp.p.Name, "skipped")
+		},
+	}
+}
+
+// run is one firing: one complete run as `pipeline run --no-wait` does it.
+// The file is loaded again, so that edits since the last run apply (all but
+// the schedule itself, which is read when serve starts). Sources are read to
+// their end from their checkpoints, what the sinks acked is committed, and
+// action sinks' pending deliveries stay in their outbox for the next run.
+// It logs one summary line.
+func (sp *scheduledPipeline) run(jobCtx context.Context) {
+	started := time.Now()
+	attrs := []any{"pipeline", sp.p.Name}
+	if at, ok := schedule.Scheduled(jobCtx); ok {
+		attrs = append(attrs, "scheduled", at.In(sp.p.Location).Format(time.RFC3339))
+	}
+	var stats *run.Stats
+	var sinks []string
+	var pipeline string
+	err := func() error {
+		// The run gets serve's contexts rather than jobCtx, which ends with
+		// the first signal: a run in progress drains like a continuous
+		// pipeline does, and only the second signal aborts it.
+		l, diags, err := load(sp.ctx, sp.g, []string{sp.file}, sp.store, true)
+		if err != nil {
+			return err
+		}
+		if diags.HasErrors() {
+			printDiags(l.Config, nil, diags)
+			return errors.New("the pipeline has errors")
+		}
+		defer l.Close()
+		if l.Config.Schedule != sp.p.Schedule || l.Config.Location.String() != sp.p.Location.String() {
+			sp.log.Warn("the schedule in the file changed: restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
+				"schedule", sp.p.Schedule, "timezone", sp.p.Location.String())
+		}
+		pipeline = l.Plan.Pipeline
+		for _, s := range l.Plan.Sinks {
+			sinks = append(sinks, s.Name)
+		}
+		r, err := run.New(l.Plan, run.Options{Store: sp.store, Drain: sp.drain, Logger: sp.log})
+		if err != nil {
+			return err
+		}
+		stats = r.Stats
+		sp.m.startRun(sp.p.Name, r.Stats)
+		defer sp.m.endRun(sp.p.Name, r.Stats)
+		return r.Run(sp.ctx)
+	}()
+
+	outcome := "succeeded"
+	switch {
+	case errors.Is(err, run.ErrInterrupted) || (err != nil && sp.ctx.Err() != nil):
+		outcome = "interrupted"
+	case err != nil:
+		outcome = "failed"
+	}
+	sp.m.scheduledRun(sp.p.Name, outcome)
+
+	attrs = append(attrs, "status", outcome)
+	if stats != nil {
+		snap := stats.Snapshot()
+		attrs = append(attrs, "read", snap.Read, "filtered", snap.Filtered)
+		if snap.Skipped > 0 {
+			attrs = append(attrs, "skipped", snap.Skipped)
+		}
+		sort.Strings(sinks)
+		per := make([]any, 0, len(sinks))
+		for _, s := range sinks {
+			per = append(per, slog.Int64(s, snap.Sinks[s]))
+		}
+		attrs = append(attrs, slog.Group("delivered", per...))
+		// Action sinks: what their outboxes still hold goes out with the
+		// next run (--no-wait).
+		if counts, cerr := sp.store.DeliveryCounts(context.WithoutCancel(sp.ctx), pipeline, started); cerr == nil {
+			var pending, dead []any
+			for _, s := range sinks {
+				if c, ok := counts[s]; ok && c.Pending > 0 {
+					pending = append(pending, slog.Int(s, c.Pending))
+				}
+				if c, ok := counts[s]; ok && c.Dead > 0 {
+					dead = append(dead, slog.Int(s, c.Dead))
+				}
+			}
+			if len(pending) > 0 {
+				attrs = append(attrs, slog.Group("pending", pending...))
+			}
+			if len(dead) > 0 {
+				attrs = append(attrs, slog.Group("dead", dead...))
+			}
+		}
+	}
+	attrs = append(attrs, "duration", time.Since(started).Round(time.Millisecond).String())
+	if outcome == "failed" {
+		attrs = append(attrs, "error", err.Error())
+		sp.log.Error("scheduled run failed", attrs...)
+		return
+	}
+	sp.log.Info(fmt.Sprintf("scheduled run %s", outcome), attrs...)
+}
