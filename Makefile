@@ -8,7 +8,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS    := $(CURDIR)/.cache/tools
 
-.PHONY: build demo test test-integration fuzz bench lint generate generate-check clean
+.PHONY: build demo test minio test-integration fuzz bench lint generate generate-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pipeline
@@ -17,8 +17,13 @@ demo: build
 	./scripts/demo.sh
 
 # Unit, end-to-end (real binary, real plugin processes) and diagnostics tests.
-test:
+# The S3 tests run a real MinIO, built from the module proxy once per machine
+# (a few minutes) and cached; building it first keeps it out of test timeouts.
+test: minio
 	$(GO) test -race -shuffle=on -timeout 20m $(PKGS)
+
+minio:
+	@$(GO) run ./internal/testminio/cmd/testminio >/dev/null
 
 # Tests that need outside services; they skip with a message when absent.
 test-integration:
