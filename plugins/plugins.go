@@ -10,8 +10,10 @@ import (
 	"github.com/pipelinehq/pipeline/sdk"
 
 	sinkfile "github.com/pipelinehq/pipeline/plugins/sink-file"
+	sinkpostgres "github.com/pipelinehq/pipeline/plugins/sink-postgres"
 	sinks3 "github.com/pipelinehq/pipeline/plugins/sink-s3"
 	sinkslack "github.com/pipelinehq/pipeline/plugins/sink-slack"
+	sinksnowflake "github.com/pipelinehq/pipeline/plugins/sink-snowflake"
 	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
 	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
@@ -55,6 +57,8 @@ func init() {
 	register(func() any { return &sinkslack.Sink{} })
 	register(func() any { return &sinkzendesk.Sink{} })
 	register(func() any { return &sinks3.Sink{} })
+	register(func() any { return &sinksnowflake.Sink{} })
+	register(func() any { return &sinkpostgres.Sink{} })
 }
 
 // Lookup finds a built-in by name ("sink-webhook").

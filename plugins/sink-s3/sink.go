@@ -267,28 +267,7 @@ func (s *Sink) Manifests() []export.Manifest {
 
 // redact replaces the configured secrets in err's text, keeping err for
 // errors.Is and errors.As.
-func (s *Sink) redact(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	clean := msg
-	for _, secret := range s.secrets {
-		clean = strings.ReplaceAll(clean, secret, "[redacted]")
-	}
-	if clean == msg {
-		return err
-	}
-	return &redacted{msg: clean, err: err}
-}
-
-type redacted struct {
-	msg string
-	err error
-}
-
-func (r *redacted) Error() string { return r.msg }
-func (r *redacted) Unwrap() error { return r.err }
+func (s *Sink) redact(err error) error { return sdk.Redact(err, s.secrets...) }
 
 // storeAdapter makes a Store an export.Store.
 type storeAdapter struct{ *Store }

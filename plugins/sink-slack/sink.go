@@ -246,7 +246,7 @@ func (s *Sink) checkAPIURL(raw string) (string, error) {
 // once they are durable there.
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if err := s.d.Enqueue(ctx, b); err != nil {
-		return scrubbed(err, s.scrub)
+		return sdk.Redact(err, s.secrets...)
 	}
 	return nil
 }
@@ -312,7 +312,7 @@ type apiResponse struct {
 func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	res := s.send(ctx, d)
 	if res.Err != nil {
-		res.Err = scrubbed(res.Err, s.scrub)
+		res.Err = sdk.Redact(res.Err, s.secrets...)
 	}
 	return res
 }
@@ -501,31 +501,7 @@ func secretStrings(webhookURL, token string) []string {
 }
 
 // scrub replaces every secret in msg.
-func (s *Sink) scrub(msg string) string {
-	for _, sec := range s.secrets {
-		msg = strings.ReplaceAll(msg, sec, "[redacted]")
-	}
-	return msg
-}
-
-// scrubbed is an error whose message has its secrets replaced and that
-// still unwraps to the original, so errors.Is and policy.IsPermanent see
-// through it.
-func scrubbed(err error, scrub func(string) string) error {
-	msg := scrub(err.Error())
-	if msg == err.Error() {
-		return err
-	}
-	return &scrubbedError{msg: msg, err: err}
-}
-
-type scrubbedError struct {
-	msg string
-	err error
-}
-
-func (e *scrubbedError) Error() string { return e.msg }
-func (e *scrubbedError) Unwrap() error { return e.err }
+func (s *Sink) scrub(msg string) string { return sdk.RedactString(msg, s.secrets...) }
 
 // parseBlocks checks that raw is a JSON array of Block Kit blocks (objects
 // with a "type") and returns it compacted; nil for an empty string or an
