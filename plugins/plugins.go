@@ -9,6 +9,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/sdk"
 
+	sinkbigquery "github.com/pipelinehq/pipeline/plugins/sink-bigquery"
 	sinkfile "github.com/pipelinehq/pipeline/plugins/sink-file"
 	sinkpostgres "github.com/pipelinehq/pipeline/plugins/sink-postgres"
 	sinks3 "github.com/pipelinehq/pipeline/plugins/sink-s3"
@@ -58,6 +59,7 @@ func init() {
 	register(func() any { return &sinkzendesk.Sink{} })
 	register(func() any { return &sinks3.Sink{} })
 	register(func() any { return &sinksnowflake.Sink{} })
+	register(func() any { return &sinkbigquery.Sink{} })
 	register(func() any { return &sinkpostgres.Sink{} })
 }
 

@@ -1,0 +1,635 @@
+// Package sinkbigquery is the built-in sink "bigquery": it loads records
+// into a BigQuery table through Parquet load jobs and a MERGE on a key.
+package sinkbigquery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/dustin/go-humanize"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/export"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+const (
+	idColumn    = sdk.IDColumn // "_pipeline_id"
+	modeMerge   = "merge"
+	modeAppend  = "append"
+	methodLoad  = "load"
+	stagingTTL  = 24 * time.Hour
+	maxJobTries = 5
+)
+
+var (
+	_ sdk.Sink         = (*Sink)(nil)
+	_ sdk.SinkCloser   = (*Sink)(nil)
+	_ sdk.BufferedSink = (*Sink)(nil)
+)
+
+type batchConfig struct {
+	Rows     *float64 `json:"rows"`
+	Bytes    string   `json:"bytes"`
+	Interval string   `json:"interval"`
+}
+
+type config struct {
+	Project         string            `json:"project"`
+	Dataset         string            `json:"dataset"`
+	Table           string            `json:"table"`
+	Location        string            `json:"location"`
+	CredentialsFile string            `json:"credentials_file"`
+	Endpoint        string            `json:"endpoint"`
+	Key             string            `json:"key"`
+	Mode            string            `json:"mode"`
+	Flatten         bool              `json:"flatten"`
+	Types           map[string]string `json:"types"`
+	Batch           *batchConfig      `json:"batch"`
+	Method          string            `json:"method"`
+}
+
+// Defaults of the batch block.
+const (
+	DefaultBatchBytes    = "100MiB"
+	DefaultBatchInterval = "5m"
+)
+
+// Sink loads records into BigQuery.
+type Sink struct {
+	cfg         config
+	name        string
+	fullRefresh bool
+	target      tableRef
+	conv        converter
+	client      *bigquery.Client
+	secrets     []string
+
+	maxRows  int64
+	maxBytes int64
+	interval time.Duration
+
+	held      []arrow.RecordBatch
+	heldRows  int64
+	heldBytes int64
+	firstAt   time.Time
+	firstID   string
+	lastID    string
+	seq       int64
+	flushes   int
+
+	// clientOptions are added to the client's (tests).
+	clientOptions []option.ClientOption
+	now           func() time.Time
+}
+
+// Info describes the plugin.
+func (s *Sink) Info() sdk.Info {
+	return sdk.Info{
+		Kind:        sdk.KindSink,
+		Type:        "bigquery",
+		Version:     Version,
+		Description: "Loads records into a BigQuery table: Parquet load jobs into a staging table, then a MERGE on a key (or appends), creating the table and adding new columns as they appear.",
+		Config: []sdk.Attribute{
+			{Name: "project", Type: sdk.String, Required: true, Description: "The Google Cloud project of the dataset (jobs run in it too)."},
+			{Name: "dataset", Type: sdk.String, Required: true, Description: "The dataset; created in location when missing."},
+			{Name: "table", Type: sdk.String, Required: true, Description: "The table; created from the records' schema on the first load."},
+			{Name: "location", Type: sdk.String, Description: `The dataset's location, e.g. "EU" or "us-central1" (default: BigQuery's default, US).`},
+			{Name: "credentials_file", Type: sdk.String, Description: "A service account (or other) JSON key file; default: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server)."},
+			{Name: "endpoint", Type: sdk.String, Description: `Base URL of a BigQuery REST API (an emulator, e.g. "http://127.0.0.1:9050"), for testing; without credentials_file no credentials are sent to it.`},
+			{Name: "key", Type: sdk.String, Default: idColumn, Description: `The column that identifies a record: loads are idempotent on it (mode "merge"). Default: the record id, stored in column _pipeline_id.`},
+			{Name: "mode", Type: sdk.String, Default: modeMerge, Description: `"merge" (upsert on key, the last arrival winning) or "append" (add every record).`},
+			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Flatten nested objects into columns named parent_child instead of RECORD columns."},
+			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types to use instead of the inferred ones: "timestamp" (a string field holding RFC 3339 times), "json" or "string" (the value as JSON text), e.g. { created_at = "timestamp", payload = "json" }. Nested fields are named with dots.`},
+			{Name: "batch", Description: "When to load what is held (at the end of the run in any case).", Nested: []sdk.Attribute{
+				{Name: "rows", Type: sdk.Number, Description: "Load after this many records (default: no limit)."},
+				{Name: "bytes", Type: sdk.String, Default: DefaultBatchBytes, Description: `Load after this much data in memory, e.g. "100MiB".`},
+				{Name: "interval", Type: sdk.String, Default: DefaultBatchInterval, Description: `Load this long after the first held record, e.g. "5m".`},
+			}},
+			{Name: "method", Type: sdk.String, Default: methodLoad, Description: `"load" (Parquet load jobs). "storage_write" is not available yet.`},
+		},
+	}
+}
+
+// Configure checks the block and builds the client. It does no network I/O.
+func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
+	s.cfg = config{}
+	if err := cfg.Decode(&s.cfg); err != nil {
+		return err
+	}
+	c := &s.cfg
+	s.name = cfg.Name
+	s.fullRefresh = cfg.FullRefresh
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for name, v := range map[string]string{"project": c.Project, "dataset": c.Dataset, "table": c.Table} {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("%s must not be empty", name)
+		}
+	}
+	if strings.ContainsAny(c.Dataset, ".`") || strings.ContainsAny(c.Table, ".`") || strings.ContainsAny(c.Project, "`") {
+		return fmt.Errorf("project, dataset and table are single names: put the project in project and the dataset in dataset, not %q.%q", c.Dataset, c.Table)
+	}
+	s.target = tableRef{Project: c.Project, Dataset: c.Dataset, Table: c.Table}
+	if c.Mode == "" {
+		c.Mode = modeMerge
+	}
+	if c.Mode != modeMerge && c.Mode != modeAppend {
+		return fmt.Errorf(`mode %q: use "merge" or "append"`, c.Mode)
+	}
+	if c.Key == "" {
+		c.Key = idColumn
+	}
+	if c.Method == "" {
+		c.Method = methodLoad
+	}
+	switch c.Method {
+	case methodLoad:
+	case "storage_write":
+		return errors.New(`method "storage_write" is not available yet in this version of the bigquery sink: use method = "load"`)
+	default:
+		return fmt.Errorf(`method %q: use "load"`, c.Method)
+	}
+	for col, t := range c.Types {
+		switch strings.ToLower(t) {
+		case "timestamp", "json", "string":
+			c.Types[col] = strings.ToLower(t)
+		default:
+			return fmt.Errorf(`types: column %q has type %q; use "timestamp", "json" or "string"`, col, t)
+		}
+	}
+	s.conv = converter{mem: memory.DefaultAllocator, flatten: c.Flatten, types: c.Types}
+
+	bc := batchConfig{}
+	if c.Batch != nil {
+		bc = *c.Batch
+	}
+	if bc.Bytes == "" {
+		bc.Bytes = DefaultBatchBytes
+	}
+	if bc.Interval == "" {
+		bc.Interval = DefaultBatchInterval
+	}
+	s.maxRows = 0
+	if bc.Rows != nil {
+		n := *bc.Rows
+		if n < 1 || n != math.Trunc(n) || n > math.MaxInt64/2 {
+			return fmt.Errorf("batch: rows must be a whole number of records, at least 1, not %v", n)
+		}
+		s.maxRows = int64(n)
+	}
+	n, err := humanize.ParseBytes(bc.Bytes)
+	if err != nil || n == 0 || n > math.MaxInt64/2 {
+		return fmt.Errorf(`batch: bytes %q is not a size such as "100MiB"`, bc.Bytes)
+	}
+	s.maxBytes = int64(n)
+	d, err := time.ParseDuration(bc.Interval)
+	if err != nil || d <= 0 {
+		return fmt.Errorf(`batch: interval %q is not a duration such as "5m" or "30s"`, bc.Interval)
+	}
+	s.interval = d
+
+	opts := []option.ClientOption{}
+	s.secrets = nil
+	if c.CredentialsFile != "" {
+		data, err := os.ReadFile(c.CredentialsFile)
+		if err != nil {
+			return fmt.Errorf("credentials_file: %v", err)
+		}
+		var key map[string]any
+		if err := json.Unmarshal(data, &key); err != nil {
+			return fmt.Errorf("credentials_file %s is not a JSON key file: %v", c.CredentialsFile, syntaxOnly(err))
+		}
+		for _, k := range []string{"private_key", "private_key_id", "client_secret", "refresh_token"} {
+			if v, ok := key[k].(string); ok && v != "" {
+				s.secrets = append(s.secrets, v)
+				// A PEM key also appears line by line in some errors.
+				for _, line := range strings.Split(v, "\n") {
+					if len(line) >= 16 && !strings.HasPrefix(line, "-----") {
+						s.secrets = append(s.secrets, line)
+					}
+				}
+			}
+		}
+		typ, _ := key["type"].(string)
+		if typ == "" {
+			return fmt.Errorf("credentials_file %s has no \"type\": use a service account key or the file gcloud writes", c.CredentialsFile)
+		}
+		opts = append(opts, option.WithAuthCredentialsJSON(option.CredentialsType(typ), data))
+	}
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf(`endpoint %q is not a URL such as "http://127.0.0.1:9050"`, c.Endpoint)
+		}
+		ep := strings.TrimSuffix(c.Endpoint, "/")
+		if u.Path == "" || u.Path == "/" {
+			ep += "/bigquery/v2"
+		}
+		opts = append(opts, option.WithEndpoint(ep+"/"))
+		if c.CredentialsFile == "" {
+			opts = append(opts, option.WithoutAuthentication())
+		}
+	}
+	opts = append(opts, s.clientOptions...)
+	if s.client != nil {
+		s.client.Close()
+	}
+	s.client, err = bigquery.NewClient(ctx, c.Project, opts...)
+	if err != nil {
+		return s.redact(fmt.Errorf("bigquery client: %w", err))
+	}
+	return nil
+}
+
+// syntaxOnly keeps a JSON error's position but none of the file's text.
+func syntaxOnly(err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("invalid JSON at byte %d", se.Offset)
+	}
+	return errors.New("invalid JSON")
+}
+
+// Write converts the batch and holds it until the next Flush.
+func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
+	n := b.Len()
+	if n == 0 {
+		return nil
+	}
+	rec, err := s.conv.convertBatch(b, s.seq)
+	if err != nil {
+		return err
+	}
+	keyName := s.cfg.Key
+	if keyName == idColumn {
+		keyName = stagingIDColumn
+	}
+	idx := rec.Schema().FieldIndices(keyName)
+	if len(idx) == 0 {
+		rec.Release()
+		return fmt.Errorf("key %q is not a column of the records (columns: %s): set key to a top-level field, or leave it out to use the record id", s.cfg.Key, columnNames(rec.Schema()))
+	}
+	kf := rec.Schema().Field(idx[0])
+	if _, ok := kf.Type.(*arrow.StructType); ok || isJSONField(kf) || kf.Type.ID() == arrow.LIST {
+		rec.Release()
+		return fmt.Errorf("key %q is a %s column; a key must be a scalar column such as a STRING or INT64", s.cfg.Key, bqTypeOf(kf))
+	}
+	if nulls := rec.Column(idx[0]).NullN(); nulls > 0 {
+		rec.Release()
+		if s.cfg.Key == idColumn {
+			return fmt.Errorf("%d records carry no record id; mode %q needs one (set key to a column that identifies a record)", nulls, s.cfg.Mode)
+		}
+		return fmt.Errorf("%d records have no value in the key column %q; every record needs a key", nulls, s.cfg.Key)
+	}
+	if len(s.held) == 0 {
+		s.firstAt = s.now()
+		s.firstID = b.ID(0)
+		if s.firstID == "" {
+			s.firstID = fmt.Sprint("seq:", s.seq)
+		}
+	}
+	s.lastID = b.ID(n - 1)
+	if s.lastID == "" {
+		s.lastID = fmt.Sprint("seq:", s.seq+int64(n)-1)
+	}
+	s.seq += int64(n)
+	s.held = append(s.held, rec)
+	s.heldRows += int64(n)
+	s.heldBytes += recordBytes(rec)
+	return nil
+}
+
+func columnNames(s *arrow.Schema) string {
+	var names []string
+	for _, f := range s.Fields() {
+		if f.Name == stagingIDColumn || f.Name == stagingSeqColumn {
+			continue
+		}
+		names = append(names, f.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// FlushDue reports whether a batch limit is reached.
+func (s *Sink) FlushDue(now time.Time) bool {
+	if len(s.held) == 0 {
+		return false
+	}
+	return (s.maxRows > 0 && s.heldRows >= s.maxRows) ||
+		s.heldBytes >= s.maxBytes ||
+		now.Sub(s.firstAt) >= s.interval
+}
+
+// Flush loads what is held; once it returns nil the records are in the
+// table.
+func (s *Sink) Flush(ctx context.Context) error {
+	if len(s.held) == 0 {
+		return nil
+	}
+	if err := s.flush(ctx); err != nil {
+		return s.redact(err)
+	}
+	s.release()
+	s.flushes++
+	return nil
+}
+
+func (s *Sink) release() {
+	for _, r := range s.held {
+		r.Release()
+	}
+	s.held = nil
+	s.heldRows, s.heldBytes = 0, 0
+}
+
+// Close releases what is held and the client.
+func (s *Sink) Close(ctx context.Context) error {
+	s.release()
+	if s.client != nil {
+		err := s.client.Close()
+		s.client = nil
+		return s.redact(err)
+	}
+	return nil
+}
+
+func (s *Sink) flush(ctx context.Context) error {
+	var fields []arrow.Field
+	var err error
+	for _, r := range s.held {
+		if fields, err = unionFields(fields, r.Schema().Fields(), ""); err != nil {
+			return err
+		}
+	}
+	staged := toBQSchema(fields)
+	r := flushRange{
+		Pipeline:    s.name,
+		Target:      s.target,
+		Mode:        s.cfg.Mode,
+		FullRefresh: s.fullRefresh && s.flushes == 0,
+		FirstID:     s.firstID,
+		LastID:      s.lastID,
+	}
+	plan := planFlush(r, s.cfg.Location, staged, s.cfg.Key)
+
+	if err := s.ensureDataset(ctx); err != nil {
+		return err
+	}
+	if err := s.ensureTable(ctx, s.target, targetSchema(staged), time.Time{}); err != nil {
+		return err
+	}
+	if plan.Staging != nil {
+		if err := s.ensureTable(ctx, *plan.Staging, staged, s.now().Add(stagingTTL)); err != nil {
+			return err
+		}
+	}
+
+	f, err := os.CreateTemp("", "pipeline-bigquery-*.parquet")
+	if err != nil {
+		return fmt.Errorf("temporary file for the load: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	w, err := export.NewWriter(f, export.Options{Format: export.FormatParquet, ParquetCompression: "snappy"})
+	if err != nil {
+		return err
+	}
+	// An empty record of the flush's schema fixes the file's schema; the
+	// writer fills the columns a record lacks with nulls.
+	empty := array.NewRecordBatch(arrow.NewSchema(fields, nil), emptyColumns(fields), 0)
+	err = w.Write(empty)
+	empty.Release()
+	if err != nil {
+		return err
+	}
+	for _, rec := range s.held {
+		if err := w.Write(rec); err != nil {
+			return err
+		}
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+
+	load := func(ctx context.Context, jobID string) (*bigquery.Job, error) {
+		if _, err := f.Seek(0, 0); err != nil {
+			return nil, err
+		}
+		src := bigquery.NewReaderSource(f)
+		src.SourceFormat = bigquery.Parquet
+		src.ParquetOptions = &bigquery.ParquetOptions{EnableListInference: plan.Load.EnableListInference}
+		d := plan.Load.Destination
+		l := s.client.DatasetInProject(d.Project, d.Dataset).Table(d.Table).LoaderFrom(src)
+		l.JobID = jobID
+		l.Location = plan.Load.Location
+		l.WriteDisposition = bigquery.TableWriteDisposition(plan.Load.WriteDisposition)
+		l.CreateDisposition = bigquery.TableCreateDisposition(plan.Load.CreateDisposition)
+		l.SchemaUpdateOptions = plan.Load.SchemaUpdateOptions
+		return l.Run(ctx)
+	}
+	if err := s.runJob(ctx, plan.Load.JobID, plan.Load.Location, "load into "+plan.Load.Destination.String(), load); err != nil {
+		return err
+	}
+	if plan.Merge == nil {
+		return nil
+	}
+	merge := func(ctx context.Context, jobID string) (*bigquery.Job, error) {
+		q := s.client.Query(plan.Merge.SQL)
+		q.JobID = jobID
+		q.Location = plan.Merge.Location
+		return q.Run(ctx)
+	}
+	if err := s.runJob(ctx, plan.Merge.JobID, plan.Merge.Location, "insert into "+s.target.String(), merge); err != nil {
+		return err
+	}
+	// The staging table expires by itself; deleting it early is tidy only.
+	st := plan.Staging
+	if err := s.client.DatasetInProject(st.Project, st.Dataset).Table(st.Table).Delete(ctx); err != nil && !isStatus(err, http.StatusNotFound) {
+		sdk.Logger().Warn("could not delete the staging table; it expires in a day", "table", st.String(), "error", s.redact(err).Error())
+	}
+	return nil
+}
+
+func emptyColumns(fields []arrow.Field) []arrow.Array {
+	cols := make([]arrow.Array, len(fields))
+	for i, f := range fields {
+		cols[i] = array.MakeArrayOfNull(memory.DefaultAllocator, f.Type, 0)
+	}
+	return cols
+}
+
+// runJob starts a job with a deterministic id and waits for it. When the
+// id exists already (a retry of a flush whose job was started), the job is
+// looked up instead: done and successful, it counts as this flush's; failed,
+// the next id in the sequence id, id_r1, id_r2… is tried.
+func (s *Sink) runJob(ctx context.Context, baseID, location, what string, start func(context.Context, string) (*bigquery.Job, error)) error {
+	for try := 0; try < maxJobTries; try++ {
+		id := baseID
+		if try > 0 {
+			id = fmt.Sprintf("%s_r%d", baseID, try)
+		}
+		job, err := start(ctx, id)
+		existed := false
+		if isDuplicate(err) {
+			existed = true
+			job, err = s.client.JobFromProject(ctx, s.cfg.Project, id, location)
+			if err != nil {
+				return fmt.Errorf("%s: job %s exists already but could not be looked up: %w", what, id, err)
+			}
+			sdk.Logger().Info("job exists already (a retry): not starting it again", "job", id)
+		} else if err != nil {
+			return fmt.Errorf("%s: start job %s: %w", what, id, err)
+		}
+		status, err := job.Wait(ctx)
+		if err == nil && status != nil {
+			err = status.Err()
+		}
+		if err == nil {
+			return nil
+		}
+		if !existed || ctx.Err() != nil {
+			return fmt.Errorf("%s: job %s failed: %w", what, id, err)
+		}
+		sdk.Logger().Warn("an earlier attempt's job failed: starting it again under a new id", "job", id, "error", s.redact(err).Error())
+	}
+	return fmt.Errorf("%s: job %s failed in %d attempts", what, baseID, maxJobTries)
+}
+
+// isDuplicate reports a 409 for a job id that exists already.
+func isDuplicate(err error) bool {
+	var ge *googleapi.Error
+	if !errors.As(err, &ge) || ge.Code != http.StatusConflict {
+		return false
+	}
+	if len(ge.Errors) == 0 {
+		return true
+	}
+	for _, e := range ge.Errors {
+		if e.Reason == "duplicate" {
+			return true
+		}
+	}
+	return false
+}
+
+func isStatus(err error, code int) bool {
+	var ge *googleapi.Error
+	return errors.As(err, &ge) && ge.Code == code
+}
+
+func (s *Sink) ensureDataset(ctx context.Context) error {
+	ds := s.client.DatasetInProject(s.target.Project, s.target.Dataset)
+	if _, err := ds.Metadata(ctx); err == nil {
+		return nil
+	} else if !isStatus(err, http.StatusNotFound) {
+		return fmt.Errorf("dataset %s.%s: %w", s.target.Project, s.target.Dataset, err)
+	}
+	err := ds.Create(ctx, &bigquery.DatasetMetadata{Location: s.cfg.Location})
+	if err != nil && !isStatus(err, http.StatusConflict) {
+		return fmt.Errorf("create dataset %s.%s: %w", s.target.Project, s.target.Dataset, err)
+	}
+	sdk.Logger().Info("created dataset", "dataset", s.target.Project+"."+s.target.Dataset)
+	return nil
+}
+
+// ensureTable creates t with schema, or adds the columns it lacks; an
+// incompatible column type is an error naming it.
+func (s *Sink) ensureTable(ctx context.Context, t tableRef, schema bigquery.Schema, expires time.Time) error {
+	tbl := s.client.DatasetInProject(t.Project, t.Dataset).Table(t.Table)
+	md, err := tbl.Metadata(ctx)
+	if isStatus(err, http.StatusNotFound) {
+		err = tbl.Create(ctx, &bigquery.TableMetadata{Schema: schema, ExpirationTime: expires})
+		if err == nil {
+			if expires.IsZero() {
+				sdk.Logger().Info("created table", "table", t.String(), "columns", len(schema))
+			}
+			return nil
+		}
+		if !isStatus(err, http.StatusConflict) {
+			return fmt.Errorf("create table %s: %w", t, err)
+		}
+		md, err = tbl.Metadata(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("table %s: %w", t, err)
+	}
+	merged, added, err := evolve(t.String(), md.Schema, schema, "")
+	if err != nil {
+		return err
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if _, err := tbl.Update(ctx, bigquery.TableMetadataToUpdate{Schema: merged}, md.ETag); err != nil {
+		return fmt.Errorf("add columns %s to table %s: %w", strings.Join(added, ", "), t, err)
+	}
+	if expires.IsZero() {
+		sdk.Logger().Info("added NULLABLE columns to the table", "table", t.String(), "columns", strings.Join(added, ", "))
+	}
+	return nil
+}
+
+// redact replaces the credentials' secrets in err's text, keeping err for
+// errors.Is and errors.As.
+func (s *Sink) redact(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	clean := msg
+	for _, secret := range s.secrets {
+		clean = strings.ReplaceAll(clean, secret, "[redacted]")
+	}
+	if clean == msg {
+		return err
+	}
+	return &redacted{msg: clean, err: err}
+}
+
+type redacted struct {
+	msg string
+	err error
+}
+
+func (r *redacted) Error() string { return r.msg }
+func (r *redacted) Unwrap() error { return r.err }
+
+// recordBytes is the size of rec's buffers.
+func recordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, c := range rec.Columns() {
+		n += dataBytes(c.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
+}
