@@ -45,7 +45,7 @@ const Version = "0.1.0"
 // when any is reached.
 const (
 	DefaultBatchRows     = 1_000_000
-	DefaultBatchBytes    = "256MiB"
+	DefaultBatchBytes    = "64MiB"
 	DefaultBatchInterval = "1m"
 )
 
@@ -144,7 +144,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types for fields that the records cannot tell: { created_at = "timestamp" } (TIMESTAMP_TZ), "date", "variant" (a string holding JSON) or "string".`},
 			{Name: "batch", Description: "When to flush, whichever comes first.", Nested: []sdk.Attribute{
 				{Name: "rows", Type: sdk.Number, Default: DefaultBatchRows, Description: "Rows per load."},
-				{Name: "bytes", Type: sdk.String, Default: DefaultBatchBytes, Description: `Size per load, in memory, e.g. "256MiB".`},
+				{Name: "bytes", Type: sdk.String, Default: DefaultBatchBytes, Description: `Size per load, in memory (the records as received; the converted columns and the Parquet file are held too, so the process needs several times this), e.g. "64MiB".`},
 				{Name: "interval", Type: sdk.String, Default: DefaultBatchInterval, Description: `Longest time a record is held before it is loaded, e.g. "1m".`},
 			}},
 		},
