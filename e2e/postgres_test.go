@@ -214,3 +214,45 @@ sink "postgres" "dw" {
 	}
 	t.Logf("%d kills; %d loads committed in all", kills, loads)
 }
+
+// TestWarehousePostgresExampleRunsAsItIs runs pipelines/warehouse-postgres.hcl
+// against the local server twice: 1,000 rows, typed columns, and the re-run
+// (a full refresh, which reads everything again) leaves them at 1,000.
+func TestWarehousePostgresExampleRunsAsItIs(t *testing.T) {
+	dsn := postgresDSN(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "testdata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, calls(), filepath.Join(dir, "testdata"))
+	example := copyFile(t, filepath.Join(repoRoot(), "pipelines", "warehouse-postgres.hcl"), dir)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	schema := fmt.Sprintf("example_%d", time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+	// The example's table lands in the connection's current schema.
+	env := []string{"DATABASE_URL=" + dsn + " options='-c search_path=" + schema + "'"}
+	for i, args := range [][]string{{"run", example}, {"run", "--full-refresh", example}} {
+		if res := pipeline(t, dir, env, args...); res.code != 0 {
+			t.Fatalf("run %d exited %d\n%s", i+1, res.code, res.stderr)
+		}
+		var rows, distinct int
+		var tsType string
+		if err := conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT row_id) FROM "+schema+".classified_calls").Scan(&rows, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.QueryRow(ctx, "SELECT data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'classified_calls' AND column_name = 'timestamp'", schema).Scan(&tsType); err != nil {
+			t.Fatal(err)
+		}
+		if rows != 1000 || distinct != 1000 || tsType != "timestamp with time zone" {
+			t.Fatalf("after run %d: %d rows, %d distinct row_ids, timestamp is %s; want 1000, 1000, timestamp with time zone", i+1, rows, distinct, tsType)
+		}
+	}
+}
