@@ -404,14 +404,27 @@ func loadFileName(firstID, lastID string, rows int64) string {
 	return "load_" + hex.EncodeToString(h[:12]) + ".parquet"
 }
 
-func (s *Sink) flush(ctx context.Context) error {
+// heldColumns is the union of the held batches' columns.
+func (s *Sink) heldColumns() ([]column, error) {
 	sets := make([][]column, len(s.held))
 	for i, h := range s.held {
 		for _, c := range h.cols {
 			sets[i] = append(sets[i], c.column)
 		}
 	}
-	cols, err := unionColumns(sets)
+	return unionColumns(sets)
+}
+
+// loadFile is the held batches as the Parquet file of one load with the
+// columns cols: its name and its bytes.
+func (s *Sink) loadFile(cols []column) (string, []byte, error) {
+	file := loadFileName(s.held[0].firstID, s.held[len(s.held)-1].lastID, s.heldRows)
+	data, err := s.parquet(cols, file)
+	return file, data, err
+}
+
+func (s *Sink) flush(ctx context.Context) error {
+	cols, err := s.heldColumns()
 	if err != nil {
 		return err
 	}
@@ -424,8 +437,7 @@ func (s *Sink) flush(ctx context.Context) error {
 			cols[i].Type = canonical(have)
 		}
 	}
-	file := loadFileName(s.held[0].firstID, s.held[len(s.held)-1].lastID, s.heldRows)
-	data, err := s.parquet(cols, file)
+	file, data, err := s.loadFile(cols)
 	if err != nil {
 		return err
 	}

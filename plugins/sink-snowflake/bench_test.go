@@ -1,0 +1,76 @@
+package sinksnowflake
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/sdktest"
+)
+
+// benchInput is the JSON Lines file the load benchmarks encode:
+// BENCH_JSONL, else make bench's 1M-record file, else the demo data.
+func benchInput(b *testing.B) string {
+	if p := os.Getenv("BENCH_JSONL"); p != "" {
+		return p
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if p := filepath.Join(root, ".cache", "bench", "calls-1000000.jsonl"); fileExists(p) {
+		return p
+	}
+	return filepath.Join(root, "testdata", "calls.jsonl")
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// BenchmarkLoadParquet builds the Parquet files the sink would PUT for the
+// input, with the default batch limits, by the sink's own code (no
+// warehouse): bytes/record is the figure docs/benchmarks.md reports.
+func BenchmarkLoadParquet(b *testing.B) {
+	path := benchInput(b)
+	for range b.N {
+		s := &Sink{}
+		if err := s.Configure(context.Background(), sdk.Config{Name: "bench", JSON: []byte(`{"dsn":"u:p@acct/db/schema","table":"calls"}`)}); err != nil {
+			b.Fatal(err)
+		}
+		var records, bytes, files int64
+		load := func() {
+			cols, err := s.heldColumns()
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, data, err := s.loadFile(cols)
+			if err != nil {
+				b.Fatal(err)
+			}
+			records += s.heldRows
+			bytes += int64(len(data))
+			files++
+			s.release()
+		}
+		start := time.Now()
+		err := sdktest.ReadJSONL(path, 8192, func(batch sdk.Batch) error {
+			if err := s.Write(context.Background(), batch); err != nil {
+				return err
+			}
+			if s.FlushDue(time.Now()) {
+				load()
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(s.held) > 0 {
+			load()
+		}
+		b.ReportMetric(float64(bytes)/float64(records), "bytes/record")
+		b.ReportMetric(float64(records)/time.Since(start).Seconds(), "records/s")
+		b.ReportMetric(float64(files), "files")
+	}
+}
