@@ -93,3 +93,26 @@ func (b Batch) Template(attr string, i int) (string, bool) {
 	}
 	return col.Value(i), true
 }
+
+// RecordBytes is the size of rec's Arrow buffers: what holding it costs,
+// for sinks that gather batches up to a size.
+func RecordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, c := range rec.Columns() {
+		n += dataBytes(c.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
+}

@@ -232,7 +232,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	}
 	s.held = append(s.held, held{rec: b.Record, ids: ids})
 	s.rows += int64(n)
-	s.bytes += recordBytes(b.Record) + int64(idBytes)
+	s.bytes += sdk.RecordBytes(b.Record) + int64(idBytes)
 	return nil
 }
 
@@ -278,28 +278,6 @@ func (s *Sink) release() {
 	}
 	s.held = nil
 	s.rows, s.bytes = 0, 0
-}
-
-// recordBytes sums the batch's buffer sizes.
-func recordBytes(rec arrow.RecordBatch) int64 {
-	var n int64
-	for _, col := range rec.Columns() {
-		n += dataBytes(col.Data())
-	}
-	return n
-}
-
-func dataBytes(d arrow.ArrayData) int64 {
-	var n int64
-	for _, b := range d.Buffers() {
-		if b != nil {
-			n += int64(b.Len())
-		}
-	}
-	for _, c := range d.Children() {
-		n += dataBytes(c)
-	}
-	return n
 }
 
 // redact replaces the dsn and password in err's text, keeping err for

@@ -362,7 +362,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	}
 	s.held = append(s.held, heldBatch{cols: cols, rows: n, firstID: b.ID(0), lastID: b.ID(n - 1)})
 	s.heldRows += int64(n)
-	s.heldBytes += recordBytes(b.Record)
+	s.heldBytes += sdk.RecordBytes(b.Record)
 	return nil
 }
 
@@ -667,50 +667,7 @@ func (s *Sink) Close(ctx context.Context) error {
 
 // redact replaces the configured secrets in err's text, keeping err for
 // errors.Is and errors.As.
-func (s *Sink) redact(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	clean := msg
-	for _, secret := range s.secrets {
-		clean = strings.ReplaceAll(clean, secret, "[redacted]")
-	}
-	if clean == msg {
-		return err
-	}
-	return &redacted{msg: clean, err: err}
-}
-
-type redacted struct {
-	msg string
-	err error
-}
-
-func (r *redacted) Error() string { return r.msg }
-func (r *redacted) Unwrap() error { return r.err }
-
-// recordBytes is the size of a record's buffers.
-func recordBytes(rec arrow.RecordBatch) int64 {
-	var n int64
-	for _, col := range rec.Columns() {
-		n += dataBytes(col.Data())
-	}
-	return n
-}
-
-func dataBytes(d arrow.ArrayData) int64 {
-	var n int64
-	for _, b := range d.Buffers() {
-		if b != nil {
-			n += int64(b.Len())
-		}
-	}
-	for _, c := range d.Children() {
-		n += dataBytes(c)
-	}
-	return n
-}
+func (s *Sink) redact(err error) error { return sdk.Redact(err, s.secrets...) }
 
 // replayReader reads data and, after each io.EOF, starts over.
 // gosnowflake (v1.19.1) reads a PUT stream twice: into its upload buffer,
