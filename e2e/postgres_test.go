@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,34 +15,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pipelinehq/pipeline/internal/testpg"
 )
 
-// postgresDSN finds the test server (127.0.0.1:5432, database test, trust
-// auth) as postgres or the current user, or skips.
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	var tries []string
-	if d := os.Getenv("PIPELINE_TEST_PG_DSN"); d != "" {
-		tries = append(tries, d)
-	}
-	tries = append(tries, "host=127.0.0.1 port=5432 dbname=test user=postgres sslmode=disable connect_timeout=3")
-	if u, err := user.Current(); err == nil {
-		tries = append(tries, "host=127.0.0.1 port=5432 dbname=test user="+u.Username+" sslmode=disable connect_timeout=3")
-	}
-	var last error
-	for _, dsn := range tries {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		conn, err := pgx.Connect(ctx, dsn)
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return dsn
-		}
-		last = err
-	}
-	t.Skipf("no PostgreSQL test server at 127.0.0.1:5432 (database test, trust auth): %v", last)
-	return ""
-}
+// postgresDSN is the test server, or a skip.
+func postgresDSN(t testing.TB) string { t.Helper(); return testpg.DSN(t) }
 
 // pgRecord is record i of the generated input.
 func pgRecord(i int) map[string]any {

@@ -5,44 +5,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/user"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pipelinehq/pipeline/internal/testpg"
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
 
-// testDSN finds the test server (127.0.0.1:5432, database test, trust
-// auth) as postgres or the current user; PIPELINE_TEST_PG_DSN overrides.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	var tries []string
-	if d := os.Getenv("PIPELINE_TEST_PG_DSN"); d != "" {
-		tries = append(tries, d)
-	}
-	tries = append(tries, "host=127.0.0.1 port=5432 dbname=test user=postgres sslmode=disable connect_timeout=3")
-	if u, err := user.Current(); err == nil {
-		tries = append(tries, "host=127.0.0.1 port=5432 dbname=test user="+u.Username+" sslmode=disable connect_timeout=3")
-	}
-	var last error
-	for _, dsn := range tries {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		conn, err := pgx.Connect(ctx, dsn)
-		cancel()
-		if err == nil {
-			conn.Close(context.Background())
-			return dsn
-		}
-		last = err
-	}
-	t.Skipf("no PostgreSQL test server at 127.0.0.1:5432 (database test, trust auth): %v", last)
-	return ""
-}
+// testDSN is the test server, or a skip.
+func testDSN(t testing.TB) string { t.Helper(); return testpg.DSN(t) }
 
 // db is a connection to the test database with a fresh schema of its own.
 type db struct {
