@@ -64,3 +64,17 @@ if [ "${BENCH_EXPORT:-1}" != 0 ]; then
   echo
   go run ./tools/benchexport -in "$data" -n "$N" -pipeline bin/pipeline
 fi
+
+# Warehouse loads (issue 5): 1M records into the local PostgreSQL (merge and
+# append), and the Parquet the Snowflake and BigQuery sinks build per load.
+# BENCH_WAREHOUSE=0 skips it; Postgres is skipped when the server is down.
+if [ "${BENCH_WAREHOUSE:-1}" != 0 ]; then
+  echo
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    go run ./tools/benchpostgres -n "$N" -bin bin/pipeline
+    go run ./tools/benchpostgres -n "$N" -bin bin/pipeline -mode append
+  else
+    echo "PostgreSQL is not running at 127.0.0.1:5432: skipping the Postgres load benchmark"
+  fi
+  BENCH_JSONL="$PWD/$data" go test -run '^$' -bench BenchmarkLoadParquet -benchtime 1x ./plugins/sink-snowflake/ ./plugins/sink-bigquery/
+fi

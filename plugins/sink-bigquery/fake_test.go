@@ -48,6 +48,9 @@ type fakeBQ struct {
 	// echo is put into every 404's message (to test redaction).
 	echo string
 	auth []string
+	// onQuery, when set, runs a query job's SQL (called with mu held); an
+	// error fails the job.
+	onQuery func(sql string) error
 }
 
 func newFakeBQ(t *testing.T) *fakeBQ {
@@ -265,6 +268,10 @@ func (f *fakeBQ) finishJob(w http.ResponseWriter, job *bq.Job, media []byte) {
 	job.Status = &bq.JobStatus{State: "DONE"}
 	if msg, ok := f.failJob[id]; ok {
 		job.Status.ErrorResult = &bq.ErrorProto{Reason: "invalid", Message: msg}
+	} else if q := job.Configuration.Query; q != nil && f.onQuery != nil {
+		if err := f.onQuery(q.Query); err != nil {
+			job.Status.ErrorResult = &bq.ErrorProto{Reason: "invalidQuery", Message: err.Error()}
+		}
 	}
 	job.Id = job.JobReference.ProjectId + ":US." + id
 	f.jobs[id] = job

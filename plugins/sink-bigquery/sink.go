@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"cloud.google.com/go/bigquery/storage/managedwriter"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -80,6 +82,10 @@ type Sink struct {
 	conv        converter
 	client      *bigquery.Client
 	secrets     []string
+	// wclient is the Storage Write API's client (method "storage_write"),
+	// created by the first flush with writeOpts.
+	wclient   *managedwriter.Client
+	writeOpts []option.ClientOption
 
 	maxRows  int64
 	maxBytes int64
@@ -96,7 +102,9 @@ type Sink struct {
 
 	// clientOptions are added to the client's (tests).
 	clientOptions []option.ClientOption
-	now           func() time.Time
+	// writeOptions are added to the Storage Write API client's (tests).
+	writeOptions []option.ClientOption
+	now          func() time.Time
 }
 
 // Info describes the plugin.
@@ -122,7 +130,7 @@ func (s *Sink) Info() sdk.Info {
 				{Name: "bytes", Type: sdk.String, Default: DefaultBatchBytes, Description: `Load after this much data in memory, e.g. "100MiB".`},
 				{Name: "interval", Type: sdk.String, Default: DefaultBatchInterval, Description: `Load this long after the first held record, e.g. "5m".`},
 			}},
-			{Name: "method", Type: sdk.String, Default: methodLoad, Description: `"load" (Parquet load jobs). "storage_write" is not available yet.`},
+			{Name: "method", Type: sdk.String, Default: methodLoad, Description: `"load" (Parquet load jobs into a staging table) or "storage_write" (the Storage Write API: a PENDING stream per flush, committed before the flush returns; into a staging table and the same MERGE in mode "merge", straight into the table in mode "append").`},
 		},
 	}
 }
@@ -161,11 +169,9 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		c.Method = methodLoad
 	}
 	switch c.Method {
-	case methodLoad:
-	case "storage_write":
-		return errors.New(`method "storage_write" is not available yet in this version of the bigquery sink: use method = "load"`)
+	case methodLoad, methodStorageWrite:
 	default:
-		return fmt.Errorf(`method %q: use "load"`, c.Method)
+		return fmt.Errorf(`method %q: use "load" or "storage_write"`, c.Method)
 	}
 	for col, t := range c.Types {
 		switch strings.ToLower(t) {
@@ -234,15 +240,23 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		}
 		opts = append(opts, option.WithAuthCredentialsJSON(option.CredentialsType(typ), data))
 	}
+	var ep string
 	if c.Endpoint != "" {
 		u, err := url.Parse(c.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf(`endpoint %q is not a URL such as "http://127.0.0.1:9050"`, c.Endpoint)
 		}
-		ep := strings.TrimSuffix(c.Endpoint, "/")
+		ep = strings.TrimSuffix(c.Endpoint, "/")
 		if u.Path == "" || u.Path == "/" {
 			ep += "/bigquery/v2"
 		}
+	}
+	// The Storage Write API is gRPC: the REST endpoint does not apply.
+	s.writeOpts = append(append([]option.ClientOption(nil), opts...), s.writeOptions...)
+	if c.Method == methodStorageWrite && c.Endpoint != "" && len(s.writeOptions) == 0 {
+		return fmt.Errorf(`method "storage_write" cannot be used with endpoint %q: the Storage Write API is a gRPC service that endpoint does not serve; use method = "load" with an emulator`, c.Endpoint)
+	}
+	if c.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(ep+"/"))
 		if c.CredentialsFile == "" {
 			opts = append(opts, option.WithoutAuthentication())
@@ -251,6 +265,10 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	opts = append(opts, s.clientOptions...)
 	if s.client != nil {
 		s.client.Close()
+	}
+	if s.wclient != nil {
+		s.wclient.Close()
+		s.wclient = nil
 	}
 	s.client, err = bigquery.NewClient(ctx, c.Project, opts...)
 	if err != nil {
@@ -313,7 +331,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	s.seq += int64(n)
 	s.held = append(s.held, rec)
 	s.heldRows += int64(n)
-	s.heldBytes += recordBytes(rec)
+	s.heldBytes += sdk.RecordBytes(rec)
 	return nil
 }
 
@@ -344,7 +362,11 @@ func (s *Sink) Flush(ctx context.Context) error {
 	if len(s.held) == 0 {
 		return nil
 	}
-	if err := s.flush(ctx); err != nil {
+	flush := s.flush
+	if s.cfg.Method == methodStorageWrite {
+		flush = s.flushStorage
+	}
+	if err := flush(ctx); err != nil {
 		return s.redact(err)
 	}
 	s.release()
@@ -363,21 +385,57 @@ func (s *Sink) release() {
 // Close releases what is held and the client.
 func (s *Sink) Close(ctx context.Context) error {
 	s.release()
-	if s.client != nil {
-		err := s.client.Close()
-		s.client = nil
-		return s.redact(err)
+	var errs []error
+	if s.wclient != nil {
+		errs = append(errs, s.wclient.Close())
+		s.wclient = nil
 	}
-	return nil
+	if s.client != nil {
+		errs = append(errs, s.client.Close())
+		s.client = nil
+	}
+	return s.redact(errors.Join(errs...))
 }
 
-func (s *Sink) flush(ctx context.Context) error {
+// heldFields is the union of the held records' fields.
+func (s *Sink) heldFields() ([]arrow.Field, error) {
 	var fields []arrow.Field
 	var err error
 	for _, r := range s.held {
 		if fields, err = unionFields(fields, r.Schema().Fields(), ""); err != nil {
+			return nil, err
+		}
+	}
+	return fields, nil
+}
+
+// writeParquet writes the held records to w as the Parquet file of one
+// load, with the columns fields.
+func (s *Sink) writeParquet(w io.Writer, fields []arrow.Field) error {
+	pw, err := export.NewWriter(w, export.Options{Format: export.FormatParquet, ParquetCompression: "snappy"})
+	if err != nil {
+		return err
+	}
+	// An empty record of the flush's schema fixes the file's schema; the
+	// writer fills the columns a record lacks with nulls.
+	empty := array.NewRecordBatch(arrow.NewSchema(fields, nil), emptyColumns(fields), 0)
+	err = pw.Write(empty)
+	empty.Release()
+	if err != nil {
+		return err
+	}
+	for _, rec := range s.held {
+		if err := pw.Write(rec); err != nil {
 			return err
 		}
+	}
+	return pw.Close()
+}
+
+func (s *Sink) flush(ctx context.Context) error {
+	fields, err := s.heldFields()
+	if err != nil {
+		return err
 	}
 	staged := toBQSchema(fields)
 	r := flushRange{
@@ -408,24 +466,7 @@ func (s *Sink) flush(ctx context.Context) error {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	w, err := export.NewWriter(f, export.Options{Format: export.FormatParquet, ParquetCompression: "snappy"})
-	if err != nil {
-		return err
-	}
-	// An empty record of the flush's schema fixes the file's schema; the
-	// writer fills the columns a record lacks with nulls.
-	empty := array.NewRecordBatch(arrow.NewSchema(fields, nil), emptyColumns(fields), 0)
-	err = w.Write(empty)
-	empty.Release()
-	if err != nil {
-		return err
-	}
-	for _, rec := range s.held {
-		if err := w.Write(rec); err != nil {
-			return err
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := s.writeParquet(f, fields); err != nil {
 		return err
 	}
 
@@ -589,47 +630,4 @@ func (s *Sink) ensureTable(ctx context.Context, t tableRef, schema bigquery.Sche
 
 // redact replaces the credentials' secrets in err's text, keeping err for
 // errors.Is and errors.As.
-func (s *Sink) redact(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	clean := msg
-	for _, secret := range s.secrets {
-		clean = strings.ReplaceAll(clean, secret, "[redacted]")
-	}
-	if clean == msg {
-		return err
-	}
-	return &redacted{msg: clean, err: err}
-}
-
-type redacted struct {
-	msg string
-	err error
-}
-
-func (r *redacted) Error() string { return r.msg }
-func (r *redacted) Unwrap() error { return r.err }
-
-// recordBytes is the size of rec's buffers.
-func recordBytes(rec arrow.RecordBatch) int64 {
-	var n int64
-	for _, c := range rec.Columns() {
-		n += dataBytes(c.Data())
-	}
-	return n
-}
-
-func dataBytes(d arrow.ArrayData) int64 {
-	var n int64
-	for _, b := range d.Buffers() {
-		if b != nil {
-			n += int64(b.Len())
-		}
-	}
-	for _, c := range d.Children() {
-		n += dataBytes(c)
-	}
-	return n
-}
+func (s *Sink) redact(err error) error { return sdk.Redact(err, s.secrets...) }

@@ -400,7 +400,8 @@ func TestConfigureErrors(t *testing.T) {
 		want  string
 	}{
 		{map[string]any{"mode": "upsert"}, `mode "upsert"`},
-		{map[string]any{"method": "storage_write"}, `"storage_write" is not available`},
+		{map[string]any{"method": "storage_write"}, `method "storage_write" cannot be used with endpoint`},
+		{map[string]any{"method": "bulk"}, `method "bulk": use "load" or "storage_write"`},
 		{map[string]any{"types": map[string]string{"x": "decimal"}}, `column "x" has type "decimal"`},
 		{map[string]any{"table": "a.b"}, "single names"},
 		{map[string]any{"batch": map[string]any{"interval": "soon"}}, `interval "soon"`},

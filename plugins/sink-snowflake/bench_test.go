@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,5 +73,9 @@ func BenchmarkLoadParquet(b *testing.B) {
 		b.ReportMetric(float64(bytes)/float64(records), "bytes/record")
 		b.ReportMetric(float64(records)/time.Since(start).Seconds(), "records/s")
 		b.ReportMetric(float64(files), "files")
+		var ru syscall.Rusage
+		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+			b.ReportMetric(float64(ru.Maxrss)/1024, "peak-RSS-MiB")
+		}
 	}
 }
