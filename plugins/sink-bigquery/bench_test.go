@@ -2,9 +2,6 @@ package sinkbigquery
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -12,22 +9,6 @@ import (
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
-
-// benchInput is the JSON Lines file the load benchmark encodes:
-// BENCH_JSONL, else make bench's 1M-record file, else the demo data.
-func benchInput() string {
-	if p := os.Getenv("BENCH_JSONL"); p != "" {
-		return p
-	}
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	if p := filepath.Join(root, ".cache", "bench", "calls-1000000.jsonl"); fileExists(p) {
-		return p
-	}
-	return filepath.Join(root, "testdata", "calls.jsonl")
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 type countingWriter struct{ n int64 }
 
@@ -37,7 +18,7 @@ func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); re
 // input, with the default batch limits, by the sink's own code (no
 // BigQuery): bytes/record is the figure docs/benchmarks.md reports.
 func BenchmarkLoadParquet(b *testing.B) {
-	path := benchInput()
+	path := sdktest.BenchJSONL()
 	for range b.N {
 		// No BigQuery is reached: the endpoint only spares Configure a
 		// search for credentials.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,11 +19,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/dustin/go-humanize"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 
 	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/batching"
 	"github.com/pipelinehq/pipeline/sdk/export"
 )
 
@@ -46,12 +45,6 @@ var (
 	_ sdk.BufferedSink = (*Sink)(nil)
 )
 
-type batchConfig struct {
-	Rows     *float64 `json:"rows"`
-	Bytes    string   `json:"bytes"`
-	Interval string   `json:"interval"`
-}
-
 type config struct {
 	Project         string            `json:"project"`
 	Dataset         string            `json:"dataset"`
@@ -63,15 +56,13 @@ type config struct {
 	Mode            string            `json:"mode"`
 	Flatten         bool              `json:"flatten"`
 	Types           map[string]string `json:"types"`
-	Batch           *batchConfig      `json:"batch"`
+	Batch           *batching.Config  `json:"batch"`
 	Method          string            `json:"method"`
 }
 
-// Defaults of the batch block.
-const (
-	DefaultBatchBytes    = "100MiB"
-	DefaultBatchInterval = "5m"
-)
+// DefaultBatch is what the batch { } block leaves out: a load at 100 MiB
+// held or five minutes, whichever comes first, with no row limit.
+var DefaultBatch = batching.Limits{Bytes: 100 << 20, Interval: 5 * time.Minute}
 
 // Sink loads records into BigQuery.
 type Sink struct {
@@ -87,9 +78,7 @@ type Sink struct {
 	wclient   *managedwriter.Client
 	writeOpts []option.ClientOption
 
-	maxRows  int64
-	maxBytes int64
-	interval time.Duration
+	limits batching.Limits
 
 	held      []arrow.RecordBatch
 	heldRows  int64
@@ -125,11 +114,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "mode", Type: sdk.String, Default: modeMerge, Description: `"merge" (upsert on key, the last arrival winning) or "append" (add every record).`},
 			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Flatten nested objects into columns named parent_child instead of RECORD columns."},
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types to use instead of the inferred ones: "timestamp" (a string field holding RFC 3339 times), "json" or "string" (the value as JSON text), e.g. { created_at = "timestamp", payload = "json" }. Nested fields are named with dots.`},
-			{Name: "batch", Description: "When to load what is held (at the end of the run in any case).", Nested: []sdk.Attribute{
-				{Name: "rows", Type: sdk.Number, Description: "Load after this many records (default: no limit)."},
-				{Name: "bytes", Type: sdk.String, Default: DefaultBatchBytes, Description: `Load after this much data in memory, e.g. "100MiB".`},
-				{Name: "interval", Type: sdk.String, Default: DefaultBatchInterval, Description: `Load this long after the first held record, e.g. "5m".`},
-			}},
+			batching.Attribute(DefaultBatch, "When to load what is held, whichever comes first (and at the end of the run); a batch is acked once its load is committed."),
 			{Name: "method", Type: sdk.String, Default: methodLoad, Description: `"load" (Parquet load jobs into a staging table) or "storage_write" (the Storage Write API: a PENDING stream per flush, committed before the flush returns; into a staging table and the same MERGE in mode "merge", straight into the table in mode "append").`},
 		},
 	}
@@ -183,34 +168,11 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	}
 	s.conv = converter{mem: memory.DefaultAllocator, flatten: c.Flatten, types: c.Types}
 
-	bc := batchConfig{}
-	if c.Batch != nil {
-		bc = *c.Batch
+	limits, err := c.Batch.Limits(DefaultBatch)
+	if err != nil {
+		return err
 	}
-	if bc.Bytes == "" {
-		bc.Bytes = DefaultBatchBytes
-	}
-	if bc.Interval == "" {
-		bc.Interval = DefaultBatchInterval
-	}
-	s.maxRows = 0
-	if bc.Rows != nil {
-		n := *bc.Rows
-		if n < 1 || n != math.Trunc(n) || n > math.MaxInt64/2 {
-			return fmt.Errorf("batch: rows must be a whole number of records, at least 1, not %v", n)
-		}
-		s.maxRows = int64(n)
-	}
-	n, err := humanize.ParseBytes(bc.Bytes)
-	if err != nil || n == 0 || n > math.MaxInt64/2 {
-		return fmt.Errorf(`batch: bytes %q is not a size such as "100MiB"`, bc.Bytes)
-	}
-	s.maxBytes = int64(n)
-	d, err := time.ParseDuration(bc.Interval)
-	if err != nil || d <= 0 {
-		return fmt.Errorf(`batch: interval %q is not a duration such as "5m" or "30s"`, bc.Interval)
-	}
-	s.interval = d
+	s.limits = limits
 
 	opts := []option.ClientOption{}
 	s.secrets = nil
@@ -351,9 +313,7 @@ func (s *Sink) FlushDue(now time.Time) bool {
 	if len(s.held) == 0 {
 		return false
 	}
-	return (s.maxRows > 0 && s.heldRows >= s.maxRows) ||
-		s.heldBytes >= s.maxBytes ||
-		now.Sub(s.firstAt) >= s.interval
+	return s.limits.Due(s.heldRows, s.heldBytes, s.firstAt, now)
 }
 
 // Flush loads what is held; once it returns nil the records are in the

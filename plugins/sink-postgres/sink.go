@@ -10,27 +10,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/dustin/go-humanize"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/batching"
 )
 
 // Version is the plugin's version.
 const Version = "0.1.0"
 
-// Defaults of the batch { } block.
-const (
-	DefaultBatchRows     = 100000
-	DefaultBatchBytes    = "64MiB"
-	DefaultBatchInterval = "30s"
-)
+// DefaultBatch is what the batch { } block leaves out: 100,000 rows,
+// 64 MiB, 30 s.
+var DefaultBatch = batching.Limits{Rows: 100000, Bytes: 64 << 20, Interval: 30 * time.Second}
 
 // Modes.
 const (
@@ -51,12 +47,6 @@ var (
 	_ sdk.BufferedSink = (*Sink)(nil)
 )
 
-type batchConfig struct {
-	Rows     *float64 `json:"rows"`
-	Bytes    *string  `json:"bytes"`
-	Interval *string  `json:"interval"`
-}
-
 type config struct {
 	DSN     string            `json:"dsn"`
 	Schema  string            `json:"schema"`
@@ -65,7 +55,7 @@ type config struct {
 	Mode    string            `json:"mode"`
 	Types   map[string]string `json:"types"`
 	Flatten bool              `json:"flatten"`
-	Batch   *batchConfig      `json:"batch"`
+	Batch   *batching.Config  `json:"batch"`
 }
 
 // held is one written batch, retained until the flush that covers it.
@@ -82,9 +72,7 @@ type Sink struct {
 	pgcfg       *pgx.ConnConfig
 	secrets     []string
 
-	maxRows     int64
-	maxBytes    int64
-	maxInterval time.Duration
+	limits batching.Limits
 
 	conn      *pgx.Conn
 	schema    string // resolved: cfg.Schema or current_schema()
@@ -120,13 +108,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "mode", Type: sdk.String, Default: ModeMerge, Description: `"merge" (upsert on the key: re-runs are idempotent) or "append" (plain inserts, no key constraint).`},
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types for string fields, e.g. { created_at = "timestamp" }: RFC 3339 strings become timestamptz.`},
 			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Struct fields become one column per leaf, named by the path joined with _ (metadata_queue); lists stay jsonb. Default: a struct is one jsonb column."},
-			{Name: "batch",
-				Description: `When to load: { rows = 100000  bytes = "64MiB"  interval = "30s" }, whichever is reached first; a batch is acked once its load is committed.`,
-				Nested: []sdk.Attribute{
-					{Name: "rows", Type: sdk.Number},
-					{Name: "bytes", Type: sdk.String},
-					{Name: "interval", Type: sdk.String},
-				}},
+			batching.Attribute(DefaultBatch, "When to load, whichever is reached first; a batch is acked once its load is committed."),
 		},
 	}
 }
@@ -177,30 +159,11 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		}
 	}
 
-	s.maxRows, s.maxBytes, s.maxInterval = DefaultBatchRows, 64<<20, 30*time.Second
-	if b := c.Batch; b != nil {
-		if b.Rows != nil {
-			n := *b.Rows
-			if n < 1 || n != math.Trunc(n) || n > math.MaxInt32 {
-				return fmt.Errorf("batch: rows must be a whole number of rows from 1, not %v", n)
-			}
-			s.maxRows = int64(n)
-		}
-		if b.Bytes != nil {
-			n, err := humanize.ParseBytes(*b.Bytes)
-			if err != nil || n == 0 || n > math.MaxInt64 {
-				return fmt.Errorf(`batch: bytes %q is not a size such as "64MiB"`, *b.Bytes)
-			}
-			s.maxBytes = int64(n)
-		}
-		if b.Interval != nil {
-			d, err := time.ParseDuration(*b.Interval)
-			if err != nil || d <= 0 {
-				return fmt.Errorf(`batch: interval %q is not a duration such as "30s" or "5m"`, *b.Interval)
-			}
-			s.maxInterval = d
-		}
+	limits, err := c.Batch.Limits(DefaultBatch)
+	if err != nil {
+		return err
 	}
+	s.limits = limits
 
 	pgcfg, err := pgx.ParseConfig(c.DSN)
 	if err != nil {
@@ -242,7 +205,7 @@ func (s *Sink) FlushDue(now time.Time) bool {
 	if len(s.held) == 0 {
 		return false
 	}
-	return s.rows >= s.maxRows || s.bytes >= s.maxBytes || now.Sub(s.firstAt) >= s.maxInterval
+	return s.limits.Due(s.rows, s.bytes, s.firstAt, now)
 }
 
 // Flush loads every held row in one transaction.

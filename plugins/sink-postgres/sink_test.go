@@ -13,6 +13,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/internal/testpg"
 	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/batching"
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
 
@@ -430,8 +431,8 @@ func TestFlushDue(t *testing.T) {
 	}
 	// Defaults: 100000 rows, 64MiB, 30s.
 	s := newSink(nil)
-	if s.maxRows != 100000 || s.maxBytes != 64<<20 || s.maxInterval != 30*time.Second {
-		t.Fatalf("defaults %d %d %v", s.maxRows, s.maxBytes, s.maxInterval)
+	if s.limits != (batching.Limits{Rows: 100000, Bytes: 64 << 20, Interval: 30 * time.Second}) {
+		t.Fatalf("defaults %+v", s.limits)
 	}
 	if s.FlushDue(clock.Add(time.Hour)) {
 		t.Error("due with nothing held")

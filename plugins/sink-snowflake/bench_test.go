@@ -2,9 +2,6 @@ package sinksnowflake
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -13,27 +10,11 @@ import (
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
 
-// benchInput is the JSON Lines file the load benchmarks encode:
-// BENCH_JSONL, else make bench's 1M-record file, else the demo data.
-func benchInput(b *testing.B) string {
-	if p := os.Getenv("BENCH_JSONL"); p != "" {
-		return p
-	}
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	if p := filepath.Join(root, ".cache", "bench", "calls-1000000.jsonl"); fileExists(p) {
-		return p
-	}
-	return filepath.Join(root, "testdata", "calls.jsonl")
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
 // BenchmarkLoadParquet builds the Parquet files the sink would PUT for the
 // input, with the default batch limits, by the sink's own code (no
 // warehouse): bytes/record is the figure docs/benchmarks.md reports.
 func BenchmarkLoadParquet(b *testing.B) {
-	path := benchInput(b)
+	path := sdktest.BenchJSONL()
 	for range b.N {
 		s := &Sink{}
 		if err := s.Configure(context.Background(), sdk.Config{Name: "bench", JSON: []byte(`{"dsn":"u:p@acct/db/schema","table":"calls"}`)}); err != nil {

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"strings"
 	"time"
@@ -31,35 +30,27 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/dustin/go-humanize"
 	"github.com/snowflakedb/gosnowflake"
 
 	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/batching"
 	"github.com/pipelinehq/pipeline/sdk/export"
 )
 
 // Version is the plugin's version.
 const Version = "0.1.0"
 
-// Default batch limits: a flush (one Parquet file, one COPY, one MERGE)
-// when any is reached.
-const (
-	DefaultBatchRows     = 1_000_000
-	DefaultBatchBytes    = "64MiB"
-	DefaultBatchInterval = "1m"
-)
+// DefaultBatch is what the batch { } block leaves out: a flush (one
+// Parquet file, one COPY, one MERGE) at 1,000,000 rows, 64 MiB held or a
+// minute, whichever comes first. The converted columns and the Parquet file
+// are held too, so the process needs several times the bytes limit.
+var DefaultBatch = batching.Limits{Rows: 1_000_000, Bytes: 64 << 20, Interval: time.Minute}
 
 var (
 	_ sdk.Sink         = (*Sink)(nil)
 	_ sdk.SinkCloser   = (*Sink)(nil)
 	_ sdk.BufferedSink = (*Sink)(nil)
 )
-
-type batchConfig struct {
-	Rows     *float64 `json:"rows"`
-	Bytes    string   `json:"bytes"`
-	Interval string   `json:"interval"`
-}
 
 type config struct {
 	DSN            string            `json:"dsn"`
@@ -76,7 +67,7 @@ type config struct {
 	Mode           string            `json:"mode"`
 	Flatten        bool              `json:"flatten"`
 	Types          map[string]string `json:"types"`
-	Batch          *batchConfig      `json:"batch"`
+	Batch          *batching.Config  `json:"batch"`
 }
 
 // Modes.
@@ -96,9 +87,7 @@ type Sink struct {
 	secrets     []string
 	log         *slog.Logger
 
-	maxRows     int64
-	maxBytes    int64
-	maxInterval time.Duration
+	limits batching.Limits
 
 	held      []heldBatch
 	heldRows  int64
@@ -142,11 +131,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "mode", Type: sdk.String, Default: ModeMerge, Description: `"merge": update the row with the same key, else insert; "append": insert every record.`},
 			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Load struct fields as one column per leaf (ADDRESS_CITY) instead of a VARIANT column."},
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types for fields that the records cannot tell: { created_at = "timestamp" } (TIMESTAMP_TZ), "date", "variant" (a string holding JSON) or "string".`},
-			{Name: "batch", Description: "When to flush, whichever comes first.", Nested: []sdk.Attribute{
-				{Name: "rows", Type: sdk.Number, Default: DefaultBatchRows, Description: "Rows per load."},
-				{Name: "bytes", Type: sdk.String, Default: DefaultBatchBytes, Description: `Size per load, in memory (the records as received; the converted columns and the Parquet file are held too, so the process needs several times this), e.g. "64MiB".`},
-				{Name: "interval", Type: sdk.String, Default: DefaultBatchInterval, Description: `Longest time a record is held before it is loaded, e.g. "1m".`},
-			}},
+			batching.Attribute(DefaultBatch, "When to load, whichever comes first (and at the end of the run); a batch is acked once its load is committed. The converted columns and the Parquet file are held too: the process needs several times bytes."),
 		},
 	}
 }
@@ -217,30 +202,9 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	}
 	s.m = mapper{flatten: c.Flatten, types: types, key: s.key, mem: memory.DefaultAllocator}
 
-	b := c.Batch
-	if b == nil {
-		b = &batchConfig{}
+	if s.limits, err = c.Batch.Limits(DefaultBatch); err != nil {
+		return err
 	}
-	s.maxRows = DefaultBatchRows
-	if b.Rows != nil {
-		n := *b.Rows
-		if n < 1 || n != math.Trunc(n) || n > math.MaxInt64/2 {
-			return fmt.Errorf("batch rows must be a whole number of rows, at least 1, not %v", n)
-		}
-		s.maxRows = int64(n)
-	}
-	size := cmpOr(b.Bytes, DefaultBatchBytes)
-	n, err := humanize.ParseBytes(size)
-	if err != nil || n == 0 || n > math.MaxInt64 {
-		return fmt.Errorf(`batch bytes %q is not a size such as "256MiB"`, size)
-	}
-	s.maxBytes = int64(n)
-	iv := cmpOr(b.Interval, DefaultBatchInterval)
-	d, err := time.ParseDuration(iv)
-	if err != nil || d <= 0 {
-		return fmt.Errorf(`batch interval %q is not a duration such as "1m" or "30s"`, iv)
-	}
-	s.maxInterval = d
 
 	connector := gosnowflake.NewConnector(gosnowflake.SnowflakeDriver{}, *sfCfg)
 	s.db = sql.OpenDB(connector)
@@ -248,13 +212,6 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	// transaction is the session's.
 	s.db.SetMaxOpenConns(1)
 	return nil
-}
-
-func cmpOr(v, def string) string {
-	if strings.TrimSpace(v) == "" {
-		return def
-	}
-	return v
 }
 
 // ident turns a configured name into the stored identifier: upper case as
@@ -371,7 +328,7 @@ func (s *Sink) FlushDue(now time.Time) bool {
 	if len(s.held) == 0 {
 		return false
 	}
-	return s.heldRows >= s.maxRows || s.heldBytes >= s.maxBytes || now.Sub(s.firstHeld) >= s.maxInterval
+	return s.limits.Due(s.heldRows, s.heldBytes, s.firstHeld, now)
 }
 
 // Flush loads the held batches: table DDL as needed, PUT, COPY INTO

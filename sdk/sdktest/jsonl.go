@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime"
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
@@ -67,3 +69,20 @@ func ReadJSONL(path string, rows int, fn func(sdk.Batch) error) error {
 		}
 	}
 }
+
+// BenchJSONL is the JSON Lines file load benchmarks read: $BENCH_JSONL, else
+// make bench's .cache/bench/calls-1000000.jsonl, else the demo data
+// (testdata/calls.jsonl), both in the repository this package is in.
+func BenchJSONL() string {
+	if p := os.Getenv("BENCH_JSONL"); p != "" {
+		return p
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if p := filepath.Join(root, ".cache", "bench", "calls-1000000.jsonl"); fileExists(p) {
+		return p
+	}
+	return filepath.Join(root, "testdata", "calls.jsonl")
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
