@@ -392,10 +392,12 @@ func (s *Sink) writeParquet(w io.Writer, fields []arrow.Field) error {
 	return pw.Close()
 }
 
-func (s *Sink) flush(ctx context.Context) error {
+// plan is what the flush of the held records does, whichever the method:
+// their fields, the staged schema and the jobs with their ids.
+func (s *Sink) plan() ([]arrow.Field, bigquery.Schema, flushPlan, error) {
 	fields, err := s.heldFields()
 	if err != nil {
-		return err
+		return nil, nil, flushPlan{}, err
 	}
 	staged := toBQSchema(fields)
 	r := flushRange{
@@ -406,7 +408,14 @@ func (s *Sink) flush(ctx context.Context) error {
 		FirstID:     s.firstID,
 		LastID:      s.lastID,
 	}
-	plan := planFlush(r, s.cfg.Location, staged, s.cfg.Key)
+	return fields, staged, planFlush(r, s.cfg.Location, staged, s.cfg.Key), nil
+}
+
+func (s *Sink) flush(ctx context.Context) error {
+	fields, staged, plan, err := s.plan()
+	if err != nil {
+		return err
+	}
 
 	if err := s.ensureDataset(ctx); err != nil {
 		return err

@@ -68,23 +68,11 @@ func (s *Sink) writeClient(ctx context.Context) (*managedwriter.Client, error) {
 // refresh flush of mode "append"), or straight into the target (mode
 // "append").
 func (s *Sink) flushStorage(ctx context.Context) error {
-	var fields []arrow.Field
-	var err error
-	for _, r := range s.held {
-		if fields, err = unionFields(fields, r.Schema().Fields(), ""); err != nil {
-			return err
-		}
+	_, staged, plan, err := s.plan()
+	if err != nil {
+		return err
 	}
-	staged := toBQSchema(fields)
-	r := flushRange{
-		Pipeline:    s.name,
-		Target:      s.target,
-		Mode:        s.cfg.Mode,
-		FullRefresh: s.fullRefresh && s.flushes == 0,
-		FirstID:     s.firstID,
-		LastID:      s.lastID,
-	}
-	plan := planFlush(r, s.cfg.Location, staged, s.cfg.Key)
+	fullRefresh := s.fullRefresh && s.flushes == 0
 
 	if err := s.ensureDataset(ctx); err != nil {
 		return err
@@ -93,7 +81,7 @@ func (s *Sink) flushStorage(ctx context.Context) error {
 	if err := s.ensureTable(ctx, s.target, target, time.Time{}); err != nil {
 		return err
 	}
-	if s.cfg.Mode == modeAppend && !r.FullRefresh {
+	if s.cfg.Mode == modeAppend && !fullRefresh {
 		// Straight into the target: the rows appear when the stream is
 		// committed, all of them or none.
 		rows, err := s.commitRows(ctx, s.target, target, true)
@@ -130,10 +118,10 @@ func (s *Sink) flushStorage(ctx context.Context) error {
 		dropStaging()
 		return err
 	}
-	sqlText := mergeSQL(r.Target, st, staged, s.cfg.Key, r.FullRefresh)
+	sqlText := mergeSQL(s.target, st, staged, s.cfg.Key, fullRefresh)
 	what := "merge into "
 	if s.cfg.Mode == modeAppend {
-		sqlText = insertSQL(r.Target, st, staged, r.FullRefresh)
+		sqlText = insertSQL(s.target, st, staged, fullRefresh)
 		what = "insert into "
 	}
 	merge := func(ctx context.Context, jobID string) (*bigquery.Job, error) {
