@@ -164,3 +164,65 @@ func advance(src []byte, pos hcl.Pos, n int) hcl.Pos {
 	}
 	return pos
 }
+
+// MentionedRange finds what a plugin's message about its block is about: a
+// message that starts with the name of one of the block's attributes
+// ("format: …", `bucket must not be empty`) points at that attribute's
+// value, and one that starts with a nested block's name points at the
+// attribute it names next ("batch: rows must be …") or at the block. It
+// returns nil when the message names none, or the body is not native
+// syntax.
+func MentionedRange(body hcl.Body, msg string) *hcl.Range {
+	b, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return nil
+	}
+	words := leadingIdents(msg, 2)
+	if len(words) == 0 {
+		return nil
+	}
+	if a, ok := b.Attributes[words[0]]; ok {
+		r := a.Expr.Range()
+		return &r
+	}
+	for _, blk := range b.Blocks {
+		if blk.Type != words[0] {
+			continue
+		}
+		if len(words) > 1 {
+			if a, ok := blk.Body.Attributes[words[1]]; ok {
+				r := a.Expr.Range()
+				return &r
+			}
+		}
+		r := blk.DefRange()
+		return &r
+	}
+	return nil
+}
+
+// leadingIdents returns up to n identifiers at the start of s, separated by
+// ": " or a space.
+func leadingIdents(s string, n int) []string {
+	var out []string
+	for len(out) < n {
+		i := 0
+		for i < len(s) && (s[i] == '_' || s[i] >= 'a' && s[i] <= 'z' || s[i] >= 'A' && s[i] <= 'Z' || i > 0 && s[i] >= '0' && s[i] <= '9') {
+			i++
+		}
+		if i == 0 {
+			break
+		}
+		out = append(out, s[:i])
+		s = s[i:]
+		switch {
+		case len(s) >= 2 && s[:2] == ": ":
+			s = s[2:]
+		case len(s) >= 1 && s[0] == ' ':
+			s = s[1:]
+		default:
+			return out
+		}
+	}
+	return out
+}

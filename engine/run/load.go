@@ -164,11 +164,16 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts); err != nil {
 			failedConfigure[n] = true
 			msg := err.Error()
+			subject, context := b.DefRange.Ptr(), (*hcl.Range)(nil)
 			if he, ok := err.(*host.Error); ok && he.Exit == "" {
 				msg = fmt.Sprintf("The %s plugin %q says: %s.", b.Kind, b.Type, he.Msg)
+				// Point at the attribute the message is about.
+				if r := config.MentionedRange(b.Body, he.Msg); r != nil {
+					subject, context = r, b.DefRange.Ptr()
+				}
 			}
 			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError,
-				Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: msg, Subject: b.DefRange.Ptr()})
+				Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: msg, Subject: subject, Context: context})
 		}
 	}
 	schemas := map[string]*arrow.Schema{}

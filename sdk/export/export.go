@@ -141,19 +141,19 @@ func (o *Options) normalize() error {
 	switch o.Format {
 	case FormatCSV, FormatJSONL, FormatJSON, FormatParquet:
 	case "":
-		return errors.New(`export: format is required: one of "csv", "jsonl", "json", "parquet"`)
+		return errors.New(`format is required: one of "csv", "jsonl", "json", "parquet"`)
 	default:
-		return fmt.Errorf(`export: unknown format %q: use "csv", "jsonl", "json" or "parquet"`, o.Format)
+		return fmt.Errorf(`format: unknown format %q: use "csv", "jsonl", "json" or "parquet"`, o.Format)
 	}
 	switch o.Compression {
 	case "", CompressionNone:
 		o.Compression = CompressionNone
 	case CompressionGzip:
 		if o.Format == FormatParquet {
-			return errors.New(`export: compression "gzip" applies to csv, jsonl and json; parquet compresses its pages itself (parquet_compression: "zstd", "snappy", "gzip" or "none")`)
+			return errors.New(`compression: "gzip" applies to csv, jsonl and json; parquet compresses its pages itself (parquet_compression: "zstd", "snappy", "gzip" or "none")`)
 		}
 	default:
-		return fmt.Errorf(`export: unknown compression %q: use "none" or "gzip"`, o.Compression)
+		return fmt.Errorf(`compression: unknown compression %q: use "none" or "gzip"`, o.Compression)
 	}
 	switch o.ParquetCompression {
 	case "":
@@ -162,7 +162,7 @@ func (o *Options) normalize() error {
 	case "uncompressed":
 		o.ParquetCompression = "none"
 	default:
-		return fmt.Errorf(`export: unknown parquet compression %q: use "zstd", "snappy", "gzip" or "none"`, o.ParquetCompression)
+		return fmt.Errorf(`parquet_compression: unknown parquet compression %q: use "zstd", "snappy", "gzip" or "none"`, o.ParquetCompression)
 	}
 	switch {
 	case o.RowGroupRows < 0:
@@ -256,7 +256,7 @@ func New(store Store, opts Options) (*Exporter, error) {
 	case opts.RollInterval < 0:
 		return nil, fmt.Errorf("export: roll interval must not be negative, got %s", opts.RollInterval)
 	case opts.OrderBy && !opts.GroupBy:
-		return nil, errors.New("export: order_by orders the messages of a group and needs group_by")
+		return nil, errors.New("order_by orders the messages of a group and needs group_by")
 	}
 	if opts.GroupField == "" {
 		opts.GroupField = DefaultGroupField
@@ -557,7 +557,7 @@ func parsePrefix(s string) (*prefixTemplate, error) {
 		name := s[m[2]:m[3]]
 		f := prefixFuncs[name]
 		if f == nil {
-			return nil, fmt.Errorf("export: prefix %q: unknown placeholder {{ %s }}: use date, time, year, month, day or hour", s, name)
+			return nil, fmt.Errorf("prefix %q: unknown placeholder {{ %s }}: use date, time, year, month, day or hour", s, name)
 		}
 		p.parts = append(p.parts, prefixPart{text: s[last:m[0]]}, prefixPart{layout: f})
 		last = m[1]
@@ -565,7 +565,7 @@ func parsePrefix(s string) (*prefixTemplate, error) {
 	p.parts = append(p.parts, prefixPart{text: s[last:]})
 	for _, part := range p.parts {
 		if strings.Contains(part.text, "{{") || strings.Contains(part.text, "}}") {
-			return nil, fmt.Errorf("export: prefix %q: unbalanced {{ }}", s)
+			return nil, fmt.Errorf("prefix %q: unbalanced {{ }}", s)
 		}
 	}
 	return p, nil

@@ -64,7 +64,7 @@ func newWriter(w io.Writer, opts *Options) (Writer, error) {
 	case FormatJSONL, FormatJSON:
 		return &jsonWriter{streamBase: base, bw: bufio.NewWriterSize(out, 64<<10), enc: arrowjson.NewEncoder(), array: opts.Format == FormatJSON}, nil
 	}
-	return nil, fmt.Errorf("export: unknown format %q", opts.Format)
+	return nil, fmt.Errorf("format: unknown format %q", opts.Format)
 }
 
 // countingWriter counts the bytes that reach w. It has no Close method, so
