@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -269,6 +270,16 @@ func (d *drainingSource) Read(ctx context.Context, checkpoint []byte, fn func(ho
 		n++
 		if n == d.after {
 			close(d.drain)
+		}
+		if n > d.after {
+			// A source that reads on while the drain is being noticed:
+			// it is stopped by the read context, however fast it is.
+			select {
+			case <-ctx.Done():
+				m.Rec.Release()
+				return ctx.Err()
+			case <-time.After(10 * time.Second):
+			}
 		}
 		return fn(m)
 	})
