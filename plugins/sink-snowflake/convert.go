@@ -130,16 +130,40 @@ func (m *mapper) field(cols *[]loadCol, seen map[string]string, path []string, f
 	if err != nil {
 		return err
 	}
-	null := func(i int) bool { return arr.IsNull(i) || (parentNull != nil && parentNull(i)) }
-	out, err := conv(arr, null)
-	if err != nil {
-		return fmt.Errorf("field %q: %w", dotted, err)
+	var out arrow.Array
+	if parentNull == nil && passesAsIs(arr, typ, decl, f) {
+		// Already the transport type, with its own nulls: no copy.
+		arr.Retain()
+		out = arr
+	} else {
+		null := func(i int) bool { return arr.IsNull(i) || (parentNull != nil && parentNull(i)) }
+		if out, err = conv(arr, null); err != nil {
+			return fmt.Errorf("field %q: %w", dotted, err)
+		}
 	}
 	*cols = append(*cols, loadCol{column: column{Name: name, Field: dotted, Type: typ}, arr: out})
 	return nil
 }
 
 type converter func(arr arrow.Array, null func(int) bool) (arrow.Array, error)
+
+// passesAsIs reports whether the converter mapType picks for arr would
+// copy it unchanged: an int64, float64, bool or string column that is
+// already the transport type of its Snowflake type. (A raw-JSON string
+// declared "variant" is re-encoded, so it does not pass.)
+func passesAsIs(arr arrow.Array, typ, decl string, f arrow.Field) bool {
+	switch arr.(type) {
+	case *array.Int64:
+		return typ == typeNumber
+	case *array.Float64:
+		return typ == typeFloat
+	case *array.Boolean:
+		return typ == typeBoolean
+	case *array.String:
+		return !(decl == declVariant && arrowjson.IsRaw(f))
+	}
+	return false
+}
 
 // mapType picks a field's Snowflake type and its conversion.
 func (m *mapper) mapType(path string, f arrow.Field, arr arrow.Array, decl string) (string, converter, error) {
