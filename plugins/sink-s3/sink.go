@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -96,9 +95,6 @@ func (s *Sink) Info() sdk.Info {
 	}
 }
 
-// plainPath is an expression that is only a field path.
-var plainPath = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$`)
-
 // Configure checks the block and sets up the client and exporter. It does
 // no I/O beyond reading the local AWS configuration.
 func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
@@ -145,10 +141,7 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		opts.Format = export.FormatParquet
 	}
 	if opts.GroupBy {
-		opts.GroupField = export.DefaultGroupField
-		if src := strings.TrimSpace(c.GroupBy); plainPath.MatchString(src) {
-			opts.GroupField = src[strings.LastIndexByte(src, '.')+1:]
-		}
+		opts.GroupField = export.GroupField(c.GroupBy)
 	}
 	if c.RollRows != nil {
 		n := *c.RollRows
