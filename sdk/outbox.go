@@ -14,17 +14,23 @@ import (
 // before Write returns survives a crash of the engine or the plugin; the
 // next run delivers it. Plugins keep no files of their own.
 type Outbox interface {
-	// Enqueue stores deliveries as pending and due now; ids already stored
-	// are left as they are.
+	// Enqueue stores deliveries as pending, in one durable write; ids
+	// already stored are left as they are.
 	Enqueue(ctx context.Context, ds []Delivery) error
-	// Lease hands out up to max due deliveries, marking them in flight, and
-	// says when the next pending one is due (zero when none is pending).
-	// Deliveries to the endpoints in skip are left for later.
+	// Lease hands out up to max due deliveries and holds them for this
+	// session until their result is recorded, and says when the next
+	// pending one is due (zero when none is pending). Deliveries to the
+	// endpoints in skip are left for later. Leases are not durable: a new
+	// session (after a crash) starts with none.
 	Lease(ctx context.Context, max int, skip []string) ([]Delivery, time.Time, error)
-	// Record stores an attempt's outcome and appends it to the delivery log.
-	Record(ctx context.Context, id string, a Attempt, o Outcome, next time.Time) error
-	// Pending counts the deliveries left and the dead ones.
-	Pending(ctx context.Context) (pending, dead int, err error)
+	// Record stores the results of leased deliveries in one durable write
+	// and appends the attempts to the delivery log; circuits are the
+	// endpoints whose breaker changed since the last call (may be empty).
+	// When it returns nil, the results survive a crash.
+	Record(ctx context.Context, results []Result, circuits []Circuit) error
+	// Pending counts the deliveries left and the dead ones, and says whether
+	// the run asks the sink to stop waiting for them.
+	Pending(ctx context.Context) (OutboxStatus, error)
 }
 
 // Delivery is one message an action sink must get to its destination.
@@ -56,8 +62,58 @@ const (
 	Delivered Outcome = iota
 	Retry             // try again at the given time
 	Dead              // dead letter: no more attempts until replayed
-	Release           // not attempted (breaker open): due again at the given time
+	Release           // not attempted (the session stops): due again at the given time, attempts unchanged
 )
+
+// Result is what became of one leased delivery.
+type Result struct {
+	ID      string
+	Attempt Attempt // zero for Release
+	Outcome Outcome
+	// Next is when a Retry or Release is due again.
+	Next time.Time
+	// Prior is how many attempts the delivery had before this one.
+	Prior int
+}
+
+// CircuitState is an endpoint's circuit, as a sink reports it.
+type CircuitState int
+
+const (
+	CircuitClosed   CircuitState = iota
+	CircuitOpen                  // paused until Until
+	CircuitHalfOpen              // probing
+	CircuitDisabled              // answered 410 Gone: disabled for the session
+)
+
+// String returns "closed", "open", "half-open" or "disabled".
+func (s CircuitState) String() string {
+	switch s {
+	case CircuitOpen:
+		return "open"
+	case CircuitHalfOpen:
+		return "half-open"
+	case CircuitDisabled:
+		return "disabled"
+	}
+	return "closed"
+}
+
+// Circuit is one endpoint's breaker state.
+type Circuit struct {
+	Endpoint string
+	State    CircuitState
+	Until    time.Time // end of the pause when open
+	Reason   string
+}
+
+// OutboxStatus is what Pending reports.
+type OutboxStatus struct {
+	Pending, Dead int
+	// StopWaiting: the run was interrupted; a sink waiting for its pending
+	// deliveries at the end of its stream stops and leaves them queued.
+	StopWaiting bool
+}
 
 // stateOutbox is the Outbox the engine serves over the plugin broker.
 type stateOutbox struct{ c pluginv1.StateClient }
@@ -70,14 +126,24 @@ func dialOutbox(b *plugin.GRPCBroker, id uint32) (Outbox, error) {
 	return &stateOutbox{c: pluginv1.NewStateClient(conn)}, nil
 }
 
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromUnixMs(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
 func (o *stateOutbox) Enqueue(ctx context.Context, ds []Delivery) error {
-	req := &pluginv1.EnqueueRequest{}
-	for _, d := range ds {
-		pd := &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload}
-		if !d.NotBefore.IsZero() {
-			pd.NotBeforeUnixMs = d.NotBefore.UnixMilli()
-		}
-		req.Deliveries = append(req.Deliveries, pd)
+	req := &pluginv1.EnqueueRequest{Deliveries: make([]*pluginv1.Delivery, len(ds))}
+	for i, d := range ds {
+		req.Deliveries[i] = &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBeforeUnixMs: unixMs(d.NotBefore)}
 	}
 	_, err := o.c.Enqueue(ctx, req)
 	return err
@@ -92,28 +158,30 @@ func (o *stateOutbox) Lease(ctx context.Context, max int, skip []string) ([]Deli
 	for i, d := range resp.Deliveries {
 		out[i] = Delivery{ID: d.Id, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, Attempts: int(d.Attempts)}
 	}
-	var next time.Time
-	if resp.NextDueUnixMs > 0 {
-		next = time.UnixMilli(resp.NextDueUnixMs)
-	}
-	return out, next, nil
+	return out, fromUnixMs(resp.NextDueUnixMs), nil
 }
 
-func (o *stateOutbox) Record(ctx context.Context, id string, a Attempt, out Outcome, next time.Time) error {
-	req := &pluginv1.RecordRequest{Id: id, Outcome: pluginv1.RecordRequest_Outcome(out), Attempt: &pluginv1.Attempt{
-		AtUnixMs: a.At.UnixMilli(), StatusCode: int32(a.StatusCode), LatencyMs: a.Latency.Milliseconds(), Error: a.Error, Response: a.Response,
-	}}
-	if !next.IsZero() {
-		req.NextAtUnixMs = next.UnixMilli()
+func (o *stateOutbox) Record(ctx context.Context, results []Result, circuits []Circuit) error {
+	req := &pluginv1.RecordRequest{Results: make([]*pluginv1.Result, len(results))}
+	for i, r := range results {
+		pr := &pluginv1.Result{Id: r.ID, Outcome: pluginv1.Outcome(r.Outcome), NextAtUnixMs: unixMs(r.Next), PriorAttempts: uint32(r.Prior)}
+		if r.Outcome != Release {
+			a := r.Attempt
+			pr.Attempt = &pluginv1.Attempt{AtUnixMs: unixMs(a.At), StatusCode: int32(a.StatusCode), LatencyMs: a.Latency.Milliseconds(), Error: a.Error, Response: a.Response}
+		}
+		req.Results[i] = pr
+	}
+	for _, c := range circuits {
+		req.Circuits = append(req.Circuits, &pluginv1.Circuit{Endpoint: c.Endpoint, State: pluginv1.Circuit_State(c.State), UntilUnixMs: unixMs(c.Until), Reason: c.Reason})
 	}
 	_, err := o.c.Record(ctx, req)
 	return err
 }
 
-func (o *stateOutbox) Pending(ctx context.Context) (int, int, error) {
+func (o *stateOutbox) Pending(ctx context.Context) (OutboxStatus, error) {
 	resp, err := o.c.Pending(ctx, &pluginv1.PendingRequest{})
 	if err != nil {
-		return 0, 0, err
+		return OutboxStatus{}, err
 	}
-	return int(resp.Pending), int(resp.Dead), nil
+	return OutboxStatus{Pending: int(resp.Pending), Dead: int(resp.Dead), StopWaiting: resp.StopWaiting}, nil
 }

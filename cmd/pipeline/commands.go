@@ -28,13 +28,17 @@ import (
 
 func newRunCmd(g *globals) *cobra.Command {
 	var fullRefresh, asJSON, noWait bool
+	var progressEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "run FILE",
 		Short: "Run a pipeline until its sources are drained",
 		Long: `Run a pipeline until its sources are drained, then exit. Progress goes to
 stderr. Only records that are new since the last run are processed, unless
---full-refresh. SIGINT/SIGTERM stop reading, let the sinks ack what they have,
-commit it and exit with 130/143.`,
+--full-refresh. Action sinks (webhook, Slack, Zendesk) queue deliveries in a
+durable outbox; the run waits until each is delivered or dead (--no-wait does
+not). SIGINT/SIGTERM stop reading, let the sinks ack what they have, commit it,
+stop waiting for the outbox (pending deliveries stay queued for the next run or
+pipeline serve) and exit with 130/143; a second signal aborts at once.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Signals: the first drains, the second aborts.
@@ -51,7 +55,7 @@ commit it and exit with 130/143.`,
 					return
 				}
 				got = s
-				fmt.Fprintf(os.Stderr, "\n%s: finishing the batches in flight (again to abort)\n", s)
+				fmt.Fprintf(os.Stderr, "\n%s: finishing the batches in flight; pending deliveries stay queued (again to abort)\n", s)
 				close(drain)
 				if _, ok := <-sigs; ok {
 					abort()
@@ -82,34 +86,29 @@ commit it and exit with 130/143.`,
 			if err != nil {
 				return err
 			}
-			prog := &run.Progress{W: os.Stderr, TTY: isTerminal(os.Stderr), Stats: r.Stats}
-			started := time.Now()
+			prog := &run.Progress{W: os.Stderr, TTY: isTerminal(os.Stderr), Interval: progressEvery, Stats: r.Stats}
 			prog.Start()
 			runErr := r.Run(ctx)
 			prog.Stop()
 			snap := r.Stats.Snapshot()
-			outbox, err := store.DeliveryCounts(context.WithoutCancel(ctx), l.Plan.Pipeline, started)
-			if err != nil {
-				return err
-			}
 			status := "done"
-			if runErr != nil {
+			interrupted := got != nil && (errors.Is(runErr, run.ErrInterrupted) || errors.Is(runErr, context.Canceled))
+			switch {
+			case interrupted || errors.Is(runErr, run.ErrInterrupted):
+				status = "interrupted"
+			case runErr != nil:
 				status = "failed"
-				if errors.Is(runErr, run.ErrInterrupted) {
-					status = "interrupted"
-				}
 			}
 			fmt.Fprintf(os.Stderr, "%s %s: %s\n", l.Plan.Pipeline, status, run.FormatLine(snap))
-			printOutbox(outbox, noWait)
+			printOutbox(snap.Outbox, noWait || status == "interrupted")
 			if asJSON {
 				out := struct {
 					Pipeline string `json:"pipeline"`
 					Status   string `json:"status"`
 					Error    string `json:"error,omitempty"`
 					run.Snapshot
-					Outbox map[string]state.Counts `json:"outbox,omitempty"`
-				}{Pipeline: l.Plan.Pipeline, Status: status, Snapshot: snap, Outbox: outbox}
-				if runErr != nil && status == "failed" {
+				}{Pipeline: l.Plan.Pipeline, Status: status, Snapshot: snap}
+				if status == "failed" {
 					out.Error = runErr.Error()
 				}
 				enc := json.NewEncoder(os.Stdout)
@@ -119,7 +118,7 @@ commit it and exit with 130/143.`,
 			switch {
 			case runErr == nil:
 				return nil
-			case errors.Is(runErr, run.ErrInterrupted) || (got != nil && errors.Is(runErr, context.Canceled)):
+			case status == "interrupted":
 				if got == syscall.SIGTERM {
 					return &exitError{code: 143}
 				}
@@ -131,24 +130,34 @@ commit it and exit with 130/143.`,
 	cmd.Flags().BoolVar(&fullRefresh, "full-refresh", false, "ignore checkpoints and process everything again")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the run's summary as JSON on stdout")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "exit when the sources are drained, leaving pending webhook deliveries queued for the next run or `pipeline serve`")
+	cmd.Flags().DurationVar(&progressEvery, "progress-interval", 0, "how often the progress line is printed (default 200ms on a terminal, 5s otherwise)")
 	return cmd
 }
 
-// printOutbox reports action sinks' deliveries after a run.
-func printOutbox(counts map[string]state.Counts, noWait bool) {
-	names := make([]string, 0, len(counts))
-	for n := range counts {
+// printOutbox reports action sinks' deliveries after a run. left says the
+// run did not wait for what is pending (--no-wait, or interrupted).
+func printOutbox(outbox map[string]state.Progress, left bool) {
+	names := make([]string, 0, len(outbox))
+	for n := range outbox {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		c := counts[n]
-		fmt.Fprintf(os.Stderr, "  sink %s: %d delivered, %d dead, %d pending\n", n, c.Delivered, c.Dead, c.Pending)
-		if c.Pending > 0 && noWait {
-			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s stay queued (--no-wait): the next run or `pipeline serve` sends them\n", c.Pending, n)
+		p := outbox[n]
+		fmt.Fprintf(os.Stderr, "  sink %s: %d delivered, %d dead, %d pending\n", n, p.Delivered, p.Dead, p.Pending)
+		if p.Pending > 0 && left {
+			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s stay queued: the next run or `pipeline serve` sends them\n", p.Pending, n)
 		}
-		if c.Dead > 0 {
-			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s are dead: see `pipeline deliveries --sink %s --status dead`, send again with `pipeline replay FILE --sink %s`\n", c.Dead, n, n, n)
+		for _, c := range p.Circuits {
+			switch c.State {
+			case sdk.CircuitDisabled:
+				fmt.Fprintf(os.Stderr, "  sink %s: endpoint %s answered 410 Gone and was disabled for the run; its deliveries went to the dead letter\n", n, c.Endpoint)
+			case sdk.CircuitOpen:
+				fmt.Fprintf(os.Stderr, "  sink %s: circuit open for %s until %s (%s)\n", n, c.Endpoint, c.Until.Local().Format("15:04:05"), c.Reason)
+			}
+		}
+		if p.Dead > 0 {
+			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s are dead: see `pipeline deliveries --sink %s --status dead`, send again with `pipeline replay FILE --sink %s`\n", p.Dead, n, n, n)
 		}
 	}
 }

@@ -47,7 +47,7 @@ func (f *deliveryFlags) filter(args []string) (state.DeliveryFilter, error) {
 
 func newDeliveriesCmd(g *globals) *cobra.Command {
 	var f deliveryFlags
-	var asJSON bool
+	var asJSON, summary bool
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "deliveries [FILE]",
@@ -63,6 +63,9 @@ func newDeliveriesCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer store.Close()
+			if summary {
+				return printSummary(cmd, store, df, asJSON)
+			}
 			list, err := store.Deliveries(cmd.Context(), df, limit)
 			if err != nil {
 				return &exitError{code: 1, err: err}
@@ -118,6 +121,7 @@ func newDeliveriesCmd(g *globals) *cobra.Command {
 	}
 	f.register(cmd, "")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print deliveries with their full log as JSON")
+	cmd.Flags().BoolVar(&summary, "summary", false, "per sink and endpoint: counts by status, the oldest pending delivery and the circuit breaker's state")
 	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many deliveries, most recently changed first")
 	return cmd
 }
@@ -180,6 +184,46 @@ func newReplayCmd(g *globals) *cobra.Command {
 	f.register(cmd, "dead")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "only queue them again; the next run or `pipeline serve` sends them")
 	return cmd
+}
+
+// printSummary prints `deliveries --summary`.
+func printSummary(cmd *cobra.Command, store *state.Store, df state.DeliveryFilter, asJSON bool) error {
+	list, err := store.Summary(cmd.Context(), df)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if asJSON {
+		if list == nil {
+			list = []state.EndpointSummary{}
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(list)
+	}
+	if len(list) == 0 {
+		fmt.Println("no deliveries")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PIPELINE\tSINK\tENDPOINT\tPENDING\tRETRYING\tDELIVERED\tDEAD\tOLDEST PENDING\tCIRCUIT")
+	for _, e := range list {
+		oldest := "-"
+		if e.OldestPending != nil {
+			oldest = fmt.Sprintf("%s (%s ago)", e.OldestPending.Format(time.RFC3339), time.Since(*e.OldestPending).Round(time.Second))
+		}
+		circuit := e.Circuit
+		if e.CircuitUntil != nil && e.Circuit == "open" {
+			circuit += " until " + e.CircuitUntil.Format(time.RFC3339)
+		}
+		if e.CircuitReason != "" {
+			circuit += ": " + e.CircuitReason
+		}
+		if e.CircuitSeen != nil {
+			circuit += fmt.Sprintf(" (reported %s)", e.CircuitSeen.Format(time.RFC3339))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", e.Pipeline, e.Sink, e.Endpoint, e.Pending, e.Retrying, e.Delivered, e.Dead, oldest, circuit)
+	}
+	return tw.Flush()
 }
 
 // printable shows a response body as text, escaping what is not.

@@ -205,6 +205,9 @@ type Error struct {
 	Canceled bool
 }
 
+// Is makes a cancelled call match context.Canceled.
+func (e *Error) Is(target error) bool { return e.Canceled && target == context.Canceled }
+
 func (e *Error) Error() string {
 	var b strings.Builder
 	if e.Exit != "" {

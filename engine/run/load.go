@@ -125,6 +125,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 
 	// Start and configure the rest; sources report their schemas.
 	failedConfigure := map[config.Node]bool{}
+	outboxes := map[config.Node]*state.Outbox{}
 	configure := func(n config.Node) {
 		b := n.Base()
 		plug := started[n]
@@ -160,6 +161,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 				return
 			}
 			copts.State = svc
+			outboxes[n] = svc.Outbox()
 		}
 		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts); err != nil {
 			failedConfigure[n] = true
@@ -217,7 +219,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs)})
 	}
 	for _, s := range p.Sinks {
-		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered()}
+		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered(), Outbox: outboxes[s]}
 		if s.When != nil {
 			sk.When = s.When.Src
 		}

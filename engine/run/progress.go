@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pipelinehq/pipeline/engine/state"
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // Progress prints a run's counters while it goes: a line rewritten in place
@@ -64,27 +67,85 @@ func (p *Progress) Stop() {
 	p.stop = nil
 }
 
-// FormatLine renders counters as one line.
+// FormatLine renders counters as one line: what the sources read and the
+// filters dropped, what sinks acked, and for each action sink what its
+// outbox queued, delivered, still holds and gave up on, and whether an
+// endpoint's circuit is open.
 func FormatLine(s Snapshot) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "read %s", count(s.Read))
 	if s.Skipped > 0 {
 		fmt.Fprintf(&b, " · skipped %s", count(s.Skipped))
 	}
-	fmt.Fprintf(&b, " · filtered out %s · delivered %s", count(s.Filtered), count(s.Delivered))
-	if len(s.Sinks) > 1 {
-		names := make([]string, 0, len(s.Sinks))
-		for n := range s.Sinks {
+	fmt.Fprintf(&b, " · filtered out %s", count(s.Filtered))
+	var names []string
+	var acked int64
+	for n, v := range s.Sinks {
+		if _, ok := s.Outbox[n]; !ok {
 			names = append(names, n)
+			acked += v
 		}
-		sort.Strings(names)
+	}
+	sort.Strings(names)
+	if len(names) > 0 || len(s.Outbox) == 0 {
+		fmt.Fprintf(&b, " · delivered %s", count(acked))
+	}
+	if len(names) > 1 {
 		parts := make([]string, len(names))
 		for i, n := range names {
 			parts[i] = fmt.Sprintf("%s %s", n, count(s.Sinks[n]))
 		}
 		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
 	}
+	outboxes := make([]string, 0, len(s.Outbox))
+	for n := range s.Outbox {
+		outboxes = append(outboxes, n)
+	}
+	sort.Strings(outboxes)
+	for _, n := range outboxes {
+		b.WriteString(" · ")
+		b.WriteString(FormatOutbox(n, s.Outbox[n]))
+	}
 	fmt.Fprintf(&b, " · %s records/s · %s", count(int64(s.Rate)), s.Elapsed.Round(100*time.Millisecond))
+	return b.String()
+}
+
+// FormatOutbox renders one action sink's outbox counters:
+// "crm: queued 90, delivered 12, pending 78 (78 retrying), dead 0, circuit
+// open until 18:42:10 (https://crm.example.com)".
+func FormatOutbox(name string, p state.Progress) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: queued %s, delivered %s, pending %s", name, count(p.Queued), count(p.Delivered), count(p.Pending))
+	if p.Retrying > 0 {
+		fmt.Fprintf(&b, " (%s retrying)", count(p.Retrying))
+	}
+	fmt.Fprintf(&b, ", dead %s", count(p.Dead))
+	var open, disabled []sdk.Circuit
+	for _, c := range p.Circuits {
+		switch c.State {
+		case sdk.CircuitOpen, sdk.CircuitHalfOpen:
+			open = append(open, c)
+		case sdk.CircuitDisabled:
+			disabled = append(disabled, c)
+		}
+	}
+	if len(open) > 0 {
+		c := open[0]
+		if c.State == sdk.CircuitHalfOpen || !c.Until.After(time.Now()) {
+			fmt.Fprintf(&b, ", circuit half-open, probing (%s)", c.Endpoint)
+		} else {
+			fmt.Fprintf(&b, ", circuit open until %s (%s)", c.Until.Local().Format("15:04:05"), c.Endpoint)
+		}
+		if len(open) > 1 {
+			fmt.Fprintf(&b, " and %d more", len(open)-1)
+		}
+	}
+	if len(disabled) > 0 {
+		fmt.Fprintf(&b, ", disabled after 410 Gone (%s)", disabled[0].Endpoint)
+		if len(disabled) > 1 {
+			fmt.Fprintf(&b, " and %d more", len(disabled)-1)
+		}
+	}
 	return b.String()
 }
 

@@ -70,6 +70,10 @@ type Sink struct {
 	// Buffered sinks ack only when they flush (sdk.BufferedSink): they may
 	// hold up to sdk.MaxHeldBatches unacked batches.
 	Buffered bool
+	// Outbox is the sink's session on its outbox in the state store (nil
+	// without a store): what it delivered, and how to tell it to stop
+	// waiting for pending deliveries when the run is interrupted.
+	Outbox *state.Outbox
 }
 
 // SourcePlugin is what the runner needs of a source; *host.Plugin has it.
@@ -119,12 +123,15 @@ type Stats struct {
 	Read     atomic.Int64 // records the sources emitted
 	Skipped  atomic.Int64 // records the sources skipped as bad input
 	Filtered atomic.Int64 // records dropped by filter blocks (a sink's `when` is not counted)
-	// Delivered counts records acked by sinks, summed over sinks.
+	// Delivered counts records acked by sinks, summed over sinks. An action
+	// sink acks a record once its delivery is queued in the outbox; the
+	// outbox's own counters say what reached the endpoint.
 	Delivered atomic.Int64
 	Started   time.Time
 
-	mu   sync.Mutex
-	sink map[string]int64
+	mu       sync.Mutex
+	sink     map[string]int64
+	outboxes map[string]*state.Outbox
 }
 
 // Snapshot is a copy of Stats at one moment.
@@ -134,7 +141,10 @@ type Snapshot struct {
 	Filtered  int64            `json:"filtered"`
 	Delivered int64            `json:"delivered"`
 	Sinks     map[string]int64 `json:"sinks"`
-	Elapsed   time.Duration    `json:"-"`
+	// Outbox holds, for each sink that used its outbox (action sinks), what
+	// was queued, delivered, retried and dead.
+	Outbox  map[string]state.Progress `json:"outbox,omitempty"`
+	Elapsed time.Duration             `json:"-"`
 	Seconds   float64          `json:"seconds"`
 	Rate      float64          `json:"records_per_second"`
 }
@@ -146,7 +156,16 @@ func (s *Stats) Snapshot() Snapshot {
 	for k, v := range s.sink {
 		snap.Sinks[k] = v
 	}
+	outboxes := s.outboxes
 	s.mu.Unlock()
+	for name, o := range outboxes {
+		if p := o.Progress(); p.Used() {
+			if snap.Outbox == nil {
+				snap.Outbox = map[string]state.Progress{}
+			}
+			snap.Outbox[name] = p
+		}
+	}
 	if !s.Started.IsZero() {
 		snap.Elapsed = time.Since(s.Started)
 		snap.Seconds = snap.Elapsed.Seconds()
@@ -203,7 +222,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 	if opts.Allocator == nil {
 		opts.Allocator = memory.DefaultAllocator
 	}
-	r := &Runner{plan: plan, opts: opts, Stats: &Stats{}, consumers: map[string][]consumer{}, filters: map[string]*filterState{}, sinks: map[string]*sinkState{}}
+	r := &Runner{plan: plan, opts: opts, Stats: &Stats{outboxes: map[string]*state.Outbox{}}, consumers: map[string][]consumer{}, filters: map[string]*filterState{}, sinks: map[string]*sinkState{}}
 	// Each node starts from the union of the schemas its sources reported.
 	static := map[string]*arrow.Schema{}
 	for _, src := range plan.Sources {
@@ -242,6 +261,9 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 			ss.templates[attr] = newCompiled(attr, src)
 		}
 		r.sinks[s.Name] = ss
+		if s.Outbox != nil {
+			r.Stats.outboxes[s.Name] = s.Outbox
+		}
 		for _, in := range s.Inputs {
 			r.consumers[in] = append(r.consumers[in], consumer{sink: ss})
 		}
@@ -286,6 +308,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			case <-r.opts.Drain:
 				drained.Store(true)
 				stopReading()
+				// The outbox is durable: an action sink stops waiting for
+				// its pending deliveries and leaves them queued.
+				for _, s := range r.plan.Sinks {
+					if s.Outbox != nil {
+						s.Outbox.StopWaiting()
+					}
+				}
 			case <-ctx.Done():
 			}
 		}()

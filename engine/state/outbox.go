@@ -3,9 +3,16 @@ package state
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // The outbox: deliveries of action sinks, stored before the batch holding
@@ -23,7 +30,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 	status      TEXT NOT NULL,              -- pending | delivered | dead
 	attempts    INTEGER NOT NULL DEFAULT 0, -- since enqueue or the last replay
 	next_at     INTEGER NOT NULL,           -- unix ms
-	leased      INTEGER NOT NULL DEFAULT 0, -- in flight in the current session
+	leased      INTEGER NOT NULL DEFAULT 0, -- unused: leases live in the session's memory
 	created_at  INTEGER NOT NULL,
 	updated_at  INTEGER NOT NULL,
 	last_code   INTEGER NOT NULL DEFAULT 0,
@@ -43,7 +50,17 @@ CREATE TABLE IF NOT EXISTS attempts (
 	error       TEXT NOT NULL,
 	response    BLOB
 );
-CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (pipeline, sink, id);`
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (pipeline, sink, id);
+CREATE TABLE IF NOT EXISTS circuits (
+	pipeline    TEXT NOT NULL,
+	sink        TEXT NOT NULL,
+	endpoint    TEXT NOT NULL,
+	state       TEXT NOT NULL,              -- open | half-open | disabled (closed ones are deleted)
+	until       INTEGER NOT NULL,           -- unix ms, 0 when not open
+	reason      TEXT NOT NULL,
+	updated_at  INTEGER NOT NULL,
+	PRIMARY KEY (pipeline, sink, endpoint)
+);`
 
 // Delivery statuses.
 const (
@@ -76,36 +93,50 @@ type Attempt struct {
 	Response   []byte
 }
 
-// Outcome is what an attempt means for its delivery.
-type Outcome int
-
-const (
-	Delivered Outcome = iota
-	Retry             // due again at the given time
-	Dead              // dead letter until replayed
-	Release           // not attempted: due again at the given time, attempts unchanged
-)
-
-// Outbox is one sink's outbox.
+// Outbox is one session's view of a sink's outbox: the deliveries are in
+// the store, the leases of this session in memory. A lease needs no
+// durability: a session that ends (or crashes) leaves its leased deliveries
+// pending, and the next session hands them out again.
 type Outbox struct {
 	s        *Store
 	pipeline string
 	sink     string
+
+	leaseMu  sync.Mutex
+	mu       sync.Mutex
+	leased   map[string]int64 // id -> rowid, handed out and not yet recorded
+	live     Progress
+	circuits map[string]sdk.Circuit // endpoints whose circuit is not closed
+	loaded   bool                   // live.Pending/Retrying were read from the store
+
+	stopWaiting atomic.Bool
 }
 
-// Outbox returns the outbox of a pipeline's sink.
+// Progress is what a sink's outbox did in this session and holds now, for
+// the progress line and the run's summary.
+type Progress struct {
+	Queued    int64 `json:"queued"`    // deliveries this session added
+	Delivered int64 `json:"delivered"` // delivered in this session
+	Dead      int64 `json:"dead"`      // went to the dead letter in this session
+	Pending   int64 `json:"pending"`   // in the outbox now, waiting or in flight
+	Retrying  int64 `json:"retrying"`  // of those, the ones whose last attempt failed
+	// Circuits are the endpoints whose circuit is open, half-open or
+	// disabled (410 Gone), as the sink last reported them.
+	Circuits []sdk.Circuit `json:"circuits,omitempty"`
+}
+
+// Used reports whether the session's outbox holds or handled anything: the
+// sink is an action sink with work.
+func (p Progress) Used() bool {
+	return p.Queued > 0 || p.Delivered > 0 || p.Dead > 0 || p.Pending > 0 || len(p.Circuits) > 0
+}
+
+// Outbox returns a new session on the outbox of a pipeline's sink.
 func (s *Store) Outbox(pipeline, sink string) *Outbox {
-	return &Outbox{s: s, pipeline: pipeline, sink: sink}
+	return &Outbox{s: s, pipeline: pipeline, sink: sink, leased: map[string]int64{}, circuits: map[string]sdk.Circuit{}}
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
-
-// ResetLeases returns deliveries left in flight by an earlier session (one
-// that crashed) to the pending pool. Call it when a session starts.
-func (o *Outbox) ResetLeases(ctx context.Context) error {
-	_, err := o.s.db.ExecContext(ctx, `UPDATE deliveries SET leased = 0 WHERE pipeline = ? AND sink = ? AND leased = 1`, o.pipeline, o.sink)
-	return o.wrap("reset leases", err)
-}
 
 func (o *Outbox) wrap(op string, err error) error {
 	if err == nil {
@@ -114,20 +145,33 @@ func (o *Outbox) wrap(op string, err error) error {
 	return fmt.Errorf("state: outbox %s/%s: %s: %w", o.pipeline, o.sink, op, err)
 }
 
-// Enqueue stores deliveries as pending and due now. Ids already stored are
-// left alone. It returns how many were new.
+// Begin starts the session: it counts what the outbox holds, for Progress,
+// and forgets the circuits an earlier session reported (breakers live in
+// the sink's process and start closed).
+func (o *Outbox) Begin(ctx context.Context) error {
+	var pending, retrying int64
+	if err := o.s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM deliveries
+		WHERE pipeline = ? AND sink = ? AND status = 'pending'`, o.pipeline, o.sink).Scan(&pending, &retrying); err != nil {
+		return o.wrap("begin", err)
+	}
+	if _, err := o.s.db.ExecContext(ctx, `DELETE FROM circuits WHERE pipeline = ? AND sink = ?`, o.pipeline, o.sink); err != nil {
+		return o.wrap("begin", err)
+	}
+	o.mu.Lock()
+	o.live.Pending, o.live.Retrying, o.loaded = pending, retrying, true
+	o.mu.Unlock()
+	return nil
+}
+
+// Enqueue stores deliveries as pending and due now, in one transaction.
+// Ids already stored are left alone. It returns how many were new.
 func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (int, error) {
 	tx, err := o.s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, o.wrap("enqueue", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
-		(pipeline, sink, id, endpoint, order_key, payload, status, next_at, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING`)
-	if err != nil {
-		return 0, o.wrap("enqueue", err)
-	}
+	stmt := o.s.stmt(ctx, tx, qEnqueue)
 	defer stmt.Close()
 	added := 0
 	for _, d := range ds {
@@ -143,39 +187,71 @@ func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (int
 			added++
 		}
 	}
-	return added, o.wrap("enqueue", tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return 0, o.wrap("enqueue", err)
+	}
+	o.mu.Lock()
+	o.live.Queued += int64(added)
+	o.live.Pending += int64(added)
+	o.mu.Unlock()
+	return added, nil
 }
 
-// Lease hands out up to max due pending deliveries, oldest first, and marks
-// them in flight. A delivery waits while an earlier pending one has the same
-// order key. It also returns when the next not-yet-due delivery is due (zero
-// when nothing else is pending).
+// The statements of the hot path, prepared once when the store opens.
+const (
+	qEnqueue = `INSERT INTO deliveries
+		(pipeline, sink, id, endpoint, order_key, payload, status, next_at, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING`
+	qDelivered = `UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
+	qRetry     = `UPDATE deliveries SET attempts = attempts + 1, next_at = ?, last_code = ?, last_error = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
+	qDead      = `UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
+	qRelease   = `UPDATE deliveries SET next_at = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
+	qAttempt   = `INSERT INTO attempts (pipeline, sink, id, n, at, status_code, latency_ms, error, response)
+		VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM attempts WHERE pipeline = ? AND sink = ? AND id = ?), ?, ?, ?, ?, ?)`
+	qLease = `SELECT d.rowid, d.id, d.endpoint, d.order_key, d.payload, d.attempts FROM deliveries d
+		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.next_at <= ?
+		AND d.rowid NOT IN (SELECT value FROM json_each(?))
+		AND d.endpoint NOT IN (SELECT value FROM json_each(?))
+		AND ` + orderFree + `
+		ORDER BY d.next_at, d.rowid LIMIT ?`
+	qNextDue = `SELECT MIN(d.next_at) FROM deliveries d
+		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.next_at > ?
+		AND d.endpoint NOT IN (SELECT value FROM json_each(?))
+		AND ` + orderFree
+)
+
+var hotStatements = []string{qEnqueue, qDelivered, qRetry, qDead, qRelease, qAttempt, qLease, qNextDue}
+
+// orderFree holds for a delivery that no earlier pending delivery with its
+// order key is waiting for.
+const orderFree = `(d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries e
+	WHERE e.pipeline = d.pipeline AND e.sink = d.sink AND e.order_key = d.order_key
+	AND e.status = 'pending' AND e.rowid < d.rowid))`
+
+// Lease hands out up to max due pending deliveries, oldest first, and holds
+// them for this session until Record. A delivery waits while an earlier
+// pending one has the same order key. It also returns when the next
+// not-yet-due delivery is due (zero when nothing else is pending).
 func (o *Outbox) Lease(ctx context.Context, now time.Time, max int, skipEndpoints []string) ([]Delivery, time.Time, error) {
-	tx, err := o.s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, time.Time{}, o.wrap("lease", err)
+	o.leaseMu.Lock() // two leases at once would hand out the same rows
+	defer o.leaseMu.Unlock()
+	o.mu.Lock()
+	held := make([]int64, 0, len(o.leased))
+	for _, rowid := range o.leased {
+		held = append(held, rowid)
 	}
-	defer tx.Rollback()
-	args := []any{o.pipeline, o.sink, ms(now)}
-	skip := ""
-	if len(skipEndpoints) > 0 {
-		skip = " AND d.endpoint NOT IN (" + strings.TrimSuffix(strings.Repeat("?,", len(skipEndpoints)), ",") + ")"
-		for _, e := range skipEndpoints {
-			args = append(args, e)
-		}
+	o.mu.Unlock()
+	heldJSON, _ := json.Marshal(held)
+	skipJSON, _ := json.Marshal(skipEndpoints)
+	if skipEndpoints == nil {
+		skipJSON = []byte("[]")
 	}
-	args = append(args, max)
-	rows, err := tx.QueryContext(ctx, `SELECT d.rowid, d.id, d.endpoint, d.order_key, d.payload, d.attempts FROM deliveries d
-		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0 AND d.next_at <= ?`+skip+`
-		AND (d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries e
-			WHERE e.pipeline = d.pipeline AND e.sink = d.sink AND e.order_key = d.order_key
-			AND e.status = 'pending' AND e.rowid < d.rowid))
-		ORDER BY d.next_at, d.rowid LIMIT ?`, args...)
+	rows, err := o.s.prep[qLease].QueryContext(ctx, o.pipeline, o.sink, ms(now), string(heldJSON), string(skipJSON), max)
 	if err != nil {
 		return nil, time.Time{}, o.wrap("lease", err)
 	}
 	var out []Delivery
-	var ids []int64
+	var rowids []int64
 	for rows.Next() {
 		var d Delivery
 		var rowid int64
@@ -184,87 +260,191 @@ func (o *Outbox) Lease(ctx context.Context, now time.Time, max int, skipEndpoint
 			return nil, time.Time{}, o.wrap("lease", err)
 		}
 		out = append(out, d)
-		ids = append(ids, rowid)
+		rowids = append(rowids, rowid)
 	}
 	rows.Close()
-	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET leased = 1 WHERE rowid = ?`, id); err != nil {
-			return nil, time.Time{}, o.wrap("lease", err)
-		}
-	}
-	var next sql.NullInt64
-	// Deliveries waiting behind an earlier one with their order key are not
-	// due on their own: they follow when that one is done.
-	// Nor are deliveries to the skipped endpoints: the caller asks again
-	// when one of those has room.
-	nextArgs := append([]any{o.pipeline, o.sink}, args[3:len(args)-1]...)
-	if err := tx.QueryRowContext(ctx, `SELECT MIN(d.next_at) FROM deliveries d
-		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0`+skip+`
-		AND (d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries e
-			WHERE e.pipeline = d.pipeline AND e.sink = d.sink AND e.order_key = d.order_key
-			AND e.status = 'pending' AND e.rowid < d.rowid))`,
-		nextArgs...).Scan(&next); err != nil {
+	if err := rows.Err(); err != nil {
 		return nil, time.Time{}, o.wrap("lease", err)
 	}
+	// The next one due later. Leased deliveries were due when they were
+	// handed out, so they are not counted; neither are deliveries waiting
+	// behind an earlier one with their order key (they follow when it is
+	// done) nor those of skipped endpoints (the caller asks again when one
+	// of those has room).
+	var next sql.NullInt64
+	if err := o.s.prep[qNextDue].QueryRowContext(ctx, o.pipeline, o.sink, ms(now), string(skipJSON)).Scan(&next); err != nil {
+		return nil, time.Time{}, o.wrap("lease", err)
+	}
+	o.mu.Lock()
+	for i, d := range out {
+		o.leased[d.ID] = rowids[i]
+	}
+	o.mu.Unlock()
 	var nextDue time.Time
 	if next.Valid {
 		nextDue = time.UnixMilli(next.Int64)
 	}
-	return out, nextDue, o.wrap("lease", tx.Commit())
+	return out, nextDue, nil
 }
 
-// Record stores an attempt's outcome and appends it to the delivery log.
-// A Release is not an attempt and is not logged.
-func (o *Outbox) Record(ctx context.Context, id string, a Attempt, outcome Outcome, nextAt time.Time) error {
+// Record stores the results of leased deliveries in one transaction (one
+// fsync for all of them) and appends every attempt to the delivery log. A
+// Release is not an attempt and is not logged. The deliveries are no
+// longer leased afterwards, whether or not it succeeds.
+func (o *Outbox) Record(ctx context.Context, results []sdk.Result, now time.Time) error {
+	if len(results) == 0 {
+		return nil
+	}
+	defer func() {
+		o.mu.Lock()
+		for _, r := range results {
+			delete(o.leased, r.ID)
+		}
+		o.mu.Unlock()
+	}()
 	tx, err := o.s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return o.wrap("record", err)
 	}
 	defer tx.Rollback()
-	now := ms(time.Now())
-	var q string
-	var args []any
-	switch outcome {
-	case Delivered:
-		q, args = `UPDATE deliveries SET status = 'delivered', leased = 0, attempts = attempts + 1, last_code = ?, last_error = '', updated_at = ?`, []any{a.StatusCode, now}
-	case Retry:
-		q, args = `UPDATE deliveries SET leased = 0, attempts = attempts + 1, next_at = ?, last_code = ?, last_error = ?, updated_at = ?`, []any{ms(nextAt), a.StatusCode, a.Error, now}
-	case Dead:
-		q, args = `UPDATE deliveries SET status = 'dead', leased = 0, attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ?`, []any{a.StatusCode, a.Error, now}
-	case Release:
-		q, args = `UPDATE deliveries SET leased = 0, next_at = ?, updated_at = ?`, []any{ms(nextAt), now}
-	default:
-		return o.wrap("record", fmt.Errorf("unknown outcome %d", outcome))
+	var stmts [5]*sql.Stmt
+	for i, q := range []string{sdk.Delivered: qDelivered, sdk.Retry: qRetry, sdk.Dead: qDead, sdk.Release: qRelease, 4: qAttempt} {
+		stmts[i] = o.s.stmt(ctx, tx, q)
+		defer stmts[i].Close()
 	}
-	res, err := tx.ExecContext(ctx, q+` WHERE pipeline = ? AND sink = ? AND id = ?`, append(args, o.pipeline, o.sink, id)...)
-	if err != nil {
-		return o.wrap("record", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return o.wrap("record", fmt.Errorf("no delivery %q", id))
-	}
-	if outcome != Release {
-		if len(a.Response) > 4096 {
-			a.Response = a.Response[:4096]
+	var missing []string
+	var delivered, dead, retrying int64
+	for _, r := range results {
+		a := r.Attempt
+		var res sql.Result
+		switch r.Outcome {
+		case sdk.Delivered, sdk.Dead:
+			lastErr := a.Error
+			if r.Outcome == sdk.Delivered {
+				lastErr = ""
+			}
+			res, err = stmts[r.Outcome].ExecContext(ctx, a.StatusCode, lastErr, ms(now), o.pipeline, o.sink, r.ID)
+		case sdk.Retry:
+			res, err = stmts[sdk.Retry].ExecContext(ctx, ms(r.Next), a.StatusCode, a.Error, ms(now), o.pipeline, o.sink, r.ID)
+		case sdk.Release:
+			res, err = stmts[sdk.Release].ExecContext(ctx, ms(r.Next), ms(now), o.pipeline, o.sink, r.ID)
+		default:
+			return o.wrap("record", fmt.Errorf("delivery %q: unknown outcome %d", r.ID, r.Outcome))
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO attempts (pipeline, sink, id, n, at, status_code, latency_ms, error, response)
-			VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM attempts WHERE pipeline = ? AND sink = ? AND id = ?), ?, ?, ?, ?, ?)`,
-			o.pipeline, o.sink, id, o.pipeline, o.sink, id, ms(a.At), a.StatusCode, a.Latency.Milliseconds(), a.Error, a.Response)
 		if err != nil {
 			return o.wrap("record", err)
 		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			missing = append(missing, r.ID)
+			continue
+		}
+		if r.Outcome == sdk.Release {
+			continue
+		}
+		resp := a.Response
+		if len(resp) > 4096 {
+			resp = resp[:4096]
+		}
+		if _, err := stmts[4].ExecContext(ctx, o.pipeline, o.sink, r.ID, o.pipeline, o.sink, r.ID,
+			ms(a.At), a.StatusCode, a.Latency.Milliseconds(), a.Error, resp); err != nil {
+			return o.wrap("record", err)
+		}
+		switch {
+		case r.Outcome == sdk.Delivered:
+			delivered++
+		case r.Outcome == sdk.Dead:
+			dead++
+		case r.Prior == 0: // a first failure: now retrying
+			retrying++
+		}
+		if r.Outcome != sdk.Retry && r.Prior > 0 {
+			retrying--
+		}
 	}
-	return o.wrap("record", tx.Commit())
+	if err := tx.Commit(); err != nil {
+		return o.wrap("record", err)
+	}
+	o.mu.Lock()
+	o.live.Delivered += delivered
+	o.live.Dead += dead
+	o.live.Pending -= delivered + dead
+	o.live.Retrying += retrying
+	o.mu.Unlock()
+	if len(missing) > 0 {
+		return o.wrap("record", fmt.Errorf("no deliveries %q (the outbox was reset?)", missing))
+	}
+	return nil
 }
+
+// SetCircuits stores the endpoints whose circuit changed, for Progress and
+// `pipeline deliveries --summary`; closed ones are forgotten.
+func (o *Outbox) SetCircuits(ctx context.Context, cs []sdk.Circuit, now time.Time) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	tx, err := o.s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return o.wrap("circuits", err)
+	}
+	defer tx.Rollback()
+	for _, c := range cs {
+		if c.State == sdk.CircuitClosed {
+			_, err = tx.ExecContext(ctx, `DELETE FROM circuits WHERE pipeline = ? AND sink = ? AND endpoint = ?`, o.pipeline, o.sink, c.Endpoint)
+		} else {
+			var until int64
+			if !c.Until.IsZero() {
+				until = ms(c.Until)
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO circuits (pipeline, sink, endpoint, state, until, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT (pipeline, sink, endpoint) DO UPDATE SET state = excluded.state, until = excluded.until, reason = excluded.reason, updated_at = excluded.updated_at`,
+				o.pipeline, o.sink, c.Endpoint, c.State.String(), until, c.Reason, ms(now))
+		}
+		if err != nil {
+			return o.wrap("circuits", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return o.wrap("circuits", err)
+	}
+	o.mu.Lock()
+	for _, c := range cs {
+		if c.State == sdk.CircuitClosed {
+			delete(o.circuits, c.Endpoint)
+		} else {
+			o.circuits[c.Endpoint] = c
+		}
+	}
+	o.mu.Unlock()
+	return nil
+}
+
+// Progress returns the session's counters and the circuits not closed.
+func (o *Outbox) Progress() Progress {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.live
+	p.Circuits = make([]sdk.Circuit, 0, len(o.circuits))
+	for _, c := range o.circuits {
+		p.Circuits = append(p.Circuits, c)
+	}
+	sort.Slice(p.Circuits, func(i, j int) bool { return p.Circuits[i].Endpoint < p.Circuits[j].Endpoint })
+	return p
+}
+
+// StopWaiting tells the sink, through Pending, that the run was
+// interrupted: it should stop waiting for its pending deliveries and end
+// its stream, leaving them queued.
+func (o *Outbox) StopWaiting() { o.stopWaiting.Store(true) }
 
 // Pending counts deliveries left to make and dead ones, and when the next
 // pending one is due.
 func (o *Outbox) Pending(ctx context.Context) (pending, dead int, nextDue time.Time, err error) {
 	var next sql.NullInt64
 	err = o.s.db.QueryRowContext(ctx, `SELECT
-		COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'dead'), 0),
-		MIN(CASE WHEN status = 'pending' THEN next_at END)
-		FROM deliveries WHERE pipeline = ? AND sink = ?`, o.pipeline, o.sink).Scan(&pending, &dead, &next)
+		(SELECT COUNT(*) FROM deliveries WHERE pipeline = ?1 AND sink = ?2 AND status = 'pending'),
+		(SELECT COUNT(*) FROM deliveries WHERE pipeline = ?1 AND sink = ?2 AND status = 'dead'),
+		(SELECT MIN(next_at) FROM deliveries WHERE pipeline = ?1 AND sink = ?2 AND status = 'pending')`,
+		o.pipeline, o.sink).Scan(&pending, &dead, &next)
 	if next.Valid {
 		nextDue = time.UnixMilli(next.Int64)
 	}
@@ -377,7 +557,7 @@ func (s *Store) Replay(ctx context.Context, f DeliveryFilter, now time.Time) (in
 	if err != nil {
 		return 0, err
 	}
-	res, err := s.db.ExecContext(ctx, `UPDATE deliveries SET status = 'pending', attempts = 0, leased = 0, next_at = ?, updated_at = ?
+	res, err := s.db.ExecContext(ctx, `UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?, updated_at = ?
 		WHERE `+where+` AND status != 'pending'`, append([]any{ms(now), ms(now)}, args...)...)
 	if err != nil {
 		return 0, fmt.Errorf("state: replay: %w", err)
@@ -443,4 +623,82 @@ func (s *Store) OutboxCounts(ctx context.Context) ([]OutboxCount, error) {
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// EndpointSummary is one endpoint of a sink: its deliveries by status, the
+// oldest pending one, and its circuit as the sink last reported it.
+type EndpointSummary struct {
+	Pipeline  string `json:"pipeline"`
+	Sink      string `json:"sink"`
+	Endpoint  string `json:"endpoint"`
+	Pending   int    `json:"pending"`
+	Retrying  int    `json:"retrying"` // pending after a failed attempt
+	Delivered int    `json:"delivered"`
+	Dead      int    `json:"dead"`
+	// OldestPending is when the oldest pending delivery was queued.
+	OldestPending *time.Time `json:"oldest_pending,omitempty"`
+	// Circuit is "closed", "open", "half-open" or "disabled".
+	Circuit      string     `json:"circuit"`
+	CircuitUntil *time.Time `json:"circuit_until,omitempty"`
+	// CircuitReason says why it opened; CircuitSeen when it was reported.
+	CircuitReason string     `json:"circuit_reason,omitempty"`
+	CircuitSeen   *time.Time `json:"circuit_reported_at,omitempty"`
+}
+
+// Summary counts deliveries per pipeline, sink and endpoint (f's Status and
+// ID are not used), with the circuits the sinks reported.
+func (s *Store) Summary(ctx context.Context, f DeliveryFilter) ([]EndpointSummary, error) {
+	f.Status, f.ID = "", ""
+	where, args, err := f.where()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, sink, endpoint,
+		COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'pending' AND last_error != ''), 0),
+		COALESCE(SUM(status = 'delivered'), 0), COALESCE(SUM(status = 'dead'), 0),
+		MIN(CASE WHEN status = 'pending' THEN created_at END)
+		FROM deliveries WHERE `+where+` GROUP BY pipeline, sink, endpoint ORDER BY pipeline, sink, endpoint`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("state: summarize deliveries: %w", err)
+	}
+	var out []EndpointSummary
+	for rows.Next() {
+		var e EndpointSummary
+		var oldest sql.NullInt64
+		if err := rows.Scan(&e.Pipeline, &e.Sink, &e.Endpoint, &e.Pending, &e.Retrying, &e.Delivered, &e.Dead, &oldest); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("state: summarize deliveries: %w", err)
+		}
+		if oldest.Valid {
+			t := time.UnixMilli(oldest.Int64).UTC()
+			e.OldestPending = &t
+		}
+		e.Circuit = "closed"
+		out = append(out, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("state: summarize deliveries: %w", err)
+	}
+	for i := range out {
+		e := &out[i]
+		var state, reason string
+		var until, seen int64
+		err := s.db.QueryRowContext(ctx, `SELECT state, until, reason, updated_at FROM circuits WHERE pipeline = ? AND sink = ? AND endpoint = ?`,
+			e.Pipeline, e.Sink, e.Endpoint).Scan(&state, &until, &reason, &seen)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("state: summarize deliveries: %w", err)
+		}
+		e.Circuit, e.CircuitReason = state, reason
+		if until > 0 {
+			t := time.UnixMilli(until).UTC()
+			e.CircuitUntil = &t
+		}
+		t := time.UnixMilli(seen).UTC()
+		e.CircuitSeen = &t
+	}
+	return out, nil
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 func ids(ds []Delivery) string {
@@ -50,14 +52,14 @@ func TestOutboxLifecycle(t *testing.T) {
 	}
 
 	// a fails and is due in a minute: b still waits behind it (order).
-	if err := o.Record(ctx, "a", Attempt{At: now, StatusCode: 503, Latency: 12 * time.Millisecond, Error: "503 Service Unavailable", Response: []byte("busy")}, Retry, now.Add(time.Minute)); err != nil {
+	if err := o.Record(ctx, []sdk.Result{{ID: "a", Attempt: sdk.Attempt{At: now, StatusCode: 503, Latency: 12 * time.Millisecond, Error: "503 Service Unavailable", Response: []byte("busy")}, Outcome: sdk.Retry, Next: now.Add(time.Minute)}}, now); err != nil {
 		t.Fatal(err)
 	}
 	got, next, _ := o.Lease(ctx, now, 10, nil)
 	if len(got) != 0 || !next.Equal(now.Add(time.Minute)) {
 		t.Fatalf("lease while a waits: %s, next %v", ids(got), next)
 	}
-	if err := o.Record(ctx, "c", Attempt{At: now, StatusCode: 400, Error: "400 Bad Request"}, Dead, time.Time{}); err != nil {
+	if err := o.Record(ctx, []sdk.Result{{ID: "c", Attempt: sdk.Attempt{At: now, StatusCode: 400, Error: "400 Bad Request"}, Outcome: sdk.Dead}}, now); err != nil {
 		t.Fatal(err)
 	}
 	later := now.Add(2 * time.Minute)
@@ -65,17 +67,18 @@ func TestOutboxLifecycle(t *testing.T) {
 	if ids(got) != "[a]" || got[0].Attempts != 1 {
 		t.Fatalf("lease after a is due: %s %+v", ids(got), got)
 	}
-	o.Record(ctx, "a", Attempt{At: later, StatusCode: 200}, Delivered, time.Time{})
+	o.Record(ctx, []sdk.Result{{ID: "a", Attempt: sdk.Attempt{At: later, StatusCode: 200}, Outcome: sdk.Delivered, Prior: 1}}, later)
 	got, _, _ = o.Lease(ctx, later, 10, nil)
 	if ids(got) != "[b]" {
 		t.Fatalf("b after a: %s", ids(got))
 	}
-	// A crash leaves b leased; the next session resets leases.
-	if err := o.ResetLeases(ctx); err != nil {
-		t.Fatal(err)
+	// b is leased by this session; a crash ends the session, and the next
+	// one hands b out again (leases are not stored).
+	if got, _, _ := o.Lease(ctx, later, 10, nil); len(got) != 0 {
+		t.Fatalf("b handed out twice in one session: %s", ids(got))
 	}
-	if got, _, _ := o.Lease(ctx, later, 10, nil); ids(got) != "[b]" {
-		t.Fatalf("after reset: %s", ids(got))
+	if got, _, _ := s.Outbox("churn", "crm").Lease(ctx, later, 10, nil); ids(got) != "[b]" {
+		t.Fatalf("next session: %s", ids(got))
 	}
 	pending, dead, _, err := o.Pending(ctx)
 	if err != nil || pending != 1 || dead != 1 {

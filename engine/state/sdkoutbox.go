@@ -2,7 +2,6 @@ package state
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/pipelinehq/pipeline/sdk"
@@ -33,15 +32,15 @@ func (a sdkOutbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Deliv
 	return out, next, err
 }
 
-func (a sdkOutbox) Record(ctx context.Context, id string, at sdk.Attempt, o sdk.Outcome, next time.Time) error {
-	oc, ok := map[sdk.Outcome]Outcome{sdk.Delivered: Delivered, sdk.Retry: Retry, sdk.Dead: Dead, sdk.Release: Release}[o]
-	if !ok {
-		return fmt.Errorf("state: unknown outcome %d", o)
+func (a sdkOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
+	now := time.Now()
+	if err := a.o.Record(ctx, rs, now); err != nil {
+		return err
 	}
-	return a.o.Record(ctx, id, Attempt{At: at.At, StatusCode: at.StatusCode, Latency: at.Latency, Error: at.Error, Response: at.Response}, oc, next)
+	return a.o.SetCircuits(ctx, cs, now)
 }
 
-func (a sdkOutbox) Pending(ctx context.Context) (int, int, error) {
+func (a sdkOutbox) Pending(ctx context.Context) (sdk.OutboxStatus, error) {
 	p, d, _, err := a.o.Pending(ctx)
-	return p, d, err
+	return sdk.OutboxStatus{Pending: p, Dead: d, StopWaiting: a.o.stopWaiting.Load()}, err
 }

@@ -2,11 +2,13 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
 )
 
@@ -17,21 +19,32 @@ type Service struct {
 	now    func() time.Time
 }
 
-// NewService serves the outbox of a pipeline's sink. Deliveries left in
-// flight by an earlier session are made available again.
+// NewService starts a session on the outbox of a pipeline's sink and serves
+// it. Deliveries an earlier session left in flight are pending again (leases
+// live in the session).
 func NewService(ctx context.Context, s *Store, pipeline, sink string) (*Service, error) {
 	o := s.Outbox(pipeline, sink)
-	if err := o.ResetLeases(ctx); err != nil {
+	if err := o.Begin(ctx); err != nil {
 		return nil, err
 	}
 	return &Service{outbox: o, now: time.Now}, nil
 }
+
+// Outbox is the session the service serves: its Progress and StopWaiting.
+func (s *Service) Outbox() *Outbox { return s.outbox }
 
 func grpcErr(err error) error {
 	if err == nil {
 		return nil
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+func fromUnixMs(v int64) time.Time {
+	if v <= 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
 }
 
 // Enqueue implements pluginv1.StateServer.
@@ -41,10 +54,7 @@ func (s *Service) Enqueue(ctx context.Context, req *pluginv1.EnqueueRequest) (*p
 		if d.Id == "" {
 			return nil, status.Error(codes.InvalidArgument, "a delivery needs an id")
 		}
-		ds[i] = Delivery{ID: d.Id, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload}
-		if d.NotBeforeUnixMs > 0 {
-			ds[i].NotBefore = time.UnixMilli(d.NotBeforeUnixMs)
-		}
+		ds[i] = Delivery{ID: d.Id, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBefore: fromUnixMs(d.NotBeforeUnixMs)}
 	}
 	n, err := s.outbox.Enqueue(ctx, ds, s.now())
 	if err != nil {
@@ -63,28 +73,38 @@ func (s *Service) Lease(ctx context.Context, req *pluginv1.LeaseRequest) (*plugi
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	resp := &pluginv1.LeaseResponse{}
+	resp := &pluginv1.LeaseResponse{Deliveries: make([]*pluginv1.Delivery, len(ds))}
 	if !next.IsZero() {
 		resp.NextDueUnixMs = next.UnixMilli()
 	}
-	for _, d := range ds {
-		resp.Deliveries = append(resp.Deliveries, &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, Attempts: uint32(d.Attempts)})
+	for i, d := range ds {
+		resp.Deliveries[i] = &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, Attempts: uint32(d.Attempts)}
 	}
 	return resp, nil
 }
 
 // Record implements pluginv1.StateServer.
 func (s *Service) Record(ctx context.Context, req *pluginv1.RecordRequest) (*pluginv1.RecordResponse, error) {
-	var a Attempt
-	if req.Attempt != nil {
-		a = Attempt{At: time.UnixMilli(req.Attempt.AtUnixMs), StatusCode: int(req.Attempt.StatusCode),
-			Latency: time.Duration(req.Attempt.LatencyMs) * time.Millisecond, Error: req.Attempt.Error, Response: req.Attempt.Response}
+	rs := make([]sdk.Result, len(req.Results))
+	for i, r := range req.Results {
+		if r.Outcome < pluginv1.Outcome_DELIVERED || r.Outcome > pluginv1.Outcome_RELEASE {
+			return nil, status.Error(codes.InvalidArgument, fmt.Sprintf("delivery %q: unknown outcome %d", r.Id, r.Outcome))
+		}
+		rs[i] = sdk.Result{ID: r.Id, Outcome: sdk.Outcome(r.Outcome), Next: fromUnixMs(r.NextAtUnixMs), Prior: int(r.PriorAttempts)}
+		if a := r.Attempt; a != nil {
+			rs[i].Attempt = sdk.Attempt{At: time.UnixMilli(a.AtUnixMs), StatusCode: int(a.StatusCode),
+				Latency: time.Duration(a.LatencyMs) * time.Millisecond, Error: a.Error, Response: a.Response}
+		}
 	}
-	outcome := map[pluginv1.RecordRequest_Outcome]Outcome{
-		pluginv1.RecordRequest_DELIVERED: Delivered, pluginv1.RecordRequest_RETRY: Retry,
-		pluginv1.RecordRequest_DEAD: Dead, pluginv1.RecordRequest_RELEASE: Release,
-	}[req.Outcome]
-	if err := s.outbox.Record(ctx, req.Id, a, outcome, time.UnixMilli(req.NextAtUnixMs)); err != nil {
+	now := s.now()
+	if err := s.outbox.Record(ctx, rs, now); err != nil {
+		return nil, grpcErr(err)
+	}
+	cs := make([]sdk.Circuit, len(req.Circuits))
+	for i, c := range req.Circuits {
+		cs[i] = sdk.Circuit{Endpoint: c.Endpoint, State: sdk.CircuitState(c.State), Until: fromUnixMs(c.UntilUnixMs), Reason: c.Reason}
+	}
+	if err := s.outbox.SetCircuits(ctx, cs, now); err != nil {
 		return nil, grpcErr(err)
 	}
 	return &pluginv1.RecordResponse{}, nil
@@ -96,7 +116,7 @@ func (s *Service) Pending(ctx context.Context, _ *pluginv1.PendingRequest) (*plu
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	resp := &pluginv1.PendingResponse{Pending: uint64(pending), Dead: uint64(dead)}
+	resp := &pluginv1.PendingResponse{Pending: uint64(pending), Dead: uint64(dead), StopWaiting: s.outbox.stopWaiting.Load()}
 	if !next.IsZero() {
 		resp.NextDueUnixMs = next.UnixMilli()
 	}

@@ -22,6 +22,7 @@ const DefaultPath = ".pipeline/state.db"
 type Store struct {
 	db   *sql.DB
 	path string
+	prep map[string]*sql.Stmt // hotStatements
 }
 
 const schema = `
@@ -53,14 +54,34 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	s := &Store{db: db, path: path, prep: map[string]*sql.Stmt{}}
+	for _, q := range hotStatements {
+		st, err := db.Prepare(q)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state %s: prepare: %w", path, err)
+		}
+		s.prep[q] = st
+	}
+	return s, nil
+}
+
+// stmt is a prepared statement of hotStatements, in tx. (Preparing inside
+// a transaction would wait forever for the store's one connection.)
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, q string) *sql.Stmt {
+	return tx.StmtContext(ctx, s.prep[q])
 }
 
 // Path is the file the store lives in.
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	for _, st := range s.prep {
+		st.Close()
+	}
+	return s.db.Close()
+}
 
 // Checkpoint is a source's committed position.
 type Checkpoint struct {

@@ -415,8 +415,8 @@ func TestInvalidRenderedBlocksFailPrepare(t *testing.T) {
 			if err := f.s.Close(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if pending, dead, _ := f.out.Pending(context.Background()); pending+dead != 0 || f.out.Status("row_a") != "" || len(reqs()) != 0 {
-				t.Fatalf("queued %d, dead %d, sent %d: nothing of a failed batch may go out", pending, dead, len(reqs()))
+			if st, _ := f.out.Pending(context.Background()); st.Pending+st.Dead != 0 || f.out.Status("row_a") != "" || len(reqs()) != 0 {
+				t.Fatalf("queued %d, dead %d, sent %d: nothing of a failed batch may go out", st.Pending, st.Dead, len(reqs()))
 			}
 		})
 	}

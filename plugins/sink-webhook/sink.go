@@ -7,6 +7,7 @@ package sinkwebhook
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
@@ -33,6 +35,13 @@ const Version = "0.2.0"
 
 // EventHeader carries the event type when `event` is set.
 const EventHeader = "webhook-event-type"
+
+// A response with DeliveryHeader set to AbortMessage (Svix's convention)
+// sends its delivery to the dead letter at once, whatever its status.
+const (
+	DeliveryHeader = "webhook-delivery"
+	AbortMessage   = "abort-message"
+)
 
 var (
 	_ sdk.Sink           = (*Sink)(nil)
@@ -168,6 +177,79 @@ type payload struct {
 	Body    []byte            `json:"body"`
 }
 
+// payloadV1 starts an encoded payload: the URL, the header pairs (each
+// length-prefixed with a uvarint, sorted by name) and the body's raw bytes
+// to the end. Outboxes written before it hold JSON, which starts with '{'.
+const payloadV1 = 1
+
+func (p payload) encode() []byte {
+	n := 1 + binary.MaxVarintLen64*(2+2*len(p.Headers)) + len(p.URL) + len(p.Body)
+	for k, v := range p.Headers {
+		n += len(k) + len(v)
+	}
+	out := make([]byte, 0, n)
+	out = append(out, payloadV1)
+	str := func(s string) { out = append(binary.AppendUvarint(out, uint64(len(s))), s...) }
+	str(p.URL)
+	out = binary.AppendUvarint(out, uint64(len(p.Headers)))
+	keys := make([]string, 0, len(p.Headers))
+	for k := range p.Headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		str(k)
+		str(p.Headers[k])
+	}
+	return append(out, p.Body...)
+}
+
+func decodePayload(data []byte) (payload, error) {
+	var p payload
+	if len(data) > 0 && data[0] == '{' {
+		err := json.Unmarshal(data, &p)
+		return p, err
+	}
+	if len(data) == 0 || data[0] != payloadV1 {
+		return p, errors.New("unknown payload encoding")
+	}
+	rest := data[1:]
+	str := func() (string, error) {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || n > uint64(len(rest)-k) {
+			return "", errors.New("truncated payload")
+		}
+		s := string(rest[k : k+int(n)])
+		rest = rest[k+int(n):]
+		return s, nil
+	}
+	var err error
+	if p.URL, err = str(); err != nil {
+		return p, err
+	}
+	nh, k := binary.Uvarint(rest)
+	if k <= 0 || nh > uint64(len(rest)) {
+		return p, errors.New("truncated payload")
+	}
+	rest = rest[k:]
+	for i := uint64(0); i < nh; i++ {
+		key, err := str()
+		if err != nil {
+			return p, err
+		}
+		v, err := str()
+		if err != nil {
+			return p, err
+		}
+		if p.Headers == nil {
+			p.Headers = map[string]string{}
+		}
+		p.Headers[key] = v
+	}
+	p.Body = rest
+	return p, nil
+}
+
 // Write stores the batch's deliveries in the outbox; the batch is acked
 // once they are durable there.
 func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
@@ -197,10 +279,7 @@ func (s *Sink) Prepare(b sdk.Batch, i int) (sdk.Delivery, error) {
 		}
 	}
 	p.Body = s.body(b.Record, i)
-	data, err := json.Marshal(p)
-	if err != nil {
-		return sdk.Delivery{}, err
-	}
+	data := p.encode()
 	endpoint := p.URL
 	if u, err := url.Parse(p.URL); err == nil {
 		endpoint = u.Scheme + "://" + u.Host
@@ -239,8 +318,8 @@ func without(rec arrow.RecordBatch, col int) arrow.RecordBatch {
 
 // Send implements delivery.Transport: one signed POST.
 func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
-	var p payload
-	if err := json.Unmarshal(d.Payload, &p); err != nil {
+	p, err := decodePayload(d.Payload)
+	if err != nil {
 		return delivery.Result{Err: policy.Permanent(fmt.Errorf("unreadable outbox entry: %w", err))}
 	}
 	if err := s.guard.CheckURL(p.URL); err != nil {
@@ -272,7 +351,14 @@ func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	return delivery.Result{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	res := delivery.Result{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	if resp.StatusCode >= 300 && strings.EqualFold(resp.Header.Get(DeliveryHeader), AbortMessage) {
+		// Svix's convention: the endpoint says retrying cannot help.
+		dead := policy.Dead
+		res.Outcome = &dead
+		res.Err = fmt.Errorf("%d %s: the endpoint answered %s: %s, so it is not retried", resp.StatusCode, http.StatusText(resp.StatusCode), DeliveryHeader, AbortMessage)
+	}
+	return res
 }
 
 // describe turns a client error into a message without secrets, keeping

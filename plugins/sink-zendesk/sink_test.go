@@ -973,8 +973,8 @@ func TestTicketID(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "row_2") {
 			t.Fatalf("Write: %v", err)
 		}
-		if p, _, _ := out.Pending(context.Background()); p != 0 {
-			t.Errorf("%d deliveries stored from a batch that failed", p)
+		if st, _ := out.Pending(context.Background()); st.Pending != 0 {
+			t.Errorf("%d deliveries stored from a batch that failed", st.Pending)
 		}
 	})
 }

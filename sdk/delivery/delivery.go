@@ -71,7 +71,7 @@ type Options struct {
 	Limiter     *policy.Limiter
 	Breaker     Breaker
 	Log         *slog.Logger
-	// Now and Sleep are the clock; tests replace them.
+	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
 
@@ -81,17 +81,21 @@ type Deliverer struct {
 	out  sdk.Outbox
 	opts Options
 	rnd  func() float64
+	// capacity bounds the deliveries leased and not yet recorded.
+	capacity int
 
 	mu       sync.Mutex
 	inflight map[string]int            // attempts under way, by endpoint
-	queued   map[string][]sdk.Delivery // leased, waiting for a free slot, by endpoint
+	queued   map[string][]sdk.Delivery // leased, waiting for a free slot (or a closed circuit), by endpoint
 	gone     map[string]bool           // endpoints that answered 410 Gone
+	reported map[string]sdk.Circuit    // the circuit state last reported, by endpoint
 	kick     chan struct{}
-	gen      uint64 // counts Enqueue calls
+	gen      uint64 // counts Enqueue calls and recorded flushes
 	started  bool
 	cancel   context.CancelFunc
 	done     chan struct{}
 	wg       sync.WaitGroup
+	rec      *recorder
 }
 
 // New returns a Deliverer for out; a nil out keeps deliveries in memory,
@@ -112,9 +116,14 @@ func New(t Transport, out sdk.Outbox, opts Options) *Deliverer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Deliverer{t: t, out: out, opts: opts, rnd: rand.Float64,
-		inflight: map[string]int{}, queued: map[string][]sdk.Delivery{}, gone: map[string]bool{}, kick: make(chan struct{}, 1)}
+	return &Deliverer{t: t, out: out, opts: opts, rnd: rand.Float64, capacity: max(minCapacity, 4*opts.Concurrency),
+		inflight: map[string]int{}, queued: map[string][]sdk.Delivery{}, gone: map[string]bool{},
+		reported: map[string]sdk.Circuit{}, kick: make(chan struct{}, 1)}
 }
+
+// minCapacity is the fewest deliveries the loop holds leased; leasing in
+// large, infrequent batches keeps the outbox's reads off the hot path.
+const minCapacity = 256
 
 // Enqueue prepares every record of b and stores the deliveries. When it
 // returns nil the batch may be acked: the deliveries are durable.
@@ -136,12 +145,18 @@ func (d *Deliverer) Enqueue(ctx context.Context, b sdk.Batch) error {
 	if err := d.out.Enqueue(ctx, ds); err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
+	d.Start()
+	d.changed()
+	return nil
+}
+
+// changed wakes the loop after the outbox changed (new deliveries, or
+// results recorded that may free deliveries waiting behind an order key).
+func (d *Deliverer) changed() {
 	d.mu.Lock()
 	d.gen++
 	d.mu.Unlock()
-	d.Start()
 	d.poke()
-	return nil
 }
 
 func (d *Deliverer) poke() {
@@ -162,13 +177,15 @@ func (d *Deliverer) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.done = make(chan struct{})
+	d.rec = newRecorder(d.out, d.opts.Log, d.poke, d.changed)
 	go d.loop(ctx)
 }
 
-// Stop ends the loop and waits for attempts in flight.
+// Stop ends the loop, waits for the attempts in flight, hands back what it
+// leased but did not start, and returns once every result is recorded.
 func (d *Deliverer) Stop() {
 	d.mu.Lock()
-	started := d.started
+	started, rec := d.started, d.rec
 	d.mu.Unlock()
 	if !started {
 		return
@@ -185,17 +202,17 @@ func (d *Deliverer) Stop() {
 	now := d.opts.Now()
 	for _, q := range queued {
 		for _, del := range q {
-			if err := d.out.Record(context.Background(), del.ID, sdk.Attempt{}, sdk.Release, now); err != nil {
-				d.opts.Log.Error("outbox release failed", "delivery", del.ID, "error", err.Error())
-			}
+			rec.add(del, sdk.Result{ID: del.ID, Outcome: sdk.Release, Next: now, Prior: del.Attempts})
 		}
 	}
+	rec.close()
 }
 
 // Close is an action sink's Close: it waits until every delivery has
 // succeeded or is dead (unless wait is false: `pipeline run --no-wait`,
-// `pipeline serve` shutting down), then stops the loop. Pending deliveries
-// stay in the outbox for the next run.
+// `pipeline serve` shutting down, or the engine asks it to stop waiting
+// because the run was interrupted), then stops the loop. Pending
+// deliveries stay in the outbox for the next run.
 func (d *Deliverer) Close(ctx context.Context, wait bool) error {
 	if d == nil {
 		return nil // never configured
@@ -207,17 +224,22 @@ func (d *Deliverer) Close(ctx context.Context, wait bool) error {
 	return d.Drain(ctx)
 }
 
-// Drain waits until nothing is pending (delivered or dead), or ctx ends.
+// drainPoll is how often Drain asks the outbox how much is left.
+const drainPoll = 100 * time.Millisecond
+
+// Drain waits until nothing is pending (delivered or dead), the engine asks
+// it to stop waiting (the run was interrupted: it returns nil and the rest
+// stays queued), or ctx ends.
 func (d *Deliverer) Drain(ctx context.Context) error {
 	d.Start()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
 	for {
-		pending, _, err := d.out.Pending(ctx)
+		st, err := d.out.Pending(ctx)
 		if err != nil {
 			return err
 		}
-		if pending == 0 {
+		if st.Pending == 0 || st.StopWaiting {
 			return nil
 		}
 		select {
@@ -230,37 +252,39 @@ func (d *Deliverer) Drain(ctx context.Context) error {
 
 // Pending reports what is left in the outbox.
 func (d *Deliverer) Pending(ctx context.Context) (pending, dead int, err error) {
-	return d.out.Pending(ctx)
+	st, err := d.out.Pending(ctx)
+	return st.Pending, st.Dead, err
 }
-
-const maxLease = 64
 
 func (d *Deliverer) loop(ctx context.Context) {
 	defer close(d.done)
-	// A lease that found nothing while some endpoints were skipped as busy
-	// is not repeated with the same skip list until new deliveries are
-	// enqueued or the wait for the next due one is over: a finished attempt
-	// on a busy endpoint frees its slot (and so changes the list).
+	// A lease that found nothing while some endpoints were skipped is not
+	// repeated with the same skip list until the outbox changes or the wait
+	// for the next due one is over: a finished attempt on a busy endpoint
+	// frees its slot (and so changes the list).
 	var emptySkip string
 	var emptyGen uint64
 	timedOut := false
 	for ctx.Err() == nil {
-		skip, free := d.blocked()
+		wake := d.dispatch(ctx)
+		skip, free, ready := d.blocked()
 		sort.Strings(skip)
 		skipKey := strings.Join(skip, "\x00")
 		d.mu.Lock()
 		gen := d.gen
 		d.mu.Unlock()
 		repeat := len(skip) > 0 && skipKey == emptySkip && gen == emptyGen && !timedOut
+		// Lease in large batches: when half the capacity is free, or when
+		// nothing leased can start now.
 		var ds []sdk.Delivery
 		var next time.Time
 		var err error
-		if free > 0 && !repeat {
-			// A batching transport gets full batches when enough is due.
+		if free > 0 && !repeat && (free >= d.capacity/2 || ready == 0) {
+			n := free
 			if bt, ok := d.t.(BatchTransport); ok {
-				free = max(free, bt.MaxBatch())
+				n = max(n, bt.MaxBatch())
 			}
-			ds, next, err = d.out.Lease(ctx, free, skip)
+			ds, next, err = d.out.Lease(ctx, n, skip)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -268,26 +292,26 @@ func (d *Deliverer) loop(ctx context.Context) {
 				d.opts.Log.Error("outbox lease failed", "error", err.Error())
 				next = d.opts.Now().Add(time.Second)
 			}
-		}
-		if !repeat {
 			emptySkip, emptyGen = "", 0
 			if len(ds) == 0 && len(skip) > 0 {
 				emptySkip, emptyGen = skipKey, gen
 			}
-		}
-		d.mu.Lock()
-		for _, del := range ds {
-			d.queued[del.Endpoint] = append(d.queued[del.Endpoint], del)
-		}
-		d.mu.Unlock()
-		d.dispatch(ctx)
-		if len(ds) > 0 && len(ds) == free {
-			continue // there may be more due right away
+			if len(ds) > 0 {
+				d.mu.Lock()
+				for _, del := range ds {
+					d.queued[del.Endpoint] = append(d.queued[del.Endpoint], del)
+				}
+				d.mu.Unlock()
+				continue // dispatch them; more may be due
+			}
 		}
 		wait := time.Second
-		if !next.IsZero() {
-			if w := next.Sub(d.opts.Now()); w < wait {
-				wait = max(w, time.Millisecond)
+		now := d.opts.Now()
+		for _, t := range []time.Time{next, wake} {
+			if !t.IsZero() {
+				if w := t.Sub(now); w < wait {
+					wait = max(w, time.Millisecond)
+				}
 			}
 		}
 		timer := time.NewTimer(wait)
@@ -304,12 +328,34 @@ func (d *Deliverer) loop(ctx context.Context) {
 	}
 }
 
-// dispatch starts queued deliveries while their endpoint has a free slot.
-func (d *Deliverer) dispatch(ctx context.Context) {
+// dispatch starts queued deliveries while their endpoint has a free slot
+// and its circuit lets them through. A half-open circuit is probed with the
+// deliveries that have failed most: a receiver that turns away the first
+// tries of every message accepts those. It returns when a paused endpoint
+// can be tried again (zero if none).
+func (d *Deliverer) dispatch(ctx context.Context) (wake time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	now := d.opts.Now()
 	for ep, q := range d.queued {
+		if d.opts.Breaker != nil {
+			st := d.opts.Breaker.Status(ep, now)
+			d.noteCircuit(ep, st)
+			if st.State == policy.BreakerOpen {
+				wake = earliest(wake, st.OpenUntil)
+				continue
+			}
+			if st.State == policy.BreakerHalfOpen {
+				sort.SliceStable(q, func(i, j int) bool { return q[i].Attempts > q[j].Attempts })
+			}
+		}
 		for len(q) > 0 && d.inflight[ep] < d.opts.Concurrency {
+			if d.opts.Breaker != nil {
+				if ok, retryAt := d.opts.Breaker.Allow(ep, now); !ok {
+					wake = earliest(wake, retryAt)
+					break
+				}
+			}
 			n := 1
 			if bt, ok := d.t.(BatchTransport); ok {
 				n = min(len(q), max(1, bt.MaxBatch()))
@@ -333,25 +379,82 @@ func (d *Deliverer) dispatch(ctx context.Context) {
 			d.queued[ep] = q
 		}
 	}
+	return wake
 }
 
-// blocked lists endpoints that get nothing now (at their concurrency limit,
-// or paused by the breaker) and how many deliveries may start.
-func (d *Deliverer) blocked() ([]string, int) {
+// earliest is the earlier of two times, a zero one not counting.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// noteCircuit reports an endpoint's circuit to the engine when it changed.
+// Called with d.mu held.
+func (d *Deliverer) noteCircuit(ep string, st policy.BreakerStatus) {
+	c := sdk.Circuit{Endpoint: ep}
+	switch {
+	case d.gone[ep]:
+		c.State, c.Reason = sdk.CircuitDisabled, "it answered 410 Gone"
+	case st.State == policy.BreakerOpen:
+		c.State, c.Until = sdk.CircuitOpen, st.OpenUntil
+		if !st.FailingSince.IsZero() {
+			c.Reason = "nothing accepted since " + st.FailingSince.UTC().Format(time.RFC3339)
+		}
+	case st.State == policy.BreakerHalfOpen:
+		c.State = sdk.CircuitHalfOpen
+	}
+	if last, ok := d.reported[ep]; ok && last.State == c.State && last.Until.Equal(c.Until) {
+		return
+	}
+	if _, ok := d.reported[ep]; !ok && c.State == sdk.CircuitClosed {
+		d.reported[ep] = c
+		return // nothing to say about a circuit that was never open
+	}
+	d.reported[ep] = c
+	d.rec.circuit(c)
+}
+
+// blocked lists the endpoints that get nothing now (at their concurrency
+// limit, or paused by the breaker), how many more deliveries may be leased,
+// and how many leased ones could start now.
+func (d *Deliverer) blocked() (skip []string, free, ready int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var skip []string
 	total := 0
 	now := d.opts.Now()
-	for ep, n := range d.inflight {
-		total += n + len(d.queued[ep])
-		if n+len(d.queued[ep]) >= d.opts.Concurrency {
-			skip = append(skip, ep)
-		} else if d.opts.Breaker != nil && d.opts.Breaker.Status(ep, now).State == policy.BreakerOpen {
-			skip = append(skip, ep)
+	seen := map[string]bool{}
+	for _, m := range []map[string]int{d.inflight} {
+		for ep := range m {
+			seen[ep] = true
 		}
 	}
-	return skip, max(0, maxLease-total)
+	for ep := range d.queued {
+		seen[ep] = true
+	}
+	for ep := range seen {
+		n, q := d.inflight[ep], len(d.queued[ep])
+		total += n + q
+		open := false
+		if d.opts.Breaker != nil {
+			st := d.opts.Breaker.Status(ep, now)
+			d.noteCircuit(ep, st)
+			open = st.State == policy.BreakerOpen
+		}
+		switch {
+		case open:
+			skip = append(skip, ep)
+		case n+q >= d.opts.Concurrency:
+			skip = append(skip, ep)
+			if n < d.opts.Concurrency {
+				ready += q
+			}
+		default:
+			ready += q
+		}
+	}
+	return skip, max(0, d.capacity-total), ready
 }
 
 // attempt makes one attempt at a group of deliveries of one endpoint (a
@@ -359,37 +462,29 @@ func (d *Deliverer) blocked() ([]string, int) {
 func (d *Deliverer) attempt(ctx context.Context, group []sdk.Delivery) {
 	ep := group[0].Endpoint
 	now := d.opts.Now()
-	record := func(del sdk.Delivery, a sdk.Attempt, o sdk.Outcome, next time.Time) {
-		if err := d.out.Record(context.WithoutCancel(ctx), del.ID, a, o, next); err != nil {
-			d.opts.Log.Error("outbox record failed", "delivery", del.ID, "error", err.Error())
-		}
-	}
 	releaseAll := func(at time.Time) {
 		for _, del := range group {
-			record(del, sdk.Attempt{}, sdk.Release, at)
+			d.rec.add(del, sdk.Result{ID: del.ID, Outcome: sdk.Release, Next: at, Prior: del.Attempts})
 		}
 	}
 	d.mu.Lock()
 	gone := d.gone[ep]
+	rec := d.rec
 	d.mu.Unlock()
 	if gone {
 		for _, del := range group {
-			record(del, sdk.Attempt{At: now, Error: "endpoint disabled: it answered 410 Gone"}, sdk.Dead, time.Time{})
+			rec.add(del, sdk.Result{ID: del.ID, Outcome: sdk.Dead, Prior: del.Attempts,
+				Attempt: sdk.Attempt{At: now, Error: "endpoint disabled: it answered 410 Gone"}})
 		}
 		return
 	}
-	if d.opts.Breaker != nil {
-		if ok, retryAt := d.opts.Breaker.Allow(ep, now); !ok {
-			// Not an attempt: the breaker pauses the endpoint.
-			releaseAll(retryAt)
-			return
-		}
-	}
 	if d.opts.Limiter != nil {
 		if w := d.opts.Limiter.Reserve(ep, now); w > 0 {
+			t := time.NewTimer(w)
 			select {
-			case <-time.After(w):
+			case <-t.C:
 			case <-ctx.Done():
+				t.Stop()
 				releaseAll(now)
 				return
 			}
@@ -409,21 +504,22 @@ func (d *Deliverer) attempt(ctx context.Context, group []sdk.Delivery) {
 			res = results[i]
 		}
 		if ctx.Err() != nil && res.Err != nil && errors.Is(res.Err, context.Canceled) {
-			record(del, sdk.Attempt{}, sdk.Release, start)
+			rec.add(del, sdk.Result{ID: del.ID, Outcome: sdk.Release, Next: start, Prior: del.Attempts})
 			continue
 		}
-		d.outcome(del, res, start, end, record)
+		rec.add(del, d.outcome(del, res, start, end))
 	}
 }
 
-// outcome classifies one delivery's result and records it.
-func (d *Deliverer) outcome(del sdk.Delivery, res Result, start, end time.Time, record func(sdk.Delivery, sdk.Attempt, sdk.Outcome, time.Time)) {
+// outcome classifies one delivery's result.
+func (d *Deliverer) outcome(del sdk.Delivery, res Result, start, end time.Time) sdk.Result {
 	a := sdk.Attempt{At: start, StatusCode: res.Status, Latency: end.Sub(start), Response: res.Body}
 	if res.Err != nil {
 		a.Error = res.Err.Error()
 	} else if res.Status >= 300 {
 		a.Error = fmt.Sprintf("%d %s", res.Status, http.StatusText(res.Status))
 	}
+	r := sdk.Result{ID: del.ID, Attempt: a, Prior: del.Attempts}
 	outcome := policy.Classify(res.Status, res.Err)
 	if res.Outcome != nil {
 		outcome = *res.Outcome
@@ -433,33 +529,147 @@ func (d *Deliverer) outcome(del sdk.Delivery, res Result, start, end time.Time, 
 	// guard, bad URL) says nothing about it.
 	if d.opts.Breaker != nil && (res.Status != 0 || outcome == policy.RetryLater) {
 		d.opts.Breaker.Record(del.Endpoint, outcome != policy.RetryLater, end)
+		d.mu.Lock()
+		d.noteCircuit(del.Endpoint, d.opts.Breaker.Status(del.Endpoint, end))
+		d.mu.Unlock()
 	}
 	switch outcome {
 	case policy.Delivered:
-		record(del, a, sdk.Delivered, time.Time{})
-		return
+		r.Outcome = sdk.Delivered
+		return r
 	case policy.Gone:
 		d.mu.Lock()
+		first := !d.gone[del.Endpoint]
 		d.gone[del.Endpoint] = true
+		if first {
+			d.noteCircuit(del.Endpoint, policy.BreakerStatus{})
+		}
 		d.mu.Unlock()
-		d.opts.Log.Error("endpoint answered 410 Gone: disabled; its deliveries go to the dead letter", "endpoint", del.Endpoint)
-		record(del, a, sdk.Dead, time.Time{})
-		return
+		if first {
+			d.opts.Log.Error("endpoint answered 410 Gone: disabled; its deliveries go to the dead letter", "endpoint", del.Endpoint)
+		}
+		r.Outcome = sdk.Dead
+		return r
 	case policy.Dead:
 		d.opts.Log.Warn("delivery failed for good", "delivery", del.ID, "error", a.Error)
-		record(del, a, sdk.Dead, time.Time{})
-		return
+		r.Outcome = sdk.Dead
+		return r
 	}
 	// Retry: the next attempt is number Attempts+2.
 	delay, ok := d.opts.Retry.Delay(del.Attempts+2, d.rnd)
 	if !ok {
 		d.opts.Log.Warn("delivery failed: no attempts left", "delivery", del.ID, "attempts", del.Attempts+1, "error", a.Error)
-		record(del, a, sdk.Dead, time.Time{})
-		return
+		r.Outcome = sdk.Dead
+		return r
 	}
 	if ra, ok := policy.ParseRetryAfter(res.Header.Get("Retry-After"), end); ok {
 		delay = policy.Wait(delay, ra)
 	}
-	d.opts.Log.Warn("delivery failed; will retry", "delivery", del.ID, "attempt", del.Attempts+1, "in", delay.String(), "error", a.Error)
-	record(del, a, sdk.Retry, end.Add(delay))
+	d.opts.Log.Debug("delivery failed; will retry", "delivery", del.ID, "attempt", del.Attempts+1, "in", delay.String(), "error", a.Error)
+	r.Outcome, r.Next = sdk.Retry, end.Add(delay)
+	return r
+}
+
+// recorder writes results to the outbox in batches: while one write is
+// under way the next results gather, so under load many results share one
+// transaction (group commit) and when idle each goes at once.
+type recorder struct {
+	out sdk.Outbox
+	log *slog.Logger
+	// flushed is called after each write; ordered instead when the write
+	// finished a delivery with an order key, which may let the next one of
+	// that key be leased.
+	flushed, ordered func()
+
+	mu       sync.Mutex
+	results  []sdk.Result
+	keyed    int // results in results[] of deliveries with an order key
+	circuits []sdk.Circuit
+	wake     chan struct{}
+	closing  bool
+	done     chan struct{}
+}
+
+// maxRecord caps the results of one write.
+const maxRecord = 1024
+
+func newRecorder(out sdk.Outbox, log *slog.Logger, flushed, ordered func()) *recorder {
+	r := &recorder{out: out, log: log, flushed: flushed, ordered: ordered, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+// add queues the result of del.
+func (r *recorder) add(del sdk.Delivery, res sdk.Result) {
+	r.mu.Lock()
+	r.results = append(r.results, res)
+	if del.OrderKey != "" {
+		r.keyed++
+	}
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *recorder) circuit(c sdk.Circuit) {
+	r.mu.Lock()
+	r.circuits = append(r.circuits, c)
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *recorder) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close writes what is left and stops.
+func (r *recorder) close() {
+	r.mu.Lock()
+	r.closing = true
+	r.mu.Unlock()
+	r.signal()
+	<-r.done
+}
+
+func (r *recorder) run() {
+	defer close(r.done)
+	for range r.wake {
+		for {
+			r.mu.Lock()
+			n := min(len(r.results), maxRecord)
+			results := r.results[:n:n]
+			r.results = r.results[n:]
+			circuits := r.circuits
+			r.circuits = nil
+			keyed := r.keyed > 0
+			if len(r.results) == 0 {
+				r.keyed = 0
+			}
+			closing := r.closing && len(r.results) == 0
+			r.mu.Unlock()
+			if len(results) > 0 || len(circuits) > 0 {
+				// Not the loop's context: a result must be written also when
+				// the loop is stopping.
+				if err := r.out.Record(context.Background(), results, circuits); err != nil {
+					r.log.Error("outbox record failed", "deliveries", len(results), "error", err.Error())
+				}
+				if keyed {
+					r.ordered()
+				} else {
+					r.flushed()
+				}
+			}
+			if closing {
+				return
+			}
+			r.mu.Lock()
+			more := len(r.results) > 0 || len(r.circuits) > 0
+			r.mu.Unlock()
+			if !more {
+				break
+			}
+		}
+	}
 }

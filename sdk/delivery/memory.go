@@ -18,6 +18,9 @@ type MemoryOutbox struct {
 	ids  map[string]*memRow
 	// Log holds every attempt recorded, by delivery id.
 	Log map[string][]sdk.Attempt
+	// Circuits holds every circuit change reported, in order.
+	Circuits    []sdk.Circuit
+	stopWaiting bool
 }
 
 type memRow struct {
@@ -85,43 +88,57 @@ func (m *MemoryOutbox) Lease(_ context.Context, max int, skip []string) ([]sdk.D
 }
 
 // Record implements sdk.Outbox.
-func (m *MemoryOutbox) Record(_ context.Context, id string, a sdk.Attempt, o sdk.Outcome, next time.Time) error {
+func (m *MemoryOutbox) Record(_ context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r, ok := m.ids[id]
-	if !ok {
-		return nil
+	for _, c := range cs {
+		m.Circuits = append(m.Circuits, c)
 	}
-	r.leased = false
-	switch o {
-	case sdk.Delivered:
-		r.status = "delivered"
-	case sdk.Dead:
-		r.status = "dead"
-	case sdk.Retry:
-		r.next = next
-	case sdk.Release:
-		r.next = next
-		return nil
+	for _, res := range rs {
+		r, ok := m.ids[res.ID]
+		if !ok {
+			continue
+		}
+		r.leased = false
+		switch res.Outcome {
+		case sdk.Delivered:
+			r.status = "delivered"
+		case sdk.Dead:
+			r.status = "dead"
+		case sdk.Retry:
+			r.next = res.Next
+		case sdk.Release:
+			r.next = res.Next
+			continue
+		}
+		r.d.Attempts++
+		m.Log[res.ID] = append(m.Log[res.ID], res.Attempt)
 	}
-	r.d.Attempts++
-	m.Log[id] = append(m.Log[id], a)
 	return nil
 }
 
 // Pending implements sdk.Outbox.
-func (m *MemoryOutbox) Pending(context.Context) (pending, dead int, err error) {
+func (m *MemoryOutbox) Pending(context.Context) (sdk.OutboxStatus, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	st := sdk.OutboxStatus{StopWaiting: m.stopWaiting}
 	for _, r := range m.rows {
 		switch r.status {
 		case "pending":
-			pending++
+			st.Pending++
 		case "dead":
-			dead++
+			st.Dead++
 		}
 	}
-	return pending, dead, nil
+	return st, nil
+}
+
+// StopWaiting makes Pending ask the sink to stop waiting, as the engine
+// does when a run is interrupted.
+func (m *MemoryOutbox) StopWaiting() {
+	m.mu.Lock()
+	m.stopWaiting = true
+	m.mu.Unlock()
 }
 
 // Status returns a delivery's status: pending, delivered or dead ("" when unknown).

@@ -25,11 +25,13 @@ func RetryAttribute() sdk.Attribute {
 // what a tripped breaker pauses: "an endpoint", "a channel", "the account".
 func BreakerAttribute(what string) sdk.Attribute {
 	return sdk.Attribute{Name: "circuit_breaker",
-		Description: fmt.Sprintf(`Pause %s after consecutive failures, then probe it: { failures = 5  cooldown = "30s" } (the cooldown doubles up to max_cooldown, 10m, while probes fail).`, what),
+		Description: fmt.Sprintf(`Pause %s that accepted nothing for a window: { failures = 5  window = "30s"  cooldown = "30s"  probes = 3 } (open when at least failures attempts failed and none succeeded for window; after cooldown up to probes deliveries are tried, the first success closes it, and it reopens, the cooldown doubling up to max_cooldown 10m, only when all of them fail).`, what),
 		Nested: []sdk.Attribute{
 			{Name: "failures", Type: sdk.Number},
+			{Name: "window", Type: sdk.String},
 			{Name: "cooldown", Type: sdk.String},
 			{Name: "max_cooldown", Type: sdk.String},
+			{Name: "probes", Type: sdk.Number},
 			{Name: "probe_timeout", Type: sdk.String},
 		}}
 }

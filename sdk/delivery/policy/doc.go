@@ -80,16 +80,24 @@
 //
 // # Circuit breaker
 //
-// A [Breaker] keeps a circuit per endpoint. Closed, everything is allowed
-// and consecutive failures are counted; the 5th (configurable) opens the
-// circuit for a cooldown of 30s. While open, [Breaker.Allow] turns
-// deliveries away with the time to come back; they are not attempted and
-// keep their attempt count. After the cooldown exactly one delivery is let
-// through as a probe; the others are told to ask again a second later. The
-// probe's success closes the circuit (and resets the cooldown); its failure
-// reopens it for twice the previous cooldown, at most 10 minutes. A probe
-// not reported within the probe timeout (1 minute) is presumed lost and
-// another one is let through. Results are fed back with [Breaker.Record]:
+// A [Breaker] keeps a circuit per endpoint and pauses only an endpoint that
+// accepts nothing; one that accepts a steady share of requests (even only
+// the retries) is never stopped, so the retry schedule keeps its meaning.
+// Closed, everything is allowed; the failures since the last success are
+// counted, and the circuit opens once at least 5 of them (failures) have
+// happened and nothing has succeeded for 30s (window) since the first. That
+// is checked on every [Breaker.Record], [Breaker.Allow] and
+// [Breaker.Status], so a circuit can be found open after its last failure.
+// While open, Allow turns deliveries away with the time to come back, for a
+// cooldown of 30s; they are not attempted and keep their attempt count.
+// After the cooldown up to 3 deliveries at a time (probes) are let through;
+// the others are told to ask again a second later. Any success closes the
+// circuit (and resets the cooldown); it reopens, for twice the previous
+// cooldown, at most 10 minutes (max_cooldown), only once 3 probes have
+// failed with no success in between. A probe not reported within the probe
+// timeout (1 minute) is presumed lost and another one is let through in its
+// place. The caller sends as probes the deliveries that have already failed
+// most (the highest attempt count first). Results are fed back with Record:
 // RetryLater outcomes are failures; Delivered, and Dead or Gone answered by
 // the endpoint, are successes (the endpoint is up).
 //
@@ -109,7 +117,8 @@
 // For a due delivery to endpoint key, attempt n:
 //
 //  1. ok, at := breaker.Allow(key, now); if !ok, requeue at `at`, attempts
-//     unchanged.
+//     unchanged. (When the circuit is half-open, offer the deliveries with
+//     the most failed attempts first.)
 //  2. wait := limiter.Reserve(key, now); sleep wait.
 //  3. Send; outcome := Classify(status, err); breaker.Record(key, outcome
 //     is not RetryLater, now) unless the request never left.

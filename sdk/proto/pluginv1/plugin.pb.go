@@ -31,24 +31,25 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type RecordRequest_Outcome int32
+// Outcome is what an attempt means for its delivery.
+type Outcome int32
 
 const (
-	RecordRequest_DELIVERED RecordRequest_Outcome = 0
-	RecordRequest_RETRY     RecordRequest_Outcome = 1 // try again at next_at_unix_ms
-	RecordRequest_DEAD      RecordRequest_Outcome = 2 // dead letter: no more attempts until replayed
-	RecordRequest_RELEASE   RecordRequest_Outcome = 3 // not attempted (breaker open): due again at next_at_unix_ms, attempts unchanged
+	Outcome_DELIVERED Outcome = 0
+	Outcome_RETRY     Outcome = 1 // try again at next_at_unix_ms
+	Outcome_DEAD      Outcome = 2 // dead letter: no more attempts until replayed
+	Outcome_RELEASE   Outcome = 3 // not attempted (the session stops): due again at next_at_unix_ms, attempts unchanged
 )
 
-// Enum value maps for RecordRequest_Outcome.
+// Enum value maps for Outcome.
 var (
-	RecordRequest_Outcome_name = map[int32]string{
+	Outcome_name = map[int32]string{
 		0: "DELIVERED",
 		1: "RETRY",
 		2: "DEAD",
 		3: "RELEASE",
 	}
-	RecordRequest_Outcome_value = map[string]int32{
+	Outcome_value = map[string]int32{
 		"DELIVERED": 0,
 		"RETRY":     1,
 		"DEAD":      2,
@@ -56,31 +57,83 @@ var (
 	}
 )
 
-func (x RecordRequest_Outcome) Enum() *RecordRequest_Outcome {
-	p := new(RecordRequest_Outcome)
+func (x Outcome) Enum() *Outcome {
+	p := new(Outcome)
 	*p = x
 	return p
 }
 
-func (x RecordRequest_Outcome) String() string {
+func (x Outcome) String() string {
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
-func (RecordRequest_Outcome) Descriptor() protoreflect.EnumDescriptor {
+func (Outcome) Descriptor() protoreflect.EnumDescriptor {
 	return file_plugin_proto_enumTypes[0].Descriptor()
 }
 
-func (RecordRequest_Outcome) Type() protoreflect.EnumType {
+func (Outcome) Type() protoreflect.EnumType {
 	return &file_plugin_proto_enumTypes[0]
 }
 
-func (x RecordRequest_Outcome) Number() protoreflect.EnumNumber {
+func (x Outcome) Number() protoreflect.EnumNumber {
 	return protoreflect.EnumNumber(x)
 }
 
-// Deprecated: Use RecordRequest_Outcome.Descriptor instead.
-func (RecordRequest_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17, 0}
+// Deprecated: Use Outcome.Descriptor instead.
+func (Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{0}
+}
+
+type Circuit_State int32
+
+const (
+	Circuit_CLOSED    Circuit_State = 0
+	Circuit_OPEN      Circuit_State = 1 // paused until until_unix_ms
+	Circuit_HALF_OPEN Circuit_State = 2 // probing
+	Circuit_DISABLED  Circuit_State = 3 // the endpoint answered 410 Gone: disabled for the session
+)
+
+// Enum value maps for Circuit_State.
+var (
+	Circuit_State_name = map[int32]string{
+		0: "CLOSED",
+		1: "OPEN",
+		2: "HALF_OPEN",
+		3: "DISABLED",
+	}
+	Circuit_State_value = map[string]int32{
+		"CLOSED":    0,
+		"OPEN":      1,
+		"HALF_OPEN": 2,
+		"DISABLED":  3,
+	}
+)
+
+func (x Circuit_State) Enum() *Circuit_State {
+	p := new(Circuit_State)
+	*p = x
+	return p
+}
+
+func (x Circuit_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Circuit_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_plugin_proto_enumTypes[1].Descriptor()
+}
+
+func (Circuit_State) Type() protoreflect.EnumType {
+	return &file_plugin_proto_enumTypes[1]
+}
+
+func (x Circuit_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Circuit_State.Descriptor instead.
+func (Circuit_State) EnumDescriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type DescribeRequest struct {
@@ -939,9 +992,8 @@ func (x *EnqueueResponse) GetAdded() uint32 {
 type LeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Max   uint32                 `protobuf:"varint,1,opt,name=max,proto3" json:"max,omitempty"`
-	// Order keys and endpoints that must not be handed out now (in flight,
+	// Endpoints that must not be handed out now (at their concurrency limit,
 	// or paused by a circuit breaker).
-	SkipOrderKeys []string `protobuf:"bytes,2,rep,name=skip_order_keys,json=skipOrderKeys,proto3" json:"skip_order_keys,omitempty"`
 	SkipEndpoints []string `protobuf:"bytes,3,rep,name=skip_endpoints,json=skipEndpoints,proto3" json:"skip_endpoints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -982,13 +1034,6 @@ func (x *LeaseRequest) GetMax() uint32 {
 		return x.Max
 	}
 	return 0
-}
-
-func (x *LeaseRequest) GetSkipOrderKeys() []string {
-	if x != nil {
-		return x.SkipOrderKeys
-	}
-	return nil
 }
 
 func (x *LeaseRequest) GetSkipEndpoints() []string {
@@ -1128,19 +1173,163 @@ func (x *Attempt) GetResponse() []byte {
 	return nil
 }
 
-type RecordRequest struct {
+// Result is one leased delivery's result.
+type Result struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Attempt       *Attempt               `protobuf:"bytes,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Outcome       RecordRequest_Outcome  `protobuf:"varint,3,opt,name=outcome,proto3,enum=pipeline.plugin.v1.RecordRequest_Outcome" json:"outcome,omitempty"`
+	Attempt       *Attempt               `protobuf:"bytes,2,opt,name=attempt,proto3" json:"attempt,omitempty"` // unset for RELEASE
+	Outcome       Outcome                `protobuf:"varint,3,opt,name=outcome,proto3,enum=pipeline.plugin.v1.Outcome" json:"outcome,omitempty"`
 	NextAtUnixMs  int64                  `protobuf:"varint,4,opt,name=next_at_unix_ms,json=nextAtUnixMs,proto3" json:"next_at_unix_ms,omitempty"`
+	PriorAttempts uint32                 `protobuf:"varint,5,opt,name=prior_attempts,json=priorAttempts,proto3" json:"prior_attempts,omitempty"` // attempts the delivery had before this one
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Result) Reset() {
+	*x = Result{}
+	mi := &file_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Result) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Result) ProtoMessage() {}
+
+func (x *Result) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Result.ProtoReflect.Descriptor instead.
+func (*Result) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Result) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Result) GetAttempt() *Attempt {
+	if x != nil {
+		return x.Attempt
+	}
+	return nil
+}
+
+func (x *Result) GetOutcome() Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return Outcome_DELIVERED
+}
+
+func (x *Result) GetNextAtUnixMs() int64 {
+	if x != nil {
+		return x.NextAtUnixMs
+	}
+	return 0
+}
+
+func (x *Result) GetPriorAttempts() uint32 {
+	if x != nil {
+		return x.PriorAttempts
+	}
+	return 0
+}
+
+// Circuit is an endpoint's circuit breaker as the sink sees it.
+type Circuit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	State         Circuit_State          `protobuf:"varint,2,opt,name=state,proto3,enum=pipeline.plugin.v1.Circuit_State" json:"state,omitempty"`
+	UntilUnixMs   int64                  `protobuf:"varint,3,opt,name=until_unix_ms,json=untilUnixMs,proto3" json:"until_unix_ms,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"` // e.g. "no success for 30s (5 failures)"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Circuit) Reset() {
+	*x = Circuit{}
+	mi := &file_plugin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Circuit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Circuit) ProtoMessage() {}
+
+func (x *Circuit) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Circuit.ProtoReflect.Descriptor instead.
+func (*Circuit) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Circuit) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Circuit) GetState() Circuit_State {
+	if x != nil {
+		return x.State
+	}
+	return Circuit_CLOSED
+}
+
+func (x *Circuit) GetUntilUnixMs() int64 {
+	if x != nil {
+		return x.UntilUnixMs
+	}
+	return 0
+}
+
+func (x *Circuit) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RecordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*Result              `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Circuits      []*Circuit             `protobuf:"bytes,2,rep,name=circuits,proto3" json:"circuits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordRequest) Reset() {
 	*x = RecordRequest{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1341,7 @@ func (x *RecordRequest) String() string {
 func (*RecordRequest) ProtoMessage() {}
 
 func (x *RecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,35 +1354,21 @@ func (x *RecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *RecordRequest) GetId() string {
+func (x *RecordRequest) GetResults() []*Result {
 	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *RecordRequest) GetAttempt() *Attempt {
-	if x != nil {
-		return x.Attempt
+		return x.Results
 	}
 	return nil
 }
 
-func (x *RecordRequest) GetOutcome() RecordRequest_Outcome {
+func (x *RecordRequest) GetCircuits() []*Circuit {
 	if x != nil {
-		return x.Outcome
+		return x.Circuits
 	}
-	return RecordRequest_DELIVERED
-}
-
-func (x *RecordRequest) GetNextAtUnixMs() int64 {
-	if x != nil {
-		return x.NextAtUnixMs
-	}
-	return 0
+	return nil
 }
 
 type RecordResponse struct {
@@ -1204,7 +1379,7 @@ type RecordResponse struct {
 
 func (x *RecordResponse) Reset() {
 	*x = RecordResponse{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1391,7 @@ func (x *RecordResponse) String() string {
 func (*RecordResponse) ProtoMessage() {}
 
 func (x *RecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1404,7 @@ func (x *RecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordResponse.ProtoReflect.Descriptor instead.
 func (*RecordResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 type PendingRequest struct {
@@ -1240,7 +1415,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1427,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1440,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 type PendingResponse struct {
@@ -1273,13 +1448,16 @@ type PendingResponse struct {
 	Pending       uint64                 `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
 	Dead          uint64                 `protobuf:"varint,2,opt,name=dead,proto3" json:"dead,omitempty"`
 	NextDueUnixMs int64                  `protobuf:"varint,3,opt,name=next_due_unix_ms,json=nextDueUnixMs,proto3" json:"next_due_unix_ms,omitempty"`
+	// The run was interrupted: a sink waiting for pending deliveries at the
+	// end of its stream stops waiting and ends it; they stay queued.
+	StopWaiting   bool `protobuf:"varint,4,opt,name=stop_waiting,json=stopWaiting,proto3" json:"stop_waiting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PendingResponse) Reset() {
 	*x = PendingResponse{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1469,7 @@ func (x *PendingResponse) String() string {
 func (*PendingResponse) ProtoMessage() {}
 
 func (x *PendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1482,7 @@ func (x *PendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResponse.ProtoReflect.Descriptor instead.
 func (*PendingResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PendingResponse) GetPending() uint64 {
@@ -1326,6 +1504,13 @@ func (x *PendingResponse) GetNextDueUnixMs() int64 {
 		return x.NextDueUnixMs
 	}
 	return 0
+}
+
+func (x *PendingResponse) GetStopWaiting() bool {
+	if x != nil {
+		return x.StopWaiting
+	}
+	return false
 }
 
 var File_plugin_proto protoreflect.FileDescriptor
@@ -1393,11 +1578,10 @@ const file_plugin_proto_rawDesc = "" +
 	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
 	"deliveries\"'\n" +
 	"\x0fEnqueueResponse\x12\x14\n" +
-	"\x05added\x18\x01 \x01(\rR\x05added\"o\n" +
+	"\x05added\x18\x01 \x01(\rR\x05added\"M\n" +
 	"\fLeaseRequest\x12\x10\n" +
-	"\x03max\x18\x01 \x01(\rR\x03max\x12&\n" +
-	"\x0fskip_order_keys\x18\x02 \x03(\tR\rskipOrderKeys\x12%\n" +
-	"\x0eskip_endpoints\x18\x03 \x03(\tR\rskipEndpoints\"v\n" +
+	"\x03max\x18\x01 \x01(\rR\x03max\x12%\n" +
+	"\x0eskip_endpoints\x18\x03 \x03(\tR\rskipEndpointsJ\x04\b\x02\x10\x03\"v\n" +
 	"\rLeaseResponse\x12<\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
@@ -1411,23 +1595,39 @@ const file_plugin_proto_rawDesc = "" +
 	"\n" +
 	"latency_ms\x18\x03 \x01(\x03R\tlatencyMs\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1a\n" +
-	"\bresponse\x18\x05 \x01(\fR\bresponse\"\xfe\x01\n" +
-	"\rRecordRequest\x12\x0e\n" +
+	"\bresponse\x18\x05 \x01(\fR\bresponse\"\xd4\x01\n" +
+	"\x06Result\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
-	"\aattempt\x18\x02 \x01(\v2\x1b.pipeline.plugin.v1.AttemptR\aattempt\x12C\n" +
-	"\aoutcome\x18\x03 \x01(\x0e2).pipeline.plugin.v1.RecordRequest.OutcomeR\aoutcome\x12%\n" +
-	"\x0fnext_at_unix_ms\x18\x04 \x01(\x03R\fnextAtUnixMs\":\n" +
+	"\aattempt\x18\x02 \x01(\v2\x1b.pipeline.plugin.v1.AttemptR\aattempt\x125\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2\x1b.pipeline.plugin.v1.OutcomeR\aoutcome\x12%\n" +
+	"\x0fnext_at_unix_ms\x18\x04 \x01(\x03R\fnextAtUnixMs\x12%\n" +
+	"\x0eprior_attempts\x18\x05 \x01(\rR\rpriorAttempts\"\xd6\x01\n" +
+	"\aCircuit\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x127\n" +
+	"\x05state\x18\x02 \x01(\x0e2!.pipeline.plugin.v1.Circuit.StateR\x05state\x12\"\n" +
+	"\runtil_unix_ms\x18\x03 \x01(\x03R\vuntilUnixMs\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\":\n" +
+	"\x05State\x12\n" +
+	"\n" +
+	"\x06CLOSED\x10\x00\x12\b\n" +
+	"\x04OPEN\x10\x01\x12\r\n" +
+	"\tHALF_OPEN\x10\x02\x12\f\n" +
+	"\bDISABLED\x10\x03\"~\n" +
+	"\rRecordRequest\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.pipeline.plugin.v1.ResultR\aresults\x127\n" +
+	"\bcircuits\x18\x02 \x03(\v2\x1b.pipeline.plugin.v1.CircuitR\bcircuits\"\x10\n" +
+	"\x0eRecordResponse\"\x10\n" +
+	"\x0ePendingRequest\"\x8b\x01\n" +
+	"\x0fPendingResponse\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x04R\apending\x12\x12\n" +
+	"\x04dead\x18\x02 \x01(\x04R\x04dead\x12'\n" +
+	"\x10next_due_unix_ms\x18\x03 \x01(\x03R\rnextDueUnixMs\x12!\n" +
+	"\fstop_waiting\x18\x04 \x01(\bR\vstopWaiting*:\n" +
 	"\aOutcome\x12\r\n" +
 	"\tDELIVERED\x10\x00\x12\t\n" +
 	"\x05RETRY\x10\x01\x12\b\n" +
 	"\x04DEAD\x10\x02\x12\v\n" +
-	"\aRELEASE\x10\x03\"\x10\n" +
-	"\x0eRecordResponse\"\x10\n" +
-	"\x0ePendingRequest\"h\n" +
-	"\x0fPendingResponse\x12\x18\n" +
-	"\apending\x18\x01 \x01(\x04R\apending\x12\x12\n" +
-	"\x04dead\x18\x02 \x01(\x04R\x04dead\x12'\n" +
-	"\x10next_due_unix_ms\x18\x03 \x01(\x03R\rnextDueUnixMs2\xa9\x03\n" +
+	"\aRELEASE\x10\x032\xa9\x03\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.pipeline.plugin.v1.DescribeRequest\x1a$.pipeline.plugin.v1.DescribeResponse\x12X\n" +
 	"\tConfigure\x12$.pipeline.plugin.v1.ConfigureRequest\x1a%.pipeline.plugin.v1.ConfigureResponse\x12O\n" +
@@ -1452,62 +1652,68 @@ func file_plugin_proto_rawDescGZIP() []byte {
 	return file_plugin_proto_rawDescData
 }
 
-var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_plugin_proto_goTypes = []any{
-	(RecordRequest_Outcome)(0), // 0: pipeline.plugin.v1.RecordRequest.Outcome
-	(*DescribeRequest)(nil),    // 1: pipeline.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),   // 2: pipeline.plugin.v1.DescribeResponse
-	(*Attribute)(nil),          // 3: pipeline.plugin.v1.Attribute
-	(*ConfigureRequest)(nil),   // 4: pipeline.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),  // 5: pipeline.plugin.v1.ConfigureResponse
-	(*SchemaRequest)(nil),      // 6: pipeline.plugin.v1.SchemaRequest
-	(*SchemaResponse)(nil),     // 7: pipeline.plugin.v1.SchemaResponse
-	(*ReadRequest)(nil),        // 8: pipeline.plugin.v1.ReadRequest
-	(*ReadResponse)(nil),       // 9: pipeline.plugin.v1.ReadResponse
-	(*WriteRequest)(nil),       // 10: pipeline.plugin.v1.WriteRequest
-	(*WriteResponse)(nil),      // 11: pipeline.plugin.v1.WriteResponse
-	(*Delivery)(nil),           // 12: pipeline.plugin.v1.Delivery
-	(*EnqueueRequest)(nil),     // 13: pipeline.plugin.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),    // 14: pipeline.plugin.v1.EnqueueResponse
-	(*LeaseRequest)(nil),       // 15: pipeline.plugin.v1.LeaseRequest
-	(*LeaseResponse)(nil),      // 16: pipeline.plugin.v1.LeaseResponse
-	(*Attempt)(nil),            // 17: pipeline.plugin.v1.Attempt
-	(*RecordRequest)(nil),      // 18: pipeline.plugin.v1.RecordRequest
-	(*RecordResponse)(nil),     // 19: pipeline.plugin.v1.RecordResponse
-	(*PendingRequest)(nil),     // 20: pipeline.plugin.v1.PendingRequest
-	(*PendingResponse)(nil),    // 21: pipeline.plugin.v1.PendingResponse
+	(Outcome)(0),              // 0: pipeline.plugin.v1.Outcome
+	(Circuit_State)(0),        // 1: pipeline.plugin.v1.Circuit.State
+	(*DescribeRequest)(nil),   // 2: pipeline.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 3: pipeline.plugin.v1.DescribeResponse
+	(*Attribute)(nil),         // 4: pipeline.plugin.v1.Attribute
+	(*ConfigureRequest)(nil),  // 5: pipeline.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 6: pipeline.plugin.v1.ConfigureResponse
+	(*SchemaRequest)(nil),     // 7: pipeline.plugin.v1.SchemaRequest
+	(*SchemaResponse)(nil),    // 8: pipeline.plugin.v1.SchemaResponse
+	(*ReadRequest)(nil),       // 9: pipeline.plugin.v1.ReadRequest
+	(*ReadResponse)(nil),      // 10: pipeline.plugin.v1.ReadResponse
+	(*WriteRequest)(nil),      // 11: pipeline.plugin.v1.WriteRequest
+	(*WriteResponse)(nil),     // 12: pipeline.plugin.v1.WriteResponse
+	(*Delivery)(nil),          // 13: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),    // 14: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),   // 15: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),      // 16: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),     // 17: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),           // 18: pipeline.plugin.v1.Attempt
+	(*Result)(nil),            // 19: pipeline.plugin.v1.Result
+	(*Circuit)(nil),           // 20: pipeline.plugin.v1.Circuit
+	(*RecordRequest)(nil),     // 21: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),    // 22: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),    // 23: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),   // 24: pipeline.plugin.v1.PendingResponse
 }
 var file_plugin_proto_depIdxs = []int32{
-	3,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
-	3,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	12, // 2: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	12, // 3: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	17, // 4: pipeline.plugin.v1.RecordRequest.attempt:type_name -> pipeline.plugin.v1.Attempt
-	0,  // 5: pipeline.plugin.v1.RecordRequest.outcome:type_name -> pipeline.plugin.v1.RecordRequest.Outcome
-	1,  // 6: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
-	4,  // 7: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
-	6,  // 8: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
-	8,  // 9: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
-	10, // 10: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
-	13, // 11: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
-	15, // 12: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
-	18, // 13: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
-	20, // 14: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
-	2,  // 15: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	5,  // 16: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	7,  // 17: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	9,  // 18: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	11, // 19: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	14, // 20: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	16, // 21: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	19, // 22: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	21, // 23: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	15, // [15:24] is the sub-list for method output_type
-	6,  // [6:15] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
+	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
+	13, // 2: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	13, // 3: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	18, // 4: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
+	0,  // 5: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
+	1,  // 6: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
+	19, // 7: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
+	20, // 8: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
+	2,  // 9: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
+	5,  // 10: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
+	7,  // 11: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
+	9,  // 12: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
+	11, // 13: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
+	14, // 14: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
+	16, // 15: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
+	21, // 16: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
+	23, // 17: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
+	3,  // 18: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 19: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 20: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 21: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	12, // 22: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	15, // 23: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	17, // 24: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	22, // 25: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	24, // 26: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -1520,8 +1726,8 @@ func file_plugin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   21,
+			NumEnums:      2,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

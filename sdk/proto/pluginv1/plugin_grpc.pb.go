@@ -319,16 +319,20 @@ const (
 // the batch holding its record is acked, and retried from here, also after
 // a crash or restart.
 type StateClient interface {
-	// Enqueue stores deliveries as pending. A delivery whose id is already
-	// stored is left as it is (a re-run after a crash enqueues again).
+	// Enqueue stores deliveries as pending, in one durable write. A delivery
+	// whose id is already stored is left as it is (a re-run after a crash
+	// enqueues again).
 	Enqueue(ctx context.Context, in *EnqueueRequest, opts ...grpc.CallOption) (*EnqueueResponse, error)
 	// Lease hands out up to `max` pending deliveries that are due, oldest
-	// first, and marks them in flight for this session.
+	// first, and holds them for this session until their result is recorded.
+	// A lease is not written to disk: a new session starts with none.
 	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
-	// Record stores the outcome of one attempt and appends it to the
-	// delivery log.
+	// Record stores the results of many attempts in one durable write (group
+	// commit) and appends them to the delivery log, and notes the endpoints
+	// whose circuit changed.
 	Record(ctx context.Context, in *RecordRequest, opts ...grpc.CallOption) (*RecordResponse, error)
-	// Pending counts what is left to deliver.
+	// Pending counts what is left to deliver, and says whether the run asks
+	// the sink to stop waiting for it.
 	Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingResponse, error)
 }
 
@@ -390,16 +394,20 @@ func (c *stateClient) Pending(ctx context.Context, in *PendingRequest, opts ...g
 // the batch holding its record is acked, and retried from here, also after
 // a crash or restart.
 type StateServer interface {
-	// Enqueue stores deliveries as pending. A delivery whose id is already
-	// stored is left as it is (a re-run after a crash enqueues again).
+	// Enqueue stores deliveries as pending, in one durable write. A delivery
+	// whose id is already stored is left as it is (a re-run after a crash
+	// enqueues again).
 	Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error)
 	// Lease hands out up to `max` pending deliveries that are due, oldest
-	// first, and marks them in flight for this session.
+	// first, and holds them for this session until their result is recorded.
+	// A lease is not written to disk: a new session starts with none.
 	Lease(context.Context, *LeaseRequest) (*LeaseResponse, error)
-	// Record stores the outcome of one attempt and appends it to the
-	// delivery log.
+	// Record stores the results of many attempts in one durable write (group
+	// commit) and appends them to the delivery log, and notes the endpoints
+	// whose circuit changed.
 	Record(context.Context, *RecordRequest) (*RecordResponse, error)
-	// Pending counts what is left to deliver.
+	// Pending counts what is left to deliver, and says whether the run asks
+	// the sink to stop waiting for it.
 	Pending(context.Context, *PendingRequest) (*PendingResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
