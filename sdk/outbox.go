@@ -15,14 +15,17 @@ import (
 // next run delivers it. Plugins keep no files of their own.
 type Outbox interface {
 	// Enqueue stores deliveries as pending, in one durable write; ids
-	// already stored are left as they are.
-	Enqueue(ctx context.Context, ds []Delivery) error
-	// Lease hands out up to max due deliveries and holds them for this
-	// session until their result is recorded, and says when the next
-	// pending one is due (zero when none is pending). Deliveries to the
-	// endpoints in skip are left for later. Leases are not durable: a new
-	// session (after a crash) starts with none.
-	Lease(ctx context.Context, max int, skip []string) ([]Delivery, time.Time, error)
+	// already stored are left as they are. The new ones marked Lease are
+	// leased to this session at once (the caller has their payload and
+	// need not ask for them back); leased holds their indexes in ds.
+	Enqueue(ctx context.Context, ds []Delivery) (leased []int, err error)
+	// Lease hands out up to max due deliveries, at most perEndpoint of
+	// one endpoint (0: no limit), and holds them for this session until
+	// their result is recorded, and says when the next pending one is due
+	// (zero when none is pending). Deliveries to the endpoints in skip are
+	// left for later. Leases are not durable: a new session (after a
+	// crash) starts with none.
+	Lease(ctx context.Context, max, perEndpoint int, skip []string) ([]Delivery, time.Time, error)
 	// Record stores the results of leased deliveries in one durable write
 	// and appends the attempts to the delivery log; circuits are the
 	// endpoints whose breaker changed since the last call (may be empty).
@@ -43,6 +46,9 @@ type Delivery struct {
 	// NotBefore, when set on Enqueue, delays the first attempt (a retry
 	// schedule whose first entry is not "0s").
 	NotBefore time.Time
+	// Lease, on Enqueue, asks for the delivery to be leased at once if it
+	// is new (it must be due now and have no OrderKey).
+	Lease bool
 }
 
 // Attempt is one try, as the delivery log keeps it. Error must not hold
@@ -140,17 +146,26 @@ func fromUnixMs(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
-func (o *stateOutbox) Enqueue(ctx context.Context, ds []Delivery) error {
+func (o *stateOutbox) Enqueue(ctx context.Context, ds []Delivery) ([]int, error) {
 	req := &pluginv1.EnqueueRequest{Deliveries: make([]*pluginv1.Delivery, len(ds))}
 	for i, d := range ds {
-		req.Deliveries[i] = &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBeforeUnixMs: unixMs(d.NotBefore)}
+		req.Deliveries[i] = &pluginv1.Delivery{Id: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBeforeUnixMs: unixMs(d.NotBefore), Lease: d.Lease}
 	}
-	_, err := o.c.Enqueue(ctx, req)
-	return err
+	resp, err := o.c.Enqueue(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	leased := make([]int, 0, len(resp.Leased))
+	for _, i := range resp.Leased {
+		if int(i) < len(ds) {
+			leased = append(leased, int(i))
+		}
+	}
+	return leased, nil
 }
 
-func (o *stateOutbox) Lease(ctx context.Context, max int, skip []string) ([]Delivery, time.Time, error) {
-	resp, err := o.c.Lease(ctx, &pluginv1.LeaseRequest{Max: uint32(max), SkipEndpoints: skip})
+func (o *stateOutbox) Lease(ctx context.Context, max, perEndpoint int, skip []string) ([]Delivery, time.Time, error) {
+	resp, err := o.c.Lease(ctx, &pluginv1.LeaseRequest{Max: uint32(max), MaxPerEndpoint: uint32(perEndpoint), SkipEndpoints: skip})
 	if err != nil {
 		return nil, time.Time{}, err
 	}

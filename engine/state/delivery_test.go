@@ -369,10 +369,10 @@ func TestDelivererOverTheStateOutboxNextSession(t *testing.T) {
 		t.Fatalf("after Stop: %s, %d attempts, log %+v", r.Status, r.Attempts, r.Log)
 	}
 	// A crash: leased, never recorded.
-	if _, err := s.Outbox("churn", "crm").Enqueue(context.Background(), []state.Delivery{{ID: "crashed", Endpoint: "e", Payload: []byte("x")}}, time.Now()); err != nil {
+	if _, _, err := s.Outbox("churn", "crm").Enqueue(context.Background(), []state.Delivery{{ID: "crashed", Endpoint: "e", Payload: []byte("x")}}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, err := s.Outbox("churn", "crm").Lease(context.Background(), time.Now(), 10, nil); err != nil || len(got) != 2 {
+	if got, _, err := s.Outbox("churn", "crm").Lease(context.Background(), time.Now(), 10, 0, nil); err != nil || len(got) != 2 {
 		t.Fatalf("lease: %d, %v", len(got), err)
 	}
 	s.Close()

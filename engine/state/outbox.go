@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,15 +31,23 @@ CREATE TABLE IF NOT EXISTS deliveries (
 	status      TEXT NOT NULL,              -- pending | delivered | dead
 	attempts    INTEGER NOT NULL DEFAULT 0, -- since enqueue or the last replay
 	next_at     INTEGER NOT NULL,           -- unix ms
-	leased      INTEGER NOT NULL DEFAULT 0, -- unused: leases live in the session's memory
+	leased      INTEGER NOT NULL DEFAULT 0, -- handed out to the current session (reset when a session begins)
 	created_at  INTEGER NOT NULL,
 	updated_at  INTEGER NOT NULL,
 	last_code   INTEGER NOT NULL DEFAULT 0,
 	last_error  TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (pipeline, sink, id)
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (pipeline, sink, status, next_at);
-CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (pipeline, sink, order_key, status);
+-- Partial indexes: a delivered row leaves them and the log keeps growing
+-- without making the hot path slower.
+-- deliveries_ready holds what a lease may hand out: a leased row leaves it,
+-- so leases never scan past what is in flight.
+DROP INDEX IF EXISTS deliveries_due;
+DROP INDEX IF EXISTS deliveries_order;
+CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (pipeline, sink, next_at) WHERE status = 'pending' AND leased = 0;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (pipeline, sink) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_pending_key ON deliveries (pipeline, sink, order_key) WHERE status = 'pending' AND order_key != '';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (pipeline, sink) WHERE status = 'dead';
 CREATE TABLE IF NOT EXISTS attempts (
 	pipeline    TEXT NOT NULL,
 	sink        TEXT NOT NULL,
@@ -81,6 +90,8 @@ type Delivery struct {
 	Attempts int
 	// NotBefore, on Enqueue, is when the first attempt is due (zero: now).
 	NotBefore time.Time
+	// Lease, on Enqueue, leases it to the session at once if it is new.
+	Lease bool
 }
 
 // Attempt is one try at a delivery, as the delivery log keeps it.
@@ -93,10 +104,11 @@ type Attempt struct {
 	Response   []byte
 }
 
-// Outbox is one session's view of a sink's outbox: the deliveries are in
-// the store, the leases of this session in memory. A lease needs no
+// Outbox is one session's view of a sink's outbox. A lease needs no
 // durability: a session that ends (or crashes) leaves its leased deliveries
-// pending, and the next session hands them out again.
+// pending, and Begin of the next session hands them out again. So leasing
+// at enqueue costs nothing (the row is written leased), and a lease's own
+// write is one statement in a transaction that reads nothing back.
 type Outbox struct {
 	s        *Store
 	pipeline string
@@ -104,10 +116,13 @@ type Outbox struct {
 
 	leaseMu  sync.Mutex
 	mu       sync.Mutex
-	leased   map[string]int64 // id -> rowid, handed out and not yet recorded
+	leased   map[string]string // endpoint by id: handed out and not yet recorded
 	live     Progress
+	// byEndpoint counts pending deliveries per endpoint (from Begin on), so
+	// that a lease that skips every endpoint with work is answered without
+	// reading the store.
+	byEndpoint map[string]int
 	circuits map[string]sdk.Circuit // endpoints whose circuit is not closed
-	loaded   bool                   // live.Pending/Retrying were read from the store
 
 	stopWaiting atomic.Bool
 }
@@ -133,7 +148,7 @@ func (p Progress) Used() bool {
 
 // Outbox returns a new session on the outbox of a pipeline's sink.
 func (s *Store) Outbox(pipeline, sink string) *Outbox {
-	return &Outbox{s: s, pipeline: pipeline, sink: sink, leased: map[string]int64{}, circuits: map[string]sdk.Circuit{}}
+	return &Outbox{s: s, pipeline: pipeline, sink: sink, leased: map[string]string{}, circuits: map[string]sdk.Circuit{}}
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
@@ -145,113 +160,172 @@ func (o *Outbox) wrap(op string, err error) error {
 	return fmt.Errorf("state: outbox %s/%s: %s: %w", o.pipeline, o.sink, op, err)
 }
 
-// Begin starts the session: it counts what the outbox holds, for Progress,
-// and forgets the circuits an earlier session reported (breakers live in
-// the sink's process and start closed).
+// Begin starts the session: it hands back what an earlier session leased
+// and did not finish (it ended or crashed), counts what the outbox holds,
+// for Progress, and forgets the circuits an earlier session reported
+// (breakers live in the sink's process and start closed).
 func (o *Outbox) Begin(ctx context.Context) error {
+	if _, err := o.s.db.ExecContext(ctx, `UPDATE deliveries SET leased = 0 WHERE pipeline = ? AND sink = ? AND leased = 1`, o.pipeline, o.sink); err != nil {
+		return o.wrap("begin", err)
+	}
 	var pending, retrying int64
-	if err := o.s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM deliveries
-		WHERE pipeline = ? AND sink = ? AND status = 'pending'`, o.pipeline, o.sink).Scan(&pending, &retrying); err != nil {
+	byEndpoint := map[string]int{}
+	rows, err := o.s.db.QueryContext(ctx, `SELECT endpoint, COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM deliveries
+		WHERE pipeline = ? AND sink = ? AND status = 'pending' GROUP BY endpoint`, o.pipeline, o.sink)
+	if err != nil {
+		return o.wrap("begin", err)
+	}
+	for rows.Next() {
+		var ep string
+		var n, r int64
+		if err := rows.Scan(&ep, &n, &r); err != nil {
+			rows.Close()
+			return o.wrap("begin", err)
+		}
+		byEndpoint[ep] = int(n)
+		pending += n
+		retrying += r
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return o.wrap("begin", err)
 	}
 	if _, err := o.s.db.ExecContext(ctx, `DELETE FROM circuits WHERE pipeline = ? AND sink = ?`, o.pipeline, o.sink); err != nil {
 		return o.wrap("begin", err)
 	}
 	o.mu.Lock()
-	o.live.Pending, o.live.Retrying, o.loaded = pending, retrying, true
+	o.live.Pending, o.live.Retrying, o.byEndpoint = pending, retrying, byEndpoint
 	o.mu.Unlock()
 	return nil
 }
 
 // Enqueue stores deliveries as pending and due now, in one transaction.
-// Ids already stored are left alone. It returns how many were new.
-func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (int, error) {
+// Ids already stored are left alone. The new ones marked Lease (due now,
+// without an order key) are stored leased to this session; leased holds
+// their indexes in ds. It returns how many were new.
+func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (added int, leased []int, err error) {
 	tx, err := o.s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, o.wrap("enqueue", err)
+		return 0, nil, o.wrap("enqueue", err)
 	}
 	defer tx.Rollback()
 	stmt := o.s.stmt(ctx, tx, qEnqueue)
 	defer stmt.Close()
-	added := 0
-	for _, d := range ds {
+	var newIdx []int
+	for i, d := range ds {
 		due := now
 		if d.NotBefore.After(now) {
 			due = d.NotBefore
 		}
-		res, err := stmt.ExecContext(ctx, o.pipeline, o.sink, d.ID, d.Endpoint, d.OrderKey, d.Payload, ms(due), ms(now), ms(now))
+		lease := d.Lease && d.OrderKey == "" && !due.After(now)
+		res, err := stmt.ExecContext(ctx, o.pipeline, o.sink, d.ID, d.Endpoint, d.OrderKey, d.Payload, ms(due), lease, ms(now), ms(now))
 		if err != nil {
-			return 0, o.wrap("enqueue", err)
+			return 0, nil, o.wrap("enqueue", err)
 		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			added++
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue
+		}
+		added++
+		newIdx = append(newIdx, i)
+		if lease {
+			leased = append(leased, i)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, o.wrap("enqueue", err)
+		return 0, nil, o.wrap("enqueue", err)
 	}
 	o.mu.Lock()
 	o.live.Queued += int64(added)
 	o.live.Pending += int64(added)
+	if o.byEndpoint == nil {
+		o.byEndpoint = map[string]int{}
+	}
+	for _, i := range newIdx {
+		o.byEndpoint[ds[i].Endpoint]++
+	}
+	for _, i := range leased {
+		o.leased[ds[i].ID] = ds[i].Endpoint
+	}
 	o.mu.Unlock()
-	return added, nil
+	return added, leased, nil
 }
 
 // The statements of the hot path, prepared once when the store opens.
 const (
 	qEnqueue = `INSERT INTO deliveries
-		(pipeline, sink, id, endpoint, order_key, payload, status, next_at, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING`
-	qDelivered = `UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
-	qRetry     = `UPDATE deliveries SET attempts = attempts + 1, next_at = ?, last_code = ?, last_error = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
-	qDead      = `UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
-	qRelease   = `UPDATE deliveries SET next_at = ?, updated_at = ? WHERE pipeline = ? AND sink = ? AND id = ?`
+		(pipeline, sink, id, endpoint, order_key, payload, status, next_at, leased, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING`
+	// A result for a delivery that is no longer pending (replayed or reset
+	// meanwhile) changes nothing.
+	byKey      = ` WHERE pipeline = ? AND sink = ? AND id = ? AND status = 'pending'`
+	qDelivered = `UPDATE deliveries SET status = 'delivered', leased = 0, attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ?` + byKey
+	qRetry     = `UPDATE deliveries SET leased = 0, attempts = attempts + 1, next_at = ?, last_code = ?, last_error = ?, updated_at = ?` + byKey
+	qDead      = `UPDATE deliveries SET status = 'dead', leased = 0, attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ?` + byKey
+	qRelease   = `UPDATE deliveries SET leased = 0, next_at = ?, updated_at = ?` + byKey
 	qAttempt   = `INSERT INTO attempts (pipeline, sink, id, n, at, status_code, latency_ms, error, response)
 		VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM attempts WHERE pipeline = ? AND sink = ? AND id = ?), ?, ?, ?, ?, ?)`
 	qLease = `SELECT d.rowid, d.id, d.endpoint, d.order_key, d.payload, d.attempts FROM deliveries d
-		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.next_at <= ?
-		AND d.rowid NOT IN (SELECT value FROM json_each(?))
+		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0 AND d.next_at <= ?
 		AND d.endpoint NOT IN (SELECT value FROM json_each(?))
 		AND ` + orderFree + `
 		ORDER BY d.next_at, d.rowid LIMIT ?`
+	qLeased  = `UPDATE deliveries SET leased = 1 WHERE rowid IN (SELECT value FROM json_each(?))`
 	qNextDue = `SELECT MIN(d.next_at) FROM deliveries d
-		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.next_at > ?
+		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0 AND d.next_at > ?
 		AND d.endpoint NOT IN (SELECT value FROM json_each(?))
 		AND ` + orderFree
 )
 
-var hotStatements = []string{qEnqueue, qDelivered, qRetry, qDead, qRelease, qAttempt, qLease, qNextDue}
+var hotStatements = []string{qEnqueue, qDelivered, qRetry, qDead, qRelease, qAttempt, qLease, qLeased, qNextDue}
 
 // orderFree holds for a delivery that no earlier pending delivery with its
 // order key is waiting for.
 const orderFree = `(d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries e
-	WHERE e.pipeline = d.pipeline AND e.sink = d.sink AND e.order_key = d.order_key
+	WHERE e.pipeline = d.pipeline AND e.sink = d.sink AND e.order_key = d.order_key AND e.order_key != ''
 	AND e.status = 'pending' AND e.rowid < d.rowid))`
 
-// Lease hands out up to max due pending deliveries, oldest first, and holds
-// them for this session until Record. A delivery waits while an earlier
-// pending one has the same order key. It also returns when the next
-// not-yet-due delivery is due (zero when nothing else is pending).
-func (o *Outbox) Lease(ctx context.Context, now time.Time, max int, skipEndpoints []string) ([]Delivery, time.Time, error) {
-	o.leaseMu.Lock() // two leases at once would hand out the same rows
+// Lease hands out up to max due pending deliveries, oldest first, at most
+// perEndpoint of one endpoint (0: no limit), and holds them for this
+// session until Record. A delivery waits while an earlier pending one has
+// the same order key. It also returns when the next not-yet-due delivery is
+// due (zero when nothing else is pending).
+func (o *Outbox) Lease(ctx context.Context, now time.Time, max, perEndpoint int, skipEndpoints []string) ([]Delivery, time.Time, error) {
+	o.leaseMu.Lock()
 	defer o.leaseMu.Unlock()
+	// Every endpoint with work is skipped: nothing to hand out, and nothing
+	// due that the caller wants to hear about.
 	o.mu.Lock()
-	held := make([]int64, 0, len(o.leased))
-	for _, rowid := range o.leased {
-		held = append(held, rowid)
+	idle := o.byEndpoint != nil && len(skipEndpoints) > 0
+	if idle {
+		for ep, n := range o.byEndpoint {
+			if n > 0 && !slices.Contains(skipEndpoints, ep) {
+				idle = false
+				break
+			}
+		}
 	}
 	o.mu.Unlock()
-	heldJSON, _ := json.Marshal(held)
+	if idle {
+		return nil, time.Time{}, nil
+	}
 	skipJSON, _ := json.Marshal(skipEndpoints)
 	if skipEndpoints == nil {
 		skipJSON = []byte("[]")
 	}
-	rows, err := o.s.prep[qLease].QueryContext(ctx, o.pipeline, o.sink, ms(now), string(heldJSON), string(skipJSON), max)
+	tx, err := o.s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, time.Time{}, o.wrap("lease", err)
+	}
+	defer tx.Rollback()
+	q := o.s.stmt(ctx, tx, qLease)
+	defer q.Close()
+	rows, err := q.QueryContext(ctx, o.pipeline, o.sink, ms(now), string(skipJSON), max)
 	if err != nil {
 		return nil, time.Time{}, o.wrap("lease", err)
 	}
 	var out []Delivery
 	var rowids []int64
+	per := map[string]int{}
 	for rows.Next() {
 		var d Delivery
 		var rowid int64
@@ -259,6 +333,10 @@ func (o *Outbox) Lease(ctx context.Context, now time.Time, max int, skipEndpoint
 			rows.Close()
 			return nil, time.Time{}, o.wrap("lease", err)
 		}
+		if perEndpoint > 0 && per[d.Endpoint] >= perEndpoint {
+			continue
+		}
+		per[d.Endpoint]++
 		out = append(out, d)
 		rowids = append(rowids, rowid)
 	}
@@ -266,18 +344,30 @@ func (o *Outbox) Lease(ctx context.Context, now time.Time, max int, skipEndpoint
 	if err := rows.Err(); err != nil {
 		return nil, time.Time{}, o.wrap("lease", err)
 	}
-	// The next one due later. Leased deliveries were due when they were
-	// handed out, so they are not counted; neither are deliveries waiting
-	// behind an earlier one with their order key (they follow when it is
-	// done) nor those of skipped endpoints (the caller asks again when one
-	// of those has room).
+	if len(rowids) > 0 {
+		ids, _ := json.Marshal(rowids)
+		mark := o.s.stmt(ctx, tx, qLeased)
+		defer mark.Close()
+		if _, err := mark.ExecContext(ctx, string(ids)); err != nil {
+			return nil, time.Time{}, o.wrap("lease", err)
+		}
+	}
+	// The next one due later. Leased deliveries are not counted; neither
+	// are deliveries waiting behind an earlier one with their order key
+	// (they follow when it is done) nor those of skipped endpoints (the
+	// caller asks again when one of those has room).
 	var next sql.NullInt64
-	if err := o.s.prep[qNextDue].QueryRowContext(ctx, o.pipeline, o.sink, ms(now), string(skipJSON)).Scan(&next); err != nil {
+	nq := o.s.stmt(ctx, tx, qNextDue)
+	defer nq.Close()
+	if err := nq.QueryRowContext(ctx, o.pipeline, o.sink, ms(now), string(skipJSON)).Scan(&next); err != nil {
+		return nil, time.Time{}, o.wrap("lease", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return nil, time.Time{}, o.wrap("lease", err)
 	}
 	o.mu.Lock()
-	for i, d := range out {
-		o.leased[d.ID] = rowids[i]
+	for _, d := range out {
+		o.leased[d.ID] = d.Endpoint
 	}
 	o.mu.Unlock()
 	var nextDue time.Time
@@ -314,8 +404,16 @@ func (o *Outbox) Record(ctx context.Context, results []sdk.Result, now time.Time
 	}
 	var missing []string
 	var delivered, dead, retrying int64
-	for _, r := range results {
+	done := map[string]int{} // finished deliveries by endpoint
+	o.mu.Lock()
+	eps := make([]string, len(results))
+	for i, r := range results {
+		eps[i] = o.leased[r.ID]
+	}
+	o.mu.Unlock()
+	for i, r := range results {
 		a := r.Attempt
+		key := []any{o.pipeline, o.sink, r.ID}
 		var res sql.Result
 		switch r.Outcome {
 		case sdk.Delivered, sdk.Dead:
@@ -323,11 +421,11 @@ func (o *Outbox) Record(ctx context.Context, results []sdk.Result, now time.Time
 			if r.Outcome == sdk.Delivered {
 				lastErr = ""
 			}
-			res, err = stmts[r.Outcome].ExecContext(ctx, a.StatusCode, lastErr, ms(now), o.pipeline, o.sink, r.ID)
+			res, err = stmts[r.Outcome].ExecContext(ctx, append([]any{a.StatusCode, lastErr, ms(now)}, key...)...)
 		case sdk.Retry:
-			res, err = stmts[sdk.Retry].ExecContext(ctx, ms(r.Next), a.StatusCode, a.Error, ms(now), o.pipeline, o.sink, r.ID)
+			res, err = stmts[sdk.Retry].ExecContext(ctx, append([]any{ms(r.Next), a.StatusCode, a.Error, ms(now)}, key...)...)
 		case sdk.Release:
-			res, err = stmts[sdk.Release].ExecContext(ctx, ms(r.Next), ms(now), o.pipeline, o.sink, r.ID)
+			res, err = stmts[sdk.Release].ExecContext(ctx, append([]any{ms(r.Next), ms(now)}, key...)...)
 		default:
 			return o.wrap("record", fmt.Errorf("delivery %q: unknown outcome %d", r.ID, r.Outcome))
 		}
@@ -349,6 +447,9 @@ func (o *Outbox) Record(ctx context.Context, results []sdk.Result, now time.Time
 			ms(a.At), a.StatusCode, a.Latency.Milliseconds(), a.Error, resp); err != nil {
 			return o.wrap("record", err)
 		}
+		if r.Outcome != sdk.Retry {
+			done[eps[i]]++
+		}
 		switch {
 		case r.Outcome == sdk.Delivered:
 			delivered++
@@ -369,6 +470,11 @@ func (o *Outbox) Record(ctx context.Context, results []sdk.Result, now time.Time
 	o.live.Dead += dead
 	o.live.Pending -= delivered + dead
 	o.live.Retrying += retrying
+	for ep, n := range done {
+		if _, ok := o.byEndpoint[ep]; ok {
+			o.byEndpoint[ep] = max(0, o.byEndpoint[ep]-n)
+		}
+	}
 	o.mu.Unlock()
 	if len(missing) > 0 {
 		return o.wrap("record", fmt.Errorf("no deliveries %q (the outbox was reset?)", missing))

@@ -28,7 +28,7 @@ func TestOutboxLifecycle(t *testing.T) {
 	o := s.Outbox("churn", "crm")
 	now := time.UnixMilli(1_700_000_000_000)
 
-	n, err := o.Enqueue(ctx, []Delivery{
+	n, _, err := o.Enqueue(ctx, []Delivery{
 		{ID: "a", OrderKey: "cust1", Payload: []byte("A")},
 		{ID: "b", OrderKey: "cust1", Payload: []byte("B")},
 		{ID: "c", Endpoint: "slow", Payload: []byte("C")},
@@ -37,17 +37,17 @@ func TestOutboxLifecycle(t *testing.T) {
 		t.Fatalf("enqueue: %d %v", n, err)
 	}
 	// A re-run enqueues the same ids again: nothing changes.
-	if n, _ := o.Enqueue(ctx, []Delivery{{ID: "a", Payload: []byte("changed")}}, now); n != 0 {
+	if n, _, _ := o.Enqueue(ctx, []Delivery{{ID: "a", Payload: []byte("changed")}}, now); n != 0 {
 		t.Fatalf("re-enqueue added %d", n)
 	}
 
 	// b waits behind a (same order key); c is skipped by endpoint.
-	got, _, err := o.Lease(ctx, now, 10, []string{"slow"})
+	got, _, err := o.Lease(ctx, now, 10, 0, []string{"slow"})
 	if err != nil || ids(got) != "[a]" || string(got[0].Payload) != "A" {
 		t.Fatalf("lease: %s %v", ids(got), err)
 	}
 	// a is in flight: not handed out twice; b still waits.
-	if got, _, _ := o.Lease(ctx, now, 10, nil); ids(got) != "[c]" {
+	if got, _, _ := o.Lease(ctx, now, 10, 0, nil); ids(got) != "[c]" {
 		t.Fatalf("second lease: %s", ids(got))
 	}
 
@@ -55,7 +55,7 @@ func TestOutboxLifecycle(t *testing.T) {
 	if err := o.Record(ctx, []sdk.Result{{ID: "a", Attempt: sdk.Attempt{At: now, StatusCode: 503, Latency: 12 * time.Millisecond, Error: "503 Service Unavailable", Response: []byte("busy")}, Outcome: sdk.Retry, Next: now.Add(time.Minute)}}, now); err != nil {
 		t.Fatal(err)
 	}
-	got, next, _ := o.Lease(ctx, now, 10, nil)
+	got, next, _ := o.Lease(ctx, now, 10, 0, nil)
 	if len(got) != 0 || !next.Equal(now.Add(time.Minute)) {
 		t.Fatalf("lease while a waits: %s, next %v", ids(got), next)
 	}
@@ -63,21 +63,25 @@ func TestOutboxLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	later := now.Add(2 * time.Minute)
-	got, _, _ = o.Lease(ctx, later, 10, nil)
+	got, _, _ = o.Lease(ctx, later, 10, 0, nil)
 	if ids(got) != "[a]" || got[0].Attempts != 1 {
 		t.Fatalf("lease after a is due: %s %+v", ids(got), got)
 	}
 	o.Record(ctx, []sdk.Result{{ID: "a", Attempt: sdk.Attempt{At: later, StatusCode: 200}, Outcome: sdk.Delivered, Prior: 1}}, later)
-	got, _, _ = o.Lease(ctx, later, 10, nil)
+	got, _, _ = o.Lease(ctx, later, 10, 0, nil)
 	if ids(got) != "[b]" {
 		t.Fatalf("b after a: %s", ids(got))
 	}
 	// b is leased by this session; a crash ends the session, and the next
-	// one hands b out again (leases are not stored).
-	if got, _, _ := o.Lease(ctx, later, 10, nil); len(got) != 0 {
+	// one, once begun, hands b out again.
+	if got, _, _ := o.Lease(ctx, later, 10, 0, nil); len(got) != 0 {
 		t.Fatalf("b handed out twice in one session: %s", ids(got))
 	}
-	if got, _, _ := s.Outbox("churn", "crm").Lease(ctx, later, 10, nil); ids(got) != "[b]" {
+	o = s.Outbox("churn", "crm")
+	if err := o.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := o.Lease(ctx, later, 10, 0, nil); ids(got) != "[b]" {
 		t.Fatalf("next session: %s", ids(got))
 	}
 	pending, dead, _, err := o.Pending(ctx)
@@ -100,7 +104,7 @@ func TestOutboxLifecycle(t *testing.T) {
 	if err != nil || n64 != 1 {
 		t.Fatalf("replay: %d %v", n64, err)
 	}
-	got, _, _ = o.Lease(ctx, later, 10, nil)
+	got, _, _ = o.Lease(ctx, later, 10, 0, nil)
 	if ids(got) != "[c]" || got[0].Attempts != 0 {
 		t.Fatalf("replayed: %+v", got)
 	}

@@ -14,17 +14,17 @@ func (o *Outbox) SDK() sdk.Outbox { return sdkOutbox{o} }
 
 type sdkOutbox struct{ o *Outbox }
 
-func (a sdkOutbox) Enqueue(ctx context.Context, ds []sdk.Delivery) error {
+func (a sdkOutbox) Enqueue(ctx context.Context, ds []sdk.Delivery) ([]int, error) {
 	in := make([]Delivery, len(ds))
 	for i, d := range ds {
-		in[i] = Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBefore: d.NotBefore}
+		in[i] = Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBefore: d.NotBefore, Lease: d.Lease}
 	}
-	_, err := a.o.Enqueue(ctx, in, time.Now())
-	return err
+	_, leased, err := a.o.Enqueue(ctx, in, time.Now())
+	return leased, err
 }
 
-func (a sdkOutbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery, time.Time, error) {
-	ds, next, err := a.o.Lease(ctx, time.Now(), n, skip)
+func (a sdkOutbox) Lease(ctx context.Context, n, perEndpoint int, skip []string) ([]sdk.Delivery, time.Time, error) {
+	ds, next, err := a.o.Lease(ctx, time.Now(), n, perEndpoint, skip)
 	out := make([]sdk.Delivery, len(ds))
 	for i, d := range ds {
 		out[i] = sdk.Delivery{ID: d.ID, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, Attempts: d.Attempts}

@@ -54,13 +54,17 @@ func (s *Service) Enqueue(ctx context.Context, req *pluginv1.EnqueueRequest) (*p
 		if d.Id == "" {
 			return nil, status.Error(codes.InvalidArgument, "a delivery needs an id")
 		}
-		ds[i] = Delivery{ID: d.Id, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBefore: fromUnixMs(d.NotBeforeUnixMs)}
+		ds[i] = Delivery{ID: d.Id, Endpoint: d.Endpoint, OrderKey: d.OrderKey, Payload: d.Payload, NotBefore: fromUnixMs(d.NotBeforeUnixMs), Lease: d.Lease}
 	}
-	n, err := s.outbox.Enqueue(ctx, ds, s.now())
+	n, leased, err := s.outbox.Enqueue(ctx, ds, s.now())
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	return &pluginv1.EnqueueResponse{Added: uint32(n)}, nil
+	resp := &pluginv1.EnqueueResponse{Added: uint32(n), Leased: make([]uint32, len(leased))}
+	for i, k := range leased {
+		resp.Leased[i] = uint32(k)
+	}
+	return resp, nil
 }
 
 // Lease implements pluginv1.StateServer.
@@ -69,7 +73,7 @@ func (s *Service) Lease(ctx context.Context, req *pluginv1.LeaseRequest) (*plugi
 	if max <= 0 {
 		max = 1
 	}
-	ds, next, err := s.outbox.Lease(ctx, s.now(), max, req.SkipEndpoints)
+	ds, next, err := s.outbox.Lease(ctx, s.now(), max, int(req.MaxPerEndpoint), req.SkipEndpoints)
 	if err != nil {
 		return nil, grpcErr(err)
 	}

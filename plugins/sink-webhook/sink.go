@@ -71,11 +71,17 @@ type Sink struct {
 	name    string
 	signer  webhook.Signer
 	timeout time.Duration
-	client  *http.Client
+	client  http.RoundTripper
 	guard   netguard.Options
 	tpl     sdk.Config
 	noWait  bool
 	d       *delivery.Deliverer
+	// enc encodes bodies; Prepare is called for one batch at a time, so one
+	// encoder (and its plan for the batch's schema) serves all its rows.
+	enc *arrowjson.Encoder
+	// lastRec and lastBody are the batch the encoder last saw and that
+	// batch without its own event field (when `event` is set).
+	lastRec, lastBody arrow.RecordBatch
 	// now is the clock for signatures; tests replace it.
 	now func() time.Time
 }
@@ -156,12 +162,10 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	transport := s.guard.Transport()
 	transport.MaxIdleConnsPerHost = s.cfg.Concurrency
-	s.client = &http.Client{
-		Timeout:   s.timeout,
-		Transport: transport,
-		// A redirect is a failure, not something to follow with the body.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	// The transport, not an http.Client: a redirect is a failure, not
+	// something to follow with the body, and the per-request timeout is the
+	// request's context.
+	s.client = transport
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -294,15 +298,22 @@ func (s *Sink) Prepare(b sdk.Batch, i int) (sdk.Delivery, error) {
 // body encodes record i; with `event` set, the body's event field is that
 // event, first.
 func (s *Sink) body(rec arrow.RecordBatch, i int) []byte {
-	enc := arrowjson.NewEncoder()
+	if s.enc == nil {
+		s.enc = arrowjson.NewEncoder()
+	}
 	if s.cfg.Event == "" {
-		return enc.AppendRow(nil, rec, i)
+		return s.enc.AppendRow(nil, rec, i)
 	}
-	if idx := rec.Schema().FieldIndices("event"); len(idx) > 0 {
-		rec = without(rec, idx[0])
-		defer rec.Release()
+	if rec != s.lastRec {
+		if s.lastBody != nil && s.lastBody != s.lastRec {
+			s.lastBody.Release()
+		}
+		s.lastRec, s.lastBody = rec, rec
+		if idx := rec.Schema().FieldIndices("event"); len(idx) > 0 {
+			s.lastBody = without(rec, idx[0])
+		}
 	}
-	obj := enc.AppendRow(nil, rec, i)
+	obj := s.enc.AppendRow(nil, s.lastBody, i)
 	out := append([]byte(`{"event":`), arrowjson.AppendString(nil, s.cfg.Event)...)
 	if len(obj) > 2 {
 		out = append(out, ',')
@@ -325,6 +336,8 @@ func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	if err := s.guard.CheckURL(p.URL); err != nil {
 		return delivery.Result{Err: policy.Permanent(fmt.Errorf("url: %w", err))}
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL, bytes.NewReader(p.Body))
 	if err != nil {
 		return delivery.Result{Err: policy.Permanent(fmt.Errorf("bad url: %w", err))}
@@ -344,7 +357,7 @@ func (s *Sink) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	// Signed per attempt: the timestamp is the attempt's, the bytes are the
 	// bytes sent.
 	s.signer.Sign(req.Header, d.ID, s.now(), p.Body)
-	resp, err := s.client.Do(req)
+	resp, err := s.client.RoundTrip(req)
 	if err != nil {
 		return delivery.Result{Err: describe(err, p.URL, s.timeout)}
 	}
@@ -372,7 +385,7 @@ func describe(err error, target string, timeout time.Duration) error {
 		return policy.Permanent(fmt.Errorf("POST %s: %w", redact(target), err))
 	}
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return fmt.Errorf("POST %s: timed out after %s: %w", redact(target), timeout, context.DeadlineExceeded)
 	}
 	var ue *url.Error

@@ -81,12 +81,15 @@ type Deliverer struct {
 	out  sdk.Outbox
 	opts Options
 	rnd  func() float64
-	// capacity bounds the deliveries leased and not yet recorded.
-	capacity int
+	// capacity bounds the deliveries leased and not yet recorded, and
+	// perEndpoint those of one endpoint (so that a slow endpoint's backlog
+	// leaves room for the others); heldBytes their payloads.
+	capacity, perEndpoint int
 
 	mu       sync.Mutex
 	inflight map[string]int            // attempts under way, by endpoint
 	queued   map[string][]sdk.Delivery // leased, waiting for a free slot (or a closed circuit), by endpoint
+	held     int                       // bytes of payload leased and not finished
 	gone     map[string]bool           // endpoints that answered 410 Gone
 	reported map[string]sdk.Circuit    // the circuit state last reported, by endpoint
 	kick     chan struct{}
@@ -116,14 +119,24 @@ func New(t Transport, out sdk.Outbox, opts Options) *Deliverer {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Deliverer{t: t, out: out, opts: opts, rnd: rand.Float64, capacity: max(minCapacity, 4*opts.Concurrency),
+	return &Deliverer{t: t, out: out, opts: opts, rnd: rand.Float64,
+		capacity: max(minCapacity, 64*opts.Concurrency), perEndpoint: max(minCapacity, 64*opts.Concurrency) / 2,
 		inflight: map[string]int{}, queued: map[string][]sdk.Delivery{}, gone: map[string]bool{},
 		reported: map[string]sdk.Circuit{}, kick: make(chan struct{}, 1)}
 }
 
-// minCapacity is the fewest deliveries the loop holds leased; leasing in
-// large, infrequent batches keeps the outbox's reads off the hot path.
-const minCapacity = 256
+// minCapacity is the fewest deliveries the loop holds leased, half of them
+// at most for one endpoint: most deliveries are leased as they are
+// enqueued and sent without being read back from the outbox. maxHeldBytes
+// bounds their payloads; leaseBatch is the most one lease asks for of one
+// endpoint; enqueueChunk the most deliveries one outbox write stores, so
+// that the first of a large batch go out while the rest are stored.
+const (
+	minCapacity  = 16384
+	maxHeldBytes = 64 << 20
+	leaseBatch   = 1024
+	enqueueChunk = 1024
+)
 
 // Enqueue prepares every record of b and stores the deliveries. When it
 // returns nil the batch may be acked: the deliveries are durable.
@@ -142,12 +155,73 @@ func (d *Deliverer) Enqueue(ctx context.Context, b sdk.Batch) error {
 		del.NotBefore = notBefore
 		ds = append(ds, del)
 	}
-	if err := d.out.Enqueue(ctx, ds); err != nil {
-		return fmt.Errorf("outbox: %w", err)
-	}
 	d.Start()
-	d.changed()
+	for len(ds) > 0 {
+		chunk := ds[:min(len(ds), enqueueChunk)]
+		ds = ds[len(chunk):]
+		if notBefore.IsZero() {
+			d.askLease(chunk)
+		}
+		leased, err := d.out.Enqueue(ctx, chunk)
+		if err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		d.mu.Lock()
+		for _, i := range leased {
+			del := chunk[i]
+			del.Lease = false
+			d.queued[del.Endpoint] = append(d.queued[del.Endpoint], del)
+			d.held += len(del.Payload)
+		}
+		d.mu.Unlock()
+		d.changed()
+	}
 	return nil
+}
+
+// askLease marks the deliveries that the loop has room for, to be leased
+// as they are enqueued: they are sent from here without reading them back
+// from the outbox. The room is not reserved; a lease in between can go over
+// the limits by at most one batch.
+func (d *Deliverer) askLease(ds []sdk.Delivery) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	total, bytes := 0, d.held
+	per := map[string]int{}
+	for ep, q := range d.queued {
+		total += len(q)
+		per[ep] += len(q)
+	}
+	for ep, n := range d.inflight {
+		total += n
+		per[ep] += n
+	}
+	now := d.opts.Now()
+	open := map[string]bool{}
+	for i := range ds {
+		del := &ds[i]
+		if total >= d.capacity || bytes >= maxHeldBytes {
+			return
+		}
+		ep := del.Endpoint
+		if del.OrderKey != "" || d.gone[ep] || per[ep] >= d.perEndpoint {
+			continue
+		}
+		if d.opts.Breaker != nil {
+			o, ok := open[ep]
+			if !ok {
+				o = d.opts.Breaker.Status(ep, now).State == policy.BreakerOpen
+				open[ep] = o
+			}
+			if o {
+				continue
+			}
+		}
+		del.Lease = true
+		total++
+		per[ep]++
+		bytes += len(del.Payload)
+	}
 }
 
 // changed wakes the loop after the outbox changed (new deliveries, or
@@ -197,6 +271,7 @@ func (d *Deliverer) Stop() {
 	d.started = false // a later Enqueue or Drain starts it again
 	queued := d.queued
 	d.queued = map[string][]sdk.Delivery{}
+	d.held = 0
 	d.mu.Unlock()
 	// Leased but never started: hand them back, due now.
 	now := d.opts.Now()
@@ -284,7 +359,7 @@ func (d *Deliverer) loop(ctx context.Context) {
 			if bt, ok := d.t.(BatchTransport); ok {
 				n = max(n, bt.MaxBatch())
 			}
-			ds, next, err = d.out.Lease(ctx, n, skip)
+			ds, next, err = d.out.Lease(ctx, n, leaseBatch, skip)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -300,6 +375,7 @@ func (d *Deliverer) loop(ctx context.Context) {
 				d.mu.Lock()
 				for _, del := range ds {
 					d.queued[del.Endpoint] = append(d.queued[del.Endpoint], del)
+					d.held += len(del.Payload)
 				}
 				d.mu.Unlock()
 				continue // dispatch them; more may be due
@@ -328,58 +404,84 @@ func (d *Deliverer) loop(ctx context.Context) {
 	}
 }
 
-// dispatch starts queued deliveries while their endpoint has a free slot
-// and its circuit lets them through. A half-open circuit is probed with the
-// deliveries that have failed most: a receiver that turns away the first
-// tries of every message accepts those. It returns when a paused endpoint
-// can be tried again (zero if none).
+// dispatch starts a worker for each free slot of an endpoint with queued
+// deliveries that its circuit lets through. A worker sends one delivery (or
+// batch) after another from its endpoint's queue until the queue is empty
+// or the circuit says no, so slots are refilled at once, not when the loop
+// comes round (it may be waiting for a lease). It returns when a paused
+// endpoint can be tried again (zero if none).
 func (d *Deliverer) dispatch(ctx context.Context) (wake time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.opts.Now()
-	for ep, q := range d.queued {
-		if d.opts.Breaker != nil {
-			st := d.opts.Breaker.Status(ep, now)
-			d.noteCircuit(ep, st)
-			if st.State == policy.BreakerOpen {
-				wake = earliest(wake, st.OpenUntil)
-				continue
+	for ep := range d.queued {
+		for d.inflight[ep] < d.opts.Concurrency {
+			group, at := d.take(ep, now)
+			wake = earliest(wake, at)
+			if group == nil {
+				break
 			}
-			if st.State == policy.BreakerHalfOpen {
-				sort.SliceStable(q, func(i, j int) bool { return q[i].Attempts > q[j].Attempts })
-			}
-		}
-		for len(q) > 0 && d.inflight[ep] < d.opts.Concurrency {
-			if d.opts.Breaker != nil {
-				if ok, retryAt := d.opts.Breaker.Allow(ep, now); !ok {
-					wake = earliest(wake, retryAt)
-					break
-				}
-			}
-			n := 1
-			if bt, ok := d.t.(BatchTransport); ok {
-				n = min(len(q), max(1, bt.MaxBatch()))
-			}
-			group := q[:n:n]
-			q = q[n:]
 			d.inflight[ep]++
 			d.wg.Add(1)
 			go func() {
 				defer d.wg.Done()
-				d.attempt(ctx, group)
-				d.mu.Lock()
-				d.inflight[ep]--
-				d.mu.Unlock()
-				d.poke()
+				for group != nil {
+					d.attempt(ctx, group)
+					d.mu.Lock()
+					for _, del := range group {
+						d.held -= len(del.Payload)
+					}
+					group = nil
+					if ctx.Err() == nil {
+						group, _ = d.take(ep, d.opts.Now())
+					}
+					if group == nil {
+						d.inflight[ep]--
+					}
+					d.mu.Unlock()
+					d.poke()
+				}
 			}()
-		}
-		if len(q) == 0 {
-			delete(d.queued, ep)
-		} else {
-			d.queued[ep] = q
 		}
 	}
 	return wake
+}
+
+// take removes the next delivery (or batch) to send from ep's queue, if
+// the circuit lets it through; else it returns when to ask again. A
+// half-open circuit is probed with the deliveries that have failed most: a
+// receiver that turns away the first tries of every message accepts those.
+// Called with d.mu held.
+func (d *Deliverer) take(ep string, now time.Time) (group []sdk.Delivery, wake time.Time) {
+	q := d.queued[ep]
+	if len(q) == 0 {
+		delete(d.queued, ep)
+		return nil, time.Time{}
+	}
+	if d.opts.Breaker != nil {
+		st := d.opts.Breaker.Status(ep, now)
+		d.noteCircuit(ep, st)
+		switch st.State {
+		case policy.BreakerOpen:
+			return nil, st.OpenUntil
+		case policy.BreakerHalfOpen:
+			sort.SliceStable(q, func(i, j int) bool { return q[i].Attempts > q[j].Attempts })
+		}
+		if ok, retryAt := d.opts.Breaker.Allow(ep, now); !ok {
+			return nil, retryAt
+		}
+	}
+	n := 1
+	if bt, ok := d.t.(BatchTransport); ok {
+		n = min(len(q), max(1, bt.MaxBatch()))
+	}
+	group = q[:n:n]
+	if n == len(q) {
+		delete(d.queued, ep)
+	} else {
+		d.queued[ep] = q[n:]
+	}
+	return group, time.Time{}
 }
 
 // earliest is the earlier of two times, a zero one not counting.
@@ -416,19 +518,18 @@ func (d *Deliverer) noteCircuit(ep string, st policy.BreakerStatus) {
 	d.rec.circuit(c)
 }
 
-// blocked lists the endpoints that get nothing now (at their concurrency
-// limit, or paused by the breaker), how many more deliveries may be leased,
-// and how many leased ones could start now.
+// blocked lists the endpoints to leave out of a lease (paused by the
+// breaker, or holding perEndpoint deliveries already), how many more
+// deliveries may be leased, and how many of those held could start now or
+// as soon as their endpoint has a free slot.
 func (d *Deliverer) blocked() (skip []string, free, ready int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	total := 0
 	now := d.opts.Now()
 	seen := map[string]bool{}
-	for _, m := range []map[string]int{d.inflight} {
-		for ep := range m {
-			seen[ep] = true
-		}
+	for ep := range d.inflight {
+		seen[ep] = true
 	}
 	for ep := range d.queued {
 		seen[ep] = true
@@ -445,14 +546,15 @@ func (d *Deliverer) blocked() (skip []string, free, ready int) {
 		switch {
 		case open:
 			skip = append(skip, ep)
-		case n+q >= d.opts.Concurrency:
+		case n+q >= d.perEndpoint:
 			skip = append(skip, ep)
-			if n < d.opts.Concurrency {
-				ready += q
-			}
+			ready += q
 		default:
 			ready += q
 		}
+	}
+	if d.held >= maxHeldBytes {
+		return skip, 0, ready
 	}
 	return skip, max(0, d.capacity-total), ready
 }

@@ -348,11 +348,11 @@ type countingOutbox struct {
 	leases   int
 }
 
-func (c *countingOutbox) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery, time.Time, error) {
+func (c *countingOutbox) Lease(ctx context.Context, n, per int, skip []string) ([]sdk.Delivery, time.Time, error) {
 	c.mu.Lock()
 	c.leases++
 	c.mu.Unlock()
-	return c.MemoryOutbox.Lease(ctx, n, skip)
+	return c.MemoryOutbox.Lease(ctx, n, per, skip)
 }
 
 func (c *countingOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
@@ -893,8 +893,8 @@ type leaseCounter struct {
 	empty int
 }
 
-func (l *leaseCounter) Lease(ctx context.Context, n int, skip []string) ([]sdk.Delivery, time.Time, error) {
-	ds, next, err := l.countingOutbox.Lease(ctx, n, skip)
+func (l *leaseCounter) Lease(ctx context.Context, n, per int, skip []string) ([]sdk.Delivery, time.Time, error) {
+	ds, next, err := l.countingOutbox.Lease(ctx, n, per, skip)
 	if len(ds) == 0 && len(skip) > 0 {
 		l.mu.Lock()
 		l.empty++

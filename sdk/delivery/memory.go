@@ -36,31 +36,39 @@ func NewMemoryOutbox() *MemoryOutbox {
 }
 
 // Enqueue implements sdk.Outbox.
-func (m *MemoryOutbox) Enqueue(_ context.Context, ds []sdk.Delivery) error {
+func (m *MemoryOutbox) Enqueue(_ context.Context, ds []sdk.Delivery) ([]int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, d := range ds {
+	var leased []int
+	for i, d := range ds {
 		if _, ok := m.ids[d.ID]; ok {
 			continue
 		}
-		r := &memRow{d: d, status: "pending", next: time.Now()}
+		now := time.Now()
+		r := &memRow{d: d, status: "pending", next: now}
+		r.d.Lease = false
 		if d.NotBefore.After(r.next) {
 			r.next = d.NotBefore
+		}
+		if d.Lease && d.OrderKey == "" && !r.next.After(now) {
+			r.leased = true
+			leased = append(leased, i)
 		}
 		m.rows = append(m.rows, r)
 		m.ids[d.ID] = r
 	}
-	return nil
+	return leased, nil
 }
 
 // Lease implements sdk.Outbox, with the engine's ordering rules.
-func (m *MemoryOutbox) Lease(_ context.Context, max int, skip []string) ([]sdk.Delivery, time.Time, error) {
+func (m *MemoryOutbox) Lease(_ context.Context, max, perEndpoint int, skip []string) ([]sdk.Delivery, time.Time, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
 	var out []sdk.Delivery
 	var next time.Time
 	waiting := map[string]bool{} // order keys with an earlier pending delivery
+	per := map[string]int{}
 	for _, r := range m.rows {
 		if r.status != "pending" {
 			continue
@@ -75,12 +83,16 @@ func (m *MemoryOutbox) Lease(_ context.Context, max int, skip []string) ([]sdk.D
 		if slices.Contains(skip, r.d.Endpoint) {
 			continue // the caller asks again when the endpoint has room
 		}
-		if r.next.After(now) || len(out) >= max {
+		if r.next.After(now) {
 			if next.IsZero() || r.next.Before(next) {
 				next = r.next
 			}
 			continue
 		}
+		if len(out) >= max || (perEndpoint > 0 && per[r.d.Endpoint] >= perEndpoint) {
+			continue
+		}
+		per[r.d.Endpoint]++
 		r.leased = true
 		out = append(out, r.d)
 	}

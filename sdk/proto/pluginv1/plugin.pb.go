@@ -825,8 +825,11 @@ type Delivery struct {
 	Attempts uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`                // attempts made so far
 	// Enqueue only: the first attempt is not due before this (unix ms; 0: now).
 	NotBeforeUnixMs int64 `protobuf:"varint,6,opt,name=not_before_unix_ms,json=notBeforeUnixMs,proto3" json:"not_before_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Enqueue only: lease it to this session at once if it is new, so that
+	// the sink can send it without asking for it back (it has the payload).
+	Lease         bool `protobuf:"varint,7,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -901,6 +904,13 @@ func (x *Delivery) GetNotBeforeUnixMs() int64 {
 	return 0
 }
 
+func (x *Delivery) GetLease() bool {
+	if x != nil {
+		return x.Lease
+	}
+	return false
+}
+
 type EnqueueRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
@@ -946,8 +956,11 @@ func (x *EnqueueRequest) GetDeliveries() []*Delivery {
 }
 
 type EnqueueResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Added         uint32                 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Added uint32                 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	// The indexes (in the request) of the deliveries now leased: those asked
+	// for with lease that were new.
+	Leased        []uint32 `protobuf:"varint,2,rep,packed,name=leased,proto3" json:"leased,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -989,14 +1002,24 @@ func (x *EnqueueResponse) GetAdded() uint32 {
 	return 0
 }
 
+func (x *EnqueueResponse) GetLeased() []uint32 {
+	if x != nil {
+		return x.Leased
+	}
+	return nil
+}
+
 type LeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Max   uint32                 `protobuf:"varint,1,opt,name=max,proto3" json:"max,omitempty"`
-	// Endpoints that must not be handed out now (at their concurrency limit,
-	// or paused by a circuit breaker).
+	// Endpoints that must not be handed out now (holding enough already, or
+	// paused by a circuit breaker).
 	SkipEndpoints []string `protobuf:"bytes,3,rep,name=skip_endpoints,json=skipEndpoints,proto3" json:"skip_endpoints,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// At most this many for one endpoint (0: no limit), so that one slow
+	// endpoint's backlog does not take all the room.
+	MaxPerEndpoint uint32 `protobuf:"varint,4,opt,name=max_per_endpoint,json=maxPerEndpoint,proto3" json:"max_per_endpoint,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LeaseRequest) Reset() {
@@ -1041,6 +1064,13 @@ func (x *LeaseRequest) GetSkipEndpoints() []string {
 		return x.SkipEndpoints
 	}
 	return nil
+}
+
+func (x *LeaseRequest) GetMaxPerEndpoint() uint32 {
+	if x != nil {
+		return x.MaxPerEndpoint
+	}
+	return 0
 }
 
 type LeaseResponse struct {
@@ -1565,23 +1595,26 @@ const file_plugin_proto_rawDesc = "" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\"!\n" +
 	"\rWriteResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xb6\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xcc\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1b\n" +
 	"\torder_key\x18\x03 \x01(\tR\borderKey\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12\x1a\n" +
 	"\battempts\x18\x05 \x01(\rR\battempts\x12+\n" +
-	"\x12not_before_unix_ms\x18\x06 \x01(\x03R\x0fnotBeforeUnixMs\"N\n" +
+	"\x12not_before_unix_ms\x18\x06 \x01(\x03R\x0fnotBeforeUnixMs\x12\x14\n" +
+	"\x05lease\x18\a \x01(\bR\x05lease\"N\n" +
 	"\x0eEnqueueRequest\x12<\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
-	"deliveries\"'\n" +
+	"deliveries\"?\n" +
 	"\x0fEnqueueResponse\x12\x14\n" +
-	"\x05added\x18\x01 \x01(\rR\x05added\"M\n" +
+	"\x05added\x18\x01 \x01(\rR\x05added\x12\x16\n" +
+	"\x06leased\x18\x02 \x03(\rR\x06leased\"w\n" +
 	"\fLeaseRequest\x12\x10\n" +
 	"\x03max\x18\x01 \x01(\rR\x03max\x12%\n" +
-	"\x0eskip_endpoints\x18\x03 \x03(\tR\rskipEndpointsJ\x04\b\x02\x10\x03\"v\n" +
+	"\x0eskip_endpoints\x18\x03 \x03(\tR\rskipEndpoints\x12(\n" +
+	"\x10max_per_endpoint\x18\x04 \x01(\rR\x0emaxPerEndpointJ\x04\b\x02\x10\x03\"v\n" +
 	"\rLeaseResponse\x12<\n" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x1c.pipeline.plugin.v1.DeliveryR\n" +
