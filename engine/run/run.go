@@ -145,8 +145,8 @@ type Snapshot struct {
 	// was queued, delivered, retried and dead.
 	Outbox  map[string]state.Progress `json:"outbox,omitempty"`
 	Elapsed time.Duration             `json:"-"`
-	Seconds   float64          `json:"seconds"`
-	Rate      float64          `json:"records_per_second"`
+	Seconds float64                   `json:"seconds"`
+	Rate    float64                   `json:"records_per_second"`
 }
 
 // Snapshot copies the counters.

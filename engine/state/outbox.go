@@ -114,15 +114,15 @@ type Outbox struct {
 	pipeline string
 	sink     string
 
-	leaseMu  sync.Mutex
-	mu       sync.Mutex
-	leased   map[string]string // endpoint by id: handed out and not yet recorded
-	live     Progress
+	leaseMu sync.Mutex
+	mu      sync.Mutex
+	leased  map[string]string // endpoint by id: handed out and not yet recorded
+	live    Progress
 	// byEndpoint counts pending deliveries per endpoint (from Begin on), so
 	// that a lease that skips every endpoint with work is answered without
 	// reading the store.
 	byEndpoint map[string]int
-	circuits map[string]sdk.Circuit // endpoints whose circuit is not closed
+	circuits   map[string]sdk.Circuit // endpoints whose circuit is not closed
 
 	stopWaiting atomic.Bool
 }
