@@ -136,6 +136,13 @@ type faultEndpoint struct {
 	accepted map[string]int             // row_id -> 200 answers
 	total    int                        // requests with a valid signature
 	badSig   []string
+	arrivals []arrival // every request, when it arrived
+	firstOK  time.Time // when the first 200 was about to be sent
+}
+
+type arrival struct {
+	at time.Time
+	id string // its webhook-id
 }
 
 func newFaultEndpoint(t *testing.T, answer func(id string, n int) (int, bool)) *faultEndpoint {
@@ -145,6 +152,9 @@ func newFaultEndpoint(t *testing.T, answer func(id string, n int) (int, bool)) *
 	inner := e.srv.Config.Handler
 	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		e.mu.Lock()
+		e.arrivals = append(e.arrivals, arrival{time.Now(), r.Header.Get("webhook-id")})
+		e.mu.Unlock()
 		if d := time.Duration(e.pause.Load()); d > 0 {
 			time.Sleep(d)
 		}
@@ -172,6 +182,9 @@ func newFaultEndpoint(t *testing.T, answer func(id string, n int) (int, bool)) *
 		if status == 0 || status/100 == 2 {
 			status = http.StatusOK
 			e.accepted[v.RowID]++
+			if e.firstOK.IsZero() {
+				e.firstOK = time.Now()
+			}
 		}
 		e.codes[v.RowID] = append(e.codes[v.RowID], status)
 		e.mu.Unlock()
@@ -1050,8 +1063,10 @@ func TestProgressAndSummaryCountTheEndpointsAnswers(t *testing.T) {
 		if m == nil {
 			t.Errorf("progress line %q does not match %s", line, openRe)
 		}
-		if p, ok := parseProgress(t, line); !ok || p.pending != len(want) {
-			t.Errorf("progress line %q: want %d pending", line, len(want))
+		// At least `failures` attempts failed before the circuit opened: some
+		// deliveries are retrying, and the line says how many.
+		if p, ok := parseProgress(t, line); !ok || p.pending != len(want) || !p.retryingShown || p.retrying < 1 || p.retrying > len(want) {
+			t.Errorf("progress line %q: want %d pending, (N retrying) with 1 <= N <= %d", line, len(want), len(want))
 		}
 
 		rows, out := summaryJSON(t, dir)
@@ -1345,4 +1360,110 @@ func TestDeliveriesSummary(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ---------------------------------------------------------------------------
+// 7. An open circuit pauses the endpoint for its cooldown, then lets at most
+// `probes` deliveries through, and the first success closes it.
+
+func TestOpenCircuitPausesThenProbesAndCloses(t *testing.T) {
+	dir, want := setupFaults(t, 1500, 90, `
+  retry {
+    schedule = ["0s", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms", "100ms"]
+  }
+  circuit_breaker {
+    failures = 3
+    window   = "1s"
+    cooldown = "2s"
+    probes   = 3
+  }`)
+	var up atomic.Bool
+	ep := newFaultEndpoint(t, func(string, int) (int, bool) {
+		if up.Load() {
+			return 0, false
+		}
+		return http.StatusServiceUnavailable, false
+	})
+	run := startLive(t, dir, ep.env(), nil, "run", "--json", "--progress-interval", "100ms", "faults.hcl")
+	run.waitLine("a progress line with the circuit open", 30*time.Second, func(l string) bool {
+		return isProgressLine(l) && strings.Contains(l, "circuit open until")
+	})
+	rows, out := summaryJSON(t, dir)
+	r, ok := rowFor(rows, ep.srv.URL)
+	if !ok || r.Circuit != "open" || r.CircuitUntil == nil {
+		t.Fatalf("deliveries --summary --json right after the progress line said open:\n%s", out)
+	}
+	until := *r.CircuitUntil
+	// The endpoint is back, and slow: a probe's answer takes 300 ms, so
+	// every request that arrives before the first 200 is sent was let
+	// through without knowing of any success.
+	ep.pause.Store(int64(300 * time.Millisecond))
+	switched := time.Now()
+	up.Store(true)
+	// Only when the endpoint came back during the cooldown do the probes
+	// meet an endpoint that is up (a slow machine may take longer).
+	inCooldown := switched.Before(until)
+	if !inCooldown {
+		t.Logf("the cooldown (until %s) was over before the endpoint came back (%s): the pause and the probes are not checked", until.Format(time.RFC3339Nano), switched.Format(time.RFC3339Nano))
+	}
+
+	code := run.wait()
+	res := run.result()
+	if code != 0 {
+		t.Fatalf("exit %d, want 0\nstderr:\n%s", code, res.stderr)
+	}
+	ep.checkExactlyOnce(t, want)
+	if line := fmt.Sprintf("sink crm: %d delivered, 0 dead, 0 pending", len(want)); !strings.Contains(res.stderr, line) {
+		t.Errorf("stderr lacks %q:\n%s", line, res.stderr)
+	}
+	s := parseRun(t, res)
+	if len(s.Outbox["crm"].Circuits) != 0 {
+		t.Errorf("run --json lists circuits %v after the circuit closed", s.Outbox["crm"].Circuits)
+	}
+	checkOutbox(t, res, s, outboxCounts{Queued: int64(len(want)), Delivered: int64(len(want))})
+	if rows, out := summaryJSON(t, dir); len(rows) != 1 || rows[0].Circuit != "closed" {
+		t.Errorf("deliveries --summary --json after the run: want the circuit closed\n%s", out)
+	}
+
+	ep.mu.Lock()
+	arrivals, firstOK := slices.Clone(ep.arrivals), ep.firstOK
+	ep.mu.Unlock()
+	var paused, probes []arrival
+	for _, a := range arrivals {
+		if a.at.After(switched) && a.at.Before(until) {
+			paused = append(paused, a)
+		}
+		if !a.at.Before(until) && a.at.Before(firstOK) {
+			probes = append(probes, a)
+		}
+	}
+	if !inCooldown {
+		return
+	}
+	if len(paused) > 0 {
+		t.Errorf("%d requests while the circuit was open (until %s), e.g. %s at %s", len(paused), until.Format(time.RFC3339Nano), paused[0].id, paused[0].at.Format(time.RFC3339Nano))
+	}
+	if len(probes) == 0 || len(probes) > 3 {
+		t.Errorf("%d requests after the cooldown before the first success was answered, want 1 to 3 (probes = 3)", len(probes))
+	}
+	// Which deliveries probed, and how often they had failed by then.
+	failedBefore := map[string]int{}
+	most := 0
+	for _, a := range arrivals {
+		if a.at.Before(until) {
+			failedBefore[a.id]++
+			most = max(most, failedBefore[a.id])
+		}
+	}
+	var probed []string
+	for _, a := range probes {
+		probed = append(probed, fmt.Sprintf("%s (%d failures)", a.id, failedBefore[a.id]))
+	}
+	atMost := 0
+	for _, n := range failedBefore {
+		if n == most {
+			atMost++
+		}
+	}
+	t.Logf("probes: %v; the most any delivery had failed: %d (%d deliveries)", probed, most, atMost)
 }

@@ -105,12 +105,15 @@ func (s CircuitState) String() string {
 	return "closed"
 }
 
+// MarshalText makes a CircuitState read as its name in JSON.
+func (s CircuitState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Circuit is one endpoint's breaker state.
 type Circuit struct {
-	Endpoint string
-	State    CircuitState
-	Until    time.Time // end of the pause when open
-	Reason   string
+	Endpoint string       `json:"endpoint"`
+	State    CircuitState `json:"state"`
+	Until    time.Time    `json:"until,omitzero"` // end of the pause when open
+	Reason   string       `json:"reason,omitempty"`
 }
 
 // OutboxStatus is what Pending reports.

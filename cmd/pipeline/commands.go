@@ -153,7 +153,11 @@ func printOutbox(outbox map[string]state.Progress, left bool) {
 			case sdk.CircuitDisabled:
 				fmt.Fprintf(os.Stderr, "  sink %s: endpoint %s answered 410 Gone and was disabled for the run; its deliveries went to the dead letter\n", n, c.Endpoint)
 			case sdk.CircuitOpen:
-				fmt.Fprintf(os.Stderr, "  sink %s: circuit open for %s until %s (%s)\n", n, c.Endpoint, c.Until.Local().Format("15:04:05"), c.Reason)
+				why := ""
+				if c.Reason != "" {
+					why = ": " + c.Reason
+				}
+				fmt.Fprintf(os.Stderr, "  sink %s: circuit open for %s until %s%s\n", n, c.Endpoint, c.Until.Local().Format("15:04:05"), why)
 			}
 		}
 		if p.Dead > 0 {

@@ -44,7 +44,7 @@ func Open(path string) (*Store, error) {
 	}
 	// WAL keeps readers (pipeline state show) from blocking a run; a busy
 	// timeout rides out a concurrent writer instead of failing.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(4000)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", path, err)

@@ -93,6 +93,7 @@ type Deliverer struct {
 	gone     map[string]bool           // endpoints that answered 410 Gone
 	reported map[string]sdk.Circuit    // the circuit state last reported, by endpoint
 	kick     chan struct{}
+	idle     chan struct{} // the loop holds nothing: Drain asks the outbox again
 	gen      uint64 // counts Enqueue calls and recorded flushes
 	started  bool
 	cancel   context.CancelFunc
@@ -122,7 +123,7 @@ func New(t Transport, out sdk.Outbox, opts Options) *Deliverer {
 	return &Deliverer{t: t, out: out, opts: opts, rnd: rand.Float64,
 		capacity: max(minCapacity, 64*opts.Concurrency), perEndpoint: max(minCapacity, 64*opts.Concurrency) / 2,
 		inflight: map[string]int{}, queued: map[string][]sdk.Delivery{}, gone: map[string]bool{},
-		reported: map[string]sdk.Circuit{}, kick: make(chan struct{}, 1)}
+		reported: map[string]sdk.Circuit{}, kick: make(chan struct{}, 1), idle: make(chan struct{}, 1)}
 }
 
 // minCapacity is the fewest deliveries the loop holds leased, half of them
@@ -251,7 +252,7 @@ func (d *Deliverer) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.done = make(chan struct{})
-	d.rec = newRecorder(d.out, d.opts.Log, d.poke, d.changed)
+	d.rec = newRecorder(d.out, d.opts.Log, d.flushed)
 	go d.loop(ctx)
 }
 
@@ -299,7 +300,8 @@ func (d *Deliverer) Close(ctx context.Context, wait bool) error {
 	return d.Drain(ctx)
 }
 
-// drainPoll is how often Drain asks the outbox how much is left.
+// drainPoll is how often Drain asks the outbox how much is left, besides
+// whenever the loop has nothing in hand.
 const drainPoll = 100 * time.Millisecond
 
 // Drain waits until nothing is pending (delivered or dead), the engine asks
@@ -321,6 +323,29 @@ func (d *Deliverer) Drain(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+		case <-d.idle:
+		}
+	}
+}
+
+// flushed follows every write of results: it wakes the loop (a slot or an
+// order key may be free), and Drain when nothing is left in hand.
+func (d *Deliverer) flushed(ordered bool) {
+	if ordered {
+		d.changed()
+	} else {
+		d.poke()
+	}
+	d.mu.Lock()
+	idle := len(d.queued) == 0 && d.held == 0
+	for _, n := range d.inflight {
+		idle = idle && n == 0
+	}
+	d.mu.Unlock()
+	if idle {
+		select {
+		case d.idle <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -678,10 +703,10 @@ func (d *Deliverer) outcome(del sdk.Delivery, res Result, start, end time.Time) 
 type recorder struct {
 	out sdk.Outbox
 	log *slog.Logger
-	// flushed is called after each write; ordered instead when the write
-	// finished a delivery with an order key, which may let the next one of
-	// that key be leased.
-	flushed, ordered func()
+	// flushed is called after each write; ordered says the write finished
+	// a delivery with an order key, which may let the next one of that key
+	// be leased.
+	flushed func(ordered bool)
 
 	mu       sync.Mutex
 	results  []sdk.Result
@@ -695,8 +720,8 @@ type recorder struct {
 // maxRecord caps the results of one write.
 const maxRecord = 1024
 
-func newRecorder(out sdk.Outbox, log *slog.Logger, flushed, ordered func()) *recorder {
-	r := &recorder{out: out, log: log, flushed: flushed, ordered: ordered, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newRecorder(out sdk.Outbox, log *slog.Logger, flushed func(ordered bool)) *recorder {
+	r := &recorder{out: out, log: log, flushed: flushed, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go r.run()
 	return r
 }
@@ -757,11 +782,7 @@ func (r *recorder) run() {
 				if err := r.out.Record(context.Background(), results, circuits); err != nil {
 					r.log.Error("outbox record failed", "deliveries", len(results), "error", err.Error())
 				}
-				if keyed {
-					r.ordered()
-				} else {
-					r.flushed()
-				}
+				r.flushed(keyed)
 			}
 			if closing {
 				return

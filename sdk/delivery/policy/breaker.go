@@ -80,8 +80,10 @@ type BreakerStatus struct {
 	// Failures is the number of failures since the last success, while
 	// closed (zero otherwise).
 	Failures int
-	// FailingSince is the time of the first of those failures (zero when
-	// there are none or the circuit is not closed).
+	// FailingSince is, while closed, the time of the first failure since
+	// the last success (zero when none); while open or half-open, that of
+	// the run of failures that opened the circuit: nothing was accepted
+	// since.
 	FailingSince time.Time
 	// OpenUntil is when the current cooldown ends (zero when closed).
 	OpenUntil time.Time
@@ -149,6 +151,7 @@ type circuit struct {
 	// closed
 	failures     int       // since the last success
 	failingSince time.Time // the first of them
+	downSince    time.Time // while open or half-open: the first failure of the run that opened it
 
 	// open or half-open
 	open          bool
@@ -333,6 +336,9 @@ func (b *Breaker) expire(c *circuit, now time.Time) {
 }
 
 func (b *Breaker) trip(c *circuit, cooldown time.Duration, now time.Time) {
+	if !c.open {
+		c.downSince = c.failingSince
+	}
 	c.open = true
 	c.failures = 0
 	c.failingSince = time.Time{}
@@ -360,9 +366,9 @@ func (b *Breaker) Status(key string, now time.Time) BreakerStatus {
 	case !c.open:
 		return BreakerStatus{State: BreakerClosed, Failures: c.failures, FailingSince: c.failingSince}
 	case now.Before(c.until):
-		return BreakerStatus{State: BreakerOpen, OpenUntil: c.until, Cooldown: c.cooldown}
+		return BreakerStatus{State: BreakerOpen, OpenUntil: c.until, Cooldown: c.cooldown, FailingSince: c.downSince}
 	}
-	return BreakerStatus{State: BreakerHalfOpen, OpenUntil: c.until, Cooldown: c.cooldown}
+	return BreakerStatus{State: BreakerHalfOpen, OpenUntil: c.until, Cooldown: c.cooldown, FailingSince: c.downSince}
 }
 
 // Reset closes key's circuit and forgets its failures, e.g. when an operator

@@ -472,7 +472,8 @@ func TestBreakerStatus(t *testing.T) {
 	if got := b.Status("e", t0.Add(29*time.Second)); got != want {
 		t.Fatalf("Status before the window is over = %+v, want %+v", got, want)
 	}
-	want = BreakerStatus{State: BreakerOpen, OpenUntil: t0.Add(70 * time.Second), Cooldown: 30 * time.Second}
+	// Open: FailingSince says since when nothing was accepted.
+	want = BreakerStatus{State: BreakerOpen, OpenUntil: t0.Add(70 * time.Second), Cooldown: 30 * time.Second, FailingSince: t0}
 	if got := b.Status("e", t0.Add(40*time.Second)); got != want {
 		t.Fatalf("Status after the window = %+v, want %+v", got, want)
 	}
