@@ -94,7 +94,7 @@ type Deliverer struct {
 	reported map[string]sdk.Circuit    // the circuit state last reported, by endpoint
 	kick     chan struct{}
 	idle     chan struct{} // the loop holds nothing: Drain asks the outbox again
-	gen      uint64 // counts Enqueue calls and recorded flushes
+	gen      uint64        // counts Enqueue calls and recorded flushes
 	started  bool
 	cancel   context.CancelFunc
 	done     chan struct{}
