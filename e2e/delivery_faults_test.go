@@ -558,27 +558,65 @@ func checkOutbox(t *testing.T, r result, s runSummary, want outboxCounts) {
 	}
 }
 
-// circuitOf returns the circuit listed for endpoint, checking its keys.
-func circuitOf(t *testing.T, s runSummary, endpoint string) (state int, until time.Time, found bool) {
+// circuitOf returns the circuit `run --json` lists for endpoint: its state
+// by name, the end of its pause and its reason. Two shapes are read, and
+// nothing else: the one documented when these tests were written,
+// {"Endpoint", "State": 0..3, "Until", "Reason"}, and the one sdk.Circuit
+// has had since commit 9f4ab97, {"endpoint", "state": "open", "until"
+// (omitted when zero), "reason" (omitted when empty)}.
+func circuitOf(t *testing.T, s runSummary, endpoint string) (state string, until time.Time, reason string, found bool) {
 	t.Helper()
+	names := []string{"closed", "open", "half-open", "disabled"}
 	for _, c := range s.Outbox["crm"].Circuits {
-		for _, k := range []string{"Endpoint", "State", "Until", "Reason"} {
-			if _, ok := c[k]; !ok {
-				t.Errorf("circuit %v has no key %q", c, k)
+		var ep, u string
+		switch {
+		case c["Endpoint"] != nil:
+			for _, k := range []string{"Endpoint", "State", "Until", "Reason"} {
+				if _, ok := c[k]; !ok {
+					t.Errorf("circuit %v has no key %q", c, k)
+				}
 			}
-		}
-		if c["Endpoint"] != endpoint {
+			st, ok := c["State"].(float64)
+			if !ok || st < 0 || int(st) >= len(names) || st != float64(int(st)) {
+				t.Errorf("circuit %v: State is not 0, 1, 2 or 3", c)
+				continue
+			}
+			ep, _ = c["Endpoint"].(string)
+			u, _ = c["Until"].(string)
+			reason, _ = c["Reason"].(string)
+			state = names[int(st)]
+		case c["endpoint"] != nil:
+			for k := range c {
+				if !slices.Contains([]string{"endpoint", "state", "until", "reason"}, k) {
+					t.Errorf("circuit %v has an unknown key %q", c, k)
+				}
+			}
+			st, _ := c["state"].(string)
+			if !slices.Contains(names, st) {
+				t.Errorf("circuit %v: state is not closed, open, half-open or disabled", c)
+				continue
+			}
+			ep, _ = c["endpoint"].(string)
+			u, _ = c["until"].(string)
+			reason, _ = c["reason"].(string)
+			state = st
+		default:
+			t.Errorf("circuit %v has no endpoint", c)
 			continue
 		}
-		st, ok := c["State"].(float64)
-		if !ok {
-			t.Errorf("circuit %v: State is not a number", c)
+		if ep != endpoint {
+			continue
 		}
-		u, _ := c["Until"].(string)
-		until, _ = time.Parse(time.RFC3339Nano, u)
-		return int(st), until, true
+		until = time.Time{}
+		if u != "" {
+			var err error
+			if until, err = time.Parse(time.RFC3339Nano, u); err != nil {
+				t.Errorf("circuit %v: until: %v", c, err)
+			}
+		}
+		return state, until, reason, true
 	}
-	return 0, time.Time{}, false
+	return "", time.Time{}, "", false
 }
 
 // deliveryEntry is one element of `pipeline deliveries --json`.
@@ -1104,17 +1142,15 @@ func TestProgressAndSummaryCountTheEndpointsAnswers(t *testing.T) {
 		if o.Delivered != 0 || o.Pending != int64(len(want)) || o.Queued != int64(len(want)) {
 			t.Errorf("run --json outbox crm %+v, want %d queued and pending", o, len(want))
 		}
-		st, until, found := circuitOf(t, s, ep.srv.URL)
-		for _, c := range o.Circuits {
-			if c["Endpoint"] == ep.srv.URL && c["Reason"] == "" {
-				t.Errorf("run --json: the open circuit %v has an empty Reason", c)
-			}
+		st, until, reason, found := circuitOf(t, s, ep.srv.URL)
+		if found && reason == "" {
+			t.Errorf("run --json: the open circuit %v has no reason", o.Circuits)
 		}
 		if strings.Contains(res.stderr, "circuit open for "+ep.srv.URL) && strings.Contains(res.stderr, " ()") {
 			t.Errorf("stderr reports the open circuit with an empty reason \"()\":\n%s", res.stderr)
 		}
-		if !found || st != 1 || !until.After(time.Now()) {
-			t.Errorf("run --json circuits %v: want %s open (State 1) until a time in the future", o.Circuits, ep.srv.URL)
+		if !found || st != "open" || !until.After(time.Now()) {
+			t.Errorf("run --json circuits %v: want %s open until a time in the future", o.Circuits, ep.srv.URL)
 		} else if m != nil && until.Local().Format("15:04:05") != m[1] {
 			t.Errorf("the progress line says open until %s, run --json until %s", m[1], until.Local().Format("15:04:05"))
 		}
@@ -1192,8 +1228,8 @@ func TestAbortMessageAndGoneAreNotRetried(t *testing.T) {
 		}
 		s := parseRun(t, res)
 		checkOutbox(t, res, s, outboxCounts{Queued: 90, Dead: 90})
-		if st, _, found := circuitOf(t, s, ep.srv.URL); !found || st != 3 {
-			t.Errorf("run --json circuits %v: want %s with State 3 (disabled)\n%s", s.Outbox["crm"].Circuits, ep.srv.URL, res.stdout)
+		if st, _, reason, found := circuitOf(t, s, ep.srv.URL); !found || st != "disabled" || reason == "" {
+			t.Errorf("run --json circuits %v: want %s disabled, with a reason\n%s", s.Outbox["crm"].Circuits, ep.srv.URL, res.stdout)
 		}
 
 		requests, _, _, _ := ep.snapshot()

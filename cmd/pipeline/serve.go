@@ -299,6 +299,7 @@ var (
 	descSkipped   = prometheus.NewDesc("pipeline_records_skipped_total", "Bad records the sources skipped.", []string{"pipeline"}, nil)
 	descDelivered = prometheus.NewDesc("pipeline_records_acked_total", "Records acked by each sink.", []string{"pipeline", "sink"}, nil)
 	descOutbox    = prometheus.NewDesc("pipeline_outbox_deliveries", "Deliveries in action sinks' outboxes, by status.", []string{"pipeline", "sink", "status"}, nil)
+	descCircuit   = prometheus.NewDesc("pipeline_outbox_circuit_open", "1 for each endpoint whose circuit breaker is open, half-open or disabled (410 Gone), as its sink last reported.", []string{"pipeline", "sink", "endpoint", "state"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -333,7 +334,7 @@ func (m *serveMetrics) Collect(ch chan<- prometheus.Metric) {
 // outboxCollector reads the outbox counts from the store at scrape time.
 type outboxCollector struct{ store *state.Store }
 
-func (o *outboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descOutbox }
+func (o *outboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descOutbox; ch <- descCircuit }
 
 func (o *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -344,5 +345,12 @@ func (o *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, c := range counts {
 		ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(c.N), c.Pipeline, c.Sink, c.Status)
+	}
+	circuits, err := o.store.Circuits(ctx)
+	if err != nil {
+		return
+	}
+	for _, c := range circuits {
+		ch <- prometheus.MustNewConstMetric(descCircuit, prometheus.GaugeValue, 1, c.Pipeline, c.Sink, c.Endpoint, c.State)
 	}
 }

@@ -808,3 +808,33 @@ func (s *Store) Summary(ctx context.Context, f DeliveryFilter) ([]EndpointSummar
 	}
 	return out, nil
 }
+
+// CircuitRecord is an endpoint whose circuit a sink last reported as not
+// closed.
+type CircuitRecord struct {
+	Pipeline, Sink, Endpoint, State string
+	Until                           time.Time // zero when not open
+}
+
+// Circuits lists the circuits the sinks reported as open, half-open or
+// disabled, for metrics.
+func (s *Store) Circuits(ctx context.Context) ([]CircuitRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, sink, endpoint, state, until FROM circuits ORDER BY pipeline, sink, endpoint`)
+	if err != nil {
+		return nil, fmt.Errorf("state: list circuits: %w", err)
+	}
+	defer rows.Close()
+	var out []CircuitRecord
+	for rows.Next() {
+		var c CircuitRecord
+		var until int64
+		if err := rows.Scan(&c.Pipeline, &c.Sink, &c.Endpoint, &c.State, &until); err != nil {
+			return nil, fmt.Errorf("state: list circuits: %w", err)
+		}
+		if until > 0 {
+			c.Until = time.UnixMilli(until).UTC()
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
