@@ -882,9 +882,27 @@ func TestSIGTERMWhileWaitingForTheOutboxExitsPromptly(t *testing.T) {
 		dir, want := setupFaults(t, 1500, 90, schedule)
 		ep := newFaultEndpoint(t, down)
 		run := startLive(t, dir, ep.env(), nil, "run", "--json", "faults.hcl")
-		pollUntil(t, "every delivery to fail once", 30*time.Second, func() bool {
-			return len(listDeliveries(t, dir, "--status", "failed")) == len(want)
-		})
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			failed := listDeliveries(t, dir, "--status", "failed")
+			if len(failed) == len(want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				all := listDeliveries(t, dir)
+				var never []string
+				for _, id := range want {
+					if d, ok := all[id]; !ok || len(d.Log) == 0 {
+						never = append(never, fmt.Sprintf("%s (%+v)", id, all[id]))
+					}
+				}
+				sum := pipeline(t, dir, nil, "deliveries", "--summary", "faults.hcl")
+				requests, _, _, _ := ep.snapshot()
+				t.Fatalf("after 30 s, %d of %d deliveries have failed once; %d listed; the endpoint got requests for %d ids; never attempted: %v\nsummary:\n%s\nrun stderr so far:\n%s",
+					len(failed), len(want), len(all), len(requests), never, sum.stdout, run.stderr())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 		return dir, want, ep, run
 	}
 

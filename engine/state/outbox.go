@@ -204,6 +204,9 @@ func (o *Outbox) Begin(ctx context.Context) error {
 // without an order key) are stored leased to this session; leased holds
 // their indexes in ds. It returns how many were new.
 func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (added int, leased []int, err error) {
+	// A write that has begun finishes (and the driver then spends no
+	// goroutine per statement watching for a cancellation).
+	ctx = context.WithoutCancel(ctx)
 	tx, err := o.s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, nil, o.wrap("enqueue", err)
@@ -385,6 +388,7 @@ func (o *Outbox) Record(ctx context.Context, results []sdk.Result, now time.Time
 	if len(results) == 0 {
 		return nil
 	}
+	ctx = context.WithoutCancel(ctx) // as in Enqueue
 	defer func() {
 		o.mu.Lock()
 		for _, r := range results {
