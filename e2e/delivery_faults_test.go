@@ -496,15 +496,20 @@ func (l *liveRun) sawLine(d time.Duration, ok func(string) bool) bool {
 	}
 }
 
-// pollUntil calls cond every 100 ms until it holds, failing after d.
-func pollUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
+// waitUntil polls cond every 20 ms until it holds, failing after d or when
+// the run ends first.
+func (l *liveRun) waitUntil(what string, d time.Duration, cond func() bool) {
+	l.t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
+		select {
+		case <-l.exited:
+			l.t.Fatalf("the run ended (exit %d) before %s\nstderr:\n%s", l.code, what, l.stderr())
+		case <-time.After(20 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out after %s waiting for %s\nstderr:\n%s", d, what, l.stderr())
+		}
 	}
 }
 
@@ -882,6 +887,12 @@ func TestSIGTERMWhileWaitingForTheOutboxExitsPromptly(t *testing.T) {
 		dir, want := setupFaults(t, 1500, 90, schedule)
 		ep := newFaultEndpoint(t, down)
 		run := startLive(t, dir, ep.env(), nil, "run", "--json", "faults.hcl")
+		// First from the endpoint's side, so that the state is not opened
+		// by another process while the run creates it (see the report).
+		run.waitUntil("requests for every delivery", 30*time.Second, func() bool {
+			requests, _, _, _ := ep.snapshot()
+			return len(requests) == len(want)
+		})
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			failed := listDeliveries(t, dir, "--status", "failed")

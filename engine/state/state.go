@@ -23,6 +23,29 @@ type Store struct {
 	db   *sql.DB
 	path string
 	prep map[string]*sql.Stmt // hotStatements
+	// ckpt is the connection that checkpoints the WAL, every
+	// checkpointInterval, until stop is closed.
+	ckpt          *sql.DB
+	stop, stopped chan struct{}
+}
+
+// checkpointInterval is how often the WAL is copied into the database.
+const checkpointInterval = 500 * time.Millisecond
+
+// checkpoints copies committed WAL frames into the database file without
+// blocking the writer (PASSIVE), so the WAL stays small.
+func (s *Store) checkpoints() {
+	defer close(s.stopped)
+	tick := time.NewTicker(checkpointInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+			s.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		}
+	}
 }
 
 const schema = `
@@ -43,9 +66,13 @@ func Open(path string) (*Store, error) {
 		}
 	}
 	// WAL keeps readers (pipeline state show) from blocking a run; a busy
-	// timeout rides out a concurrent writer instead of failing.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(4000)"
-	db, err := sql.Open("sqlite", dsn)
+	// timeout rides out a concurrent writer instead of failing; every
+	// commit is fsynced (synchronous FULL). The writer does not checkpoint
+	// (copying the WAL into the database, with its own fsync, would stall
+	// whichever write crossed the threshold): a second connection does, in
+	// the background.
+	base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	db, err := sql.Open("sqlite", base+"&_pragma=cache_size(-32768)&_pragma=wal_autocheckpoint(0)")
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
@@ -54,7 +81,14 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, prep: map[string]*sql.Stmt{}}
+	ckpt, err := sql.Open("sqlite", base)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	s := &Store{db: db, path: path, prep: map[string]*sql.Stmt{}, ckpt: ckpt, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go s.checkpoints()
 	for _, q := range hotStatements {
 		st, err := db.Prepare(q)
 		if err != nil {
@@ -77,6 +111,10 @@ func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	close(s.stop)
+	<-s.stopped
+	s.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+	s.ckpt.Close()
 	for _, st := range s.prep {
 		st.Close()
 	}
