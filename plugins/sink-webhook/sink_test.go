@@ -186,6 +186,10 @@ func TestOutcomes(t *testing.T) {
 		{"400 goes to dead letter at once", func(w http.ResponseWriter) { http.Error(w, "bad payload", http.StatusBadRequest) }, 1, "dead", "400"},
 		{"410 disables the endpoint", func(w http.ResponseWriter) { w.WriteHeader(http.StatusGone) }, 1, "dead", "410"},
 		{"5xx until attempts run out", func(w http.ResponseWriter) { w.WriteHeader(http.StatusBadGateway) }, 4, "dead", "502"},
+		{"abort-message is not retried", func(w http.ResponseWriter) {
+			w.Header().Set(DeliveryHeader, AbortMessage)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}, 1, "dead", "webhook-delivery: abort-message"},
 		{"a redirect is not followed", func(w http.ResponseWriter) {
 			w.Header().Set("Location", "/elsewhere")
 			w.WriteHeader(http.StatusFound)
@@ -322,4 +326,47 @@ func TestConfigureRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The outbox keeps a payload as raw bytes; payloads written as JSON by
+// earlier versions still read.
+func TestPayloadEncoding(t *testing.T) {
+	for _, p := range []payload{
+		{URL: "https://crm.example/hooks"},
+		{URL: "https://crm.example/c/{1}", Headers: map[string]string{"X-B": "2", "X-A": "1 ü"}, Body: []byte(`{"text":"Grüße 👋"}` + "\x00\xff")},
+	} {
+		got, err := decodePayload(p.encode())
+		if err != nil || got.URL != p.URL || string(got.Body) != string(p.Body) || len(got.Headers) != len(p.Headers) {
+			t.Fatalf("round trip of %+v: %+v, %v", p, got, err)
+		}
+		for k, v := range p.Headers {
+			if got.Headers[k] != v {
+				t.Errorf("header %s = %q, want %q", k, got.Headers[k], v)
+			}
+		}
+	}
+	legacy, _ := json.Marshal(payload{URL: "https://old.example", Body: []byte(`{"a":1}`)})
+	if got, err := decodePayload(legacy); err != nil || got.URL != "https://old.example" || string(got.Body) != `{"a":1}` {
+		t.Fatalf("legacy JSON payload: %+v, %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, {9}, {payloadV1, 200}, {payloadV1, 1, 'x', 5}} {
+		if _, err := decodePayload(bad); err == nil {
+			t.Errorf("decodePayload(%q) accepted a broken payload", bad)
+		}
+	}
+}
+
+func FuzzDecodePayload(f *testing.F) {
+	f.Add(payload{URL: "https://x", Headers: map[string]string{"a": "b"}, Body: []byte("{}")}.encode())
+	f.Add([]byte(`{"url":"https://x","body":"e30="}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := decodePayload(data)
+		if err != nil || len(data) == 0 || data[0] != payloadV1 {
+			return
+		}
+		again, err := decodePayload(p.encode())
+		if err != nil || again.URL != p.URL || string(again.Body) != string(p.Body) {
+			t.Fatalf("re-encoded payload differs: %+v vs %+v (%v)", again, p, err)
+		}
+	})
 }
