@@ -149,54 +149,55 @@ func newFaultEndpoint(t *testing.T, answer func(id string, n int) (int, bool)) *
 	t.Helper()
 	e := &faultEndpoint{receiver: newReceiver(t), answer: answer, requests: map[string]int{},
 		hookIDs: map[string]map[string]bool{}, codes: map[string][]int{}, accepted: map[string]int{}}
-	inner := e.srv.Config.Handler
-	e.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		e.mu.Lock()
-		e.arrivals = append(e.arrivals, arrival{time.Now(), r.Header.Get("webhook-id")})
-		e.mu.Unlock()
-		if d := time.Duration(e.pause.Load()); d > 0 {
-			time.Sleep(d)
-		}
-		var v struct {
-			RowID string `json:"row_id"`
-		}
-		jerr := json.Unmarshal(body, &v)
-		e.mu.Lock()
-		if err := webhook.Verify(e.secret, r.Header, body); err != nil || jerr != nil {
-			e.badSig = append(e.badSig, fmt.Sprintf("%s: %v %v", r.Header.Get("webhook-id"), err, jerr))
+	e.wrap(func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			e.mu.Lock()
+			e.arrivals = append(e.arrivals, arrival{time.Now(), r.Header.Get("webhook-id")})
 			e.mu.Unlock()
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		e.total++
-		e.requests[v.RowID]++
-		if e.hookIDs[v.RowID] == nil {
-			e.hookIDs[v.RowID] = map[string]bool{}
-		}
-		e.hookIDs[v.RowID][r.Header.Get("webhook-id")] = true
-		status, abort := 0, false
-		if e.answer != nil {
-			status, abort = e.answer(v.RowID, e.requests[v.RowID])
-		}
-		if status == 0 || status/100 == 2 {
-			status = http.StatusOK
-			e.accepted[v.RowID]++
-			if e.firstOK.IsZero() {
-				e.firstOK = time.Now()
+			if d := time.Duration(e.pause.Load()); d > 0 {
+				time.Sleep(d)
 			}
-		}
-		e.codes[v.RowID] = append(e.codes[v.RowID], status)
-		e.mu.Unlock()
-		if status != http.StatusOK {
-			if abort {
-				w.Header().Set("webhook-delivery", "abort-message")
+			var v struct {
+				RowID string `json:"row_id"`
 			}
-			w.WriteHeader(status)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		inner.ServeHTTP(w, r)
+			jerr := json.Unmarshal(body, &v)
+			e.mu.Lock()
+			if err := webhook.Verify(e.secret, r.Header, body); err != nil || jerr != nil {
+				e.badSig = append(e.badSig, fmt.Sprintf("%s: %v %v", r.Header.Get("webhook-id"), err, jerr))
+				e.mu.Unlock()
+				http.Error(w, "bad signature", http.StatusUnauthorized)
+				return
+			}
+			e.total++
+			e.requests[v.RowID]++
+			if e.hookIDs[v.RowID] == nil {
+				e.hookIDs[v.RowID] = map[string]bool{}
+			}
+			e.hookIDs[v.RowID][r.Header.Get("webhook-id")] = true
+			status, abort := 0, false
+			if e.answer != nil {
+				status, abort = e.answer(v.RowID, e.requests[v.RowID])
+			}
+			if status == 0 || status/100 == 2 {
+				status = http.StatusOK
+				e.accepted[v.RowID]++
+				if e.firstOK.IsZero() {
+					e.firstOK = time.Now()
+				}
+			}
+			e.codes[v.RowID] = append(e.codes[v.RowID], status)
+			e.mu.Unlock()
+			if status != http.StatusOK {
+				if abort {
+					w.Header().Set("webhook-delivery", "abort-message")
+				}
+				w.WriteHeader(status)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			inner.ServeHTTP(w, r)
+		})
 	})
 	return e
 }

@@ -109,6 +109,9 @@ type receiver struct {
 	secret webhook.Secret
 	// delay slows every answer (nanoseconds; set with setDelay).
 	delay atomic.Int64
+	// handler answers requests: the verifying one, or a wrapper around it
+	// (wrap); swapped atomically because the server is already running.
+	handler atomic.Pointer[http.Handler]
 
 	mu       sync.Mutex
 	bodies   map[string][]byte // by webhook-id, the last body received
@@ -123,7 +126,11 @@ func newReceiver(t *testing.T) *receiver {
 		t.Fatal(err)
 	}
 	r := &receiver{t: t, secret: secret, bodies: map[string][]byte{}, attempts: map[string]int{}}
-	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	var verify http.Handler = http.HandlerFunc(r.serve)
+	r.handler.Store(&verify)
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		(*r.handler.Load()).ServeHTTP(w, req)
+	}))
 	t.Cleanup(r.srv.Close)
 	return r
 }
@@ -146,6 +153,12 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *receiver) setDelay(d time.Duration) { r.delay.Store(int64(d)) }
+
+// wrap replaces the receiver's handler by f(the current one).
+func (r *receiver) wrap(f func(inner http.Handler) http.Handler) {
+	h := f(*r.handler.Load())
+	r.handler.Store(&h)
+}
 
 // body returns the last body received for a webhook-id.
 func (r *receiver) body(id string) ([]byte, bool) {

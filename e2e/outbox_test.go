@@ -25,19 +25,20 @@ type flaky struct {
 
 func newFlaky(t *testing.T) *flaky {
 	f := &flaky{receiver: newReceiver(t), only: map[string]int{}, seen: map[string]map[int]bool{}}
-	inner := f.srv.Config.Handler
-	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		code := f.status
-		if c, ok := f.only[r.Header.Get("webhook-id")]; ok {
-			code = c
-		}
-		f.mu.Unlock()
-		if code != 0 {
-			w.WriteHeader(code)
-			return
-		}
-		inner.ServeHTTP(w, r)
+	f.wrap(func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			f.mu.Lock()
+			code := f.status
+			if c, ok := f.only[r.Header.Get("webhook-id")]; ok {
+				code = c
+			}
+			f.mu.Unlock()
+			if code != 0 {
+				w.WriteHeader(code)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
 	})
 	return f
 }
@@ -227,21 +228,22 @@ func TestOrderByKeepsSourceOrderPerKey(t *testing.T) {
 	var mu sync.Mutex
 	var order []string
 	tries := map[string]int{}
-	inner := ep.srv.Config.Handler
-	ep.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("webhook-id")
-		mu.Lock()
-		tries[id]++
-		n := tries[id]
-		if id != "r1" || n > 2 {
-			order = append(order, id)
-		}
-		mu.Unlock()
-		if id == "r1" && n <= 2 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		inner.ServeHTTP(w, r)
+	ep.wrap(func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := r.Header.Get("webhook-id")
+			mu.Lock()
+			tries[id]++
+			n := tries[id]
+			if id != "r1" || n > 2 {
+				order = append(order, id)
+			}
+			mu.Unlock()
+			if id == "r1" && n <= 2 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
 	})
 	var in strings.Builder
 	for i := 1; i <= 6; i++ {

@@ -223,13 +223,16 @@ func testSignalDrain(t *testing.T, sig syscall.Signal, code int) {
 	if !ok || ee.ExitCode() != code {
 		t.Fatalf("exit: %v, want status %d\n%s", err, code, stderr.String())
 	}
-	delivered := len(rcv.ids())
+	first := rcv.ids()
+	delivered := len(first)
 	show := pipeline(t, dir, nil, "state", "show", "churn.hcl")
 	if !strings.Contains(show.stdout, "churn") || !strings.Contains(show.stdout, "calls") {
 		t.Fatalf("no checkpoint after the drain:\n%s%s", show.stdout, show.stderr)
 	}
-	// The next run must not send again what the drained run delivered and
-	// committed, and must deliver the rest.
+	// The drain stopped waiting for the outbox: what was not delivered stays
+	// queued. The next run reads nothing again, sends what stayed queued,
+	// and nothing the drained run delivered, but the few requests cut off
+	// in flight (at most the sink's concurrency) may arrive twice.
 	rcv.setDelay(0)
 	rcv.reset()
 	res := pipeline(t, dir, rcv.env(), "run", "--json", "churn.hcl")
@@ -240,8 +243,19 @@ func testSignalDrain(t *testing.T, sig syscall.Signal, code int) {
 			want++
 		}
 	}
-	if delivered+int(s.Delivered) != want {
-		t.Fatalf("drained run delivered %d, next run %d; want %d in all (no duplicates after a clean drain)", delivered, s.Delivered, want)
+	second := rcv.ids()
+	union, twice := map[string]bool{}, 0
+	for id := range first {
+		union[id] = true
+	}
+	for id := range second {
+		if union[id] {
+			twice++
+		}
+		union[id] = true
+	}
+	if s.Read != 0 || len(union) != want || twice > 16 {
+		t.Fatalf("drained run delivered %d, next run read %d and delivered %d (%d again); want %d in all, read 0, at most 16 again", delivered, s.Read, len(second), twice, want)
 	}
 }
 

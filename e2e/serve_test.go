@@ -61,7 +61,11 @@ func TestServeKeepsDeliveringAndExposesMetrics(t *testing.T) {
 	defer cmd.Process.Kill()
 
 	want := wantHighChurn(t)
-	waitFor(t, "failed attempts while the endpoint is down", 20*time.Second, func() bool { return ep.total() == 0 && strings.Contains(stderr.String(), "503") })
+	// (Failed attempts are logged at debug level: read them from the log.)
+	waitFor(t, "failed attempts while the endpoint is down", 20*time.Second, func() bool {
+		failed := pipeline(t, dir, nil, "deliveries", "--status", "failed", "--pipeline", "churn")
+		return ep.total() == 0 && strings.Contains(failed.stdout, "503 Service Unavailable")
+	})
 	ep.set(0) // back up: the outbox drains without a new run
 	waitFor(t, "every matching record", 60*time.Second, func() bool { return len(ep.ids()) == len(want) })
 
