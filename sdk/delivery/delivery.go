@@ -180,6 +180,21 @@ func (d *Deliverer) Enqueue(ctx context.Context, b sdk.Batch) error {
 	return nil
 }
 
+// holding counts the deliveries held (queued or in flight) per endpoint and
+// in all. Called with d.mu held.
+func (d *Deliverer) holding() (per map[string]int, total int) {
+	per = map[string]int{}
+	for ep, q := range d.queued {
+		per[ep] += len(q)
+		total += len(q)
+	}
+	for ep, n := range d.inflight {
+		per[ep] += n
+		total += n
+	}
+	return per, total
+}
+
 // askLease marks the deliveries that the loop has room for, to be leased
 // as they are enqueued: they are sent from here without reading them back
 // from the outbox. The room is not reserved; a lease in between can go over
@@ -187,16 +202,8 @@ func (d *Deliverer) Enqueue(ctx context.Context, b sdk.Batch) error {
 func (d *Deliverer) askLease(ds []sdk.Delivery) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	total, bytes := 0, d.held
-	per := map[string]int{}
-	for ep, q := range d.queued {
-		total += len(q)
-		per[ep] += len(q)
-	}
-	for ep, n := range d.inflight {
-		total += n
-		per[ep] += n
-	}
+	per, total := d.holding()
+	bytes := d.held
 	now := d.opts.Now()
 	open := map[string]bool{}
 	for i := range ds {
@@ -550,18 +557,10 @@ func (d *Deliverer) noteCircuit(ep string, st policy.BreakerStatus) {
 func (d *Deliverer) blocked() (skip []string, free, ready int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	total := 0
+	per, total := d.holding()
 	now := d.opts.Now()
-	seen := map[string]bool{}
-	for ep := range d.inflight {
-		seen[ep] = true
-	}
-	for ep := range d.queued {
-		seen[ep] = true
-	}
-	for ep := range seen {
-		n, q := d.inflight[ep], len(d.queued[ep])
-		total += n + q
+	for ep, held := range per {
+		q := len(d.queued[ep])
 		open := false
 		if d.opts.Breaker != nil {
 			st := d.opts.Breaker.Status(ep, now)
@@ -571,7 +570,7 @@ func (d *Deliverer) blocked() (skip []string, free, ready int) {
 		switch {
 		case open:
 			skip = append(skip, ep)
-		case n+q >= d.perEndpoint:
+		case held >= d.perEndpoint:
 			skip = append(skip, ep)
 			ready += q
 		default:
