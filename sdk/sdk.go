@@ -104,6 +104,11 @@ type Config struct {
 	// --full-refresh`, or a sink with incremental = false): a sink that
 	// appends to a destination replaces it instead.
 	FullRefresh bool
+	// BaseDir is the absolute directory of the pipeline file that holds the
+	// block ("" outside a pipeline file). A source resolves a relative input
+	// path against it when the path names nothing relative to the working
+	// directory (sdk.ResolvePath).
+	BaseDir string
 }
 
 // Decode unmarshals the block's attributes into v, typically a struct with
@@ -151,9 +156,27 @@ type Emitter interface {
 	// caller's reference to rec and releases it. It blocks while the engine
 	// applies backpressure and fails once the run is cancelled.
 	Emit(rec arrow.RecordBatch, position []byte) error
+	// EmitAt is Emit with the batch's origin: where each of its records is in
+	// the source's input. The engine derives the id of a record without a
+	// row_id from its source, origin name and place, so ids stay the same
+	// however a later run cuts batches (a full refresh, a resumed run), and
+	// names the record's place in runtime errors ("calls.jsonl:3001").
+	EmitAt(rec arrow.RecordBatch, position []byte, origin Origin) error
 	// Skipped counts records that were dropped on purpose (bad input with
 	// on_error = "skip"), so the run's summary can report them.
 	Skipped(n int)
+}
+
+// Origin says where the records of one batch are in a source's input.
+type Origin struct {
+	// Name identifies the input: a file path as the glob names it, an
+	// object key, a table. It must not depend on how the input is read.
+	Name string
+	// Unit is what Places count: "line" (1-based line where the record
+	// starts) or "row" (0-based row index). "line" when empty.
+	Unit string
+	// Places holds one entry per row of the batch.
+	Places []int64
 }
 
 // SchemaSource is a Source that can tell its record schema before reading,

@@ -152,7 +152,7 @@ func attributesProto(list []Attribute) ([]*pluginv1.Attribute, error) {
 }
 
 func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
-	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait, FullRefresh: req.FullRefresh}
+	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait, FullRefresh: req.FullRefresh, BaseDir: req.BaseDir}
 	if req.StateBrokerId != 0 {
 		if s.broker == nil {
 			return nil, status.Error(codes.FailedPrecondition, "the engine offers a state service but the plugin has no broker")
@@ -237,12 +237,25 @@ type emitter struct {
 }
 
 func (e *emitter) Emit(rec arrow.RecordBatch, position []byte) error {
+	return e.EmitAt(rec, position, Origin{})
+}
+
+func (e *emitter) EmitAt(rec arrow.RecordBatch, position []byte, origin Origin) error {
 	defer rec.Release()
 	if err := e.stream.Context().Err(); err != nil {
 		return err
 	}
+	if origin.Name != "" && int64(len(origin.Places)) != rec.NumRows() {
+		return fmt.Errorf("emit: origin %q has %d places for %d rows", origin.Name, len(origin.Places), rec.NumRows())
+	}
+	var off int64
 	return e.enc.Split(rec, func(data []byte, rows int64, last bool) error {
 		msg := &pluginv1.ReadResponse{Arrow: data, Rows: rows, Skipped: e.skipped}
+		if origin.Name != "" {
+			msg.Origin, msg.PlaceUnit = origin.Name, origin.Unit
+			msg.Places = origin.Places[off : off+rows]
+			off += rows
+		}
 		if last {
 			// Only the end of the whole batch is a position to resume from.
 			msg.Position = position

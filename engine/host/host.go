@@ -264,6 +264,8 @@ type ConfigureOptions struct {
 	NoWait bool
 	// FullRefresh tells a sink this run exports everything again.
 	FullRefresh bool
+	// BaseDir is the absolute directory of the block's pipeline file.
+	BaseDir string
 }
 
 func attributesFromProto(list []*pluginv1.Attribute) ([]sdk.Attribute, error) {
@@ -288,7 +290,7 @@ func attributesFromProto(list []*pluginv1.Attribute) ([]sdk.Attribute, error) {
 // Configure hands the plugin its decoded block.
 func (p *Plugin) Configure(ctx context.Context, config []byte, templates []string, opts ConfigureOptions) error {
 	sort.Strings(templates)
-	req := &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates, NoWait: opts.NoWait, FullRefresh: opts.FullRefresh}
+	req := &pluginv1.ConfigureRequest{Name: p.spec.Name, ConfigJson: config, Templates: templates, NoWait: opts.NoWait, FullRefresh: opts.FullRefresh, BaseDir: opts.BaseDir}
 	if opts.State != nil && p.broker != nil {
 		req.StateBrokerId = wire.ServeState(p.broker, opts.State)
 	}
@@ -325,6 +327,11 @@ type ReadMsg struct {
 	// the batch is the first part of a larger batch that was split.
 	Position []byte
 	Skipped  int64
+	// Origin, PlaceUnit and Places say where each row is in the source's
+	// input (sdk.Origin); Origin is empty when the source does not say.
+	Origin    string
+	PlaceUnit string
+	Places    []int64
 }
 
 // Read streams a source's batches from the checkpoint to fn. It returns when
@@ -344,7 +351,7 @@ func (p *Plugin) Read(ctx context.Context, checkpoint []byte, fn func(ReadMsg) e
 		if err != nil {
 			return p.Err(err)
 		}
-		m := ReadMsg{Position: msg.Position, Skipped: msg.Skipped}
+		m := ReadMsg{Position: msg.Position, Skipped: msg.Skipped, Origin: msg.Origin, PlaceUnit: msg.PlaceUnit, Places: msg.Places}
 		if len(msg.Arrow) > 0 {
 			if m.Rec, err = dec.Decode(msg.Arrow); err != nil {
 				return p.Err(fmt.Errorf("read: %w", err))

@@ -3,6 +3,7 @@ package run
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -142,7 +143,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			started[n] = plug
 		}
 		cfg := configs[n].SDKConfig(b.Name)
-		copts := host.ConfigureOptions{NoWait: opts.NoWait, FullRefresh: opts.FullRefresh}
+		copts := host.ConfigureOptions{NoWait: opts.NoWait, FullRefresh: opts.FullRefresh, BaseDir: baseDir(b.DefRange.Filename)}
 		if sk, ok := n.(*config.Sink); ok && !sk.Incremental {
 			copts.FullRefresh = true
 		}
@@ -324,4 +325,16 @@ func (l *Loaded) DrainSinks(ctx context.Context, names []string) error {
 		}
 	}
 	return nil
+}
+
+// baseDir is the absolute directory of a pipeline file.
+func baseDir(filename string) string {
+	if filename == "" {
+		return ""
+	}
+	dir, err := filepath.Abs(filepath.Dir(filename))
+	if err != nil {
+		return filepath.Dir(filename)
+	}
+	return dir
 }

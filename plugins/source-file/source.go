@@ -276,7 +276,8 @@ func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit
 	br := bufio.NewReaderSize(r, 1<<20)
 	dec := arrowjson.NewDecoder(arrowjson.Options{})
 	defer dec.Release()
-	pending := 0 // input bytes in the decoder
+	pending := 0    // input bytes in the decoder
+	var lines []int64 // the line of each record in the decoder
 	flush := func() error {
 		rec := dec.Flush()
 		pending = 0
@@ -284,7 +285,9 @@ func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit
 			return nil
 		}
 		pos.Files[path] = fp
-		return emit.Emit(rec, pos.encode())
+		origin := sdk.Origin{Name: path, Unit: "line", Places: lines}
+		lines = nil
+		return emit.EmitAt(rec, pos.encode(), origin)
 	}
 	for {
 		line, rerr := readLine(br)
@@ -305,6 +308,7 @@ func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit
 			switch {
 			case err == nil:
 				pending += len(line)
+				lines = append(lines, fp.Line)
 			case errors.Is(err, arrowjson.ErrEmptyLine):
 			case s.cfg.OnError == "skip":
 				sdk.Logger().Warn("skipping bad record", "file", path, "line", fp.Line, "error", err.Error())
@@ -382,7 +386,11 @@ func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit s
 		fp.Offset = base + cr.Offset() - int64(len(header))
 		fp.Line = baseLine + int64(cr.Line()) - 1
 		pos.Files[path] = fp
-		if err := emit.Emit(rec, pos.encode()); err != nil {
+		lines := append([]int64(nil), cr.Lines()...)
+		for i := range lines {
+			lines[i] += baseLine - 1
+		}
+		if err := emit.EmitAt(rec, pos.encode(), sdk.Origin{Name: path, Unit: "line", Places: lines}); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {

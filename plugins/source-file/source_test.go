@@ -23,6 +23,7 @@ type collect struct {
 	pos     []byte
 	skipped int
 	batches int
+	places  []int64
 }
 
 func (c *collect) Emit(rec arrow.RecordBatch, position []byte) error {
@@ -34,6 +35,14 @@ func (c *collect) Emit(rec arrow.RecordBatch, position []byte) error {
 	c.pos = append([]byte(nil), position...)
 	c.batches++
 	return nil
+}
+
+func (c *collect) EmitAt(rec arrow.RecordBatch, position []byte, origin sdk.Origin) error {
+	if int64(len(origin.Places)) != rec.NumRows() {
+		panic("places do not match rows")
+	}
+	c.places = append(c.places, origin.Places...)
+	return c.Emit(rec, position)
 }
 
 func (c *collect) Skipped(n int) { c.skipped += n }

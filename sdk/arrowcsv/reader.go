@@ -103,6 +103,8 @@ type Reader struct {
 	kinds  []kind
 	vals   [][]string // this batch's values, by column
 	n      int        // rows in this batch
+	lines  []int64    // the line where each buffered row starts
+	last   []int64    // lines of the rows of the batch Next returned last
 	line   int
 	offset int64
 	err    error // sticky I/O error
@@ -283,6 +285,7 @@ func (r *Reader) Next(maxRows int) (arrow.RecordBatch, error) {
 		}
 		r.line, _ = r.cr.FieldPos(0)
 		r.offset = r.base + r.cr.InputOffset()
+		r.lines = append(r.lines, int64(r.line))
 		for c, v := range rec {
 			r.vals[c] = append(r.vals[c], v)
 		}
@@ -342,8 +345,13 @@ func (r *Reader) build() arrow.RecordBatch {
 		r.vals[c] = r.vals[c][:0]
 	}
 	r.n = 0
+	r.last, r.lines = r.lines, r.last[:0]
 	return rec
 }
+
+// Lines returns the 1-based line where each row of the batch Next returned
+// last starts (the header is line 1). The slice is reused by the next call.
+func (r *Reader) Lines() []int64 { return r.last }
 
 func (r *Reader) makeSchema() *arrow.Schema {
 	fields := make([]arrow.Field, len(r.fields))

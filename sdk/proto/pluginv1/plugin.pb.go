@@ -401,7 +401,11 @@ type ConfigureRequest struct {
 	NoWait bool `protobuf:"varint,5,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
 	// Set when the run exports everything again (--full-refresh, or the sink
 	// has incremental = false): a sink that appends replaces instead.
-	FullRefresh   bool `protobuf:"varint,6,opt,name=full_refresh,json=fullRefresh,proto3" json:"full_refresh,omitempty"`
+	FullRefresh bool `protobuf:"varint,6,opt,name=full_refresh,json=fullRefresh,proto3" json:"full_refresh,omitempty"`
+	// The absolute directory of the pipeline file that holds the block. A
+	// source resolves a relative input path against it when the path names
+	// nothing relative to the working directory.
+	BaseDir       string `protobuf:"bytes,7,opt,name=base_dir,json=baseDir,proto3" json:"base_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +480,13 @@ func (x *ConfigureRequest) GetFullRefresh() bool {
 		return x.FullRefresh
 	}
 	return false
+}
+
+func (x *ConfigureRequest) GetBaseDir() string {
+	if x != nil {
+		return x.BaseDir
+	}
+	return ""
 }
 
 type ConfigureResponse struct {
@@ -648,7 +659,16 @@ type ReadResponse struct {
 	Rows     int64  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
 	// Records the source skipped (bad input with on_error = "skip") since the
 	// previous message.
-	Skipped       int64 `protobuf:"varint,4,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Skipped int64 `protobuf:"varint,4,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Where this message's rows are in the source's input, so that a record's
+	// id depends on its own place and never on how batches were cut. origin
+	// names the input (a file path as the glob names it, an object key, a
+	// table); places holds one entry per row: its line (place_unit "line") or
+	// row index (place_unit "row") within origin. Empty for sources that
+	// cannot tell.
+	Origin        string  `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	Places        []int64 `protobuf:"varint,6,rep,packed,name=places,proto3" json:"places,omitempty"`
+	PlaceUnit     string  `protobuf:"bytes,7,opt,name=place_unit,json=placeUnit,proto3" json:"place_unit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -709,6 +729,27 @@ func (x *ReadResponse) GetSkipped() int64 {
 		return x.Skipped
 	}
 	return 0
+}
+
+func (x *ReadResponse) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ReadResponse) GetPlaces() []int64 {
+	if x != nil {
+		return x.Places
+	}
+	return nil
+}
+
+func (x *ReadResponse) GetPlaceUnit() string {
+	if x != nil {
+		return x.PlaceUnit
+	}
+	return ""
 }
 
 type WriteRequest struct {
@@ -1568,7 +1609,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06nested\x18\a \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06nested\x12\x1e\n" +
 	"\n" +
 	"expression\x18\b \x01(\bR\n" +
-	"expression\"\xc9\x01\n" +
+	"expression\"\xe4\x01\n" +
 	"\x10ConfigureRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vconfig_json\x18\x02 \x01(\fR\n" +
@@ -1576,7 +1617,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\ttemplates\x18\x03 \x03(\tR\ttemplates\x12&\n" +
 	"\x0fstate_broker_id\x18\x04 \x01(\rR\rstateBrokerId\x12\x17\n" +
 	"\ano_wait\x18\x05 \x01(\bR\x06noWait\x12!\n" +
-	"\ffull_refresh\x18\x06 \x01(\bR\vfullRefresh\"\x13\n" +
+	"\ffull_refresh\x18\x06 \x01(\bR\vfullRefresh\x12\x19\n" +
+	"\bbase_dir\x18\a \x01(\tR\abaseDir\"\x13\n" +
 	"\x11ConfigureResponse\"\x0f\n" +
 	"\rSchemaRequest\"3\n" +
 	"\x0eSchemaResponse\x12!\n" +
@@ -1584,12 +1626,16 @@ const file_plugin_proto_rawDesc = "" +
 	"\vReadRequest\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
-	"checkpoint\"n\n" +
+	"checkpoint\"\xbd\x01\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05arrow\x18\x01 \x01(\fR\x05arrow\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\fR\bposition\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x18\n" +
-	"\askipped\x18\x04 \x01(\x03R\askipped\"J\n" +
+	"\askipped\x18\x04 \x01(\x03R\askipped\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\x12\x16\n" +
+	"\x06places\x18\x06 \x03(\x03R\x06places\x12\x1d\n" +
+	"\n" +
+	"place_unit\x18\a \x01(\tR\tplaceUnit\"J\n" +
 	"\fWriteRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
