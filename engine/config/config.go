@@ -146,7 +146,20 @@ type Filter struct {
 	Inputs []Input
 	// Where is the filter's predicate; nil only when the pipeline has errors.
 	Where *Expr
+	// OnError says what a record whose where fails to evaluate does.
+	OnError OnError
 }
+
+// OnError is a stage's on_error: what happens to a record whose expression
+// fails to evaluate (a type that changed mid-stream, a division by zero).
+type OnError string
+
+const (
+	// OnErrorFail stops the run, naming the record's place in its input.
+	OnErrorFail OnError = "fail"
+	// OnErrorSkip drops the record, counts it and logs its place.
+	OnErrorSkip OnError = "skip"
+)
 
 // Sink is a sink block: sink "TYPE" "NAME" { inputs = [...]; when = "..."; ... }.
 type Sink struct {
@@ -157,6 +170,8 @@ type Sink struct {
 	// Incremental is the engine-level incremental attribute: true (the
 	// default, also when absent) unless the block says incremental = false.
 	Incremental bool
+	// OnError says what a record whose when or template fails to evaluate does.
+	OnError OnError
 }
 
 // Input is one resolved element of an inputs list.

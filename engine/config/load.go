@@ -107,6 +107,7 @@ var (
 		Attributes: []hcl.AttributeSchema{
 			{Name: "inputs", Required: true},
 			{Name: "where", Required: true},
+			{Name: "on_error"},
 		},
 	}
 	sinkSchema = &hcl.BodySchema{
@@ -114,6 +115,7 @@ var (
 			{Name: "inputs", Required: true},
 			{Name: "when"},
 			{Name: "incremental"},
+			{Name: "on_error"},
 		},
 	}
 	pluginSchema = &hcl.BodySchema{
@@ -127,7 +129,7 @@ var (
 
 // reservedAttrs are the sink attributes the engine takes before the plugin
 // sees the block; a plugin cannot declare them.
-var reservedAttrs = map[string]bool{"inputs": true, "when": true, "incremental": true}
+var reservedAttrs = map[string]bool{"inputs": true, "when": true, "incremental": true, "on_error": true}
 
 // ref is an element of an inputs list before resolution.
 type ref struct {
@@ -237,6 +239,7 @@ func (d *decoder) block(b *hcl.Block) {
 		if attr, ok := content.Attributes["where"]; ok {
 			f.Where = d.exprAttr(attr, f.EvalCtx)
 		}
+		f.OnError = d.onError(content.Attributes["on_error"], f.EvalCtx)
 		d.filters[f.Name] = f
 		d.p.Filters = append(d.p.Filters, f)
 	case "sink":
@@ -266,11 +269,29 @@ func (d *decoder) block(b *hcl.Block) {
 				s.Incremental = v
 			}
 		}
+		s.OnError = d.onError(content.Attributes["on_error"], s.EvalCtx)
 		d.sinks[s.Name] = s
 		d.p.Sinks = append(d.p.Sinks, s)
 	case "plugin":
 		d.plugin(b)
 	}
+}
+
+// onError decodes a stage's on_error attribute: "fail" (the default) or "skip".
+func (d *decoder) onError(attr *hcl.Attribute, ctx *hcl.EvalContext) OnError {
+	if attr == nil {
+		return OnErrorFail
+	}
+	v, ok := d.stringAttr(attr, ctx, `on_error is "fail" (the default) or "skip".`)
+	if !ok {
+		return OnErrorFail
+	}
+	switch OnError(v) {
+	case OnErrorFail, OnErrorSkip:
+		return OnError(v)
+	}
+	d.errorf(attr.Expr.Range().Ptr(), "Invalid on_error", fmt.Sprintf(`on_error is "fail" (the default) or "skip", not %q.`, v))
+	return OnErrorFail
 }
 
 // header fills in the labels and ranges of a source, filter or sink block.
