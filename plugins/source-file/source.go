@@ -276,7 +276,7 @@ func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit
 	br := bufio.NewReaderSize(r, 1<<20)
 	dec := arrowjson.NewDecoder(arrowjson.Options{})
 	defer dec.Release()
-	pending := 0    // input bytes in the decoder
+	pending := 0      // input bytes in the decoder
 	var lines []int64 // the line of each record in the decoder
 	flush := func() error {
 		rec := dec.Flush()
