@@ -89,6 +89,7 @@ type summary struct {
 	Read      int64            `json:"read"`
 	Skipped   int64            `json:"skipped"`
 	Filtered  int64            `json:"filtered"`
+	Rejected  int64            `json:"rejected"`
 	Delivered int64            `json:"delivered"`
 	Sinks     map[string]int64 `json:"sinks"`
 }

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -41,6 +42,17 @@ type entry struct {
 	// abandoned entries were not fully routed (the run stopped): they never
 	// become done, so no position at or after them is committed.
 	abandoned bool
+	// origin says where the batch's records are in the source's input, for
+	// naming a record in runtime errors.
+	origin origin
+	ids    *array.String // the batch's record ids, to find a row's place
+}
+
+// origin is where the rows of one source batch are in their input.
+type origin struct {
+	name   string
+	unit   string // "line" or "row"
+	places []int64
 }
 
 func (t *tracker) add(position []byte, rows int64) *entry {
@@ -66,6 +78,10 @@ func (e *entry) release() {
 		return
 	}
 	e.done = true
+	if e.ids != nil {
+		e.ids.Release()
+		e.ids = nil
+	}
 	n := 0
 	for n < len(t.queue) && t.queue[n].done {
 		d := t.queue[n]
@@ -189,6 +205,7 @@ type filterState struct {
 	f      *Filter
 	where  *compiled
 	schema *nodeSchema
+	stage  *stage
 }
 
 type sinkState struct {
@@ -196,6 +213,7 @@ type sinkState struct {
 	schema    *nodeSchema
 	when      *compiled
 	templates map[string]*compiled
+	stage     *stage
 	in        chan sinkItem
 	slots     chan struct{} // batches in flight
 	stream    SinkStream
@@ -270,11 +288,22 @@ func (sr *sourceReader) read(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("source %s: %w", src.Name, err)
 		}
-		withIDs := addIDs(mem, rec, sr.idSchema, src.Name, sr.start, sr.rowInSpan)
+		var withIDs arrow.RecordBatch
+		if m.Origin != "" && int64(len(m.Places)) == rec.NumRows() {
+			withIDs = addPlaceIDs(mem, rec, sr.idSchema, src.Name, m.Origin, m.Places)
+		} else {
+			withIDs = addIDs(mem, rec, sr.idSchema, src.Name, sr.start, sr.rowInSpan)
+		}
 		rec.Release()
 		rows := withIDs.NumRows()
 		r.Stats.Read.Add(rows)
 		e := t.add(m.Position, rows)
+		if m.Origin != "" {
+			e.origin = origin{name: m.Origin, unit: m.PlaceUnit, places: m.Places}
+			if e.ids, _ = withIDs.Column(int(withIDs.NumCols()) - 1).(*array.String); e.ids != nil {
+				e.ids.Retain() // released when the entry is done
+			}
+		}
 		if len(m.Position) > 0 {
 			sr.start, sr.rowInSpan = m.Position, 0
 		} else {
@@ -319,7 +348,15 @@ func (r *Runner) applyFilter(fs *filterState, in arrow.RecordBatch, e *entry) er
 	}
 	out, err := p.Filter(rec)
 	if err != nil {
-		return fmt.Errorf("filter %s: %w", fs.f.Name, err)
+		clean, gerr := r.guard(fs.stage, rec, e, func(b arrow.RecordBatch) error { _, err := p.Eval(b); return err })
+		if gerr != nil {
+			return gerr
+		}
+		defer clean.Release()
+		if out, err = p.Filter(clean); err != nil {
+			return fmt.Errorf("filter %s: %w", fs.f.Name, err)
+		}
+		rec = clean
 	}
 	defer out.Release()
 	r.Stats.Filtered.Add(rec.NumRows() - out.NumRows())
@@ -341,9 +378,16 @@ func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {
 			return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
 		}
 		out, err := p.Filter(rec)
+		if err != nil {
+			var clean arrow.RecordBatch
+			if clean, err = r.guard(ss.stage, rec, e, func(b arrow.RecordBatch) error { _, err := p.Eval(b); return err }); err == nil {
+				out, err = p.Filter(clean)
+				clean.Release()
+			}
+		}
 		rec.Release()
 		if err != nil {
-			return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
+			return err
 		}
 		rec = out
 	}
@@ -353,6 +397,25 @@ func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {
 	}
 	if len(ss.templates) > 0 {
 		out, err := r.renderTemplates(ss, rec)
+		if err != nil && errors.As(err, new(*expr.RowError)) {
+			var clean arrow.RecordBatch
+			clean, err = r.guard(ss.stage, rec, e, func(b arrow.RecordBatch) error {
+				out, err := r.renderTemplates(ss, b)
+				if err == nil {
+					out.Release()
+				}
+				return err
+			})
+			if err == nil {
+				if clean.NumRows() == 0 {
+					clean.Release()
+					rec.Release()
+					return nil
+				}
+				out, err = r.renderTemplates(ss, clean)
+				clean.Release()
+			}
+		}
 		rec.Release()
 		if err != nil {
 			return err
@@ -387,6 +450,10 @@ func (r *Runner) renderTemplates(ss *sinkState, rec arrow.RecordBatch) (arrow.Re
 		}
 		col, err := t.Render(rec)
 		if err != nil {
+			var re *expr.RowError
+			if errors.As(err, &re) {
+				return nil, err // guard names the record
+			}
 			return nil, fmt.Errorf("sink %s: %s: %w", ss.s.Name, attr, err)
 		}
 		rendered = append(rendered, col)
@@ -458,6 +525,39 @@ func addIDs(mem memory.Allocator, rec arrow.RecordBatch, schema *arrow.Schema, s
 			continue
 		}
 		b.Append(prefix + strconv.FormatInt(offset+int64(i), 10))
+	}
+	ids := b.NewArray()
+	defer ids.Release()
+	cols := append(append([]arrow.Array(nil), rec.Columns()...), ids)
+	return array.NewRecordBatch(schema, cols, rec.NumRows())
+}
+
+// addPlaceIDs appends the record id column for a batch whose source said
+// where each record is in its input: the record's row_id where it has one,
+// else a hash of the source and the input's name, then the record's place
+// in it. The id depends only on the record, never on how batches were cut.
+func addPlaceIDs(mem memory.Allocator, rec arrow.RecordBatch, schema *arrow.Schema, source, origin string, places []int64) arrow.RecordBatch {
+	var rowIDs *array.String
+	if idx := rec.Schema().FieldIndices("row_id"); len(idx) > 0 {
+		rowIDs, _ = rec.Column(idx[0]).(*array.String)
+	}
+	h := sha256.Sum256([]byte(source + "\x00" + origin))
+	prefix := make([]byte, 0, 40)
+	prefix = hex.AppendEncode(prefix, h[:8])
+	prefix = append(prefix, '-')
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	n := int(rec.NumRows())
+	b.Reserve(n)
+	b.ReserveData(n * (len(prefix) + 6))
+	buf := prefix
+	for i := 0; i < n; i++ {
+		if rowIDs != nil && rowIDs.IsValid(i) && rowIDs.Value(i) != "" {
+			b.Append(rowIDs.Value(i))
+			continue
+		}
+		buf = strconv.AppendInt(buf[:len(prefix)], places[i], 10)
+		b.BinaryBuilder.Append(buf)
 	}
 	ids := b.NewArray()
 	defer ids.Release()

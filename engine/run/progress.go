@@ -78,6 +78,9 @@ func FormatLine(s Snapshot) string {
 		fmt.Fprintf(&b, " · skipped %s", count(s.Skipped))
 	}
 	fmt.Fprintf(&b, " · filtered out %s", count(s.Filtered))
+	if s.Rejected > 0 {
+		fmt.Fprintf(&b, " · rejected %s (on_error = \"skip\")", count(s.Rejected))
+	}
 	var names []string
 	var acked int64
 	for n, v := range s.Sinks {

@@ -55,6 +55,9 @@ type Filter struct {
 	Name   string
 	Where  string
 	Inputs []string // node keys
+	// SkipErrors drops a record whose where fails to evaluate, counting it
+	// (on_error = "skip"); else the run fails naming the record.
+	SkipErrors bool
 }
 
 // Sink is a running sink plugin.
@@ -70,6 +73,9 @@ type Sink struct {
 	// Buffered sinks ack only when they flush (sdk.BufferedSink): they may
 	// hold up to sdk.MaxHeldBatches unacked batches.
 	Buffered bool
+	// SkipErrors drops a record whose when or templates fail to evaluate
+	// (on_error = "skip"); else the run fails naming the record.
+	SkipErrors bool
 	// Outbox is the sink's session on its outbox in the state store (nil
 	// without a store): what it delivered, and how to tell it to stop
 	// waiting for pending deliveries when the run is interrupted.
@@ -123,6 +129,9 @@ type Stats struct {
 	Read     atomic.Int64 // records the sources emitted
 	Skipped  atomic.Int64 // records the sources skipped as bad input
 	Filtered atomic.Int64 // records dropped by filter blocks (a sink's `when` is not counted)
+	// Rejected counts records a stage dropped because an expression failed
+	// on them (on_error = "skip").
+	Rejected atomic.Int64
 	// Delivered counts records acked by sinks, summed over sinks. An action
 	// sink acks a record once its delivery is queued in the outbox; the
 	// outbox's own counters say what reached the endpoint.
@@ -139,6 +148,7 @@ type Snapshot struct {
 	Read      int64            `json:"read"`
 	Skipped   int64            `json:"skipped"`
 	Filtered  int64            `json:"filtered"`
+	Rejected  int64            `json:"rejected"`
 	Delivered int64            `json:"delivered"`
 	Sinks     map[string]int64 `json:"sinks"`
 	// Outbox holds, for each sink that used its outbox (action sinks), what
@@ -151,7 +161,7 @@ type Snapshot struct {
 
 // Snapshot copies the counters.
 func (s *Stats) Snapshot() Snapshot {
-	snap := Snapshot{Read: s.Read.Load(), Skipped: s.Skipped.Load(), Filtered: s.Filtered.Load(), Delivered: s.Delivered.Load(), Sinks: map[string]int64{}}
+	snap := Snapshot{Read: s.Read.Load(), Skipped: s.Skipped.Load(), Filtered: s.Filtered.Load(), Rejected: s.Rejected.Load(), Delivered: s.Delivered.Load(), Sinks: map[string]int64{}}
 	s.mu.Lock()
 	for k, v := range s.sink {
 		snap.Sinks[k] = v
@@ -239,7 +249,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 	}
 	for _, f := range plan.Filters {
 		static[FilterKey(f.Name)] = union(f.Inputs)
-		fs := &filterState{f: f, where: newCompiled("where", f.Where), schema: newNodeSchema(static[FilterKey(f.Name)], fields(f.Where, false))}
+		fs := &filterState{f: f, where: newCompiled("where", f.Where), schema: newNodeSchema(static[FilterKey(f.Name)], fields(f.Where, false)), stage: newStage("filter", f.Name, f.SkipErrors)}
 		r.filters[f.Name] = fs
 		for _, in := range f.Inputs {
 			r.consumers[in] = append(r.consumers[in], consumer{filter: fs})
@@ -253,7 +263,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		for _, src := range s.Templates {
 			paths = append(paths, fields(src, true)...)
 		}
-		ss := &sinkState{s: s, schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, inFlight(s, opts.MaxInFlight)), templates: map[string]*compiled{}}
+		ss := &sinkState{s: s, schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, inFlight(s, opts.MaxInFlight)), templates: map[string]*compiled{}, stage: newStage("sink", s.Name, s.SkipErrors)}
 		if s.When != "" {
 			ss.when = newCompiled("when", s.When)
 		}
