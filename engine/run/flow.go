@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -20,25 +21,43 @@ import (
 )
 
 // tracker orders a source's batches and finds the position up to which
-// everything is done.
+// everything is done, and for each sink how far past that position it has
+// acked everything sent to it.
+//
+// Records are numbered in the order the source emits them, from 0 at the
+// position the run started from. A source re-reads deterministically from a
+// committed position, so after a restart the same numbers name the same
+// records: a sink that had acked through number n before is not sent the
+// batches that end at or before n again (per-sink progress).
 type tracker struct {
 	source string
+	sinks  int // sinks in the run; entries hold a count per sink
 
 	mu      sync.Mutex
 	queue   []*entry // oldest first
 	lastPos []byte   // position of the newest fully done batch
 	records int64    // records done since the last commit
 	dirty   bool     // lastPos moved since the last commit
+
+	next   int64   // number of the next record the source emits
+	popped int64   // records done by every sink (end of the last popped entry)
+	posOrd int64   // the record number lastPos is at
+	skip   []int64 // per sink: acked through this number in an earlier run
+	ahead  []int64 // per sink: what the last commit wrote
 }
 
 // entry is one batch of a source in flight. holds counts the routing still
-// in progress plus every sink send not yet acked.
+// in progress plus every sink send not yet acked; sinkHolds splits the sends
+// by sink.
 type entry struct {
-	t        *tracker
-	position []byte
-	rows     int64
-	holds    int
-	done     bool
+	t          *tracker
+	position   []byte
+	rows       int64
+	start, end int64 // the batch's record numbers: [start, end)
+	holds      int
+	sinkHolds  []int32
+	routed     bool
+	done       bool
 	// abandoned entries were not fully routed (the run stopped): they never
 	// become done, so no position at or after them is committed.
 	abandoned bool
@@ -56,24 +75,50 @@ type origin struct {
 }
 
 func (t *tracker) add(position []byte, rows int64) *entry {
-	e := &entry{t: t, position: position, rows: rows, holds: 1}
 	t.mu.Lock()
+	e := &entry{t: t, position: position, rows: rows, holds: 1, start: t.next, end: t.next + rows}
+	if t.sinks > 0 {
+		e.sinkHolds = make([]int32, t.sinks)
+	}
+	t.next = e.end
 	t.queue = append(t.queue, e)
 	t.mu.Unlock()
 	return e
 }
 
-func (e *entry) hold() {
+// sent reports whether sink (its index) still needs the batch: false when
+// an earlier run's sink had acked it already.
+func (e *entry) sent(sink int) bool {
+	return sink >= len(e.t.skip) || e.end > e.t.skip[sink]
+}
+
+// hold counts a send to sink (its index; -1 for none in particular).
+func (e *entry) hold(sink int) {
 	e.t.mu.Lock()
 	e.holds++
+	if sink >= 0 && sink < len(e.sinkHolds) {
+		e.sinkHolds[sink]++
+	}
 	e.t.mu.Unlock()
 }
 
-func (e *entry) release() {
+// routedAll ends the routing hold: every consumer has the batch.
+func (e *entry) routedAll() {
+	e.t.mu.Lock()
+	e.routed = true
+	e.t.mu.Unlock()
+	e.release(-1)
+}
+
+// release ends a hold: sink's ack (its index), or -1 for the routing.
+func (e *entry) release(sink int) {
 	t := e.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e.holds--
+	if sink >= 0 && sink < len(e.sinkHolds) {
+		e.sinkHolds[sink]--
+	}
 	if e.holds > 0 || e.abandoned {
 		return
 	}
@@ -86,8 +131,10 @@ func (e *entry) release() {
 	for n < len(t.queue) && t.queue[n].done {
 		d := t.queue[n]
 		t.records += d.rows
+		t.popped = d.end
 		if len(d.position) > 0 {
 			t.lastPos = d.position
+			t.posOrd = d.end
 			t.dirty = true
 		}
 		n++
@@ -102,17 +149,52 @@ func (e *entry) abandon() {
 	e.t.mu.Unlock()
 }
 
-// takeCommit returns the position to commit, if it moved.
-func (t *tracker) takeCommit() ([]byte, int64, bool) {
+// commitState is what a commit writes for a source.
+type commitState struct {
+	position []byte
+	records  int64
+	// ahead is, per sink index, how many records past position the sink
+	// has acked everything it was sent.
+	ahead []int64
+}
+
+// takeCommit returns what to commit, if the position or any sink's
+// progress moved.
+func (t *tracker) takeCommit() (commitState, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.dirty {
-		return nil, 0, false
+	var ahead []int64
+	moved := t.dirty
+	if t.sinks > 0 {
+		ahead = make([]int64, t.sinks)
+		for i := range ahead {
+			f := t.popped
+			for _, q := range t.queue {
+				if !q.routed || q.abandoned || q.sinkHolds[i] > 0 {
+					break
+				}
+				f = q.end
+			}
+			if i < len(t.skip) && t.skip[i] > f {
+				f = t.skip[i]
+			}
+			ahead[i] = f - t.posOrd
+			if ahead[i] < 0 {
+				ahead[i] = 0
+			}
+			if i >= len(t.ahead) || ahead[i] != t.ahead[i] {
+				moved = true
+			}
+		}
+	}
+	if !moved {
+		return commitState{}, false
 	}
 	t.dirty = false
+	t.ahead = ahead
 	n := t.records
 	t.records = 0
-	return t.lastPos, n, true
+	return commitState{position: t.lastPos, records: n, ahead: ahead}, true
 }
 
 // compiled is an expression compiled on first use. The compiled program
@@ -214,6 +296,11 @@ type sinkState struct {
 	when      *compiled
 	templates map[string]*compiled
 	stage     *stage
+	idx       int // the sink's index in the run, for per-sink progress
+	failed    atomic.Bool
+	dead      chan struct{} // closed when the sink failed
+	errMu     sync.Mutex
+	err       error
 	in        chan sinkItem
 	slots     chan struct{} // batches in flight
 	stream    SinkStream
@@ -315,7 +402,7 @@ func (sr *sourceReader) read(ctx context.Context) error {
 			e.abandon()
 			return err
 		}
-		e.release()
+		e.routedAll()
 		return nil
 	})
 }
@@ -367,6 +454,15 @@ func (r *Runner) applyFilter(fs *filterState, in arrow.RecordBatch, e *entry) er
 }
 
 func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {
+	if !e.sent(ss.idx) {
+		return nil // an earlier run's sink acked this batch
+	}
+	if ss.failed.Load() {
+		// The sink failed: the batch stays unacked by it, so no position
+		// past it is committed, while the other sinks go on.
+		e.hold(ss.idx)
+		return nil
+	}
 	rec, err := ss.schema.apply(r.opts.Allocator, in)
 	if err != nil {
 		return fmt.Errorf("sink %s: %w", ss.s.Name, err)
@@ -424,9 +520,12 @@ func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {
 	}
 	// A batch that was read is delivered even during a drain; only the
 	// run's end (failure, abort) drops it, and then it stays unacked.
-	e.hold()
+	e.hold(ss.idx)
 	select {
 	case ss.in <- sinkItem{rec: rec, e: e}:
+		return nil
+	case <-ss.dead:
+		rec.Release() // stays held: the failed sink never acks it
 		return nil
 	case <-r.ctx.Done():
 		rec.Release()
@@ -475,6 +574,9 @@ func (r *Runner) sendLoop(ctx context.Context, ss *sinkState) {
 	for it := range ss.in {
 		select {
 		case ss.slots <- struct{}{}:
+		case <-ss.dead:
+			it.rec.Release()
+			return
 		case <-ctx.Done():
 			it.rec.Release()
 			ss.stream.CloseSend()
@@ -483,13 +585,48 @@ func (r *Runner) sendLoop(ctx context.Context, ss *sinkState) {
 		err := ss.stream.Send(it.rec, &ackToken{e: it.e, rows: it.rec.NumRows()})
 		it.rec.Release()
 		if err != nil {
-			r.fail(err)
+			r.sinkFailed(ss, err, false)
 			return
 		}
 	}
 	if err := ss.stream.CloseSend(); err != nil {
-		r.fail(fmt.Errorf("sink %s: %w", ss.s.Name, err))
+		r.sinkFailed(ss, err, false)
 	}
+}
+
+// sinkFailed stops reading after a sink failed; the other sinks deliver
+// what they were sent, and what they ack is committed as their progress.
+// The failed sink's batches stay unacked, so the next run sends them again.
+// An error from the end of the stream (the plugin's own) wins over one from
+// sending to it.
+func (r *Runner) sinkFailed(ss *sinkState, err error, final bool) {
+	ss.errMu.Lock()
+	if ss.err == nil || final {
+		ss.err = err
+	}
+	ss.errMu.Unlock()
+	if ss.failed.CompareAndSwap(false, true) {
+		close(ss.dead)
+		r.opts.Logger.Error("sink failed; the other sinks finish what they were sent", "sink", ss.s.Name, "error", err.Error())
+	}
+	r.failOnce.Do(func() { r.failErr = &SinkError{Sink: ss.s.Name, state: ss} })
+	r.stopReading()
+}
+
+// SinkError is a run's failure caused by one sink.
+type SinkError struct {
+	Sink  string
+	state *sinkState
+}
+
+func (e *SinkError) Unwrap() error {
+	e.state.errMu.Lock()
+	defer e.state.errMu.Unlock()
+	return e.state.err
+}
+
+func (e *SinkError) Error() string {
+	return fmt.Sprintf("sink %s failed: %v\nThe other sinks kept what they received. Fix the cause and run again: sink %s gets what it did not acknowledge, the others only what is new to them.", e.Sink, e.Unwrap(), e.Sink)
 }
 
 // ackLoop turns a sink's acks into released holds.
@@ -497,11 +634,11 @@ func (r *Runner) ackLoop(ss *sinkState) {
 	for tok := range ss.stream.Acks() {
 		a := tok.(*ackToken)
 		r.Stats.addSink(ss.s.Name, a.rows)
-		a.e.release()
+		a.e.release(ss.idx)
 		<-ss.slots
 	}
 	if err := ss.stream.Wait(); err != nil {
-		r.fail(err)
+		r.sinkFailed(ss, err, true)
 	}
 }
 

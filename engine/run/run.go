@@ -207,8 +207,11 @@ type Runner struct {
 	sinks     map[string]*sinkState
 	trackers  []*tracker
 
-	failOnce sync.Once
-	failErr  error
+	failOnce    sync.Once
+	failErr     error
+	stopReading context.CancelFunc
+	feedsOnce   sync.Once
+	reach       map[string]map[string]bool // source -> sinks its batches reach
 	ctx      context.Context // the run's: ends on failure or abort, not on a drain
 	cancel   context.CancelFunc
 }
@@ -263,7 +266,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		for _, src := range s.Templates {
 			paths = append(paths, fields(src, true)...)
 		}
-		ss := &sinkState{s: s, schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, inFlight(s, opts.MaxInFlight)), templates: map[string]*compiled{}, stage: newStage("sink", s.Name, s.SkipErrors)}
+		ss := &sinkState{s: s, idx: len(r.sinks), dead: make(chan struct{}), schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, inFlight(s, opts.MaxInFlight)), templates: map[string]*compiled{}, stage: newStage("sink", s.Name, s.SkipErrors)}
 		if s.When != "" {
 			ss.when = newCompiled("when", s.When)
 		}
@@ -311,6 +314,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// Sources stop on a drain; sinks keep going until what was sent is acked.
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
+	r.stopReading = stopReading
 	var drained atomic.Bool
 	if r.opts.Drain != nil {
 		go func() {
@@ -355,6 +359,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	var srcWG sync.WaitGroup
 	for _, src := range r.plan.Sources {
 		var from []byte
+		t := &tracker{source: src.Name, sinks: len(r.plan.Sinks)}
 		if !r.opts.FullRefresh && !src.FromStart && r.opts.Store != nil {
 			pos, err := r.opts.Store.Get(ctx, r.plan.Pipeline, src.Name)
 			if err != nil {
@@ -362,8 +367,23 @@ func (r *Runner) Run(ctx context.Context) error {
 				break
 			}
 			from = pos
+			ahead, err := r.opts.Store.SinkProgress(ctx, r.plan.Pipeline, src.Name)
+			if err != nil {
+				r.fail(err)
+				break
+			}
+			for name, n := range ahead {
+				if ss := r.sinks[name]; ss != nil && n > 0 {
+					if t.skip == nil {
+						t.skip = make([]int64, len(r.plan.Sinks))
+					}
+					t.skip[ss.idx] = n
+					r.opts.Logger.Info("resuming: the sink acked records past the checkpoint in an earlier run; they are not sent to it again",
+						"source", src.Name, "sink", name, "records", n)
+				}
+			}
 		}
-		t := &tracker{source: src.Name, lastPos: from}
+		t.lastPos = from
 		r.trackers = append(r.trackers, t)
 		srcWG.Add(1)
 		go func() {
@@ -426,15 +446,47 @@ func (r *Runner) commit(ctx context.Context) error {
 		return nil
 	}
 	for _, t := range r.trackers {
-		pos, records, ok := t.takeCommit()
+		cs, ok := t.takeCommit()
 		if !ok {
 			continue
 		}
-		if err := r.opts.Store.Commit(ctx, r.plan.Pipeline, t.source, pos, records); err != nil {
+		var ahead map[string]int64
+		for _, s := range r.plan.Sinks {
+			ss := r.sinks[s.Name]
+			if ss.idx < len(cs.ahead) && cs.ahead[ss.idx] > 0 && r.feeds(t.source, s.Name) {
+				if ahead == nil {
+					ahead = map[string]int64{}
+				}
+				ahead[s.Name] = cs.ahead[ss.idx]
+			}
+		}
+		if err := r.opts.Store.CommitProgress(ctx, r.plan.Pipeline, t.source, cs.position, cs.records, ahead); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// feeds reports whether source's batches can reach sink.
+func (r *Runner) feeds(source, sink string) bool {
+	r.feedsOnce.Do(func() {
+		r.reach = map[string]map[string]bool{}
+		var walk func(src, node string)
+		walk = func(src, node string) {
+			for _, c := range r.consumers[node] {
+				if c.sink != nil {
+					r.reach[src][c.sink.s.Name] = true
+				} else {
+					walk(src, FilterKey(c.filter.f.Name))
+				}
+			}
+		}
+		for _, s := range r.plan.Sources {
+			r.reach[s.Name] = map[string]bool{}
+			walk(s.Name, SourceKey(s.Name))
+		}
+	})
+	return r.reach[source][sink]
 }
 
 // inFlight is how many unacked batches a sink may have: a buffered sink

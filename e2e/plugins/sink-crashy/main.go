@@ -1,10 +1,13 @@
 // Command sink-crashy is a sink for end-to-end tests: it appends each
 // record's id to a file and, when CRASHY_AFTER=N is set, exits with status 3
-// on receiving batch N+1, before acking it.
+// on receiving batch N+1, before acking it. With CRASHY_FAIL_AFTER=N it
+// returns an error on batch N+1 instead; with CRASHY_BLOCK_AFTER=N it
+// blocks on batch N+1 until the run ends (a sink that stopped acking).
 package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 
@@ -15,6 +18,8 @@ type sink struct {
 	path    string
 	batches int
 	crashAt int
+	failAt  int
+	blockAt int
 }
 
 func (s *sink) Info() sdk.Info {
@@ -32,14 +37,23 @@ func (s *sink) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	s.path = c.Path
 	s.crashAt, _ = strconv.Atoi(os.Getenv("CRASHY_AFTER"))
+	s.failAt, _ = strconv.Atoi(os.Getenv("CRASHY_FAIL_AFTER"))
+	s.blockAt, _ = strconv.Atoi(os.Getenv("CRASHY_BLOCK_AFTER"))
 	return nil
 }
 
-func (s *sink) Write(_ context.Context, b sdk.Batch) error {
+func (s *sink) Write(ctx context.Context, b sdk.Batch) error {
 	s.batches++
 	if s.crashAt > 0 && s.batches > s.crashAt {
 		sdk.Logger().Error("crashing on purpose", "batch", s.batches)
 		os.Exit(3)
+	}
+	if s.failAt > 0 && s.batches > s.failAt {
+		return fmt.Errorf("failing on purpose on batch %d", s.batches)
+	}
+	if s.blockAt > 0 && s.batches > s.blockAt {
+		<-ctx.Done()
+		return ctx.Err()
 	}
 	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
