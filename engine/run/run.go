@@ -212,8 +212,8 @@ type Runner struct {
 	stopReading context.CancelFunc
 	feedsOnce   sync.Once
 	reach       map[string]map[string]bool // source -> sinks its batches reach
-	ctx      context.Context // the run's: ends on failure or abort, not on a drain
-	cancel   context.CancelFunc
+	ctx         context.Context            // the run's: ends on failure or abort, not on a drain
+	cancel      context.CancelFunc
 }
 
 type consumer struct {
