@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +22,12 @@ import (
 
 // fakeSource emits one batch per element of batches (JSON lines), with the
 // batch's index as its position; it resumes after the checkpoint.
-type fakeSource struct{ batches [][]string }
+type fakeSource struct {
+	batches [][]string
+	// origin, when set, is reported as the input's name, each record's
+	// place being its line (1-based over all batches).
+	origin string
+}
 
 func (f *fakeSource) Read(ctx context.Context, checkpoint []byte, fn func(host.ReadMsg) error) error {
 	start := 0
@@ -37,7 +43,19 @@ func (f *fakeSource) Read(ctx context.Context, checkpoint []byte, fn func(host.R
 				return err
 			}
 		}
-		if err := fn(host.ReadMsg{Rec: dec.Flush(), Position: []byte(strconv.Itoa(i))}); err != nil {
+		m := host.ReadMsg{Rec: dec.Flush(), Position: []byte(strconv.Itoa(i))}
+		if f.origin != "" {
+			m.Origin, m.PlaceUnit = f.origin, "line"
+			line := int64(0)
+			for _, b := range f.batches[:i] {
+				line += int64(len(b))
+			}
+			for range f.batches[i] {
+				line++
+				m.Places = append(m.Places, line)
+			}
+		}
+		if err := fn(m); err != nil {
 			return err
 		}
 	}
@@ -316,5 +334,55 @@ func TestSourceFailureDeliversAndCommitsWhatCameBefore(t *testing.T) {
 	}
 	if pos, _ := st.Get(ctx, "p", "s"); string(pos) != "1" {
 		t.Fatalf("committed %q, want 1", pos)
+	}
+}
+
+// A template that fails on a record (an integer modulo by zero) names the
+// record's place, or drops and counts it with on_error = "skip".
+func TestTemplateErrorsNameTheRecordOrAreSkipped(t *testing.T) {
+	ctx := context.Background()
+	batches := [][]string{{rec("a", 1, "q"), rec("b", 0, "q")}, {rec("c", 2, "q"), rec("d", 0, "q"), rec("e", 5, "q")}}
+	for _, skip := range []bool{false, true} {
+		sink := &fakeSink{}
+		plan := &Plan{
+			Pipeline: "p",
+			Sources:  []*Source{{Name: "s", Plugin: &fakeSource{batches: batches, origin: "in.jsonl"}}},
+			Sinks:    []*Sink{{Name: "crm", Plugin: sink, Inputs: []string{"source.s"}, Templates: map[string]string{"text": "{{ 10 % x }}"}, SkipErrors: skip}},
+		}
+		r, _ := New(plan, Options{Store: openStore(t)})
+		err := r.Run(ctx)
+		if !skip {
+			if err == nil || !strings.Contains(err.Error(), "sink crm: in.jsonl:2: ") || !strings.Contains(err.Error(), "divide by zero") {
+				t.Fatalf("without skip: %v; want the error to name in.jsonl:2", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(sink.got()); got != "[a c e]" || r.Stats.Rejected.Load() != 2 {
+			t.Fatalf("with skip: the sink got %s, %d rejected; want [a c e] and 2", got, r.Stats.Rejected.Load())
+		}
+	}
+}
+
+// Records without a row_id get ids from their place, whatever the batches.
+func TestIDsFromPlacesDoNotDependOnBatches(t *testing.T) {
+	ctx := context.Background()
+	lines := []string{`{"x":1}`, `{"x":2}`, `{"x":3}`, `{"x":4}`}
+	ids := func(batches [][]string) []string {
+		sink := &fakeSink{}
+		plan := &Plan{Pipeline: "p", Sources: []*Source{{Name: "s", Plugin: &fakeSource{batches: batches, origin: "in.jsonl"}}},
+			Sinks: []*Sink{{Name: "out", Plugin: sink, Inputs: []string{"source.s"}}}}
+		r, _ := New(plan, Options{})
+		if err := r.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return sink.got()
+	}
+	a := ids([][]string{lines[:1], lines[1:]})
+	b := ids([][]string{lines[:3], lines[3:]})
+	if fmt.Sprint(a) != fmt.Sprint(b) || len(a) != 4 || !strings.HasSuffix(a[0], "-1") {
+		t.Fatalf("ids differ with the batch cuts: %v vs %v", a, b)
 	}
 }
