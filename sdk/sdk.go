@@ -78,6 +78,12 @@ const (
 	Number Type = `"number"`
 	Bool   Type = `"bool"`
 	Any    Type = `"dynamic"`
+	// Duration is a string that Go's time.ParseDuration accepts, such as
+	// "500ms", "10s" or "1h30m". The engine checks it when it decodes the
+	// block, so a bad value is reported at its file:line:column together
+	// with every other error of the block; the plugin receives the string
+	// as written. It may be an element type: ListOf(Duration).
+	Duration Type = `"duration"`
 )
 
 // ListOf is the type of a list whose elements are of type t.

@@ -3,11 +3,15 @@ package config
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/pipelinehq/pipeline/engine/expr"
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // Compiler compiles the per-record language. The zero Compiler uses
@@ -23,7 +27,10 @@ type CheckOptions struct {
 	// SchemaOf returns the record schema of a source, or nil when it is not
 	// known before reading (the plugin is no sdk.SchemaSource). Expressions
 	// fed by a source of unknown schema are checked for syntax only. A nil
-	// SchemaOf knows no schema.
+	// SchemaOf knows no schema. A schema marked with sdk.SampledSchema is
+	// a sample: a field that an expression reads and the sample lacks is a
+	// warning (it reads as null until records carry it), where against a
+	// complete schema it is an error.
 	SchemaOf func(sourceName string) *arrow.Schema
 	// Configs are the sinks' decoded blocks (DecodePlugins), for their
 	// template attributes. Sinks missing here have no templates checked.
@@ -50,7 +57,11 @@ type Compiled struct {
 
 // CheckExpressions compiles every where, when and template of p against the
 // schema flowing into its block and reports each that does not compile, at
-// the character inside the string where the compiler stopped.
+// the character inside the string where the compiler stopped. When that
+// schema is a sample (sdk.IsSampled), each field an expression reads that
+// the sample lacks is a warning naming the field and the sampled sources,
+// and the expression is compiled with the field as null; type errors
+// against the fields the sample has are errors still.
 func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostics) {
 	compilePred := opts.Compiler.Predicate
 	if compilePred == nil {
@@ -106,6 +117,19 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		return u
 	}
 
+	sampled := func(n Node, e *Expr, paths [][]string, in *arrow.Schema) *arrow.Schema {
+		if !sdk.IsSampled(in) {
+			return in
+		}
+		padded, d := checkSampled(p, n, e, paths, in, opts.SchemaOf)
+		diags = append(diags, d...)
+		return padded
+	}
+	exprFields := func(src string) [][]string {
+		paths, _ := expr.Fields(src)
+		return paths
+	}
+
 	for _, f := range p.Filters {
 		in := inputSchema(&f.Block, f.Inputs)
 		c.InputSchema[f] = in
@@ -113,7 +137,7 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		if f.Where == nil {
 			continue
 		}
-		pred, err := predFor("where", f.Where.Src, in)
+		pred, err := predFor("where", f.Where.Src, sampled(f, f.Where, exprFields(f.Where.Src), in))
 		if err != nil {
 			diags = append(diags, exprDiag(p.Files, "Invalid filter expression", f.Where, err))
 			continue
@@ -124,7 +148,7 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		in := inputSchema(&s.Block, s.Inputs)
 		c.InputSchema[s] = in
 		if s.When != nil {
-			pred, err := predFor("when", s.When.Src, in)
+			pred, err := predFor("when", s.When.Src, sampled(s, s.When, exprFields(s.When.Src), in))
 			if err != nil {
 				diags = append(diags, exprDiag(p.Files, "Invalid sink condition", s.When, err))
 			} else {
@@ -132,7 +156,8 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 			}
 		}
 		for _, t := range opts.Configs[s].Templates {
-			tmpl, err := compileTmpl(t.TemplateSrc(), in)
+			paths, _ := expr.TemplateFields(t.TemplateSrc())
+			tmpl, err := compileTmpl(t.TemplateSrc(), sampled(s, &t.Expr, paths, in))
 			if err != nil {
 				var xe *expr.Error
 				if t.Expression && errors.As(err, &xe) && xe.Line == 1 {
@@ -174,20 +199,173 @@ func exprDiag(files map[string]*hcl.File, summary string, e *Expr, err error) *h
 }
 
 // unionSchemas merges schemas field by field, in order of first appearance.
-// Struct fields merge recursively; any other field must have one type.
+// Struct fields merge recursively; any other field must have one type. The
+// union is a sample when any of them is.
 func unionSchemas(schemas []*arrow.Schema) (*arrow.Schema, error) {
 	if len(schemas) == 1 {
 		return schemas[0], nil
 	}
 	var fields []arrow.Field
+	sample, isSample := "", false
 	for _, s := range schemas {
 		var err error
 		fields, err = mergeFields(fields, s.Fields(), "")
 		if err != nil {
 			return nil, err
 		}
+		if sdk.IsSampled(s) && !isSample {
+			sample, isSample = sdk.SchemaSample(s), true
+		}
 	}
-	return arrow.NewSchema(fields, nil), nil
+	u := arrow.NewSchema(fields, nil)
+	if isSample {
+		u = sdk.SampledSchema(u, sample)
+	}
+	return u, nil
+}
+
+// checkSampled warns about each field of paths (what e, an expression of
+// n, reads) that in, a sampled schema, lacks, and returns in with a null
+// field for each, to compile e against: such a field reads as null until
+// records carry it, as the runner pads batches. A path that runs into a
+// field that is no struct is left for the compiler to report.
+func checkSampled(p *Pipeline, n Node, e *Expr, paths [][]string, in *arrow.Schema, schemaOf func(string) *arrow.Schema) (*arrow.Schema, hcl.Diagnostics) {
+	var diags hcl.Diagnostics
+	fields := in.Fields()
+	seen := map[string]bool{}
+	for _, path := range paths {
+		missing, siblings := missingPath(fields, path)
+		if missing == nil {
+			continue
+		}
+		name := strings.Join(missing, ".")
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		fields = padPath(fields, missing)
+
+		var names []string
+		sample := ""
+		for _, src := range p.SourcesOf(n) {
+			if schemaOf == nil {
+				continue
+			}
+			if s := schemaOf(src.Name); sdk.IsSampled(s) {
+				names = append(names, fmt.Sprintf("%q", src.Name))
+				if sample == "" {
+					sample = sdk.SchemaSample(s)
+				}
+			}
+		}
+		of := "source " + strings.Join(names, "")
+		whose := fmt.Sprintf("The schema of source %s was inferred from a sample of its input", strings.Join(names, ""))
+		if len(names) > 1 {
+			of = "sources " + strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+			whose = fmt.Sprintf("The schemas of %s were inferred from samples of their input", of)
+			sample = ""
+		}
+		if sample != "" {
+			whose += " (" + sample + ")"
+		}
+		none := fmt.Sprintf("no record in it has %q", name)
+		if len(in.Fields()) == 0 {
+			none = "it held no records"
+		}
+		detail := fmt.Sprintf("%s, and %s. Until records carry it, %s reads as null (a comparison with it is false). Check the spelling if no record will ever have it.",
+			whose, none, name)
+		if s := suggest(missing[len(missing)-1], siblings); s != "" {
+			detail += fmt.Sprintf(" Did you mean %q?", strings.Join(append(append([]string(nil), missing[:len(missing)-1]...), s), "."))
+		}
+		subject := e.Range
+		if line, col, ok := wordAt(e.Src, name); ok {
+			// From the name's first character to its last.
+			first := e.RangeAt(p.Files, line, col)
+			last := e.RangeAt(p.Files, line, col+utf8.RuneCountInString(name)-1)
+			subject = first
+			if first != e.Range && last.End.Byte > first.Start.Byte {
+				subject = hcl.Range{Filename: first.Filename, Start: first.Start, End: last.End}
+			}
+		}
+		diags = append(diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  fmt.Sprintf("Field %q is not in the sample of %s", name, of),
+			Detail:   detail,
+			Subject:  subject.Ptr(),
+			Context:  e.Range.Ptr(),
+		})
+	}
+	if len(seen) == 0 {
+		return in, diags
+	}
+	md := in.Metadata()
+	return arrow.NewSchema(fields, &md), diags
+}
+
+// missingPath follows path through fields and nested structs. It returns
+// the path up to the first name that is not there, with the names beside
+// it (for a suggestion), or nil when the path is there or runs into a field
+// that is no struct.
+func missingPath(fields []arrow.Field, path []string) ([]string, []string) {
+	for i, name := range path {
+		var found *arrow.Field
+		var names []string
+		for j := range fields {
+			names = append(names, fields[j].Name)
+			if fields[j].Name == name && found == nil {
+				found = &fields[j]
+			}
+		}
+		if found == nil {
+			return path[:i+1], names
+		}
+		st, ok := found.Type.(*arrow.StructType)
+		if !ok {
+			return nil, nil
+		}
+		fields = st.Fields()
+	}
+	return nil, nil
+}
+
+// padPath adds a null-typed field for path, which missingPath found
+// missing, inside the structs it goes through.
+func padPath(fields []arrow.Field, path []string) []arrow.Field {
+	out := append([]arrow.Field(nil), fields...)
+	for i, f := range out {
+		if f.Name != path[0] {
+			continue
+		}
+		if st, ok := f.Type.(*arrow.StructType); ok && len(path) > 1 {
+			out[i].Type = arrow.StructOf(padPath(st.Fields(), path[1:])...)
+		}
+		return out
+	}
+	leaf := arrow.Field{Name: path[len(path)-1], Type: arrow.Null, Nullable: true}
+	for j := len(path) - 2; j >= 0; j-- {
+		leaf = arrow.Field{Name: path[j], Type: arrow.StructOf(leaf), Nullable: true}
+	}
+	return append(out, leaf)
+}
+
+// wordAt finds the dotted name in src as a whole word and returns its
+// 1-based line and column (in runes, as the compiler counts).
+func wordAt(src, name string) (line, col int, ok bool) {
+	re := regexp.MustCompile(`(^|[^\w.])(` + regexp.QuoteMeta(name) + `)\b`)
+	m := re.FindStringSubmatchIndex(src)
+	if m == nil {
+		return 0, 0, false
+	}
+	line, col = 1, 1
+	for _, r := range src[:m[4]] {
+		if r == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+	}
+	return line, col, true
 }
 
 func mergeFields(into, more []arrow.Field, prefix string) ([]arrow.Field, error) {

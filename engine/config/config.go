@@ -12,11 +12,16 @@
 //     DecodePluginBody (or DecodePlugins for the whole pipeline) decodes each
 //     source and sink body against the schema its plugin declares (sdk.Info).
 //  3. CheckExpressions compiles every where, when and {{ }} template against
-//     the record schema that flows into its block.
+//     the record schema that flows into its block. A field that a sampled
+//     schema (sdk.SampledSchema) lacks is a warning; one that a complete
+//     schema lacks is an error.
 //
 // Every diagnostic carries the file, line and column it is about; render them
-// with WriteDiagnostics. A runner must not start anything while any stage
-// returned an error. In outline:
+// with WriteDiagnostics. Every stage runs whatever the earlier ones reported,
+// leaving out only the blocks they rejected, so one pass reports everything.
+// A runner may configure the plugins of blocks that decoded without errors
+// (to learn their schemas), but must not read or write anything while any
+// stage returned an error. In outline:
 //
 //	p, diags := config.Load(file)
 //	diags = append(diags, config.CheckPluginTypes(p, builtins)...)

@@ -175,11 +175,12 @@ func attrSpec(a sdk.Attribute, pluginBug func(string, ...any)) (hcldec.Spec, boo
 		}
 		return &hcldec.BlockSpec{TypeName: a.Name, Nested: nested, Required: a.Required}, true
 	}
-	ty, err := ctyjson.UnmarshalType([]byte(a.Type))
+	dt, err := parseDeclType(a.Type)
 	if err != nil {
 		pluginBug("the attribute %q with the type %s, which is not a type: %s", a.Name, a.Type, err)
 		return nil, false
 	}
+	ty := dt.ty
 	var s hcldec.Spec = &hcldec.AttrSpec{Name: a.Name, Type: ty, Required: a.Required}
 	if a.Default != nil && !a.Required {
 		def, err := defaultValue(a.Default, ty)
@@ -236,6 +237,11 @@ func DecodePluginBody(body hcl.Body, info sdk.Info, ctx *hcl.EvalContext) (Decod
 
 	val, d := hcldec.Decode(body, spec, ctx)
 	diags = append(diags, d...)
+	// What cty converts silently (12 for a string) and what is no type of
+	// cty's (durations), reported alongside hcldec's own errors.
+	tc := &typeChecker{ctx: ctx}
+	tc.body(body, info.Config, spec, "")
+	diags = append(diags, tc.diags...)
 	if val.IsNull() || !val.IsKnown() || !val.Type().IsObjectType() {
 		return out, diags
 	}

@@ -40,8 +40,56 @@ func TestDecodePluginBody(t *testing.T) {
 		{
 			name:     "types, defaults, absent attributes left out",
 			info:     allTypes,
-			body:     "s = \"x\"\nn = 1.5e3\nb = true\nl = [\"a\", 2]\nm = { a = 1 }\nany = { x = [1, \"y\"] }\ndef_n = 7\n",
+			body:     "s = \"x\"\nn = 1.5e3\nb = true\nl = [\"a\", \"2\"]\nm = { a = 1 }\nany = { x = [1, \"y\"] }\ndef_n = 7\n",
 			wantJSON: `{"any":{"x":[1,"y"]},"b":true,"def_any":{"k":true},"def_l":[1,2],"def_n":7,"def_s":"jsonl","l":["a","2"],"m":{"a":1},"n":1500,"s":"x"}`,
+		},
+		{
+			name:     "strings holding numbers and bools convert",
+			info:     allTypes,
+			body:     "n = \"16\"\nb = \"true\"\n",
+			wantJSON: `{"b":true,"def_any":{"k":true},"def_l":[1,2],"def_n":30,"def_s":"jsonl","n":16}`,
+		},
+		{
+			name: "numbers and bools are not strings",
+			info: allTypes,
+			body: "s = 12\nl = [\"a\", true]\ntext = 1.5\n",
+			wantDiags: strings.Join([]string{
+				`t.hcl:1:5: error: Incorrect attribute value type: Inappropriate value for attribute "s": string required, not a number. If it is meant as text, put it in quotes: "12".`,
+				`t.hcl:2:11: error: Incorrect attribute value type: Inappropriate value for l[1]: string required, not a bool. If it is meant as text, put it in quotes: "true".`,
+				`t.hcl:3:8: error: Incorrect attribute value type: Inappropriate value for attribute "text": string required, not a number. If it is meant as text, put it in quotes: "1.5".`,
+			}, "\n"),
+		},
+		{
+			name: "every error of the block at once",
+			info: webhookLike,
+			body: strings.Join([]string{
+				`bogus       = 1`,
+				`timeout     = "ten"`,
+				`rate_limit  = 3`,
+				`concurrency = "many"`,
+				`headers     = { X-Id = 7 }`,
+				`retry {`,
+				`  schedule = ["0s", "bad", 5]`,
+				`  max      = "1h"`,
+				`}`,
+				``,
+			}, "\n"),
+			wantDiags: strings.Join([]string{
+				`t.hcl:1:1: error: Missing required argument: The argument "url" is required, but no definition was found.`,
+				`t.hcl:1:1: error: Unsupported argument: An argument named "bogus" is not expected here.`,
+				`t.hcl:2:15: error: Invalid duration: timeout = "ten" is not a duration: a duration is a number and a unit, such as "500ms", "10s", "5m" or "2h30m".`,
+				`t.hcl:3:15: error: Incorrect attribute value type: Inappropriate value for attribute "rate_limit": string required, not a number. If it is meant as text, put it in quotes: "3".`,
+				`t.hcl:4:15: error: Incorrect attribute value type: Inappropriate value for attribute "concurrency": a number is required.`,
+				`t.hcl:5:24: error: Incorrect attribute value type: Inappropriate value for headers["X-Id"]: string required, not a number. If it is meant as text, put it in quotes: "7".`,
+				`t.hcl:7:21: error: Invalid duration: retry.schedule[1] = "bad" is not a duration: a duration is a number and a unit, such as "500ms", "10s", "5m" or "2h30m".`,
+				`t.hcl:7:28: error: Incorrect attribute value type: Inappropriate value for retry.schedule[2]: string holding a duration, such as "10s", required, not a number. If it is meant as text, put it in quotes: "5".`,
+			}, "\n"),
+		},
+		{
+			name:     "good durations",
+			info:     webhookLike,
+			body:     "url = \"http://x\"\nretry {\n  schedule = [\"0s\", \"1m30s\"]\n}\n",
+			wantJSON: `{"concurrency":16,"retry":{"max":null,"schedule":["0s","1m30s"]},"timeout":"10s","url":"http://x"}`,
 		},
 		{
 			name:     "big numbers stay exact",
@@ -101,7 +149,7 @@ func TestDecodePluginBody(t *testing.T) {
 			l := &Loader{}
 			cfg, diags := DecodePluginBody(f.Body, tt.info, l.evalContext("."))
 			var got []string
-			for _, d := range diags {
+			for _, d := range SortDiagnostics(diags) {
 				got = append(got, CompactDiagnostic(d))
 			}
 			if g := strings.Join(got, "\n"); g != tt.wantDiags {
@@ -119,6 +167,22 @@ func TestDecodePluginBody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// webhookLike declares its settings as sink "webhook" would with durations.
+var webhookLike = sdk.Info{
+	Kind: sdk.KindSink, Type: "hook", Version: "0.1.0",
+	Config: []sdk.Attribute{
+		{Name: "url", Type: sdk.String, Required: true, Template: true},
+		{Name: "headers", Type: sdk.MapOf(sdk.String), Template: true},
+		{Name: "timeout", Type: sdk.Duration, Default: "10s"},
+		{Name: "concurrency", Type: sdk.Number, Default: 16},
+		{Name: "rate_limit", Type: sdk.String},
+		{Name: "retry", Nested: []sdk.Attribute{
+			{Name: "schedule", Type: sdk.ListOf(sdk.Duration)},
+			{Name: "max", Type: sdk.Duration},
+		}},
+	},
 }
 
 func pos(r hcl.Range) string {

@@ -51,13 +51,17 @@ func (l *Loaded) Close() {
 	l.plugins = nil
 }
 
-// Load reads and checks the pipeline in files in stages, reporting every
-// problem it finds. It starts no plugin while the files or the plugin blocks
-// have errors (custom plugins excepted: they are started to describe their
-// config, and stopped again). Then it starts and configures the plugins and
-// checks the expressions against the sources' schemas. On any error it stops
-// whatever it started and returns the diagnostics with a Loaded that has no
-// Plan (its Config still holds the files, for printing the diagnostics).
+// Load reads and checks the pipeline in files in stages, and reports every
+// problem of every stage in one call: a block that a stage rejects is left
+// out of the stages that need it (its plugin is not configured, the
+// expressions it feeds are checked for syntax only), and every other block
+// goes on. So it configures the plugins of the blocks that decoded without
+// errors even when other blocks have errors (configure and schema only:
+// nothing is read or written), and checks the expressions against the
+// schemas of the sources that were configured. Custom plugins are started
+// to describe their config. On any error it stops whatever it started and
+// returns the diagnostics with a Loaded that has no Plan (its Config still
+// holds the files, for printing the diagnostics).
 func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.Diagnostics) {
 	p, diags := config.Load(files...)
 	if p == nil {
@@ -79,13 +83,16 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	diags = append(diags, config.CheckPluginTypes(p, known)...)
 
 	// Stage 2: every block against its plugin's schema. Custom plugins are
-	// asked for theirs; the process is kept for the run.
+	// asked for theirs; the process is kept for the run. decoded holds
+	// every block that was decoded, errors or not, for its templates;
+	// configs only those without errors, which alone are configured.
 	custom := map[config.PluginType]*config.PluginDecl{}
 	for _, d := range p.Plugins {
 		custom[config.PluginType{Kind: d.Kind, Type: d.Type}] = d
 	}
 	started := map[config.Node]*host.Plugin{}
 	configs := map[config.Node]config.DecodedConfig{}
+	decoded := map[config.Node]config.DecodedConfig{}
 	decode := func(n config.Node) {
 		b := n.Base()
 		t := config.PluginType{Kind: sdk.Kind(b.Kind), Type: b.Type}
@@ -110,6 +117,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 		cfg, d := config.DecodePluginBody(b.Body, info, b.EvalCtx)
 		diags = append(diags, d...)
+		decoded[n] = cfg
 		if !d.HasErrors() {
 			configs[n] = cfg
 		}
@@ -120,14 +128,17 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	for _, s := range p.Sinks {
 		decode(s)
 	}
-	if diags.HasErrors() {
-		return fail()
-	}
 
-	// Start and configure the rest; sources report their schemas.
+	// Start and configure the blocks that decoded; sources report their
+	// schemas. A block with errors so far is skipped: its plugin would
+	// only say again what is wrong, or be handed half a config.
 	failedConfigure := map[config.Node]bool{}
 	outboxes := map[config.Node]*state.Outbox{}
 	configure := func(n config.Node) {
+		if _, ok := configs[n]; !ok {
+			failedConfigure[n] = true
+			return
+		}
 		b := n.Base()
 		plug := started[n]
 		builtin := plug == nil
@@ -136,6 +147,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			var err error
 			plug, err = host.Start(ctx, host.Spec{Kind: bi.Info.Kind, Type: bi.Info.Type, Name: b.Name, Command: bi.Command}, opts.Host)
 			if err != nil {
+				failedConfigure[n] = true
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin failed to start", Detail: err.Error(), Subject: b.DefRange.Ptr()})
 				return
 			}
@@ -151,6 +163,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			// A built-in sink is not asked to describe itself to decode its
 			// block; ask now whether it buffers.
 			if _, err := plug.Describe(ctx); err != nil {
+				failedConfigure[n] = true
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Plugin failed to start", Detail: err.Error(), Subject: b.DefRange.Ptr()})
 				return
 			}
@@ -158,6 +171,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		if opts.Store != nil && b.Kind == config.KindSink {
 			svc, err := state.NewService(ctx, opts.Store, p.Name, b.Name)
 			if err != nil {
+				failedConfigure[n] = true
 				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "State store failed", Detail: err.Error(), Subject: b.DefRange.Ptr()})
 				return
 			}
@@ -197,19 +211,16 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	}
 
 	// Stage 3: expressions against the schemas (syntax only for a source
-	// whose schema is unknown), even after configure errors, so that one
-	// validate reports everything.
+	// whose schema is unknown, or whose block failed), even after errors
+	// in other blocks, so that one validate reports everything.
 	_, d := config.CheckExpressions(p, config.CheckOptions{
 		SchemaOf: func(name string) *arrow.Schema { return schemas[name] },
-		Configs:  configs,
+		Configs:  decoded,
 	})
 	diags = append(diags, d...)
-	if diags.HasErrors() {
-		return fail()
-	}
 
 	fromStart, d := nonIncremental(p)
-	if diags = append(diags, d...); d.HasErrors() {
+	if diags = append(diags, d...); diags.HasErrors() {
 		return fail()
 	}
 	plan := &Plan{Pipeline: p.Name}
@@ -217,10 +228,10 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		plan.Sources = append(plan.Sources, &Source{Name: s.Name, Plugin: started[s], Schema: schemas[s.Name], FromStart: fromStart[s.Name]})
 	}
 	for _, f := range p.Filters {
-		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs)})
+		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs), SkipErrors: f.OnError == config.OnErrorSkip})
 	}
 	for _, s := range p.Sinks {
-		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered(), Outbox: outboxes[s]}
+		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered(), Outbox: outboxes[s], SkipErrors: s.OnError == config.OnErrorSkip}
 		if s.When != nil {
 			sk.When = s.When.Src
 		}
