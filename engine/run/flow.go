@@ -3,9 +3,12 @@ package run
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,47 +20,56 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/expr"
 	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // tracker orders a source's batches and finds the position up to which
-// everything is done, and for each sink how far past that position it has
-// acked everything sent to it.
+// everything is done, and for each sink which batches past that position
+// it has acked (per-sink progress).
 //
-// Records are numbered in the order the source emits them, from 0 at the
-// position the run started from. A source re-reads deterministically from a
-// committed position, so after a restart the same numbers name the same
-// records: a sink that had acked through number n before is not sent the
-// batches that end at or before n again (per-sink progress).
+// A source re-reads deterministically from a committed position, so after
+// a restart the batches after it come again. A sink that had acked some of
+// them is not sent those again. To be sure a re-read batch is the one the
+// sink acked (a new file may sort before the one being read), each batch
+// has a fingerprint of its position, size and first and last record ids;
+// a sink's marks list the fingerprints of the batches it acked, in order,
+// and a re-read batch is skipped for the sink only while every batch so far
+// matched its mark.
 type tracker struct {
 	source string
 	sinks  int // sinks in the run; entries hold a count per sink
 
 	mu      sync.Mutex
-	queue   []*entry // oldest first
+	queue   []*entry // oldest first, not yet done
+	trail   []*entry // every entry after the last committed position, oldest first
 	lastPos []byte   // position of the newest fully done batch
 	records int64    // records done since the last commit
 	dirty   bool     // lastPos moved since the last commit
 
-	next   int64   // number of the next record the source emits
-	popped int64   // records done by every sink (end of the last popped entry)
-	posOrd int64   // the record number lastPos is at
-	skip   []int64 // per sink: acked through this number in an earlier run
-	ahead  []int64 // per sink: what the last commit wrote
+	seq      int      // entries added in this run
+	base     int      // entries before trail[0]
+	marks    [][]Mark // per sink: what it acked past the start position in an earlier run
+	matching []bool   // per sink: every re-read batch so far matched its mark
+	written  [][]Mark // per sink: what the last commit wrote
 }
+
+// Mark is one batch a sink acked past its source's committed position.
+type Mark = state.Mark
 
 // entry is one batch of a source in flight. holds counts the routing still
 // in progress plus every sink send not yet acked; sinkHolds splits the sends
 // by sink.
 type entry struct {
-	t          *tracker
-	position   []byte
-	rows       int64
-	start, end int64 // the batch's record numbers: [start, end)
-	holds      int
-	sinkHolds  []int32
-	routed     bool
-	done       bool
+	t         *tracker
+	position  []byte
+	rows      int64
+	fp        uint64 // the batch's fingerprint
+	holds     int
+	sinkHolds []int32
+	skip      []bool // per sink: acked in an earlier run, not sent again
+	routed    bool
+	done      bool
 	// abandoned entries were not fully routed (the run stopped): they never
 	// become done, so no position at or after them is committed.
 	abandoned bool
@@ -74,22 +86,59 @@ type origin struct {
 	places []int64
 }
 
-func (t *tracker) add(position []byte, rows int64) *entry {
+// fingerprint identifies a batch by its position, size and first and last
+// record ids.
+func fingerprint(position []byte, rows int64, first, last string) uint64 {
+	h := fnv.New64a()
+	h.Write(position)
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(rows))
+	h.Write(n[:])
+	h.Write([]byte(first))
+	h.Write([]byte{0})
+	h.Write([]byte(last))
+	return h.Sum64()
+}
+
+// resume sets what each sink acked past the start position in an earlier run.
+func (t *tracker) resume(marks [][]Mark) {
+	t.marks = marks
+	t.matching = make([]bool, len(marks))
+	for i := range marks {
+		t.matching[i] = len(marks[i]) > 0
+	}
+}
+
+func (t *tracker) add(position []byte, rows int64, fp uint64) *entry {
 	t.mu.Lock()
-	e := &entry{t: t, position: position, rows: rows, holds: 1, start: t.next, end: t.next + rows}
+	e := &entry{t: t, position: position, rows: rows, fp: fp, holds: 1}
 	if t.sinks > 0 {
 		e.sinkHolds = make([]int32, t.sinks)
 	}
-	t.next = e.end
+	for i, m := range t.marks {
+		if !t.matching[i] {
+			continue
+		}
+		if t.seq < len(m) && m[t.seq].FP == fp && m[t.seq].Rows == rows {
+			if e.skip == nil {
+				e.skip = make([]bool, t.sinks)
+			}
+			e.skip[i] = true
+		} else {
+			t.matching[i] = false
+		}
+	}
+	t.seq++
 	t.queue = append(t.queue, e)
+	t.trail = append(t.trail, e)
 	t.mu.Unlock()
 	return e
 }
 
 // sent reports whether sink (its index) still needs the batch: false when
-// an earlier run's sink had acked it already.
+// the sink acked it in an earlier run.
 func (e *entry) sent(sink int) bool {
-	return sink >= len(e.t.skip) || e.end > e.t.skip[sink]
+	return sink >= len(e.skip) || !e.skip[sink]
 }
 
 // hold counts a send to sink (its index; -1 for none in particular).
@@ -131,11 +180,17 @@ func (e *entry) release(sink int) {
 	for n < len(t.queue) && t.queue[n].done {
 		d := t.queue[n]
 		t.records += d.rows
-		t.popped = d.end
 		if len(d.position) > 0 {
 			t.lastPos = d.position
-			t.posOrd = d.end
 			t.dirty = true
+			// The trail starts after the newest committed position.
+			for k, q := range t.trail {
+				if q == d {
+					t.base += k + 1
+					t.trail = t.trail[k+1:]
+					break
+				}
+			}
 		}
 		n++
 	}
@@ -153,9 +208,8 @@ func (e *entry) abandon() {
 type commitState struct {
 	position []byte
 	records  int64
-	// ahead is, per sink index, how many records past position the sink
-	// has acked everything it was sent.
-	ahead []int64
+	// marks is, per sink index, the batches past position the sink acked.
+	marks [][]Mark
 }
 
 // takeCommit returns what to commit, if the position or any sink's
@@ -163,26 +217,27 @@ type commitState struct {
 func (t *tracker) takeCommit() (commitState, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var ahead []int64
+	var marks [][]Mark
 	moved := t.dirty
 	if t.sinks > 0 {
-		ahead = make([]int64, t.sinks)
-		for i := range ahead {
-			f := t.popped
-			for _, q := range t.queue {
-				if !q.routed || q.abandoned || q.sinkHolds[i] > 0 {
+		marks = make([][]Mark, t.sinks)
+		for i := range marks {
+			var m []Mark
+			for _, q := range t.trail {
+				skipped := i < len(q.skip) && q.skip[i] // acked in an earlier run
+				if !q.done && !skipped && (!q.routed || q.abandoned || q.sinkHolds[i] > 0) {
 					break
 				}
-				f = q.end
+				m = append(m, Mark{FP: q.fp, Rows: q.rows})
 			}
-			if i < len(t.skip) && t.skip[i] > f {
-				f = t.skip[i]
+			// Batches the sink acked in an earlier run that this run has
+			// not read again yet stay its marks while everything re-read
+			// so far matched.
+			if i < len(t.marks) && t.matching[i] && len(m) == len(t.trail) && t.base+len(m) == t.seq && t.seq < len(t.marks[i]) {
+				m = append(m, t.marks[i][t.seq:]...)
 			}
-			ahead[i] = f - t.posOrd
-			if ahead[i] < 0 {
-				ahead[i] = 0
-			}
-			if i >= len(t.ahead) || ahead[i] != t.ahead[i] {
+			marks[i] = m
+			if i >= len(t.written) || !slices.Equal(m, t.written[i]) {
 				moved = true
 			}
 		}
@@ -191,10 +246,10 @@ func (t *tracker) takeCommit() (commitState, bool) {
 		return commitState{}, false
 	}
 	t.dirty = false
-	t.ahead = ahead
+	t.written = marks
 	n := t.records
 	t.records = 0
-	return commitState{position: t.lastPos, records: n, ahead: ahead}, true
+	return commitState{position: t.lastPos, records: n, marks: marks}, true
 }
 
 // compiled is an expression compiled on first use. The compiled program
@@ -384,7 +439,11 @@ func (sr *sourceReader) read(ctx context.Context) error {
 		rec.Release()
 		rows := withIDs.NumRows()
 		r.Stats.Read.Add(rows)
-		e := t.add(m.Position, rows)
+		var fp uint64
+		if ids, ok := withIDs.Column(int(withIDs.NumCols()) - 1).(*array.String); ok && rows > 0 {
+			fp = fingerprint(m.Position, rows, ids.Value(0), ids.Value(int(rows)-1))
+		}
+		e := t.add(m.Position, rows, fp)
 		if m.Origin != "" {
 			e.origin = origin{name: m.Origin, unit: m.PlaceUnit, places: m.Places}
 			if e.ids, _ = withIDs.Column(int(withIDs.NumCols()) - 1).(*array.String); e.ids != nil {

@@ -367,21 +367,20 @@ func (r *Runner) Run(ctx context.Context) error {
 				break
 			}
 			from = pos
-			ahead, err := r.opts.Store.SinkProgress(ctx, r.plan.Pipeline, src.Name)
+			progress, err := r.opts.Store.SinkProgress(ctx, r.plan.Pipeline, src.Name)
 			if err != nil {
 				r.fail(err)
 				break
 			}
-			for name, n := range ahead {
-				if ss := r.sinks[name]; ss != nil && n > 0 {
-					if t.skip == nil {
-						t.skip = make([]int64, len(r.plan.Sinks))
-					}
-					t.skip[ss.idx] = n
+			marks := make([][]Mark, len(r.plan.Sinks))
+			for name, m := range progress {
+				if ss := r.sinks[name]; ss != nil && len(m) > 0 {
+					marks[ss.idx] = m
 					r.opts.Logger.Info("resuming: the sink acked records past the checkpoint in an earlier run; they are not sent to it again",
-						"source", src.Name, "sink", name, "records", n)
+						"source", src.Name, "sink", name, "records", state.MarkRecords(m))
 				}
 			}
+			t.resume(marks)
 		}
 		t.lastPos = from
 		r.trackers = append(r.trackers, t)
@@ -450,17 +449,17 @@ func (r *Runner) commit(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		var ahead map[string]int64
+		var marks map[string][]Mark
 		for _, s := range r.plan.Sinks {
 			ss := r.sinks[s.Name]
-			if ss.idx < len(cs.ahead) && cs.ahead[ss.idx] > 0 && r.feeds(t.source, s.Name) {
-				if ahead == nil {
-					ahead = map[string]int64{}
+			if ss.idx < len(cs.marks) && len(cs.marks[ss.idx]) > 0 && r.feeds(t.source, s.Name) {
+				if marks == nil {
+					marks = map[string][]Mark{}
 				}
-				ahead[s.Name] = cs.ahead[ss.idx]
+				marks[s.Name] = cs.marks[ss.idx]
 			}
 		}
-		if err := r.opts.Store.CommitProgress(ctx, r.plan.Pipeline, t.source, cs.position, cs.records, ahead); err != nil {
+		if err := r.opts.Store.CommitProgress(ctx, r.plan.Pipeline, t.source, cs.position, cs.records, marks); err != nil {
 			return err
 		}
 	}
