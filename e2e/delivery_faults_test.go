@@ -1035,8 +1035,8 @@ func TestProgressAndSummaryCountTheEndpointsAnswers(t *testing.T) {
 		}, "run", "--json", "--progress-interval", "100ms", "faults.hcl")
 		code := run.wait()
 		res := run.result()
-		if code != 0 {
-			t.Fatalf("exit %d, want 0\nstderr:\n%s", code, res.stderr)
+		if code != 2 {
+			t.Fatalf("exit %d, want 2 (deliveries went dead)\nstderr:\n%s", code, res.stderr)
 		}
 		accepted := ep.acceptedTotal()
 		if accepted != len(want)-len(bad) {
@@ -1189,8 +1189,8 @@ func TestAbortMessageAndGoneAreNotRetried(t *testing.T) {
 			return 0, false
 		})
 		res := runFaults(t, dir, ep.env(), "run", "--json", "faults.hcl")
-		if res.code != 0 {
-			t.Fatalf("exit %d, want 0\nstderr:\n%s", res.code, res.stderr)
+		if res.code != 2 {
+			t.Fatalf("exit %d, want 2 (deliveries went dead)\nstderr:\n%s", res.code, res.stderr)
 		}
 		requests, accepted, codes, _ := ep.snapshot()
 		for _, id := range want {
@@ -1223,8 +1223,8 @@ func TestAbortMessageAndGoneAreNotRetried(t *testing.T) {
 		dir, want := setupFaults(t, 1500, 90, retry)
 		ep := newFaultEndpoint(t, func(string, int) (int, bool) { return http.StatusGone, false })
 		res := runFaults(t, dir, ep.env(), "run", "--json", "faults.hcl")
-		if res.code != 0 {
-			t.Fatalf("exit %d, want 0\nstderr:\n%s", res.code, res.stderr)
+		if res.code != 2 {
+			t.Fatalf("exit %d, want 2 (deliveries went dead)\nstderr:\n%s", res.code, res.stderr)
 		}
 		gone := fmt.Sprintf("sink crm: endpoint %s answered 410 Gone and was disabled for the run; its deliveries went to the dead letter", ep.srv.URL)
 		if !strings.Contains(res.stderr, gone) {
@@ -1322,8 +1322,8 @@ func TestDeliveriesSummary(t *testing.T) {
 	b.setAnswer(answer)
 
 	res := runFaults(t, dir, a.env(), "run", "--json", "faults.hcl")
-	if res.code != 0 {
-		t.Fatalf("exit %d, want 0\nstderr:\n%s", res.code, res.stderr)
+	if res.code != 2 {
+		t.Fatalf("exit %d, want 2 (deliveries went dead)\nstderr:\n%s", res.code, res.stderr)
 	}
 	if !strings.Contains(res.stderr, fmt.Sprintf("sink crm: %d delivered, 5 dead, 0 pending", len(want)-5)) {
 		t.Errorf("stderr:\n%s", res.stderr)

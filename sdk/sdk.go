@@ -113,7 +113,7 @@ type Config struct {
 	// BaseDir is the absolute directory of the pipeline file that holds the
 	// block ("" outside a pipeline file). A source resolves a relative input
 	// path against it when the path names nothing relative to the working
-	// directory (sdk.ResolvePath).
+	// directory (as `source "file"` does).
 	BaseDir string
 }
 

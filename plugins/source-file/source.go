@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -42,6 +43,9 @@ var _ sdk.SchemaSource = (*Source)(nil)
 type Source struct {
 	cfg  config
 	name string
+	// baseDir is the pipeline file's directory: a relative path that
+	// matches nothing in the working directory is resolved against it.
+	baseDir string
 }
 
 type config struct {
@@ -60,7 +64,7 @@ func (s *Source) Info() sdk.Info {
 		Version:     Version,
 		Description: "Reads JSONL or CSV files (gzip detected), a path or a glob; re-runs read only what was appended or added.",
 		Config: []sdk.Attribute{
-			{Name: "path", Type: sdk.String, Required: true, Description: "A file or a glob (e.g. data/*.jsonl), relative to the working directory."},
+			{Name: "path", Type: sdk.String, Required: true, Description: "A file or a glob (e.g. data/*.jsonl), relative to the working directory, or else to the pipeline file's directory."},
 			{Name: "format", Type: sdk.String, Default: "jsonl", Description: `"jsonl" or "csv".`},
 			{Name: "on_error", Type: sdk.String, Default: "fail", Description: `"fail" stops at a bad record with its file and line; "skip" logs it, counts it and goes on.`},
 			{Name: "batch_rows", Type: sdk.Number, Default: defaultBatchRows, Description: "Most records per batch (batches are also cut at 8 MiB of input)."},
@@ -74,6 +78,7 @@ func (s *Source) Configure(_ context.Context, cfg sdk.Config) error {
 		return err
 	}
 	s.name = cfg.Name
+	s.baseDir = cfg.BaseDir
 	switch s.cfg.Format {
 	case "jsonl", "csv":
 	default:
@@ -93,11 +98,39 @@ func (s *Source) Configure(_ context.Context, cfg sdk.Config) error {
 	return nil
 }
 
-// files lists the matching files in a stable order.
+// files lists the matching files in a stable order, as paths to open. A
+// relative path is resolved against the working directory, and when it
+// matches no file there, against the pipeline file's directory (the paths
+// are absolute then; origin gives each its name).
 func (s *Source) files() ([]string, error) {
-	matches, err := filepath.Glob(s.cfg.Path)
+	out, err := glob(s.cfg.Path)
 	if err != nil {
-		return nil, fmt.Errorf("path %q: %w", s.cfg.Path, err)
+		return nil, err
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	if filepath.IsAbs(s.cfg.Path) {
+		return nil, fmt.Errorf("path %q matches no files", s.cfg.Path)
+	}
+	abs, _ := filepath.Abs(s.cfg.Path)
+	looked := []string{abs}
+	if s.baseDir != "" {
+		if there := filepath.Join(s.baseDir, s.cfg.Path); there != abs {
+			if out, err = glob(s.inBaseDir()); err != nil || len(out) > 0 {
+				return out, err
+			}
+			looked = append(looked, there)
+		}
+	}
+	return nil, fmt.Errorf("path %q matches no files (looked in %s)", s.cfg.Path, strings.Join(looked, " and "))
+}
+
+// glob lists the regular files that pattern matches, sorted.
+func glob(pattern string) ([]string, error) {
+	matches, err := filepath.Glob(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("path %q: %w", pattern, err)
 	}
 	var out []string
 	for _, m := range matches {
@@ -106,10 +139,49 @@ func (s *Source) files() ([]string, error) {
 		}
 	}
 	sort.Strings(out)
-	if len(out) == 0 {
-		return nil, fmt.Errorf("path %q matches no files", s.cfg.Path)
-	}
 	return out, nil
+}
+
+// inBaseDir is the relative path as a pattern under the pipeline file's
+// directory, "" when there is none. It is joined by hand, not with
+// filepath.Join, which would clean it: a match is then spelled under the
+// directory exactly as the same match in the working directory is (see
+// origin). Glob characters in the directory's own name are escaped (not
+// possible on Windows, where \ separates).
+func (s *Source) inBaseDir() string {
+	if s.baseDir == "" || filepath.IsAbs(s.cfg.Path) {
+		return ""
+	}
+	dir := strings.TrimSuffix(s.baseDir, string(filepath.Separator))
+	if filepath.Separator == '/' && strings.ContainsAny(dir, `*?[\`) {
+		var b strings.Builder
+		for _, r := range dir {
+			if strings.ContainsRune(`*?[\`, r) {
+				b.WriteByte('\\')
+			}
+			b.WriteRune(r)
+		}
+		dir = b.String()
+	}
+	return dir + string(filepath.Separator) + s.cfg.Path
+}
+
+// origin names a file that files returned, for its checkpoint and its
+// records' ids: the path as the glob names it relative to where it was
+// resolved, so that a run from another directory that finds the files next
+// to the pipeline file reads them under the same names and ids.
+func (s *Source) origin(path string) string {
+	if s.baseDir == "" || filepath.IsAbs(s.cfg.Path) || !filepath.IsAbs(path) {
+		return path
+	}
+	prefix := strings.TrimSuffix(s.baseDir, string(filepath.Separator)) + string(filepath.Separator)
+	if rest, ok := strings.CutPrefix(path, prefix); ok {
+		return rest
+	}
+	if rel, err := filepath.Rel(s.baseDir, path); err == nil {
+		return rel // the pattern climbs out of the directory (../data/*.jsonl)
+	}
+	return path
 }
 
 // position is the checkpoint: how far each file has been read.
@@ -122,7 +194,11 @@ type filePos struct {
 	Line   int64 `json:"line"`   // lines consumed
 }
 
-// Schema samples the first lines of the files.
+// Schema samples the first lines of the files. The schema is marked as a
+// sample (sdk.SampledSchema): a field that first appears later in a file, or
+// in a file past the sampled ones, or in a file that is still empty, is not
+// in it, and the engine then warns about expressions that read it instead
+// of failing.
 func (s *Source) Schema(ctx context.Context) (*arrow.Schema, error) {
 	files, err := s.files()
 	if err != nil {
@@ -141,15 +217,16 @@ func (s *Source) Schema(ctx context.Context) (*arrow.Schema, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", files[0], err)
 		}
+		sample := fmt.Sprintf("the header and the first %d lines of %s", sampleLines, files[0])
 		rec, err := cr.Next(sampleLines)
 		if errors.Is(err, io.EOF) {
-			return cr.Schema(), nil
+			return sdk.SampledSchema(cr.Schema(), sample), nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", files[0], err)
 		}
 		defer rec.Release()
-		return rec.Schema(), nil
+		return sdk.SampledSchema(rec.Schema(), sample), nil
 	}
 	dec := arrowjson.NewDecoder(arrowjson.Options{})
 	defer dec.Release()
@@ -176,7 +253,7 @@ func (s *Source) Schema(ctx context.Context) (*arrow.Schema, error) {
 			rec.Release()
 		}
 	}
-	return dec.Schema(), nil
+	return sdk.SampledSchema(dec.Schema(), fmt.Sprintf("the first %d lines of each of up to %d files", sampleLines, sampleFiles)), nil
 }
 
 // Read reads every file from where the checkpoint left it.
@@ -264,12 +341,13 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 }
 
 func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit sdk.Emitter) error {
+	name := s.origin(path) // the checkpoint's and the ids' name; path is for opening and messages
 	r, closeFn, err := open(path)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	fp := pos.Files[path]
+	fp := pos.Files[name]
 	if err := skip(r, fp.Offset, path); err != nil {
 		return err
 	}
@@ -284,8 +362,8 @@ func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit
 		if rec == nil {
 			return nil
 		}
-		pos.Files[path] = fp
-		origin := sdk.Origin{Name: path, Unit: "line", Places: lines}
+		pos.Files[name] = fp
+		origin := sdk.Origin{Name: name, Unit: "line", Places: lines}
 		lines = nil
 		return emit.EmitAt(rec, pos.encode(), origin)
 	}
@@ -332,17 +410,18 @@ func (s *Source) readJSONL(ctx context.Context, path string, pos *position, emit
 	if err := flush(); err != nil {
 		return err
 	}
-	pos.Files[path] = fp
+	pos.Files[name] = fp
 	return nil
 }
 
 func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit sdk.Emitter) error {
+	name := s.origin(path) // the checkpoint's and the ids' name; path is for opening and messages
 	r, closeFn, err := open(path)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	fp := pos.Files[path]
+	fp := pos.Files[name]
 	br := bufio.NewReaderSize(r, 1<<20)
 	// The header is read on every run; resuming skips to the offset after it.
 	header, err := readLine(br)
@@ -370,7 +449,7 @@ func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit s
 		var rerr *arrowcsv.RecordError
 		switch {
 		case errors.Is(err, io.EOF):
-			pos.Files[path] = fp
+			pos.Files[name] = fp
 			return nil
 		case errors.As(err, &rerr):
 			line := baseLine + int64(rerr.Line) - 1
@@ -385,12 +464,12 @@ func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit s
 		}
 		fp.Offset = base + cr.Offset() - int64(len(header))
 		fp.Line = baseLine + int64(cr.Line()) - 1
-		pos.Files[path] = fp
+		pos.Files[name] = fp
 		lines := append([]int64(nil), cr.Lines()...)
 		for i := range lines {
 			lines[i] += baseLine - 1
 		}
-		if err := emit.EmitAt(rec, pos.encode(), sdk.Origin{Name: path, Unit: "line", Places: lines}); err != nil {
+		if err := emit.EmitAt(rec, pos.encode(), sdk.Origin{Name: name, Unit: "line", Places: lines}); err != nil {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
