@@ -36,6 +36,50 @@ type Outbox interface {
 	Pending(ctx context.Context) (OutboxStatus, error)
 }
 
+// RetentionSetter is an Outbox that prunes what is finished: the engine's
+// does, over the plugin protocol. sdk/delivery's Deliverer type-asserts for
+// it and calls SetRetention once, as its loop starts; an Outbox without it
+// keeps everything (or applies its own rules).
+type RetentionSetter interface {
+	// SetRetention says how long this sink's finished deliveries are kept
+	// (zero fields: the defaults). The engine stores it for the sink and
+	// prunes in the background, never touching pending deliveries. An
+	// error is not fatal to delivering: the sink logs it and goes on.
+	SetRetention(ctx context.Context, r Retention) error
+}
+
+// Retention is how long an outbox keeps finished deliveries. A zero field
+// means its default (DefaultRetention).
+type Retention struct {
+	// Delivered: a delivered delivery's payload is dropped this long after
+	// it was delivered. Its row (id, status, attempts) stays, so a re-run
+	// of the same records still sends nothing twice.
+	Delivered time.Duration
+	// Attempts: entries of the delivery log older than this are deleted,
+	// except those of pending deliveries.
+	Attempts time.Duration
+	// Dead: a dead delivery that was not replayed for this long is deleted
+	// with its log (until then `pipeline replay` can send it again).
+	Dead time.Duration
+}
+
+// DefaultRetention is what an outbox keeps when a sink does not say.
+var DefaultRetention = Retention{Delivered: 7 * 24 * time.Hour, Attempts: 30 * 24 * time.Hour, Dead: 30 * 24 * time.Hour}
+
+// WithDefaults returns r with its zero fields set to DefaultRetention's.
+func (r Retention) WithDefaults() Retention {
+	if r.Delivered <= 0 {
+		r.Delivered = DefaultRetention.Delivered
+	}
+	if r.Attempts <= 0 {
+		r.Attempts = DefaultRetention.Attempts
+	}
+	if r.Dead <= 0 {
+		r.Dead = DefaultRetention.Dead
+	}
+	return r
+}
+
 // Delivery is one message an action sink must get to its destination.
 type Delivery struct {
 	ID       string // stable across retries, restarts and replays
@@ -127,6 +171,8 @@ type OutboxStatus struct {
 // stateOutbox is the Outbox the engine serves over the plugin broker.
 type stateOutbox struct{ c pluginv1.StateClient }
 
+var _ RetentionSetter = (*stateOutbox)(nil)
+
 func dialOutbox(b *plugin.GRPCBroker, id uint32) (Outbox, error) {
 	conn, err := b.Dial(id)
 	if err != nil {
@@ -202,4 +248,10 @@ func (o *stateOutbox) Pending(ctx context.Context) (OutboxStatus, error) {
 		return OutboxStatus{}, err
 	}
 	return OutboxStatus{Pending: int(resp.Pending), Dead: int(resp.Dead), StopWaiting: resp.StopWaiting}, nil
+}
+
+func (o *stateOutbox) SetRetention(ctx context.Context, r Retention) error {
+	_, err := o.c.SetRetention(ctx, &pluginv1.SetRetentionRequest{
+		DeliveredMs: r.Delivered.Milliseconds(), AttemptsMs: r.Attempts.Milliseconds(), DeadMs: r.Dead.Milliseconds()})
+	return err
 }

@@ -38,7 +38,22 @@ stderr. Only records that are new since the last run are processed, unless
 durable outbox; the run waits until each is delivered or dead (--no-wait does
 not). SIGINT/SIGTERM stop reading, let the sinks ack what they have, commit it,
 stop waiting for the outbox (pending deliveries stay queued for the next run or
-pipeline serve) and exit with 130/143; a second signal aborts at once.`,
+pipeline serve) and exit with 130/143; a second signal aborts at once.
+
+A pipeline runs once at a time on a state store (--state): while a run or
+pipeline serve runs it, another run of it refuses at once, naming the
+process that holds it. The lock is held in <state>.locks/<pipeline>.lock and
+goes away with its process, however that ends.
+
+Exit status:
+  0    the run completed and every delivery was made (or is still pending,
+       with --no-wait)
+  1    the run failed, or the file has errors
+  2    the run completed, but deliveries went dead in it (see
+       pipeline deliveries --status dead; send them again with pipeline replay)
+  75   the pipeline is already running on this state store
+  130  interrupted by SIGINT (143: by SIGTERM); what the sinks acked is
+       committed`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Signals: the first drains, the second aborts.
@@ -68,6 +83,13 @@ pipeline serve) and exit with 130/143; a second signal aborts at once.`,
 				printDiags(p, nil, diags)
 				return &exitError{code: 1}
 			}
+			// One run of a pipeline at a time on a state store: a second
+			// would read from the same checkpoints and send everything again.
+			lock, err := lockPipeline(g, p.Name)
+			if err != nil {
+				return err
+			}
+			defer lock.Close()
 			store, err := state.Open(g.statePath)
 			if err != nil {
 				return err
@@ -116,6 +138,8 @@ pipeline serve) and exit with 130/143; a second signal aborts at once.`,
 				enc.Encode(out)
 			}
 			switch {
+			case runErr == nil && deadDeliveries(snap.Outbox) > 0:
+				return &exitError{code: exitDead}
 			case runErr == nil:
 				return nil
 			case status == "interrupted":
@@ -132,6 +156,15 @@ pipeline serve) and exit with 130/143; a second signal aborts at once.`,
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "exit when the sources are drained, leaving pending webhook deliveries queued for the next run or `pipeline serve`")
 	cmd.Flags().DurationVar(&progressEvery, "progress-interval", 0, "how often the progress line is printed (default 200ms on a terminal, 5s otherwise)")
 	return cmd
+}
+
+// deadDeliveries counts the deliveries that went dead during a run.
+func deadDeliveries(outbox map[string]state.Progress) int64 {
+	var n int64
+	for _, p := range outbox {
+		n += p.Dead
+	}
+	return n
 }
 
 // printOutbox reports action sinks' deliveries after a run. left says the
@@ -374,9 +407,13 @@ func newStateCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PIPELINE\tSOURCE\tRECORDS\tUPDATED\tPOSITION")
+			fmt.Fprintln(tw, "PIPELINE\tSOURCE\tRECORDS\tUPDATED\tPOSITION\tSINKS AHEAD")
 			for _, c := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", c.Pipeline, c.Source, c.Records, c.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"), c.Position)
+				ahead, err := store.SinksAhead(cmd.Context(), c.Pipeline, c.Source)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", c.Pipeline, c.Source, c.Records, c.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"), c.Position, formatAhead(ahead))
 			}
 			return tw.Flush()
 		},
@@ -390,6 +427,12 @@ func newStateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A running pipeline would commit its positions over the reset.
+			lock, err := lockPipeline(g, name)
+			if err != nil {
+				return err
+			}
+			defer lock.Close()
 			store, err := state.Open(g.statePath)
 			if err != nil {
 				return err
@@ -403,5 +446,24 @@ func newStateCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	})
+	stateCmd.AddCommand(newVacuumCmd(g, pipelineName))
 	return stateCmd
+}
+
+// formatAhead lists the sinks that acked records past a checkpoint, e.g.
+// "out +30000 crm +512": a restarted run does not send them those again.
+func formatAhead(ahead map[string]int64) string {
+	names := make([]string, 0, len(ahead))
+	for n := range ahead {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s +%d", n, ahead[n]))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, " ")
 }

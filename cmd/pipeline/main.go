@@ -14,6 +14,16 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
+// Exit codes besides 0 (success) and 1 (failure); 130 and 143 are the
+// interrupted runs' (SIGINT, SIGTERM).
+const (
+	// exitDead: the run completed, but some of its deliveries went dead.
+	exitDead = 2
+	// exitLocked: the pipeline is already running on this state store
+	// (EX_TEMPFAIL of sysexits.h: try again later).
+	exitLocked = 75
+)
+
 // exitError carries an exit code through cobra.
 type exitError struct {
 	code int

@@ -61,6 +61,13 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 		// The run gets serve's contexts rather than jobCtx, which ends with
 		// the first signal: a run in progress drains like a continuous
 		// pipeline does, and only the second signal aborts it.
+		// The firing holds the pipeline's run lock; when a pipeline run
+		// of it holds it, the firing fails, naming that process.
+		lock, err := state.LockPipeline(sp.g.statePath, sp.p.Name)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
 		l, diags, err := load(sp.ctx, sp.g, []string{sp.file}, sp.store, true)
 		if err != nil {
 			return err

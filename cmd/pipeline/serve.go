@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,7 +41,13 @@ A pipeline whose pipeline block has a schedule runs on it instead: each firing
 is one complete run, like ` + "`pipeline run --no-wait`" + ` (the file is read again,
 sources are read to their end from their checkpoints, deliveries still pending
 go out with the next run), and logs one summary line. A firing while the
-previous run is still going is skipped.`,
+previous run is still going is skipped.
+
+serve holds the run lock of each pipeline while it runs it (a continuous
+pipeline all along, a scheduled one during each firing), so that a run of it
+(pipeline run) refuses meanwhile. A continuous pipeline whose lock another process
+holds fails to start, and a firing that finds it held fails; the other
+pipelines go on.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := pipelineFiles(args)
@@ -98,6 +105,7 @@ previous run is still going is skipped.`,
 			var wg sync.WaitGroup
 			sched := schedule.New(nil, log)
 			scheduled := 0
+			var continuous, unstarted atomic.Int64
 			for _, f := range files {
 				if p := configs[f]; p.ScheduleSpec != nil {
 					sp := &scheduledPipeline{g: g, file: f, p: p, store: store, ctx: ctx, drain: drain, m: m, log: log}
@@ -108,9 +116,12 @@ previous run is still going is skipped.`,
 					continue
 				}
 				wg.Add(1)
+				continuous.Add(1)
 				go func() {
 					defer wg.Done()
-					servePipeline(ctx, g, f, store, poll, logEvery, drain, m, log)
+					if !servePipeline(ctx, g, f, configs[f].Name, store, poll, logEvery, drain, m, log) {
+						unstarted.Add(1)
+					}
 				}()
 			}
 			if scheduled > 0 {
@@ -134,6 +145,9 @@ previous run is still going is skipped.`,
 				}()
 			}
 			wg.Wait()
+			if scheduled == 0 && unstarted.Load() == continuous.Load() {
+				return &exitError{code: exitLocked, err: errors.New("no pipeline could start: each is already running on this state store")}
+			}
 			return nil
 		},
 	}
@@ -169,25 +183,33 @@ func pipelineFiles(args []string) ([]string, error) {
 }
 
 // servePipeline runs one pipeline until drain, restarting it after a
-// failure.
-func servePipeline(ctx context.Context, g *globals, file string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) {
+// failure. It holds the pipeline's run lock all along; when another process
+// holds it, the pipeline does not start (the others go on) and it returns
+// false.
+func servePipeline(ctx context.Context, g *globals, file, name string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) (started bool) {
+	lock, err := state.LockPipeline(g.statePath, name)
+	if err != nil {
+		log.Error("pipeline failed to start", "pipeline", name, "file", file, "error", err)
+		return false
+	}
+	defer lock.Close()
 	backoff := 5 * time.Second
 	for {
 		err := serveOnce(ctx, g, file, store, poll, logEvery, drain, m, log)
 		select {
 		case <-drain:
-			return
+			return true
 		case <-ctx.Done():
-			return
+			return true
 		default:
 		}
 		log.Error("pipeline failed; restarting", "file", file, "in", backoff.String(), "error", err)
 		select {
 		case <-time.After(backoff):
 		case <-drain:
-			return
+			return true
 		case <-ctx.Done():
-			return
+			return true
 		}
 		backoff = min(2*backoff, 5*time.Minute)
 	}

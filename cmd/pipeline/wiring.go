@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -66,4 +67,16 @@ func printDiags(p *config.Pipeline, files map[string]*hcl.File, diags hcl.Diagno
 		files = p.Files
 	}
 	config.WriteDiagnostics(os.Stderr, files, config.SortDiagnostics(diags), isTerminal(os.Stderr))
+}
+
+// lockPipeline takes a pipeline's run lock in the state store, so that it
+// runs once at a time; when another process holds it, the error names the
+// holder and exits with exitLocked.
+func lockPipeline(g *globals, pipeline string) (*state.Lock, error) {
+	l, err := state.LockPipeline(g.statePath, pipeline)
+	var le *state.LockedError
+	if errors.As(err, &le) {
+		return nil, &exitError{code: exitLocked, err: err}
+	}
+	return l, err
 }

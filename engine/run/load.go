@@ -40,15 +40,21 @@ type Loaded struct {
 	Config *config.Pipeline
 	Plan   *Plan
 
-	plugins []*host.Plugin
+	plugins  []*host.Plugin
+	services []*state.Service
 }
 
-// Close stops every plugin.
+// Close stops every plugin and ends the sinks' outbox sessions (their
+// background pruning included).
 func (l *Loaded) Close() {
 	for _, p := range l.plugins {
 		p.Stop()
 	}
 	l.plugins = nil
+	for _, s := range l.services {
+		s.Close()
+	}
+	l.services = nil
 }
 
 // Load reads and checks the pipeline in files in stages, and reports every
@@ -176,6 +182,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 				return
 			}
 			copts.State = svc
+			l.services = append(l.services, svc)
 			outboxes[n] = svc.Outbox()
 		}
 		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts); err != nil {

@@ -125,6 +125,7 @@ type Outbox struct {
 	circuits   map[string]sdk.Circuit // endpoints whose circuit is not closed
 
 	stopWaiting atomic.Bool
+	pruner      *pruner // the background prune of this session (retention.go); guarded by s.pruners.mu
 }
 
 // Progress is what a sink's outbox did in this session and holds now, for
@@ -266,7 +267,7 @@ const (
 	qDead      = `UPDATE deliveries SET status = 'dead', leased = 0, attempts = attempts + 1, last_code = ?, last_error = ?, updated_at = ?` + byKey
 	qRelease   = `UPDATE deliveries SET leased = 0, next_at = ?, updated_at = ?` + byKey
 	qAttempt   = `INSERT INTO attempts (pipeline, sink, id, n, at, status_code, latency_ms, error, response)
-		VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM attempts WHERE pipeline = ? AND sink = ? AND id = ?), ?, ?, ?, ?, ?)`
+		VALUES (?, ?, ?, (SELECT COALESCE(MAX(n), 0) + 1 FROM attempts WHERE pipeline = ? AND sink = ? AND id = ?), ?, ?, ?, ?, ?)`
 	qLease = `SELECT d.rowid, d.id, d.endpoint, d.order_key, d.payload, d.attempts FROM deliveries d
 		WHERE d.pipeline = ? AND d.sink = ? AND d.status = 'pending' AND d.leased = 0 AND d.next_at <= ?
 		AND d.endpoint NOT IN (SELECT value FROM json_each(?))
@@ -610,7 +611,10 @@ type DeliveryRecord struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	LastCode  int       `json:"last_status_code"`
 	LastError string    `json:"last_error,omitempty"`
-	Log       []Attempt `json:"log"`
+	// Pruned is when retention dropped the payload of this delivered
+	// delivery (nil while it is kept); it can no longer be replayed.
+	Pruned *time.Time `json:"payload_pruned_at,omitempty"`
+	Log    []Attempt  `json:"log"`
 }
 
 // Deliveries lists deliveries matching f, newest change first, each with its
@@ -620,7 +624,7 @@ func (s *Store) Deliveries(ctx context.Context, f DeliveryFilter, limit int) ([]
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, sink, id, endpoint, status, attempts, next_at, created_at, updated_at, last_code, last_error
+	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, sink, id, endpoint, status, attempts, next_at, created_at, updated_at, last_code, last_error, pruned_at
 		FROM deliveries WHERE `+where+` ORDER BY updated_at DESC, rowid DESC LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("state: list deliveries: %w", err)
@@ -628,10 +632,14 @@ func (s *Store) Deliveries(ctx context.Context, f DeliveryFilter, limit int) ([]
 	var out []DeliveryRecord
 	for rows.Next() {
 		var d DeliveryRecord
-		var next, created, updated int64
-		if err := rows.Scan(&d.Pipeline, &d.Sink, &d.ID, &d.Endpoint, &d.Status, &d.Attempts, &next, &created, &updated, &d.LastCode, &d.LastError); err != nil {
+		var next, created, updated, pruned int64
+		if err := rows.Scan(&d.Pipeline, &d.Sink, &d.ID, &d.Endpoint, &d.Status, &d.Attempts, &next, &created, &updated, &d.LastCode, &d.LastError, &pruned); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("state: list deliveries: %w", err)
+		}
+		if pruned > 0 {
+			t := time.UnixMilli(pruned).UTC()
+			d.Pruned = &t
 		}
 		d.NextAt, d.CreatedAt, d.UpdatedAt = time.UnixMilli(next).UTC(), time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
 		out = append(out, d)
@@ -661,14 +669,15 @@ func (s *Store) Deliveries(ctx context.Context, f DeliveryFilter, limit int) ([]
 
 // Replay makes the deliveries matching f pending again, due now, with a
 // fresh retry schedule. Their ids (and so webhook-ids) stay the same, and
-// their log is kept. It returns how many it queued.
+// their log is kept. Delivered ones whose payload retention dropped are
+// left alone: there is nothing left to send. It returns how many it queued.
 func (s *Store) Replay(ctx context.Context, f DeliveryFilter, now time.Time) (int64, error) {
 	where, args, err := f.where()
 	if err != nil {
 		return 0, err
 	}
 	res, err := s.db.ExecContext(ctx, `UPDATE deliveries SET status = 'pending', attempts = 0, next_at = ?, updated_at = ?
-		WHERE `+where+` AND status != 'pending'`, append([]any{ms(now), ms(now)}, args...)...)
+		WHERE `+where+` AND status != 'pending' AND pruned_at = 0`, append([]any{ms(now), ms(now)}, args...)...)
 	if err != nil {
 		return 0, fmt.Errorf("state: replay: %w", err)
 	}

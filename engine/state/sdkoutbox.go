@@ -44,3 +44,9 @@ func (a sdkOutbox) Pending(ctx context.Context) (sdk.OutboxStatus, error) {
 	p, d, _, err := a.o.Pending(ctx)
 	return sdk.OutboxStatus{Pending: p, Dead: d, StopWaiting: a.o.stopWaiting.Load()}, err
 }
+
+var _ sdk.RetentionSetter = sdkOutbox{}
+
+func (a sdkOutbox) SetRetention(ctx context.Context, r sdk.Retention) error {
+	return a.o.SetRetention(ctx, r, time.Now())
+}

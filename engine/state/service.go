@@ -21,13 +21,32 @@ type Service struct {
 
 // NewService starts a session on the outbox of a pipeline's sink and serves
 // it. Deliveries an earlier session left in flight are pending again (leases
-// live in the session).
+// live in the session). The session prunes the outbox in the background
+// (DefaultPruning, with the retention the sink sets) until ctx ends, Close
+// is called, a later session of the sink begins, or the store closes.
 func NewService(ctx context.Context, s *Store, pipeline, sink string) (*Service, error) {
+	return NewServicePruning(ctx, s, pipeline, sink, DefaultPruning)
+}
+
+// NewServicePruning is NewService with its own Pruning (tests).
+func NewServicePruning(ctx context.Context, s *Store, pipeline, sink string, p Pruning) (*Service, error) {
 	o := s.Outbox(pipeline, sink)
 	if err := o.Begin(ctx); err != nil {
 		return nil, err
 	}
-	return &Service{outbox: o, now: time.Now}, nil
+	o.Prune(ctx, p)
+	now := p.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{outbox: o, now: now}, nil
+}
+
+// Close ends the session's background pruning. (Deliveries need nothing:
+// a session's leases are handed back when the next one begins.)
+func (s *Service) Close() error {
+	s.outbox.End()
+	return nil
 }
 
 // Outbox is the session the service serves: its Progress and StopWaiting.
@@ -125,4 +144,18 @@ func (s *Service) Pending(ctx context.Context, _ *pluginv1.PendingRequest) (*plu
 		resp.NextDueUnixMs = next.UnixMilli()
 	}
 	return resp, nil
+}
+
+// SetRetention implements pluginv1.StateServer: the sink's retention is
+// stored for its outbox, and the session prunes with it at once.
+func (s *Service) SetRetention(ctx context.Context, req *pluginv1.SetRetentionRequest) (*pluginv1.SetRetentionResponse, error) {
+	if req.DeliveredMs < 0 || req.AttemptsMs < 0 || req.DeadMs < 0 {
+		return nil, status.Error(codes.InvalidArgument, "retention: durations must not be negative")
+	}
+	r := sdk.Retention{Delivered: time.Duration(req.DeliveredMs) * time.Millisecond,
+		Attempts: time.Duration(req.AttemptsMs) * time.Millisecond, Dead: time.Duration(req.DeadMs) * time.Millisecond}
+	if err := s.outbox.SetRetention(ctx, r, s.now()); err != nil {
+		return nil, grpcErr(err)
+	}
+	return &pluginv1.SetRetentionResponse{}, nil
 }

@@ -27,6 +27,8 @@ type Store struct {
 	// checkpointInterval, until stop is closed.
 	ckpt          *sql.DB
 	stop, stopped chan struct{}
+	// pruners prune outboxes in the background (retention.go).
+	pruners pruners
 }
 
 // checkpointInterval is how often the WAL is copied into the database.
@@ -77,7 +79,11 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + outboxSchema); err != nil {
+	if _, err := db.Exec(schema + outboxSchema + retentionSchema + sinkProgressSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	if err := migrateRetention(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
@@ -111,6 +117,7 @@ func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.pruners.closeAll()
 	close(s.stop)
 	<-s.stopped
 	s.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
@@ -185,6 +192,9 @@ func (s *Store) Reset(ctx context.Context, pipeline string) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM checkpoints WHERE pipeline = ?`, pipeline)
 	if err != nil {
 		return 0, fmt.Errorf("state: reset %s: %w", pipeline, err)
+	}
+	if err := resetSinkProgress(ctx, s, pipeline); err != nil {
+		return 0, err
 	}
 	return res.RowsAffected()
 }

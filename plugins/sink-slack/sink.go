@@ -53,19 +53,20 @@ var (
 )
 
 type config struct {
-	WebhookURL   string                `json:"webhook_url"`
-	Token        string                `json:"token"`
-	Channel      string                `json:"channel"`
-	Text         string                `json:"text"`
-	Blocks       string                `json:"blocks"`
-	APIURL       string                `json:"api_url"`
-	Timeout      string                `json:"timeout"`
-	Concurrency  int                   `json:"concurrency"`
-	RateLimit    string                `json:"rate_limit"`
-	Retry        *policy.RetryConfig   `json:"retry"`
-	Breaker      *policy.BreakerConfig `json:"circuit_breaker"`
-	AllowPrivate bool                  `json:"allow_private_networks"`
-	HTTPSOnly    bool                  `json:"https_only"`
+	WebhookURL   string                    `json:"webhook_url"`
+	Token        string                    `json:"token"`
+	Channel      string                    `json:"channel"`
+	Text         string                    `json:"text"`
+	Blocks       string                    `json:"blocks"`
+	APIURL       string                    `json:"api_url"`
+	Timeout      string                    `json:"timeout"`
+	Concurrency  int                       `json:"concurrency"`
+	RateLimit    string                    `json:"rate_limit"`
+	Retry        *policy.RetryConfig       `json:"retry"`
+	Breaker      *policy.BreakerConfig     `json:"circuit_breaker"`
+	Retention    *delivery.RetentionConfig `json:"retention"`
+	AllowPrivate bool                      `json:"allow_private_networks"`
+	HTTPSOnly    bool                      `json:"https_only"`
 }
 
 type mode int
@@ -107,11 +108,12 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "text", Type: sdk.String, Required: true, Template: true, Description: "Message text (mrkdwn), with {{ }} placeholders; the notification fallback when blocks are set."},
 			{Name: "blocks", Type: sdk.String, Template: true, Description: "Block Kit blocks: a JSON array, as a string, with {{ }} placeholders; each record's rendering must be valid JSON (use {{ toJSON(field) }} for free text)."},
 			{Name: "api_url", Type: sdk.String, Default: DefaultAPIURL, Description: "Base URL of Slack's Web API; chat.postMessage is under it."},
-			{Name: "timeout", Type: sdk.String, Default: "10s", Description: "Per-request timeout."},
+			{Name: "timeout", Type: sdk.Duration, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 1, Description: "Requests in flight at once per channel (per webhook URL); 1 keeps a channel's messages in order."},
 			{Name: "rate_limit", Type: sdk.String, Default: "1/s", Description: `Most messages per channel (per webhook URL), e.g. "1/s" (Slack's limit) or "20/m".`},
 			delivery.RetryAttribute(),
 			delivery.BreakerAttribute("a channel (a webhook)"),
+			delivery.RetentionAttribute(),
 			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow loopback, private and link-local addresses (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
 			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse plain http URLs."},
 		},
@@ -201,6 +203,9 @@ func (s *Sink) configure(cfg sdk.Config) error {
 	}
 	opts := delivery.Options{Concurrency: c.Concurrency, Log: log.With("sink", s.name)}
 	if opts.Retry, opts.Breaker, err = delivery.Policies(c.Retry, c.Breaker); err != nil {
+		return err
+	}
+	if opts.Retention, err = delivery.ParseRetention(c.Retention); err != nil {
 		return err
 	}
 	rate := policy.SlackPerChannel

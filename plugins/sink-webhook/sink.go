@@ -50,19 +50,20 @@ var (
 )
 
 type config struct {
-	URL          string                `json:"url"`
-	Secret       string                `json:"secret"`
-	Secrets      []string              `json:"secrets"`
-	Signature    string                `json:"signature"`
-	Event        string                `json:"event"`
-	Headers      map[string]string     `json:"headers"`
-	Timeout      string                `json:"timeout"`
-	Concurrency  int                   `json:"concurrency"`
-	RateLimit    string                `json:"rate_limit"`
-	Retry        *policy.RetryConfig   `json:"retry"`
-	AllowPrivate bool                  `json:"allow_private_networks"`
-	HTTPSOnly    bool                  `json:"https_only"`
-	Breaker      *policy.BreakerConfig `json:"circuit_breaker"`
+	URL          string                    `json:"url"`
+	Secret       string                    `json:"secret"`
+	Secrets      []string                  `json:"secrets"`
+	Signature    string                    `json:"signature"`
+	Event        string                    `json:"event"`
+	Headers      map[string]string         `json:"headers"`
+	Timeout      string                    `json:"timeout"`
+	Concurrency  int                       `json:"concurrency"`
+	RateLimit    string                    `json:"rate_limit"`
+	Retry        *policy.RetryConfig       `json:"retry"`
+	AllowPrivate bool                      `json:"allow_private_networks"`
+	HTTPSOnly    bool                      `json:"https_only"`
+	Breaker      *policy.BreakerConfig     `json:"circuit_breaker"`
+	Retention    *delivery.RetentionConfig `json:"retention"`
 }
 
 // Sink posts records to an HTTP endpoint.
@@ -100,12 +101,13 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "signature", Type: sdk.String, Default: "standard", Description: `"standard" (Standard Webhooks), "github" (X-Hub-Signature-256), "hub-sha1" (X-Hub-Signature) or "none".`},
 			{Name: "event", Type: sdk.String, Description: "Event type, sent in the webhook-event-type header and as the body's event field."},
 			{Name: "headers", Type: sdk.MapOf(sdk.String), Template: true, Description: "Extra request headers; values may hold {{ }} placeholders."},
-			{Name: "timeout", Type: sdk.String, Default: "10s", Description: "Per-request timeout."},
+			{Name: "timeout", Type: sdk.Duration, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 16, Description: "Requests in flight at once per endpoint."},
 			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per endpoint, e.g. "50/s" or "600/m".`},
 			{Name: "order_by", Type: sdk.String, Expression: true, Description: "An expression (e.g. metadata.customer_id): records with the same value are delivered one at a time, in source order."},
 			delivery.RetryAttribute(),
 			delivery.BreakerAttribute("an endpoint"),
+			delivery.RetentionAttribute(),
 			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow loopback, private and link-local addresses (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
 			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse plain http URLs."},
 		},
@@ -151,6 +153,9 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	opts := delivery.Options{Concurrency: s.cfg.Concurrency, Log: sdk.Logger().With("sink", s.name)}
 	if opts.Retry, opts.Breaker, err = delivery.Policies(s.cfg.Retry, s.cfg.Breaker); err != nil {
+		return err
+	}
+	if opts.Retention, err = delivery.ParseRetention(s.cfg.Retention); err != nil {
 		return err
 	}
 	if s.cfg.RateLimit != "" {

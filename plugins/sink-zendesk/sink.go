@@ -71,26 +71,27 @@ var (
 )
 
 type config struct {
-	Subdomain    string                `json:"subdomain"`
-	APIURL       string                `json:"api_url"`
-	Email        string                `json:"email"`
-	APIToken     string                `json:"api_token"`
-	TicketID     string                `json:"ticket_id"`
-	AddTags      []string              `json:"add_tags"`
-	RemoveTags   []string              `json:"remove_tags"`
-	GroupID      *json.Number          `json:"group_id"`
-	Priority     string                `json:"priority"`
-	Status       string                `json:"status"`
-	Comment      string                `json:"comment"`
-	Timeout      string                `json:"timeout"`
-	Concurrency  int                   `json:"concurrency"`
-	RateLimit    string                `json:"rate_limit"`
-	PollInterval string                `json:"poll_interval"`
-	PollTimeout  string                `json:"poll_timeout"`
-	Retry        *policy.RetryConfig   `json:"retry"`
-	Breaker      *policy.BreakerConfig `json:"circuit_breaker"`
-	AllowPrivate bool                  `json:"allow_private_networks"`
-	HTTPSOnly    bool                  `json:"https_only"`
+	Subdomain    string                    `json:"subdomain"`
+	APIURL       string                    `json:"api_url"`
+	Email        string                    `json:"email"`
+	APIToken     string                    `json:"api_token"`
+	TicketID     string                    `json:"ticket_id"`
+	AddTags      []string                  `json:"add_tags"`
+	RemoveTags   []string                  `json:"remove_tags"`
+	GroupID      *json.Number              `json:"group_id"`
+	Priority     string                    `json:"priority"`
+	Status       string                    `json:"status"`
+	Comment      string                    `json:"comment"`
+	Timeout      string                    `json:"timeout"`
+	Concurrency  int                       `json:"concurrency"`
+	RateLimit    string                    `json:"rate_limit"`
+	PollInterval string                    `json:"poll_interval"`
+	PollTimeout  string                    `json:"poll_timeout"`
+	Retry        *policy.RetryConfig       `json:"retry"`
+	Breaker      *policy.BreakerConfig     `json:"circuit_breaker"`
+	Retention    *delivery.RetentionConfig `json:"retention"`
+	AllowPrivate bool                      `json:"allow_private_networks"`
+	HTTPSOnly    bool                      `json:"https_only"`
 }
 
 // change is the ticket object of an update request: what a delivery does to
@@ -169,13 +170,14 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "priority", Type: sdk.String, Description: `Set the priority: "low", "normal", "high" or "urgent".`},
 			{Name: "status", Type: sdk.String, Description: `Set the status: "new", "open", "pending", "hold", "solved" or "closed".`},
 			{Name: "comment", Type: sdk.String, Template: true, Description: "Add an internal note (not visible to the requester); may hold {{ }} placeholders."},
-			{Name: "timeout", Type: sdk.String, Default: "10s", Description: "Per-request timeout."},
+			{Name: "timeout", Type: sdk.Duration, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 4, Description: "Requests in flight at once per account (a polled update_many job counts as one)."},
 			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per account, e.g. "200/m". Zendesk's rate-limit headers slow requests down in any case.`},
 			{Name: "poll_interval", Type: sdk.String, Default: "1s", Description: "How often an update_many job's status is polled."},
-			{Name: "poll_timeout", Type: sdk.String, Default: "5m", Description: "How long a job may stay queued or working before the attempt counts as failed and is retried."},
+			{Name: "poll_timeout", Type: sdk.Duration, Default: "5m", Description: "How long a job may stay queued or working before the attempt counts as failed and is retried."},
 			delivery.RetryAttribute(),
 			delivery.BreakerAttribute("the account"),
+			delivery.RetentionAttribute(),
 			{Name: "allow_private_networks", Type: sdk.Bool, Default: false, Description: "Allow an api_url on loopback, private and link-local addresses, and over plain http (off by default: SSRF guard). PIPELINE_ALLOW_PRIVATE_NETWORKS=1 does the same."},
 			{Name: "https_only", Type: sdk.Bool, Default: false, Description: "Refuse a plain http api_url even with allow_private_networks."},
 		},
@@ -254,6 +256,9 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 
 	opts := delivery.Options{Concurrency: c.Concurrency, Log: s.log}
 	if opts.Retry, opts.Breaker, err = delivery.Policies(c.Retry, c.Breaker); err != nil {
+		return err
+	}
+	if opts.Retention, err = delivery.ParseRetention(c.Retention); err != nil {
 		return err
 	}
 	// The limiter always exists: Zendesk's rate-limit headers and 429s

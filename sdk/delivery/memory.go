@@ -21,6 +21,29 @@ type MemoryOutbox struct {
 	// Circuits holds every circuit change reported, in order.
 	Circuits    []sdk.Circuit
 	stopWaiting bool
+	retention   *sdk.Retention
+}
+
+var _ sdk.RetentionSetter = (*MemoryOutbox)(nil)
+
+// SetRetention implements sdk.RetentionSetter: it only notes r (nothing
+// here outlives the process anyway).
+func (m *MemoryOutbox) SetRetention(_ context.Context, r sdk.Retention) error {
+	m.mu.Lock()
+	m.retention = &r
+	m.mu.Unlock()
+	return nil
+}
+
+// Retention returns what SetRetention was last told, and whether it was
+// called at all.
+func (m *MemoryOutbox) Retention() (sdk.Retention, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.retention == nil {
+		return sdk.Retention{}, false
+	}
+	return *m.retention, true
 }
 
 type memRow struct {

@@ -1584,6 +1584,110 @@ func (x *PendingResponse) GetStopWaiting() bool {
 	return false
 }
 
+// Retention: how long finished deliveries are kept, in milliseconds; 0
+// means the engine's default for that field.
+type SetRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A delivered delivery's payload is dropped this long after delivery
+	// (its row stays, so its id still dedupes). Default 7 days.
+	DeliveredMs int64 `protobuf:"varint,1,opt,name=delivered_ms,json=deliveredMs,proto3" json:"delivered_ms,omitempty"`
+	// Attempts of the delivery log older than this are deleted (never those
+	// of a pending delivery). Default 30 days.
+	AttemptsMs int64 `protobuf:"varint,2,opt,name=attempts_ms,json=attemptsMs,proto3" json:"attempts_ms,omitempty"`
+	// A dead delivery not replayed for this long is deleted with its log.
+	// Default 30 days.
+	DeadMs        int64 `protobuf:"varint,3,opt,name=dead_ms,json=deadMs,proto3" json:"dead_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionRequest) Reset() {
+	*x = SetRetentionRequest{}
+	mi := &file_plugin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionRequest) ProtoMessage() {}
+
+func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
+func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetRetentionRequest) GetDeliveredMs() int64 {
+	if x != nil {
+		return x.DeliveredMs
+	}
+	return 0
+}
+
+func (x *SetRetentionRequest) GetAttemptsMs() int64 {
+	if x != nil {
+		return x.AttemptsMs
+	}
+	return 0
+}
+
+func (x *SetRetentionRequest) GetDeadMs() int64 {
+	if x != nil {
+		return x.DeadMs
+	}
+	return 0
+}
+
+type SetRetentionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRetentionResponse) Reset() {
+	*x = SetRetentionResponse{}
+	mi := &file_plugin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRetentionResponse) ProtoMessage() {}
+
+func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
+func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{24}
+}
+
 var File_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_proto_rawDesc = "" +
@@ -1701,7 +1805,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\apending\x18\x01 \x01(\x04R\apending\x12\x12\n" +
 	"\x04dead\x18\x02 \x01(\x04R\x04dead\x12'\n" +
 	"\x10next_due_unix_ms\x18\x03 \x01(\x03R\rnextDueUnixMs\x12!\n" +
-	"\fstop_waiting\x18\x04 \x01(\bR\vstopWaiting*:\n" +
+	"\fstop_waiting\x18\x04 \x01(\bR\vstopWaiting\"r\n" +
+	"\x13SetRetentionRequest\x12!\n" +
+	"\fdelivered_ms\x18\x01 \x01(\x03R\vdeliveredMs\x12\x1f\n" +
+	"\vattempts_ms\x18\x02 \x01(\x03R\n" +
+	"attemptsMs\x12\x17\n" +
+	"\adead_ms\x18\x03 \x01(\x03R\x06deadMs\"\x16\n" +
+	"\x14SetRetentionResponse*:\n" +
 	"\aOutcome\x12\r\n" +
 	"\tDELIVERED\x10\x00\x12\t\n" +
 	"\x05RETRY\x10\x01\x12\b\n" +
@@ -1712,12 +1822,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\tConfigure\x12$.pipeline.plugin.v1.ConfigureRequest\x1a%.pipeline.plugin.v1.ConfigureResponse\x12O\n" +
 	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
-	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x012\xce\x02\n" +
+	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x012\xb1\x03\n" +
 	"\x05State\x12R\n" +
 	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
 	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
 	"\x06Record\x12!.pipeline.plugin.v1.RecordRequest\x1a\".pipeline.plugin.v1.RecordResponse\x12R\n" +
-	"\aPending\x12\".pipeline.plugin.v1.PendingRequest\x1a#.pipeline.plugin.v1.PendingResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
+	"\aPending\x12\".pipeline.plugin.v1.PendingRequest\x1a#.pipeline.plugin.v1.PendingResponse\x12a\n" +
+	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -1732,33 +1843,35 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_plugin_proto_goTypes = []any{
-	(Outcome)(0),              // 0: pipeline.plugin.v1.Outcome
-	(Circuit_State)(0),        // 1: pipeline.plugin.v1.Circuit.State
-	(*DescribeRequest)(nil),   // 2: pipeline.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 3: pipeline.plugin.v1.DescribeResponse
-	(*Attribute)(nil),         // 4: pipeline.plugin.v1.Attribute
-	(*ConfigureRequest)(nil),  // 5: pipeline.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 6: pipeline.plugin.v1.ConfigureResponse
-	(*SchemaRequest)(nil),     // 7: pipeline.plugin.v1.SchemaRequest
-	(*SchemaResponse)(nil),    // 8: pipeline.plugin.v1.SchemaResponse
-	(*ReadRequest)(nil),       // 9: pipeline.plugin.v1.ReadRequest
-	(*ReadResponse)(nil),      // 10: pipeline.plugin.v1.ReadResponse
-	(*WriteRequest)(nil),      // 11: pipeline.plugin.v1.WriteRequest
-	(*WriteResponse)(nil),     // 12: pipeline.plugin.v1.WriteResponse
-	(*Delivery)(nil),          // 13: pipeline.plugin.v1.Delivery
-	(*EnqueueRequest)(nil),    // 14: pipeline.plugin.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),   // 15: pipeline.plugin.v1.EnqueueResponse
-	(*LeaseRequest)(nil),      // 16: pipeline.plugin.v1.LeaseRequest
-	(*LeaseResponse)(nil),     // 17: pipeline.plugin.v1.LeaseResponse
-	(*Attempt)(nil),           // 18: pipeline.plugin.v1.Attempt
-	(*Result)(nil),            // 19: pipeline.plugin.v1.Result
-	(*Circuit)(nil),           // 20: pipeline.plugin.v1.Circuit
-	(*RecordRequest)(nil),     // 21: pipeline.plugin.v1.RecordRequest
-	(*RecordResponse)(nil),    // 22: pipeline.plugin.v1.RecordResponse
-	(*PendingRequest)(nil),    // 23: pipeline.plugin.v1.PendingRequest
-	(*PendingResponse)(nil),   // 24: pipeline.plugin.v1.PendingResponse
+	(Outcome)(0),                 // 0: pipeline.plugin.v1.Outcome
+	(Circuit_State)(0),           // 1: pipeline.plugin.v1.Circuit.State
+	(*DescribeRequest)(nil),      // 2: pipeline.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),     // 3: pipeline.plugin.v1.DescribeResponse
+	(*Attribute)(nil),            // 4: pipeline.plugin.v1.Attribute
+	(*ConfigureRequest)(nil),     // 5: pipeline.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),    // 6: pipeline.plugin.v1.ConfigureResponse
+	(*SchemaRequest)(nil),        // 7: pipeline.plugin.v1.SchemaRequest
+	(*SchemaResponse)(nil),       // 8: pipeline.plugin.v1.SchemaResponse
+	(*ReadRequest)(nil),          // 9: pipeline.plugin.v1.ReadRequest
+	(*ReadResponse)(nil),         // 10: pipeline.plugin.v1.ReadResponse
+	(*WriteRequest)(nil),         // 11: pipeline.plugin.v1.WriteRequest
+	(*WriteResponse)(nil),        // 12: pipeline.plugin.v1.WriteResponse
+	(*Delivery)(nil),             // 13: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),       // 14: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),      // 15: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),         // 16: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),        // 17: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),              // 18: pipeline.plugin.v1.Attempt
+	(*Result)(nil),               // 19: pipeline.plugin.v1.Result
+	(*Circuit)(nil),              // 20: pipeline.plugin.v1.Circuit
+	(*RecordRequest)(nil),        // 21: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),       // 22: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),       // 23: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),      // 24: pipeline.plugin.v1.PendingResponse
+	(*SetRetentionRequest)(nil),  // 25: pipeline.plugin.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil), // 26: pipeline.plugin.v1.SetRetentionResponse
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
@@ -1779,17 +1892,19 @@ var file_plugin_proto_depIdxs = []int32{
 	16, // 15: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
 	21, // 16: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
 	23, // 17: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
-	3,  // 18: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 19: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 20: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 21: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	12, // 22: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	15, // 23: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	17, // 24: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	22, // 25: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	24, // 26: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
+	25, // 18: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
+	3,  // 19: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 20: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 21: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 22: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	12, // 23: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	15, // 24: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	17, // 25: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	22, // 26: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	24, // 27: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	26, // 28: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	19, // [19:29] is the sub-list for method output_type
+	9,  // [9:19] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1806,7 +1921,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

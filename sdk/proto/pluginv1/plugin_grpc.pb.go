@@ -303,10 +303,11 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	State_Enqueue_FullMethodName = "/pipeline.plugin.v1.State/Enqueue"
-	State_Lease_FullMethodName   = "/pipeline.plugin.v1.State/Lease"
-	State_Record_FullMethodName  = "/pipeline.plugin.v1.State/Record"
-	State_Pending_FullMethodName = "/pipeline.plugin.v1.State/Pending"
+	State_Enqueue_FullMethodName      = "/pipeline.plugin.v1.State/Enqueue"
+	State_Lease_FullMethodName        = "/pipeline.plugin.v1.State/Lease"
+	State_Record_FullMethodName       = "/pipeline.plugin.v1.State/Record"
+	State_Pending_FullMethodName      = "/pipeline.plugin.v1.State/Pending"
+	State_SetRetention_FullMethodName = "/pipeline.plugin.v1.State/SetRetention"
 )
 
 // StateClient is the client API for State service.
@@ -334,6 +335,11 @@ type StateClient interface {
 	// Pending counts what is left to deliver, and says whether the run asks
 	// the sink to stop waiting for it.
 	Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingResponse, error)
+	// SetRetention tells the engine how long this sink's outbox keeps what
+	// is finished; the sink's delivery loop calls it once as it starts. The
+	// engine stores it (so `pipeline state vacuum` uses it too) and prunes
+	// in the background. A sink that never calls it gets the defaults.
+	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
 }
 
 type stateClient struct {
@@ -384,6 +390,16 @@ func (c *stateClient) Pending(ctx context.Context, in *PendingRequest, opts ...g
 	return out, nil
 }
 
+func (c *stateClient) SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRetentionResponse)
+	err := c.cc.Invoke(ctx, State_SetRetention_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateServer is the server API for State service.
 // All implementations must embed UnimplementedStateServer
 // for forward compatibility.
@@ -409,6 +425,11 @@ type StateServer interface {
 	// Pending counts what is left to deliver, and says whether the run asks
 	// the sink to stop waiting for it.
 	Pending(context.Context, *PendingRequest) (*PendingResponse, error)
+	// SetRetention tells the engine how long this sink's outbox keeps what
+	// is finished; the sink's delivery loop calls it once as it starts. The
+	// engine stores it (so `pipeline state vacuum` uses it too) and prunes
+	// in the background. A sink that never calls it gets the defaults.
+	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
 
@@ -430,6 +451,9 @@ func (UnimplementedStateServer) Record(context.Context, *RecordRequest) (*Record
 }
 func (UnimplementedStateServer) Pending(context.Context, *PendingRequest) (*PendingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Pending not implemented")
+}
+func (UnimplementedStateServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
 }
 func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
 func (UnimplementedStateServer) testEmbeddedByValue()               {}
@@ -524,6 +548,24 @@ func _State_Pending_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).SetRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_SetRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).SetRetention(ctx, req.(*SetRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // State_ServiceDesc is the grpc.ServiceDesc for State service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -546,6 +588,10 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Pending",
 			Handler:    _State_Pending_Handler,
+		},
+		{
+			MethodName: "SetRetention",
+			Handler:    _State_SetRetention_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
