@@ -108,6 +108,9 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 	if stats != nil {
 		snap := stats.Snapshot()
 		attrs = append(attrs, "read", snap.Read, "filtered", snap.Filtered)
+		if snap.Rejected > 0 {
+			attrs = append(attrs, "rejected", snap.Rejected)
+		}
 		if snap.Skipped > 0 {
 			attrs = append(attrs, "skipped", snap.Skipped)
 		}

@@ -305,7 +305,7 @@ func (m *serveMetrics) scheduledRun(pipeline, outcome string) {
 }
 
 func addSnapshots(a, b run.Snapshot) run.Snapshot {
-	out := run.Snapshot{Read: a.Read + b.Read, Filtered: a.Filtered + b.Filtered, Skipped: a.Skipped + b.Skipped, Delivered: a.Delivered + b.Delivered, Sinks: map[string]int64{}}
+	out := run.Snapshot{Read: a.Read + b.Read, Filtered: a.Filtered + b.Filtered, Skipped: a.Skipped + b.Skipped, Rejected: a.Rejected + b.Rejected, Delivered: a.Delivered + b.Delivered, Sinks: map[string]int64{}}
 	for k, v := range a.Sinks {
 		out.Sinks[k] += v
 	}
@@ -319,6 +319,7 @@ var (
 	descRead      = prometheus.NewDesc("pipeline_records_read_total", "Records the sources emitted (since this process started the pipeline).", []string{"pipeline"}, nil)
 	descFiltered  = prometheus.NewDesc("pipeline_records_filtered_total", "Records dropped by filters.", []string{"pipeline"}, nil)
 	descSkipped   = prometheus.NewDesc("pipeline_records_skipped_total", "Bad records the sources skipped.", []string{"pipeline"}, nil)
+	descRejected  = prometheus.NewDesc("pipeline_records_rejected_total", "Records a filter or sink dropped because an expression failed on them (on_error = \"skip\").", []string{"pipeline"}, nil)
 	descDelivered = prometheus.NewDesc("pipeline_records_acked_total", "Records acked by each sink.", []string{"pipeline", "sink"}, nil)
 	descOutbox    = prometheus.NewDesc("pipeline_outbox_deliveries", "Deliveries in action sinks' outboxes, by status.", []string{"pipeline", "sink", "status"}, nil)
 	descCircuit   = prometheus.NewDesc("pipeline_outbox_circuit_open", "1 for each endpoint whose circuit breaker is open, half-open or disabled (410 Gone), as its sink last reported.", []string{"pipeline", "sink", "endpoint", "state"}, nil)
@@ -329,6 +330,7 @@ func (m *serveMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRead
 	ch <- descFiltered
 	ch <- descSkipped
+	ch <- descRejected
 	ch <- descDelivered
 }
 
@@ -347,6 +349,7 @@ func (m *serveMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRead, prometheus.CounterValue, float64(snap.Read), p)
 		ch <- prometheus.MustNewConstMetric(descFiltered, prometheus.CounterValue, float64(snap.Filtered), p)
 		ch <- prometheus.MustNewConstMetric(descSkipped, prometheus.CounterValue, float64(snap.Skipped), p)
+		ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(snap.Rejected), p)
 		for sink, n := range snap.Sinks {
 			ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(n), p, sink)
 		}
