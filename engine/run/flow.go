@@ -659,6 +659,12 @@ func (r *Runner) sendLoop(ctx context.Context, ss *sinkState) {
 // An error from the end of the stream (the plugin's own) wins over one from
 // sending to it.
 func (r *Runner) sinkFailed(ss *sinkState, err error, final bool) {
+	if r.ctx.Err() != nil {
+		// The run was aborted (a second signal, ctx ended): the sink's
+		// stream ended with it, which is no failure of the sink.
+		r.fail(err)
+		return
+	}
 	ss.errMu.Lock()
 	if ss.err == nil || final {
 		ss.err = err
