@@ -30,7 +30,7 @@ sink "file" "out" {
 HCL
 
 echo "input: $N records, ${size} MB, filter classifications.churn_risk.confidence > 0.8, $(nproc) cores"
-rm -f "$dir/out.jsonl" "$dir/state.db"*
+rm -rf "$dir/out.jsonl" "$dir/state.db"*
 /usr/bin/time -f "%e %M" -o "$dir/time.txt" bin/pipeline run --json --state "$dir/state.db" "$dir/bench.hcl" >"$dir/summary.json" 2>"$dir/stderr.txt" || { cat "$dir/stderr.txt"; exit 1; }
 read -r secs rss <"$dir/time.txt"
 rate=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
