@@ -209,10 +209,21 @@ type Sink interface {
 }
 
 // SinkCloser is a Sink with something to flush or release when the stream
-// ends. Close is called once after the last Write of a successful run; an
-// error fails the run.
+// ends. Close is called once after the last Write; an error fails the run.
+// In a run that ends without completing (another plugin failed, the run was
+// interrupted) a BufferedSink's held batches are not flushed first; Close
+// must then drop them, or the sink implements SinkAborter.
 type SinkCloser interface {
 	Close(ctx context.Context) error
+}
+
+// SinkAborter is a Sink told that its run ends without completing. Abort is
+// called instead of the final Flush and Close: it releases what the sink
+// holds without making any of it visible (a replacing sink keeps the old
+// file or table as it was). Those batches stay unacked and come again in the
+// next run.
+type SinkAborter interface {
+	Abort(ctx context.Context) error
 }
 
 // MaxHeldBatches is how many written batches a BufferedSink may hold before

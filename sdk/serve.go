@@ -290,8 +290,10 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 		}
 		return nil
 	}
+	aborted := false
 	if bs, ok := sink.(BufferedSink); ok {
-		if err := writeBuffered(ctx, stream, bs, write); err != nil {
+		var err error
+		if aborted, err = writeBuffered(ctx, stream, bs, write); err != nil {
 			return err
 		}
 	} else {
@@ -303,6 +305,10 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 			if err != nil {
 				return err
 			}
+			if msg.Abort {
+				aborted = true
+				continue
+			}
 			if err := write(msg); err != nil {
 				return err
 			}
@@ -310,6 +316,12 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 				return err
 			}
 		}
+	}
+	if a, ok := sink.(SinkAborter); ok && aborted {
+		if err := a.Abort(ctx); err != nil {
+			return toStatus(err)
+		}
+		return nil
 	}
 	if c, ok := sink.(SinkCloser); ok {
 		if err := c.Close(ctx); err != nil {
@@ -321,8 +333,9 @@ func (s *server) Write(stream pluginv1.Plugin_WriteServer) error {
 
 // writeBuffered feeds a BufferedSink and acks only what a Flush covered:
 // after a Write when FlushDue says so, on a timer while the stream is idle,
-// when MaxHeldBatches are held, and at the end of the stream.
-func writeBuffered(ctx context.Context, stream pluginv1.Plugin_WriteServer, sink BufferedSink, write func(*pluginv1.WriteRequest) error) error {
+// when MaxHeldBatches are held, and at the end of the stream unless the
+// host said the run is aborted (then it reports aborted and flushes nothing).
+func writeBuffered(ctx context.Context, stream pluginv1.Plugin_WriteServer, sink BufferedSink, write func(*pluginv1.WriteRequest) error) (aborted bool, _ error) {
 	type recv struct {
 		msg *pluginv1.WriteRequest
 		err error
@@ -358,28 +371,35 @@ func writeBuffered(ctx context.Context, stream pluginv1.Plugin_WriteServer, sink
 	for {
 		select {
 		case <-ctx.Done():
-			return toStatus(ctx.Err())
+			return false, toStatus(ctx.Err())
 		case now := <-tick.C:
-			if held > 0 && sink.FlushDue(now) {
+			if held > 0 && sink.FlushDue(now) && !aborted {
 				if err := flush(); err != nil {
-					return err
+					return false, err
 				}
 			}
 		case r := <-msgs:
 			if errors.Is(r.err, io.EOF) {
-				return flush()
+				if aborted {
+					return true, nil // what is held stays unacked
+				}
+				return false, flush()
 			}
 			if r.err != nil {
-				return r.err
+				return false, r.err
+			}
+			if r.msg.Abort {
+				aborted = true
+				continue
 			}
 			if err := write(r.msg); err != nil {
-				return err
+				return false, err
 			}
 			held++
 			last = r.msg.Seq
 			if held >= MaxHeldBatches || sink.FlushDue(time.Now()) {
 				if err := flush(); err != nil {
-					return err
+					return false, err
 				}
 			}
 		}

@@ -425,6 +425,15 @@ func (w *WriteStream) Acks() <-chan any { return w.acks }
 // CloseSend says no more batches follow; the sink flushes and ends the stream.
 func (w *WriteStream) CloseSend() error { return w.stream.CloseSend() }
 
+// Abort tells the sink that the run ends without completing: a buffered
+// sink drops what it holds instead of flushing it. CloseSend follows.
+func (w *WriteStream) Abort() error {
+	if err := w.stream.Send(&pluginv1.WriteRequest{Abort: true}); err != nil && !errors.Is(err, io.EOF) {
+		return w.p.Err(err)
+	}
+	return nil
+}
+
 // Wait blocks until the stream has ended and returns its error.
 func (w *WriteStream) Wait() error {
 	<-w.done

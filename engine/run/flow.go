@@ -648,6 +648,14 @@ func (r *Runner) sendLoop(ctx context.Context, ss *sinkState) {
 			return
 		}
 	}
+	if r.incomplete.Load() {
+		// The run failed or was interrupted: a buffered sink must not make
+		// part of a run visible (a replaced export, a truncated table).
+		if err := ss.stream.Abort(); err != nil {
+			r.sinkFailed(ss, err, false)
+			return
+		}
+	}
 	if err := ss.stream.CloseSend(); err != nil {
 		r.sinkFailed(ss, err, false)
 	}
@@ -670,6 +678,7 @@ func (r *Runner) sinkFailed(ss *sinkState, err error, final bool) {
 		ss.err = err
 	}
 	ss.errMu.Unlock()
+	r.incomplete.Store(true)
 	if ss.failed.CompareAndSwap(false, true) {
 		close(ss.dead)
 		r.opts.Logger.Error("sink failed; the other sinks finish what they were sent", "sink", ss.s.Name, "error", err.Error())

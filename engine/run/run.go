@@ -96,6 +96,9 @@ type SinkPlugin interface {
 type SinkStream interface {
 	Send(rec arrow.RecordBatch, token any) error
 	Acks() <-chan any
+	// Abort, sent before CloseSend, says the run ends without completing:
+	// a buffered sink drops what it holds instead of flushing it.
+	Abort() error
 	CloseSend() error
 	Wait() error
 }
@@ -210,10 +213,13 @@ type Runner struct {
 	failOnce    sync.Once
 	failErr     error
 	stopReading context.CancelFunc
-	feedsOnce   sync.Once
-	reach       map[string]map[string]bool // source -> sinks its batches reach
-	ctx         context.Context            // the run's: ends on failure or abort, not on a drain
-	cancel      context.CancelFunc
+	// incomplete is set once the run will not complete (a failure, a
+	// drain): buffered sinks are told to drop what they hold.
+	incomplete atomic.Bool
+	feedsOnce  sync.Once
+	reach      map[string]map[string]bool // source -> sinks its batches reach
+	ctx        context.Context            // the run's: ends on failure or abort, not on a drain
+	cancel     context.CancelFunc
 }
 
 type consumer struct {
@@ -298,6 +304,7 @@ func fields(src string, template bool) [][]string {
 
 // fail records the run's first error and stops everything, sinks included.
 func (r *Runner) fail(err error) {
+	r.incomplete.Store(true)
 	r.failOnce.Do(func() {
 		r.failErr = err
 		r.cancel()
@@ -321,6 +328,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			select {
 			case <-r.opts.Drain:
 				drained.Store(true)
+				r.incomplete.Store(true)
 				stopReading()
 				// The outbox is durable: an action sink stops waiting for
 				// its pending deliveries and leaves them queued.
@@ -394,6 +402,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				// A source failed (bad input, a crash): stop reading, but
 				// let the sinks deliver what was read before, so that it is
 				// committed and the next run starts at the failure.
+				r.incomplete.Store(true)
 				r.failOnce.Do(func() { r.failErr = err })
 				stopReading()
 			}

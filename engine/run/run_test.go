@@ -146,6 +146,7 @@ func (s *fakeStream) loop() {
 
 func (s *fakeStream) Acks() <-chan any { return s.acks }
 func (s *fakeStream) CloseSend() error { close(s.in); return nil }
+func (s *fakeStream) Abort() error     { return nil }
 func (s *fakeStream) Wait() error      { <-s.done; return s.err }
 
 func rec(id string, x int, queue string) string {

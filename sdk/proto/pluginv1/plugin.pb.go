@@ -753,10 +753,16 @@ func (x *ReadResponse) GetPlaceUnit() string {
 }
 
 type WriteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Arrow         []byte                 `protobuf:"bytes,2,opt,name=arrow,proto3" json:"arrow,omitempty"`
-	Rows          int64                  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Arrow []byte                 `protobuf:"bytes,2,opt,name=arrow,proto3" json:"arrow,omitempty"`
+	Rows  int64                  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Set on a message without a batch, just before the host ends the stream,
+	// when the run ends without completing (it failed or was interrupted): a
+	// buffered sink does not flush what it holds (those batches stay unacked
+	// and come again in the next run) and must not make it visible (no
+	// replaced file, no truncated table).
+	Abort         bool `protobuf:"varint,4,opt,name=abort,proto3" json:"abort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -810,6 +816,13 @@ func (x *WriteRequest) GetRows() int64 {
 		return x.Rows
 	}
 	return 0
+}
+
+func (x *WriteRequest) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
 }
 
 type WriteResponse struct {
@@ -1739,11 +1752,12 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06origin\x18\x05 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06places\x18\x06 \x03(\x03R\x06places\x12\x1d\n" +
 	"\n" +
-	"place_unit\x18\a \x01(\tR\tplaceUnit\"J\n" +
+	"place_unit\x18\a \x01(\tR\tplaceUnit\"`\n" +
 	"\fWriteRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
-	"\x04rows\x18\x03 \x01(\x03R\x04rows\"!\n" +
+	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x14\n" +
+	"\x05abort\x18\x04 \x01(\bR\x05abort\"!\n" +
 	"\rWriteResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xcc\x01\n" +
 	"\bDelivery\x12\x0e\n" +
