@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -66,9 +67,22 @@ func newDeliveriesCmd(g *globals) *cobra.Command {
 			if summary {
 				return printSummary(cmd, store, df, asJSON)
 			}
-			list, err := store.Deliveries(cmd.Context(), df, limit)
+			if limit < 0 {
+				return &exitError{code: 2, err: fmt.Errorf("--limit %d: want 0 (all) or more", limit)}
+			}
+			n := limit
+			if n == 0 {
+				n = math.MaxInt
+			}
+			list, err := store.Deliveries(cmd.Context(), df, n)
 			if err != nil {
 				return &exitError{code: 1, err: err}
+			}
+			if limit > 0 && len(list) == limit {
+				// Say so when the list is cut: on stderr, so that --json stays one document.
+				if err := noteLimit(cmd, store, df, limit); err != nil {
+					return &exitError{code: 1, err: err}
+				}
 			}
 			if asJSON {
 				type attempt struct {
@@ -122,8 +136,40 @@ func newDeliveriesCmd(g *globals) *cobra.Command {
 	f.register(cmd, "")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print deliveries with their full log as JSON")
 	cmd.Flags().BoolVar(&summary, "summary", false, "per sink and endpoint: counts by status, the oldest pending delivery and the circuit breaker's state")
-	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many deliveries, most recently changed first")
+	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many deliveries, most recently changed first; 0 for all")
 	return cmd
+}
+
+// noteLimit tells on stderr that a list of limit deliveries left some out,
+// and how many match in all.
+func noteLimit(cmd *cobra.Command, store *state.Store, df state.DeliveryFilter, limit int) error {
+	if df.ID != "" {
+		return nil // one delivery at most
+	}
+	// Summary applies the filter but for status and id, and counts by status.
+	eps, err := store.Summary(cmd.Context(), df)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, e := range eps {
+		switch df.Status {
+		case "":
+			total += e.Pending + e.Delivered + e.Dead
+		case state.StatusPending:
+			total += e.Pending
+		case state.StatusFailed:
+			total += e.Retrying
+		case state.StatusDelivered:
+			total += e.Delivered
+		case state.StatusDead:
+			total += e.Dead
+		}
+	}
+	if total > limit {
+		fmt.Fprintf(cmd.ErrOrStderr(), "showing the newest %s of %s deliveries; --limit 0 for all\n", thousands(int64(limit)), thousands(int64(total)))
+	}
+	return nil
 }
 
 func newReplayCmd(g *globals) *cobra.Command {

@@ -9,9 +9,18 @@
 //   - Replacing (json, parquet, and every format on a full refresh): the
 //     run's records go to a temporary file next to path, which replaces
 //     path when the run ends (fsync, rename). A reader never sees half a
-//     file, a failed run leaves the old file, and the batches are acked only
-//     once the new file is in place. An incremental run's file holds the
-//     records that arrived since the last run; --full-refresh writes all.
+//     file, and the batches are acked only once the new file is in place.
+//     A run that does not complete (it failed elsewhere or was
+//     interrupted) tells the sink so before its stream ends; the SDK then
+//     does not flush and Close removes the temporary file, leaving path as
+//     it was. When the Write stream's context ends (an aborted run; the SDK
+//     then calls neither Flush nor Close) the temporary file is removed at
+//     once. An incremental run's file holds the records that arrived since
+//     the last run; --full-refresh writes all.
+//
+// CSV takes its columns from the first batch (or the existing file's
+// header) unless the block lists them in columns; see csvError for what a
+// field that appears later does.
 //
 // With group_by, records are gathered until the end of the run and written
 // as one row per group (see sdk/export).
@@ -26,7 +35,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -49,12 +61,13 @@ var (
 // Sink writes to a file.
 type Sink struct {
 	cfg struct {
-		Path               string `json:"path"`
-		Format             string `json:"format"`
-		Compression        string `json:"compression"`
-		ParquetCompression string `json:"parquet_compression"`
-		GroupBy            string `json:"group_by"`
-		OrderBy            string `json:"order_by"`
+		Path               string   `json:"path"`
+		Format             string   `json:"format"`
+		Compression        string   `json:"compression"`
+		ParquetCompression string   `json:"parquet_compression"`
+		GroupBy            string   `json:"group_by"`
+		OrderBy            string   `json:"order_by"`
+		Columns            []string `json:"columns"`
 	}
 	opts    export.Options
 	replace bool // write a temporary file and rename it over path
@@ -63,14 +76,19 @@ type Sink struct {
 	held    int // batches written since the last Flush
 
 	// Appending.
-	f      *os.File
-	buf    bytes.Buffer
-	enc    *arrowjson.Encoder
-	header []string // CSV columns, once known
+	f             *os.File
+	buf           bytes.Buffer
+	enc           *arrowjson.Encoder
+	header        []string // CSV columns in the file
+	pendingHeader []string // CSV columns being written with the first batch
 
-	// Replacing.
-	tmp *os.File
-	w   export.Writer
+	// Replacing. mu guards tmp and w against abortTemp, which runs when
+	// the stream's context ends (the run failed or was cancelled) while
+	// Write or Flush may be running.
+	mu        sync.Mutex
+	tmp       *os.File
+	w         export.Writer
+	stopAbort func() bool // stops the context.AfterFunc that calls abortTemp
 }
 
 // Info describes the plugin.
@@ -87,6 +105,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "parquet_compression", Type: sdk.String, Default: export.DefaultParquetCompression, Description: `Parquet page compression: "zstd", "snappy", "gzip" or "none".`},
 			{Name: "group_by", Type: sdk.String, Expression: true, Description: "An expression (e.g. metadata.conversation_id): one row per value, holding message_count and the group's records in messages, written when the run ends."},
 			{Name: "order_by", Type: sdk.String, Expression: true, Description: "An expression ordering the messages of a group (needs group_by), e.g. timestamp."},
+			{Name: "columns", Type: sdk.ListOf(sdk.String), Description: `CSV only: the columns to write, in order, e.g. ["row_id", "classifications.churn_risk.label"] (dotted paths for nested fields; a struct's own name holds it as JSON). Fields not listed are dropped; absent values are empty. By default the columns are those of the first batch, and a field that appears later fails the run.`},
 		},
 	}
 }
@@ -120,7 +139,11 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	if c.OrderBy != "" && c.GroupBy == "" {
 		return errors.New("order_by orders the messages of a group: it needs group_by")
 	}
+	if c.Columns != nil && c.Format != export.FormatCSV {
+		return fmt.Errorf("columns applies to csv; %s writes every field", c.Format)
+	}
 	s.opts = export.Options{
+		Columns:            c.Columns,
 		Format:             c.Format,
 		Compression:        c.Compression,
 		ParquetCompression: c.ParquetCompression,
@@ -146,26 +169,28 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 }
 
 // Write appends the batch, or adds it to the new file or to the groups.
-func (s *Sink) Write(_ context.Context, b sdk.Batch) error {
+func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	s.held++
 	if s.grouper != nil {
 		s.grouper.Add(b)
 		return nil
 	}
-	if err := s.write(b); err != nil {
+	if err := s.write(ctx, b); err != nil {
 		return fmt.Errorf("%s: %w", s.cfg.Path, err)
 	}
 	return nil
 }
 
-func (s *Sink) write(b sdk.Batch) error {
+func (s *Sink) write(ctx context.Context, b sdk.Batch) error {
 	if s.replace {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		if s.w == nil {
-			if err := s.openTemp(); err != nil {
+			if err := s.openTemp(ctx); err != nil {
 				return err
 			}
 		}
-		return s.w.Write(b.Record)
+		return s.csvError(s.w.Write(b.Record))
 	}
 	return s.appendBatch(b)
 }
@@ -175,15 +200,17 @@ func (s *Sink) write(b sdk.Batch) error {
 func (s *Sink) FlushDue(time.Time) bool { return !s.replace && s.grouper == nil }
 
 // Flush makes everything written durable: fsyncs the appended file, or
-// writes the groups, finishes the new file and renames it over path.
-func (s *Sink) Flush(_ context.Context) error {
-	if err := s.flush(); err != nil {
+// writes the groups, finishes the new file and renames it over path. A
+// replacing Flush whose ctx has ended (the run failed or was cancelled)
+// removes the new file and leaves path as it was.
+func (s *Sink) Flush(ctx context.Context) error {
+	if err := s.flush(ctx); err != nil {
 		return fmt.Errorf("%s: %w", s.cfg.Path, err)
 	}
 	return nil
 }
 
-func (s *Sink) flush() error {
+func (s *Sink) flush(ctx context.Context) error {
 	if s.grouper != nil && s.grouper.Len() > 0 {
 		recs, err := s.grouper.Records(memory.DefaultAllocator)
 		if err != nil {
@@ -191,7 +218,7 @@ func (s *Sink) flush() error {
 		}
 		for i, rec := range recs {
 			if err == nil {
-				err = s.write(sdk.NewBatch(rec))
+				err = s.write(ctx, sdk.NewBatch(rec))
 			}
 			recs[i].Release()
 		}
@@ -201,12 +228,14 @@ func (s *Sink) flush() error {
 	}
 	s.held = 0
 	if s.replace {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		if s.w == nil {
-			if err := s.openTemp(); err != nil { // an empty run still writes its (empty) file
+			if err := s.openTemp(ctx); err != nil { // an empty run still writes its (empty) file
 				return err
 			}
 		}
-		return s.commitTemp()
+		return s.commitTemp(ctx)
 	}
 	if s.f == nil {
 		return nil
@@ -214,14 +243,19 @@ func (s *Sink) flush() error {
 	return s.f.Sync()
 }
 
-// openTemp starts the file that replaces path at the end of the run.
-func (s *Sink) openTemp() error {
+// openTemp starts the file that replaces path at the end of the run. The
+// file is removed as soon as ctx (the Write stream's) ends: the SDK calls no
+// Close after a failed or cancelled run. s.mu is held.
+func (s *Sink) openTemp(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	dir := filepath.Dir(s.cfg.Path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	// A run that failed left its file behind; runs of one pipeline never
-	// overlap, so any such file is stale.
+	// A plugin process that was killed left its file behind; runs of one
+	// pipeline never overlap, so any such file is stale.
 	pattern := "." + filepath.Base(s.cfg.Path) + ".tmp-*"
 	if stale, _ := filepath.Glob(filepath.Join(dir, pattern)); len(stale) > 0 {
 		for _, f := range stale {
@@ -239,10 +273,39 @@ func (s *Sink) openTemp() error {
 		return err
 	}
 	s.tmp, s.w = tmp, w
+	s.stopAbort = context.AfterFunc(ctx, s.abortTemp)
 	return nil
 }
 
-func (s *Sink) commitTemp() error {
+// abortTemp removes the new file of a run that ended without success.
+func (s *Sink) abortTemp() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropTemp()
+}
+
+// dropTemp removes the new file, if any. s.mu is held.
+func (s *Sink) dropTemp() {
+	if s.stopAbort != nil {
+		s.stopAbort()
+		s.stopAbort = nil
+	}
+	if s.tmp != nil {
+		s.tmp.Close()
+		os.Remove(s.tmp.Name())
+		s.tmp, s.w = nil, nil
+	}
+}
+
+// commitTemp finishes the new file and renames it over path, unless ctx
+// has ended. s.mu is held, so abortTemp cannot run in between.
+func (s *Sink) commitTemp(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		s.dropTemp()
+		return err
+	}
+	s.stopAbort()
+	s.stopAbort = nil
 	tmp := s.tmp
 	s.tmp = nil
 	err := s.w.Close()
@@ -255,6 +318,9 @@ func (s *Sink) commitTemp() error {
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = ctx.Err() // the run may have failed while the file was finished
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), s.cfg.Path)
@@ -292,14 +358,21 @@ func (s *Sink) appendBatch(b sdk.Batch) error {
 	}
 	if s.cfg.Format == export.FormatCSV {
 		var w *arrowcsv.Writer
-		if s.header == nil {
+		switch {
+		case s.header == nil && s.cfg.Columns != nil:
+			w = arrowcsv.NewWriterWithColumns(out, s.cfg.Columns)
+			s.pendingHeader = s.cfg.Columns
+		case s.header == nil:
 			w = arrowcsv.NewWriter(out)
-			s.header = arrowcsv.Columns(b.Record.Schema())
-		} else {
+			s.pendingHeader = arrowcsv.Columns(b.Record.Schema())
+		default:
 			w = arrowcsv.NewAppendWriter(out, s.header)
 		}
+		if s.cfg.Columns != nil {
+			w.DropUnlisted()
+		}
 		if err := w.Write(b.Record); err != nil {
-			return err
+			return s.csvError(err)
 		}
 		if err := w.Flush(); err != nil {
 			return err
@@ -319,8 +392,39 @@ func (s *Sink) appendBatch(b sdk.Batch) error {
 			return err
 		}
 	}
-	_, err := s.f.Write(s.buf.Bytes())
-	return err
+	if _, err := s.f.Write(s.buf.Bytes()); err != nil {
+		return err
+	}
+	if s.pendingHeader != nil { // the header is in the file now
+		s.header, s.pendingHeader = s.pendingHeader, nil
+	}
+	return nil
+}
+
+// csvError turns an arrowcsv.ColumnsError (a field the file's header
+// lacks) into what the user can do about it.
+func (s *Sink) csvError(err error) error {
+	var ce *arrowcsv.ColumnsError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	what := "field"
+	if len(ce.New) > 1 {
+		what = "fields"
+	}
+	all := append(append([]string(nil), ce.Header...), ce.New...)
+	return fmt.Errorf("new %s %s not among the CSV file's columns (%s), which its header fixes. "+
+		"To keep appending to this file without the new %s, set columns = [%s] in the sink block; "+
+		"to write them too, write a new file (another path, or --full-refresh to replace this one) with columns = [%s]",
+		what, quoted(ce.New), strings.Join(ce.Header, ", "), what, quoted(ce.Header), quoted(all))
+}
+
+func quoted(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 func (s *Sink) openAppend() error {
@@ -344,6 +448,11 @@ func (s *Sink) openAppend() error {
 		header, err := readHeader(s.cfg.Path, s.cfg.Compression == export.CompressionGzip)
 		if err != nil {
 			return err
+		}
+		if s.cfg.Columns != nil && !slices.Equal(header, s.cfg.Columns) {
+			return fmt.Errorf("the file's columns (%s) are not those of columns = [%s], and rows appended under its header would be misread: "+
+				"write to another path, run with --full-refresh to replace the file, or set columns = [%s]",
+				strings.Join(header, ", "), quoted(s.cfg.Columns), quoted(header))
 		}
 		s.header = header
 	}
@@ -378,11 +487,9 @@ func readHeader(path string, gz bool) ([]string, error) {
 // removed.
 func (s *Sink) Close(context.Context) error {
 	var err error
-	if s.tmp != nil {
-		s.tmp.Close()
-		os.Remove(s.tmp.Name())
-		s.tmp, s.w = nil, nil
-	}
+	s.mu.Lock()
+	s.dropTemp()
+	s.mu.Unlock()
 	if s.f != nil {
 		err = s.f.Close()
 		s.f = nil

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -280,5 +281,216 @@ func TestOrderByNeedsGroupBy(t *testing.T) {
 	err := (&Sink{}).Configure(context.Background(), sdk.Config{JSON: data, Templates: []string{"order_by"}})
 	if err == nil || !strings.Contains(err.Error(), "group_by") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func configureCfg(t *testing.T, cfg map[string]any, fullRefresh bool) *Sink {
+	t.Helper()
+	data, _ := json.Marshal(cfg)
+	s := &Sink{}
+	if err := s.Configure(context.Background(), sdk.Config{Name: "out", JSON: data, FullRefresh: fullRefresh}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestCSVNewFieldOnAnAppendedRunSaysWhatToDo(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.csv")
+	runOnce(t, configure(t, path, ""), `{"a":1,"m":{"q":"x"}}`)
+	before := read(t, path)
+	s := configure(t, path, "")
+	err := write(t, s, `{"a":2,"m":{"q":"y"},"late":"x","z":1}`)
+	s.Close(context.Background())
+	if err == nil {
+		t.Fatal("a new field was appended under the old header")
+	}
+	for _, want := range []string{
+		`new fields "late", "z"`,
+		"columns (a, m.q)",
+		`columns = ["a", "m.q"]`,
+		`columns = ["a", "m.q", "late", "z"]`,
+		"--full-refresh",
+		path,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "NewWriterWithColumns") {
+		t.Errorf("error speaks of the Go API:\n%v", err)
+	}
+	if read(t, path) != before {
+		t.Errorf("the file changed: %q", read(t, path))
+	}
+}
+
+func TestCSVColumnsWritesExactlyThoseAcrossRuns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.csv")
+	cfg := map[string]any{"path": path, "columns": []string{"m.q", "row_id", "missing", "m"}}
+	runOnce(t, configureCfg(t, cfg, false), `{"row_id":"a","m":{"q":"x","r":2},"drop":true}`, `{"row_id":"b"}`)
+	// A later run with a field no one declared: dropped, the file goes on.
+	runOnce(t, configureCfg(t, cfg, false), `{"row_id":"c","late":1,"m":{"q":"z"}}`)
+	want := "m.q,row_id,missing,m\n" +
+		"x,a,,\"{\"\"q\"\":\"\"x\"\",\"\"r\"\":2}\"\n" +
+		",b,,\n" +
+		"z,c,,\"{\"\"q\"\":\"\"z\"\"}\"\n"
+	if got := read(t, path); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestCSVColumnsFullRefreshAndEmptyRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.csv")
+	runOnce(t, configure(t, path, ""), `{"a":1}`)
+	cfg := map[string]any{"path": path, "columns": []string{"b", "a"}}
+	runOnce(t, configureCfg(t, cfg, true), `{"a":2}`, `{"a":3,"b":"x","c":true}`)
+	if got, want := read(t, path), "b,a\n,2\nx,3\n"; got != want {
+		t.Fatalf("after a full refresh: %q, want %q", got, want)
+	}
+	runOnce(t, configureCfg(t, cfg, true))
+	if got, want := read(t, path), "b,a\n"; got != want {
+		t.Fatalf("after an empty full refresh: %q, want %q", got, want)
+	}
+}
+
+func TestCSVColumnsOtherThanTheFilesAreAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.csv")
+	runOnce(t, configure(t, path, ""), `{"a":1}`)
+	s := configureCfg(t, map[string]any{"path": path, "columns": []string{"a", "b"}}, false)
+	err := write(t, s, `{"a":2,"b":3}`)
+	s.Close(context.Background())
+	for _, want := range []string{"columns (a)", `columns = ["a", "b"]`, "--full-refresh", `columns = ["a"]`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	if got := read(t, path); got != "a\n1\n" {
+		t.Errorf("the file changed: %q", got)
+	}
+}
+
+func TestConfigureColumns(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg  map[string]any
+		want string
+	}{
+		"not csv":   {map[string]any{"path": "x.parquet", "columns": []string{"a"}}, "csv"},
+		"empty":     {map[string]any{"path": "x.csv", "columns": []string{}}, "at least one"},
+		"twice":     {map[string]any{"path": "x.csv", "columns": []string{"a", "a"}}, `"a" is listed twice`},
+		"empty one": {map[string]any{"path": "x.csv", "columns": []string{"a", " "}}, "empty"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			data, _ := json.Marshal(tc.cfg)
+			err := (&Sink{}).Configure(context.Background(), sdk.Config{JSON: data})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// waitFor polls cond until it holds or a generous deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestCancelledRunRemovesItsFileAndKeepsTheOld(t *testing.T) {
+	for _, format := range []string{"parquet", "json"} {
+		t.Run(format, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "out."+format)
+			runOnce(t, configure(t, path, ""), exportRecords...)
+			before := read(t, path)
+
+			// The engine cancels the Write stream of a failed run; the SDK
+			// then calls neither Flush nor Close.
+			s := configure(t, path, "")
+			ctx, cancel := context.WithCancel(context.Background())
+			batches, _, err := sdktest.Batches([]string{`{"row_id":"z"}`}, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Write(ctx, sdk.NewBatch(batches[0])); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(entries(t, dir)); n != 2 {
+				t.Fatalf("%d files while writing, want the old one and the new", n)
+			}
+			cancel()
+			waitFor(t, "the new file to be removed", func() bool { return len(entries(t, dir)) == 1 })
+			// A Flush that races the cancellation must not put it in place.
+			if err := s.Flush(ctx); err == nil {
+				t.Fatal("a Flush after the run was cancelled succeeded")
+			}
+			if read(t, path) != before {
+				t.Fatal("a cancelled run changed the file")
+			}
+			if names := entries(t, dir); len(names) != 1 {
+				t.Fatalf("files left: %v", names)
+			}
+		})
+	}
+}
+
+func TestFlushWithAnEndedContextKeepsTheOldFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.parquet")
+	runOnce(t, configure(t, path, ""), exportRecords...)
+	before := read(t, path)
+	s := configure(t, path, "")
+	if err := write(t, s, `{"row_id":"z"}`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Flush(ctx); err == nil {
+		t.Fatal("Flush with an ended context succeeded")
+	}
+	if read(t, path) != before {
+		t.Fatal("the file was replaced")
+	}
+	if names := entries(t, dir); len(names) != 1 {
+		t.Fatalf("files left: %v", names)
+	}
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestParquetTypeChangeNamesTheFieldAndTypes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.parquet")
+	s := configure(t, path, "")
+	if err := write(t, s, `{"row_id":"a","score":3}`); err != nil {
+		t.Fatal(err)
+	}
+	err := write(t, s, `{"row_id":"b","score":"high"}`)
+	s.Close(context.Background())
+	want := `field "score": the file has int64, this batch has string`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("got %v\nwant the path and %s", err, want)
+	}
+	if strings.Contains(err.Error(), "schema:") {
+		t.Errorf("the error dumps the schemas: %v", err)
+	}
+	if names := entries(t, dir); len(names) != 0 {
+		t.Errorf("files left by the failed run: %v", names)
 	}
 }

@@ -489,7 +489,7 @@ func TestConfigureErrors(t *testing.T) {
 		{map[string]any{"batch": map[string]any{"rows": 1.5}}, "batch: rows"},
 		{map[string]any{"batch": map[string]any{"bytes": "lots"}}, "batch: bytes"},
 		{map[string]any{"batch": map[string]any{"interval": "soon"}}, "batch: interval"},
-		{map[string]any{"dsn": "postgres://u:s3cr3t-pw@host:notaport/db"}, "dsn is not"},
+		{map[string]any{"dsn": "postgres://u:s3cr3t-pw@host:notaport/db"}, "dsn: invalid port"},
 	} {
 		block := map[string]any{}
 		for k, v := range base {
@@ -514,6 +514,38 @@ func TestConfigureErrors(t *testing.T) {
 	err = load(t, s, []string{`{"a":1}`}, 1)
 	if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") || !strings.Contains(err.Error(), "connect to PostgreSQL") {
 		t.Errorf("connection failure: %v", err)
+	}
+}
+
+// A DSN that does not parse is named by its wrong part, never quoted: it
+// holds the password.
+func TestDSNErrorNamesThePartButNotThePassword(t *testing.T) {
+	for _, tc := range []struct {
+		name, dsn, want string
+	}{
+		{"sslmode", "host=localhost sslmode=bogus password=s3cr3t-pw", "sslmode is invalid"},
+		{"sslmode in a URL", "postgres://u:s3cr3t-pw@localhost/db?sslmode=bogus", "sslmode is invalid"},
+		{"port", "host=localhost port=abc password=s3cr3t-pw", "invalid port"},
+		{"port in a URL", "postgres://u:s3cr3t-pw@localhost:abc/db", "invalid port"},
+		{"bad URL", "postgres://u:s3cr3t-pw@[::1/db", "failed to parse as URL"},
+		{"bad escape in the password", "postgres://u:s3cr3t%zz-pw@localhost/db", "invalid percent-encoded token in password"},
+		{"unterminated quote", "host=localhost password='s3cr3t-pw", "unterminated quoted string"},
+		{"not key=value", "s3cr3t-pw", "invalid keyword/value"},
+		{"timeout", "host=localhost connect_timeout=soon password=s3cr3t-pw", "invalid connect_timeout"},
+		{"the password where a number goes", "host=localhost connect_timeout=s3cr3t-pw password=s3cr3t-pw", "invalid connect_timeout"},
+		{"hosts and ports", "host=a,b port=1,2,3 password=s3cr3t-pw", "3 port numbers to 2 hosts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := configure(t, map[string]any{"table": "t", "dsn": tc.dsn}, false)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "dsn") {
+				t.Fatalf("got %v, want a dsn error saying %q", err, tc.want)
+			}
+			for _, secret := range []string{"s3cr3t", tc.dsn} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("the error shows %q: %v", secret, err)
+				}
+			}
+		})
 	}
 }
 

@@ -33,15 +33,18 @@ import (
 //
 // The header is the first batch's columns, unless the Writer was made with
 // NewWriterWithColumns. A header cannot change once written: a later batch
-// with a column that is not in it makes Write fail, naming the column, and
-// write nothing of that batch. Header columns a batch lacks are left empty.
+// with a column that is not in it makes Write fail with a *ColumnsError,
+// and write nothing of that batch, unless DropUnlisted was called. Header
+// columns a batch lacks are left empty. A header column that names a struct
+// (not one of its fields) holds the struct as JSON text.
 type Writer struct {
-	bw      *bufio.Writer
-	cw      *csv.Writer
-	enc     *arrowjson.Encoder
-	columns []string
-	index   map[string][]int // positions of each name (names may repeat)
-	header  bool             // header written
+	bw           *bufio.Writer
+	cw           *csv.Writer
+	enc          *arrowjson.Encoder
+	columns      []string
+	index        map[string][]int // positions of each name (names may repeat)
+	header       bool             // header written
+	dropUnlisted bool
 
 	plan       []leaf // for planSchema
 	planSchema *arrow.Schema
@@ -84,6 +87,36 @@ func NewAppendWriter(w io.Writer, columns []string) *Writer {
 	return wr
 }
 
+// DropUnlisted makes Write leave out the columns of a batch that are not in
+// the header (see NewWriterWithColumns), instead of failing. It returns w.
+func (w *Writer) DropUnlisted() *Writer {
+	w.dropUnlisted = true
+	return w
+}
+
+// A ColumnsError is what Write returns for a batch with columns the header
+// lacks. Nothing of that batch was written.
+type ColumnsError struct {
+	Header []string // the header's columns
+	New    []string // the batch's columns that are not in the header, in its order
+}
+
+func (e *ColumnsError) Error() string {
+	what := "column " + quoteList(e.New) + " is"
+	if len(e.New) > 1 {
+		what = "columns " + quoteList(e.New) + " are"
+	}
+	return fmt.Sprintf("arrowcsv: %s not in the CSV header (%s)", what, strings.Join(e.Header, ", "))
+}
+
+func quoteList(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
+
 func (w *Writer) setColumns(columns []string) {
 	w.columns = append([]string(nil), columns...)
 	w.index = make(map[string][]int, len(columns))
@@ -97,18 +130,23 @@ func (w *Writer) setColumns(columns []string) {
 // flattened into dotted names, reserved columns left out.
 func Columns(schema *arrow.Schema) []string {
 	var out []string
-	for _, l := range flatten(schema) {
+	for _, l := range flatten(schema, nil) {
 		out = append(out, l.name)
 	}
 	return out
 }
 
-func flatten(schema *arrow.Schema) []leaf {
+// flatten lists schema's CSV columns. A struct whose name is in keep is
+// also a column of its own (JSON text), besides its fields.
+func flatten(schema *arrow.Schema, keep map[string][]int) []leaf {
 	var out []leaf
 	var walk func(prefix string, path []int, f arrow.Field)
 	walk = func(prefix string, path []int, f arrow.Field) {
 		name := prefix + f.Name
 		if st, ok := f.Type.(*arrow.StructType); ok && !arrowjson.IsRaw(f) && st.NumFields() > 0 {
+			if _, kept := keep[name]; kept {
+				out = append(out, leaf{name: name, path: path, field: f})
+			}
 			for i, c := range st.Fields() {
 				walk(name+".", append(path[:len(path):len(path)], i), c)
 			}
@@ -128,7 +166,7 @@ func flatten(schema *arrow.Schema) []leaf {
 // Write writes rec's rows (and, first, the header).
 func (w *Writer) Write(rec arrow.RecordBatch) error {
 	if rec.Schema() != w.planSchema {
-		plan := flatten(rec.Schema())
+		plan := flatten(rec.Schema(), w.index)
 		if w.columns == nil {
 			names := make([]string, len(plan))
 			for i, l := range plan {
@@ -137,17 +175,24 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 			w.setColumns(names)
 		}
 		seen := map[string]int{}
-		for i := range plan {
-			name := plan[i].name
-			positions := w.index[name]
-			if seen[name] >= len(positions) {
-				return fmt.Errorf("arrowcsv: column %q is not in the CSV header, which was fixed by the first batch; "+
-					"create the writer with NewWriterWithColumns to declare every column up front", name)
+		kept := plan[:0:0]
+		var unknown []string
+		for _, l := range plan {
+			positions := w.index[l.name]
+			if seen[l.name] >= len(positions) {
+				if !w.dropUnlisted {
+					unknown = append(unknown, l.name)
+				}
+				continue
 			}
-			plan[i].pos = positions[seen[name]]
-			seen[name]++
+			l.pos = positions[seen[l.name]]
+			seen[l.name]++
+			kept = append(kept, l)
 		}
-		w.plan, w.planSchema = plan, rec.Schema()
+		if unknown != nil {
+			return &ColumnsError{Header: append([]string(nil), w.columns...), New: unknown}
+		}
+		w.plan, w.planSchema = kept, rec.Schema()
 	}
 	w.enc = arrowjson.NewEncoder() // a fresh one per batch: it keeps the arrays it saw
 	if !w.header {

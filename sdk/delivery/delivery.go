@@ -73,6 +73,12 @@ type Options struct {
 	Log         *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// Sleep waits d, or until ctx ends (then it reports false), before a
+	// send the Limiter paced; tests replace it along with Now.
+	Sleep func(ctx context.Context, d time.Duration) bool
+	// Retention is told to the outbox as the loop starts, when the outbox
+	// is an sdk.RetentionSetter (zero fields: its defaults).
+	Retention sdk.Retention
 }
 
 // Deliverer runs an outbox.
@@ -119,6 +125,9 @@ func New(t Transport, out sdk.Outbox, opts Options) *Deliverer {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Sleep == nil {
+		opts.Sleep = sleep
 	}
 	return &Deliverer{t: t, out: out, opts: opts, rnd: rand.Float64,
 		capacity: max(minCapacity, 64*opts.Concurrency), perEndpoint: max(minCapacity, 64*opts.Concurrency) / 2,
@@ -261,6 +270,7 @@ func (d *Deliverer) Start() {
 	d.done = make(chan struct{})
 	d.rec = newRecorder(d.out, d.opts.Log, d.flushed)
 	go d.loop(ctx)
+	go d.setRetention(ctx)
 }
 
 // Stop ends the loop, waits for the attempts in flight, hands back what it
@@ -605,15 +615,9 @@ func (d *Deliverer) attempt(ctx context.Context, group []sdk.Delivery) {
 		return
 	}
 	if d.opts.Limiter != nil {
-		if w := d.opts.Limiter.Reserve(ep, now); w > 0 {
-			t := time.NewTimer(w)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				releaseAll(now)
-				return
-			}
+		if w := d.opts.Limiter.Reserve(ep, now); w > 0 && !d.opts.Sleep(ctx, w) {
+			releaseAll(now)
+			return
 		}
 	}
 	start := d.opts.Now()
@@ -634,6 +638,18 @@ func (d *Deliverer) attempt(ctx context.Context, group []sdk.Delivery) {
 			continue
 		}
 		rec.add(del, d.outcome(del, res, start, end))
+	}
+}
+
+// sleep waits d unless ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

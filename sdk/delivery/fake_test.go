@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -48,9 +49,10 @@ func batchOf(recs ...rec) sdk.Batch {
 // send is one Send (or one entry of a SendBatch) as the fake saw it.
 type send struct {
 	id, endpoint string
-	attempts     int // sdk.Delivery.Attempts as handed to the transport
-	n            int // the fake's own count of sends of this id, 1-based
-	status       int // the status code answered
+	attempts     int  // sdk.Delivery.Attempts as handed to the transport
+	n            int  // the fake's own count of sends of this id, 1-based
+	status       int  // the status code answered
+	cancelled    bool // the send's ctx ended while it held
 	start, end   time.Time
 }
 
@@ -162,6 +164,9 @@ func (f *fake) Send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	s, n := f.begin(d)
 	defer f.finish(s, d)
 	if err := f.wait(ctx); err != nil {
+		f.mu.Lock()
+		s.cancelled = true
+		f.mu.Unlock()
 		return delivery.Result{Err: fmt.Errorf("POST %s: %w", d.Endpoint, err)}
 	}
 	res := f.answer(d, n)
@@ -301,4 +306,86 @@ func recs(n int, prefix, ep string) []rec {
 		out[i] = rec{id: fmt.Sprintf("%s-%d", prefix, i), endpoint: ep}
 	}
 	return out
+}
+
+// fakeClock is a Deliverer's clock (Options.Now and Options.Sleep) that
+// moves only when the test advances it. Sleep notes how long it was asked
+// to wait and returns at once, so what a test checks is what the Deliverer
+// decided, however late a loaded machine runs its goroutines.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	step   time.Duration // added after each Now, so that time does pass when set
+	sleeps []time.Duration
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2025, 11, 14, 9, 22, 47, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now
+	c.now = c.now.Add(c.step)
+	return now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) bool {
+	c.mu.Lock()
+	c.sleeps = append(c.sleeps, d)
+	c.mu.Unlock()
+	return ctx.Err() == nil
+}
+
+// slept returns the waits asked of Sleep so far, shortest first.
+func (c *fakeClock) slept() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := slices.Clone(c.sleeps)
+	slices.Sort(out)
+	return out
+}
+
+// recordingOutbox is a MemoryOutbox that keeps every result the Deliverer
+// records, so that a test can read the due time it set for a retry.
+type recordingOutbox struct {
+	*delivery.MemoryOutbox
+	mu      sync.Mutex
+	results []sdk.Result
+}
+
+func (r *recordingOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
+	r.mu.Lock()
+	r.results = append(r.results, rs...)
+	r.mu.Unlock()
+	return r.MemoryOutbox.Record(ctx, rs, cs)
+}
+
+// of returns the results recorded for one delivery, in order.
+func (r *recordingOutbox) of(id string) []sdk.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []sdk.Result
+	for _, res := range r.results {
+		if res.ID == id {
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+// startRecording is start with a recordingOutbox.
+func startRecording(t *testing.T, tr delivery.Transport, opts delivery.Options) (*delivery.Deliverer, *recordingOutbox) {
+	t.Helper()
+	out := &recordingOutbox{MemoryOutbox: delivery.NewMemoryOutbox()}
+	d := delivery.New(tr, out, opts)
+	t.Cleanup(d.Stop)
+	return d, out
 }

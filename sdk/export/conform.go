@@ -1,6 +1,8 @@
 package export
 
 import (
+	"fmt"
+
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -127,6 +129,59 @@ func coversFields(dst, src []arrow.Field) bool {
 		}
 	}
 	return true
+}
+
+// misfit says why src does not conform to dst (coversFields is false):
+// the first field, by its dotted path, that is new or has another type.
+func misfit(dst, src []arrow.Field, prefix string) string {
+	index := make(map[string]int, len(dst))
+	for i, f := range dst {
+		index[f.Name] = i
+	}
+	seen := make([]bool, len(dst))
+	for _, f := range src {
+		path := prefix + f.Name
+		i, ok := index[f.Name]
+		switch {
+		case !ok:
+			return fmt.Sprintf("new field %q, which the file's first batch did not have", path)
+		case seen[i]:
+			return fmt.Sprintf("field %q appears twice", path)
+		case !covers(dst[i], f):
+			if ds, ok := dst[i].Type.(*arrow.StructType); ok {
+				if ss, ok := f.Type.(*arrow.StructType); ok {
+					return misfit(ds.Fields(), ss.Fields(), path+".")
+				}
+			}
+			return fmt.Sprintf("field %q: the file has %s, this batch has %s", path, typeName(dst[i]), typeName(f))
+		}
+		seen[i] = true
+	}
+	for i, f := range dst {
+		if !seen[i] && !f.Nullable {
+			return fmt.Sprintf("field %q is missing, and the file's column may not be null", prefix+f.Name)
+		}
+	}
+	return "the batch does not fit the file's schema"
+}
+
+// typeName is a field's type as a message shows it: "int64", "string",
+// "struct", "list of string", "JSON text".
+func typeName(f arrow.Field) string {
+	if arrowjson.IsRaw(f) {
+		return "JSON text"
+	}
+	switch t := f.Type.(type) {
+	case *arrow.StructType:
+		return "struct"
+	case *arrow.ListType:
+		return "list of " + typeName(t.ElemField())
+	case *arrow.StringType, *arrow.LargeStringType, *arrow.StringViewType:
+		return "string"
+	case *arrow.BooleanType:
+		return "bool"
+	}
+	return f.Type.String()
 }
 
 func covers(dst, src arrow.Field) bool {

@@ -12,7 +12,8 @@
 //     columns ("classifications.churn_risk.label"), lists and other nested
 //     values as JSON text, nulls as empty fields, RFC 4180 quoting. The
 //     header is fixed by an object's first batch; a batch with a column the
-//     header lacks starts a new object.
+//     header lacks starts a new object. With Options.Columns the header is
+//     those columns in every object, and other fields are left out.
 //   - jsonl: one JSON object per line, by sdk/arrowjson's Encoder: nested
 //     structure kept, explicit nulls (sdk.NullsColumn) written as null,
 //     absent fields left out.
@@ -25,7 +26,8 @@
 //     one row group. A file has one schema, that of its first batch: a
 //     later batch that lacks fields, or has ints where the file has
 //     float64, is conformed to it (nulls, widened values); a batch with a
-//     new field or a conflicting type starts a new object. Parquet cannot
+//     new field or a conflicting type starts a new object (a lone Writer
+//     fails instead, naming the field and both types). Parquet cannot
 //     tell explicit nulls from absent values.
 //
 // # Objects and manifests
@@ -122,6 +124,12 @@ type Options struct {
 	GroupBy            bool   // the batches carry _pipeline_tpl_group_by
 	OrderBy            bool   // the batches carry _pipeline_tpl_order_by (needs GroupBy)
 	GroupField         string // name of the key column of grouped rows; default "group"
+	// Columns, for csv, is the header: exactly these columns in this order
+	// (dotted names for fields inside structs, as the header flattens
+	// them; a struct's own name holds it as JSON). A record's fields that
+	// are not listed are left out, absent ones are empty. Nil: the header
+	// is the first batch's columns.
+	Columns []string
 	// Prefix is prepended to every key; it may hold {{ date }}, {{ time }},
 	// {{ year }}, {{ month }}, {{ day }} and {{ hour }}.
 	Prefix       string
@@ -163,6 +171,24 @@ func (o *Options) normalize() error {
 		o.ParquetCompression = "none"
 	default:
 		return fmt.Errorf(`parquet_compression: unknown parquet compression %q: use "zstd", "snappy", "gzip" or "none"`, o.ParquetCompression)
+	}
+	if o.Columns != nil {
+		if o.Format != FormatCSV {
+			return fmt.Errorf("columns: applies to csv only, not %s", o.Format)
+		}
+		if len(o.Columns) == 0 {
+			return errors.New("columns: list at least one column, or leave columns out to take them from the first batch")
+		}
+		seen := make(map[string]bool, len(o.Columns))
+		for _, c := range o.Columns {
+			switch {
+			case strings.TrimSpace(c) == "":
+				return errors.New("columns: a column name must not be empty")
+			case seen[c]:
+				return fmt.Errorf("columns: %q is listed twice", c)
+			}
+			seen[c] = true
+		}
 	}
 	switch {
 	case o.RowGroupRows < 0:

@@ -783,7 +783,7 @@ func TestWriterDirect(t *testing.T) {
 	if err := w.Write(b2.Record); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Write(b3.Record); err == nil || !strings.Contains(err.Error(), "does not fit") {
+	if err := w.Write(b3.Record); err == nil || !strings.Contains(err.Error(), `new field "z"`) {
 		t.Errorf("new field: %v", err)
 	}
 	if err := w.Close(); err != nil {
@@ -796,5 +796,69 @@ func TestWriterDirect(t *testing.T) {
 	js, _ := json.Marshal(got)
 	if string(js) != `[{"a":1.5,"s":{"x":"1","y":2}},{"a":2,"s":{"y":3}}]` {
 		t.Errorf("got %s", js)
+	}
+}
+
+// A batch that does not fit a Parquet file's schema is named by its field
+// and the two types, not by two whole schemas.
+func TestParquetMisfitNamesTheFieldAndTypes(t *testing.T) {
+	for _, tc := range []struct {
+		name, first, later, want string
+	}{
+		{"int then string", `{"row_id":"a","score":3,"text":"x"}`, `{"row_id":"b","score":"high"}`,
+			`field "score": the file has int64, this batch has string`},
+		{"nested", `{"c":{"churn":{"confidence":0.9,"label":"High"}}}`, `{"c":{"churn":{"confidence":0.5,"label":{"en":"High"}}}}`,
+			`field "c.churn.label": the file has string, this batch has struct`},
+		{"struct then scalar", `{"m":{"q":"x"}}`, `{"m":"flat"}`, `field "m": the file has struct, this batch has string`},
+		{"list element", `{"tags":["a"]}`, `{"tags":[1]}`, `field "tags": the file has list of string, this batch has list of int64`},
+		{"new nested field", `{"m":{"q":"x"}}`, `{"m":{"q":"y","r":1}}`, `new field "m.r"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w, err := NewWriter(&buf, Options{Format: "parquet"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(makeBatch(t, nil, nil, tc.first).Record); err != nil {
+				t.Fatal(err)
+			}
+			err = w.Write(makeBatch(t, nil, nil, tc.later).Record)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v\nwant it to say %s", err, tc.want)
+			}
+			for _, dump := range []string{"schema:", "fields:", "metadata"} {
+				if strings.Contains(err.Error(), dump) {
+					t.Errorf("the error dumps a schema (%q): %v", dump, err)
+				}
+			}
+		})
+	}
+}
+
+func TestCSVColumnsOption(t *testing.T) {
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, Options{Format: "csv", Columns: []string{"b.c", "a", "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(makeBatch(t, nil, nil, `{"a":1,"b":{"c":"x","d":1},"e":true}`).Record); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(makeBatch(t, nil, nil, `{"late":"y","a":2}`).Record); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := buf.String(), "b.c,a,none\nx,1,\n,2,\n"; got != want {
+		t.Errorf("CSV %q, want %q", got, want)
+	}
+	buf.Reset()
+	w, _ = NewWriter(&buf, Options{Format: "csv", Columns: []string{"a"}})
+	if err := w.Close(); err != nil || buf.String() != "a\n" {
+		t.Errorf("empty: %q, %v", buf.String(), err)
+	}
+	if _, err := NewWriter(&buf, Options{Format: "parquet", Columns: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "csv only") {
+		t.Errorf("columns with parquet: %v", err)
 	}
 }

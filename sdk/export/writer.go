@@ -60,6 +60,10 @@ func newWriter(w io.Writer, opts *Options) (Writer, error) {
 	base := streamBase{count: cw, gz: gz, flushGzip: opts.RollBytes > 0}
 	switch opts.Format {
 	case FormatCSV:
+		if opts.Columns != nil {
+			w := arrowcsv.NewWriterWithColumns(out, opts.Columns).DropUnlisted()
+			return &csvWriter{streamBase: base, w: w, header: opts.Columns, fixed: true}, nil
+		}
 		return &csvWriter{streamBase: base, w: arrowcsv.NewWriter(out)}, nil
 	case FormatJSONL, FormatJSON:
 		return &jsonWriter{streamBase: base, bw: bufio.NewWriterSize(out, 64<<10), enc: arrowjson.NewEncoder(), array: opts.Format == FormatJSON}, nil
@@ -115,10 +119,11 @@ type csvWriter struct {
 	streamBase
 	w      *arrowcsv.Writer
 	header []string // nil until the first batch
+	fixed  bool     // the header is Options.Columns: every batch fits
 }
 
 func (w *csvWriter) accepts(s *arrow.Schema) bool {
-	if w.header == nil {
+	if w.header == nil || w.fixed {
 		return true
 	}
 	have := make(map[string]int, len(w.header))
@@ -331,8 +336,8 @@ func (w *parquetWriter) Write(rec arrow.RecordBatch) error {
 		out = projectRecord(rec, w.schema)
 	} else {
 		if !coversFields(w.fields, fields) {
-			return fmt.Errorf("parquet: a batch's schema %s does not fit the file's schema %s (a parquet file has one schema; start a new file)",
-				arrow.NewSchema(fields, nil), arrow.NewSchema(w.fields, nil))
+			return fmt.Errorf("parquet: %s: a Parquet file has one schema, fixed by its first batch. "+
+				"Give the field one type upstream (a transform's set, or the source), or write jsonl, which takes any records", misfit(w.fields, fields, ""))
 		}
 		conformed := w.conf.conformRecord(rec, w.fields)
 		out = projectRecord(conformed, w.schema)
