@@ -35,8 +35,11 @@ import (
 // it is killed and the test fails: a guard against hangs, not a speed target.
 const runBound = 45 * time.Second
 
-// signalBound is how long a run may take to exit after a SIGINT/SIGTERM.
-const signalBound = 5 * time.Second
+// signalHang is how long a run may take to exit after a SIGINT/SIGTERM
+// before the test calls it hung: a guard against hangs, not a speed target.
+// Whether a run waited for its outbox is told by what it left behind (the
+// tests make that wait one that could not end by then).
+const signalHang = 60 * time.Second
 
 // ---------------------------------------------------------------------------
 // Input and pipeline
@@ -392,10 +395,10 @@ func (l *liveRun) finish(d time.Duration) bool {
 	}
 }
 
-// signal sends sig and waits for the process to exit, failing the test if
-// it takes more than signalBound (it then waits a little longer, and kills
-// it, so that the output says what it was doing). It returns the exit code
-// and how long the exit took after the signal.
+// signal sends sig and waits for the process to exit, killing it and
+// failing the test if it has not exited signalHang after the signal. It
+// returns the exit code and how long the exit took after the signal (for
+// the log: nothing is asserted on it).
 func (l *liveRun) signal(sig syscall.Signal) (code int, took time.Duration) {
 	l.t.Helper()
 	start := time.Now()
@@ -408,18 +411,14 @@ func (l *liveRun) signal(sig syscall.Signal) (code int, took time.Duration) {
 // await waits for the exit after a signal sent at start.
 func (l *liveRun) await(start time.Time) (code int, took time.Duration) {
 	l.t.Helper()
-	if l.finish(signalBound - time.Since(start)) {
+	if l.finish(signalHang - time.Since(start)) {
 		return l.code, time.Since(start)
 	}
-	exited := l.finish(10 * time.Second)
-	took = time.Since(start)
-	if !exited {
-		l.cmd.Process.Kill()
-		l.finish(time.Minute)
-	}
-	l.t.Fatalf("the run did not exit within %s of the signal (exited: %v, after %s; exit code %d)\nstderr:\n%s\nstdout:\n%s",
-		signalBound, exited, took.Round(time.Millisecond), l.code, l.stderr(), l.stdout.String())
-	return l.code, took
+	l.cmd.Process.Kill()
+	l.finish(time.Minute)
+	l.t.Fatalf("the run hung: it had not exited %s after the signal, and was killed\nstderr:\n%s\nstdout:\n%s",
+		signalHang, l.stderr(), l.stdout.String())
+	return l.code, time.Since(start)
 }
 
 // wait waits for a run that ends by itself, within runBound.
@@ -855,10 +854,14 @@ func TestRandomFailuresAreRetriedUntilEverythingArrivesOnce(t *testing.T) {
 // ---------------------------------------------------------------------------
 // 3. Signals while the run waits for its outbox.
 
+// The endpoint stays down, and each delivery has 100 attempts a second
+// apart: a run that waited for its outbox could not end before signalHang
+// (nor could its deliveries go dead). So a run that exits with the signal's
+// code, leaving every delivery pending, did not wait.
 func TestSIGTERMWhileWaitingForTheOutboxExitsPromptly(t *testing.T) {
 	schedule := `
   retry {
-    schedule = ["0s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
+    schedule = ["0s"` + strings.Repeat(`, "1s"`, 99) + `]
   }`
 	down := func(string, int) (int, bool) { return http.StatusServiceUnavailable, false }
 	up := func(string, int) (int, bool) { return 0, false }
@@ -1091,6 +1094,9 @@ func TestProgressAndSummaryCountTheEndpointsAnswers(t *testing.T) {
 		t.Logf("%d progress lines; the last: %s", len(lines), lines[len(lines)-1].line)
 	})
 
+	// The circuit stays open for longer than signalHang: a run that waited
+	// for its outbox after SIGTERM could not end before the test calls it
+	// hung, and would send nothing meanwhile.
 	t.Run("circuit open", func(t *testing.T) {
 		dir, want := setupFaults(t, 1500, 90, `
   retry {
@@ -1099,7 +1105,7 @@ func TestProgressAndSummaryCountTheEndpointsAnswers(t *testing.T) {
   circuit_breaker {
     failures = 3
     window   = "500ms"
-    cooldown = "30s"
+    cooldown = "10m"
   }`)
 		ep := newFaultEndpoint(t, func(string, int) (int, bool) { return http.StatusServiceUnavailable, false })
 		run := startLive(t, dir, ep.env(), nil, "run", "--json", "--progress-interval", "100ms", "faults.hcl")

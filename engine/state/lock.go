@@ -93,7 +93,8 @@ func LockPipeline(statePath, pipeline string) (*Lock, error) {
 	me := Holder{PID: os.Getpid(), Since: time.Now().UTC().Truncate(time.Second), Command: command()}
 	me.Host, _ = os.Hostname()
 	content, _ := json.Marshal(me)
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt(append(content, '\n'), 0)
 	}
 	if err != nil {

@@ -92,6 +92,11 @@ type Sink struct {
 	limiter *policy.Limiter
 	d       *delivery.Deliverer
 	log     *slog.Logger // nil: sdk.Logger(); tests capture it
+	// now and sleep are the clock the sends are paced by (the Deliverer's
+	// Options.Now and Options.Sleep); tests set them before Configure.
+	// nil: time.Now and a real wait.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) bool
 }
 
 // Info describes the plugin.
@@ -201,7 +206,10 @@ func (s *Sink) configure(cfg sdk.Config) error {
 	if log == nil {
 		log = sdk.Logger()
 	}
-	opts := delivery.Options{Concurrency: c.Concurrency, Log: log.With("sink", s.name)}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	opts := delivery.Options{Concurrency: c.Concurrency, Log: log.With("sink", s.name), Now: s.now, Sleep: s.sleep}
 	if opts.Retry, opts.Breaker, err = delivery.Policies(c.Retry, c.Breaker); err != nil {
 		return err
 	}
@@ -379,10 +387,10 @@ func (s *Sink) send(ctx context.Context, d sdk.Delivery) delivery.Result {
 	if outcome == policy.Delivered {
 		return res
 	}
-	if ra, ok := policy.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok && outcome == policy.RetryLater {
+	if ra, ok := policy.ParseRetryAfter(resp.Header.Get("Retry-After"), s.now()); ok && outcome == policy.RetryLater {
 		// Slack limits the channel, not just this message: hold back the
 		// channel's other messages too.
-		s.limiter.Pause(d.Endpoint, time.Now().Add(ra))
+		s.limiter.Pause(d.Endpoint, s.now().Add(ra))
 	}
 	switch {
 	case parseErr != nil:

@@ -132,6 +132,13 @@ func merge(maps ...map[string]any) map[string]any {
 // on loopback). templates names the attributes that hold placeholders.
 func configure(t *testing.T, cfg map[string]any, templates ...string) fixture {
 	t.Helper()
+	return configureSink(t, &Sink{}, cfg, templates...)
+}
+
+// configureSink is configure for a sink the test has prepared (given a
+// clock, say).
+func configureSink(t *testing.T, s *Sink, cfg map[string]any, templates ...string) fixture {
+	t.Helper()
 	full := merge(map[string]any{"text": "Churn risk", "api_url": DefaultAPIURL, "timeout": "2s", "concurrency": 1,
 		"rate_limit": "100/s", "allow_private_networks": true, "https_only": false,
 		"retry":           map[string]any{"schedule": []string{"0s", "10ms", "10ms", "10ms"}},
@@ -141,7 +148,8 @@ func configure(t *testing.T, cfg map[string]any, templates ...string) fixture {
 		t.Fatal(err)
 	}
 	f := fixture{out: delivery.NewMemoryOutbox(), log: &syncBuffer{}}
-	f.s = &Sink{log: slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	f.s = s
+	f.s.log = slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if err := f.s.Configure(context.Background(), sdk.Config{Name: "alerts", JSON: data, Templates: templates, Outbox: f.out}); err != nil {
 		t.Fatal(err)
 	}
@@ -556,17 +564,19 @@ func TestRetryAfter(t *testing.T) {
 			srv, reqs := server(t, tt.answer)
 			// rate_limit is far above 1/s so that only Retry-After can
 			// explain a wait.
-			f := configure(t, merge(tt.mode(srv), map[string]any{"rate_limit": "50/s"}))
+			clock := newFakeClock()
+			f := configureSink(t, &Sink{now: clock.Now, sleep: clock.Sleep}, merge(tt.mode(srv), map[string]any{"rate_limit": "50/s"}))
 			ids, recs := records(2)
 			f.deliver(t, batch(t, ids, map[string][]string{"text": {"first", "second"}}, recs...))
 			got := reqs()
 			if len(got) != 3 {
 				t.Fatalf("%d requests, want 3 (the limited one twice)", len(got))
 			}
-			for _, r := range got[1:] {
-				if wait := r.at.Sub(got[0].at); wait < time.Second || wait > 3*time.Second {
-					t.Errorf("a request %v after the 429; Retry-After said 1s", wait)
-				}
+			// Retry-After paused the channel: both sends after the 429
+			// waited for it, the first for 1 s, the other for its slot
+			// 20 ms later (50/s).
+			if got, want := clock.slept(), []time.Duration{time.Second, time.Second + 20*time.Millisecond}; !slices.Equal(got, want) {
+				t.Errorf("waits before the sends after the 429 %v, want %v (Retry-After said 1s)", got, want)
 			}
 			if string(got[2].body) != string(got[0].body) && string(got[1].body) != string(got[0].body) {
 				t.Error("the limited message was not sent again")
@@ -583,21 +593,60 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
+// fakeClock is a sink's clock (Sink.now and Sink.sleep) that stands still:
+// sleep notes the wait it was asked for and returns at once. The pacing
+// tests check the waits the sink asked for, not when a loaded machine got
+// round to the sends.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	sleeps []time.Duration
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2025, 11, 14, 9, 22, 47, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) bool {
+	c.mu.Lock()
+	c.sleeps = append(c.sleeps, d)
+	c.mu.Unlock()
+	return ctx.Err() == nil
+}
+
+// slept returns the waits asked for so far, shortest first.
+func (c *fakeClock) slept() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := slices.Clone(c.sleeps)
+	slices.Sort(out)
+	return out
+}
+
 // Messages are paced at one per second per channel (per webhook URL); other
-// channels do not wait.
+// channels do not wait. Three messages written at one instant: those of one
+// channel get the slots 0, 1 s and 2 s (the first goes at once, the others
+// ask to wait 1 s and 2 s); those of three channels wait for nothing.
 func TestPacing(t *testing.T) {
+	paced := []time.Duration{time.Second, 2 * time.Second}
 	tests := []struct {
 		name     string
 		mode     func(*httptest.Server) map[string]any
 		extra    map[string]any
-		channels []string // rendered channel per message; nil: the configured one
-		min, max time.Duration
+		channels []string        // rendered channel per message; nil: the configured one
+		waits    []time.Duration // asked for before the sends, shortest first
 	}{
-		{"three messages to one channel", apiMode, nil, nil, 2 * time.Second, 5 * time.Second},
-		{"three messages to one channel, concurrency 16", apiMode, map[string]any{"concurrency": 16}, nil, 2 * time.Second, 5 * time.Second},
-		{"three messages to one webhook URL", webhookMode, nil, nil, 2 * time.Second, 5 * time.Second},
-		{"three messages to three channels", apiMode, nil, []string{"C1", "C2", "C3"}, 0, 1800 * time.Millisecond}, // paced, they would take >= 2 s; slack for a loaded CI machine
-		{"three channels rendered the same are one", apiMode, nil, []string{"C1", "C1 ", "C1"}, 2 * time.Second, 5 * time.Second},
+		{"three messages to one channel", apiMode, nil, nil, paced},
+		{"three messages to one channel, concurrency 16", apiMode, map[string]any{"concurrency": 16}, nil, paced},
+		{"three messages to one webhook URL", webhookMode, nil, nil, paced},
+		{"three messages to three channels", apiMode, nil, []string{"C1", "C2", "C3"}, nil},
+		{"three channels rendered the same are one", apiMode, nil, []string{"C1", "C1 ", "C1"}, paced},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -611,23 +660,19 @@ func TestPacing(t *testing.T) {
 				tpl["channel"] = tt.channels
 				templates = []string{"channel"}
 			}
-			f := configure(t, cfg, append(templates, "text")...)
+			clock := newFakeClock()
+			f := configureSink(t, &Sink{now: clock.Now, sleep: clock.Sleep}, cfg, append(templates, "text")...)
 			ids, recs := records(3)
-			start := time.Now()
 			f.deliver(t, batch(t, ids, tpl, recs...))
-			elapsed := time.Since(start)
-			got := reqs()
-			if len(got) != 3 {
+			if got := reqs(); len(got) != 3 {
 				t.Fatalf("%d requests, want 3", len(got))
 			}
-			if elapsed < tt.min || elapsed > tt.max {
-				t.Errorf("3 messages took %v, want between %v and %v", elapsed, tt.min, tt.max)
+			if got := clock.slept(); !slices.Equal(got, tt.waits) {
+				t.Errorf("waits before the sends %v, want %v", got, tt.waits)
 			}
-			if tt.min > 0 {
-				for i := 1; i < len(got); i++ {
-					if gap := got[i].at.Sub(got[i-1].at); gap < 900*time.Millisecond {
-						t.Errorf("messages %d and %d %v apart, want about 1s", i, i+1, gap)
-					}
+			for _, id := range ids {
+				if st, log := f.out.Status(id), f.out.Log[id]; st != "delivered" || len(log) != 1 {
+					t.Errorf("%s: %s after %d attempts; waiting for the limiter is not an attempt", id, st, len(log))
 				}
 			}
 		})

@@ -146,6 +146,11 @@ type Sink struct {
 	d            *delivery.Deliverer
 	// log is the plugin's logger; tests set it before Configure.
 	log *slog.Logger
+	// now and sleep are the clock that requests are paced and jobs polled
+	// by, the Deliverer's too; tests set them before Configure. nil:
+	// time.Now and a real wait.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 
 	mu    sync.Mutex
 	slots map[string]chan struct{} // requests in flight, by account
@@ -254,7 +259,14 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 		return errors.New("concurrency: must be at least 1")
 	}
 
-	opts := delivery.Options{Concurrency: c.Concurrency, Log: s.log}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.sleep == nil {
+		s.sleep = sleep
+	}
+	opts := delivery.Options{Concurrency: c.Concurrency, Log: s.log, Now: s.now,
+		Sleep: func(ctx context.Context, d time.Duration) bool { return s.sleep(ctx, d) == nil }}
 	if opts.Retry, opts.Breaker, err = delivery.Policies(c.Retry, c.Breaker); err != nil {
 		return err
 	}
@@ -559,7 +571,7 @@ func (s *Sink) acquire(ctx context.Context, ep string) (func(), error) {
 
 // reserve waits for the account's next rate-limit slot.
 func (s *Sink) reserve(ctx context.Context, ep string) error {
-	return sleep(ctx, s.limiter.Reserve(ep, time.Now()))
+	return s.sleep(ctx, s.limiter.Reserve(ep, s.now()))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -660,14 +672,14 @@ func (j jobStatus) done() bool {
 // poll_timeout has passed. Polls take rate-limit slots like any request.
 func (s *Sink) poll(ctx context.Context, ep, base, id string) (jobStatus, []byte, error) {
 	target := base + "/api/v2/job_statuses/" + url.PathEscape(id) + ".json"
-	deadline := time.Now().Add(s.pollTimeout)
+	deadline := s.now().Add(s.pollTimeout)
 	last := "queued"
 	var lastBody []byte
 	for {
-		if err := sleep(ctx, s.pollInterval); err != nil {
+		if err := s.sleep(ctx, s.pollInterval); err != nil {
 			return jobStatus{}, lastBody, fmt.Errorf("job %s: %w", id, err)
 		}
-		if time.Now().After(deadline) {
+		if s.now().After(deadline) {
 			return jobStatus{}, lastBody, fmt.Errorf("job %s still %s after poll_timeout (%s)", id, last, s.pollTimeout)
 		}
 		if err := s.reserve(ctx, ep); err != nil {
@@ -866,7 +878,7 @@ func (s *Sink) do(ctx context.Context, ep, method, target string, data []byte) r
 // limit, when its rate-limit headers show less than 10% of a quota left,
 // and at it, for a 429's (or 503's) Retry-After.
 func (s *Sink) slowDown(ep string, resp *http.Response) {
-	now := time.Now()
+	now := s.now()
 	pause, why := policy.RateLimitPause(resp.Header), "rate-limit headers"
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		if ra, ok := policy.ParseRetryAfter(resp.Header.Get("Retry-After"), now); ok && ra > pause {

@@ -424,6 +424,18 @@ func records(n int, first int64) []rec {
 // fast retries and polls and the private-network opt-in (f is on loopback).
 func configure(t *testing.T, f *fake, cfg map[string]any, log *slog.Logger) (*Sink, *delivery.MemoryOutbox) {
 	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s, out := &Sink{log: log}, delivery.NewMemoryOutbox()
+	configureSink(t, s, f, cfg, out)
+	return s, out
+}
+
+// configureSink is configure for a sink the test has prepared (given a
+// clock, say), over the outbox out.
+func configureSink(t *testing.T, s *Sink, f *fake, cfg map[string]any, out sdk.Outbox) {
+	t.Helper()
 	full := map[string]any{"email": email, "api_token": token, "ticket_id": "{{ metadata.ticket_id }}",
 		"timeout": "2s", "concurrency": 4, "poll_interval": "10ms", "poll_timeout": "5s",
 		"allow_private_networks": true, "https_only": false,
@@ -443,15 +455,89 @@ func configure(t *testing.T, f *fake, cfg map[string]any, log *slog.Logger) (*Si
 		templates = append(templates, "comment")
 	}
 	data, _ := json.Marshal(full)
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
-	out := delivery.NewMemoryOutbox()
-	s := &Sink{log: log}
 	if err := s.Configure(context.Background(), sdk.Config{Name: "tickets", JSON: data, Templates: templates, Outbox: out}); err != nil {
 		t.Fatal(err)
 	}
-	return s, out
+}
+
+// fakeClock is a sink's clock (Sink.now and Sink.sleep) in which time
+// passes only by sleeping: sleep notes the wait it was asked for, moves the
+// clock on by it and returns at once. What the rate-limit tests check is
+// the waits the sink asked for, not how long a loaded machine took. (The
+// clock is shared by whoever sleeps: meant for sends one at a time.)
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	sleeps []time.Duration
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2025, 11, 14, 9, 22, 47, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Sleep is Sink.sleep; a wait of 0 or less is no wait, and not noted.
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if d > 0 {
+		c.mu.Lock()
+		c.sleeps = append(c.sleeps, d)
+		c.now = c.now.Add(d)
+		c.mu.Unlock()
+	}
+	return ctx.Err()
+}
+
+// slept returns the waits asked for so far, in order.
+func (c *fakeClock) slept() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sleeps)
+}
+
+// recordingOutbox is a MemoryOutbox that keeps every result recorded, so
+// that a test can read the due time set for a retry.
+type recordingOutbox struct {
+	*delivery.MemoryOutbox
+	mu      sync.Mutex
+	results []sdk.Result
+}
+
+func (r *recordingOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
+	r.mu.Lock()
+	r.results = append(r.results, rs...)
+	r.mu.Unlock()
+	return r.MemoryOutbox.Record(ctx, rs, cs)
+}
+
+// of returns the results recorded for one delivery, in order.
+func (r *recordingOutbox) of(id string) []sdk.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []sdk.Result
+	for _, res := range r.results {
+		if res.ID == id {
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+// configureClocked is configure with a fake clock and a recordingOutbox.
+func configureClocked(t *testing.T, f *fake, cfg map[string]any) (*Sink, *recordingOutbox, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	s := &Sink{now: clock.Now, sleep: clock.Sleep}
+	out := &recordingOutbox{MemoryOutbox: delivery.NewMemoryOutbox()}
+	configureSink(t, s, f, cfg, out)
+	return s, out, clock
 }
 
 // deliver writes the batch and waits until nothing is pending.
@@ -734,18 +820,30 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		}
 		return false
 	}
-	s, out := configure(t, f, map[string]any{"add_tags": []string{"churn_risk"}}, nil)
+	s, out, clock := configureClocked(t, f, map[string]any{"add_tags": []string{"churn_risk"}})
 	deliver(t, s, batch(t, false, records(2, 41)...))
 	up := updates(f.snapshot())
 	if len(up) != 2 {
 		t.Fatalf("%d update_many calls, want 2", len(up))
 	}
-	if gap := up[1].at.Sub(up[0].at); gap < time.Second || gap > 3*time.Second {
-		t.Errorf("retried %v after the 429; Retry-After said 1s", gap)
+	// Retry-After paused the account: the retry waited 1 s for it (then
+	// its job was polled every poll_interval, 10 ms).
+	if got, want := clock.slept(), []time.Duration{time.Second, 10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}; !slices.Equal(got, want) {
+		t.Errorf("waits %v, want %v: 1s for Retry-After before the retry, then the job's polls", got, want)
 	}
 	for _, r := range records(2, 41) {
 		if log := out.Log[r.id]; out.Status(r.id) != "delivered" || len(log) != 2 || log[0].StatusCode != 429 {
 			t.Errorf("%s: %s, log %+v", r.id, out.Status(r.id), log)
+		}
+		// And the retry was due 1 s after the 429, not after the
+		// schedule's 10 ms.
+		res := out.of(r.id)
+		if len(res) == 0 {
+			t.Errorf("%s: no result recorded", r.id)
+			continue
+		}
+		if due := res[0].Next.Sub(res[0].Attempt.At.Add(res[0].Attempt.Latency)); res[0].Outcome != sdk.Retry || due != time.Second {
+			t.Errorf("%s: outcome %v, due again %v after the 429; want a retry 1s after it (Retry-After)", r.id, res[0].Outcome, due)
 		}
 	}
 }
@@ -754,15 +852,16 @@ func TestRateLimitHeadersSlowDown(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		headers map[string]string
-		min     time.Duration
-		max     time.Duration
+		waits   []time.Duration // asked for before the second request
 	}{
+		// 1 left of 700, the window resets in 1 s: the last one in 1 s.
 		{"account quota under 10%", map[string]string{"X-Rate-Limit": "700", "X-Rate-Limit-Remaining": "1", "RateLimit-Reset": "1"},
-			900 * time.Millisecond, 3 * time.Second},
+			[]time.Duration{time.Second}},
+		// 2 left of 100 for 2 s: one a second.
 		{"endpoint quota under 10%", map[string]string{"Zendesk-RateLimit-Tickets-Update": "total=100; remaining=2; resets=2"},
-			900 * time.Millisecond, 3 * time.Second},
+			[]time.Duration{time.Second}},
 		{"plenty left", map[string]string{"X-Rate-Limit": "700", "X-Rate-Limit-Remaining": "650", "RateLimit-Reset": "30"},
-			0, 850 * time.Millisecond}, // paced would be >= 900 ms; slack for a loaded CI machine
+			nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t)
@@ -774,14 +873,14 @@ func TestRateLimitHeadersSlowDown(t *testing.T) {
 				}
 				return false
 			}
-			s, out := configure(t, f, map[string]any{"comment": "{{ summary }}", "concurrency": 1}, nil)
+			s, out, clock := configureClocked(t, f, map[string]any{"comment": "{{ summary }}", "concurrency": 1})
 			deliver(t, s, batch(t, true, records(2, 51)...))
 			up := updates(f.snapshot())
 			if len(up) != 2 {
 				t.Fatalf("%d requests", len(up))
 			}
-			if gap := up[1].at.Sub(up[0].at); gap < tc.min || gap > tc.max {
-				t.Errorf("second request %v after the first, want %v to %v", gap, tc.min, tc.max)
+			if got := clock.slept(); !slices.Equal(got, tc.waits) {
+				t.Errorf("waits before the second request %v, want %v", got, tc.waits)
 			}
 			for _, r := range records(2, 51) {
 				if out.Status(r.id) != "delivered" {
