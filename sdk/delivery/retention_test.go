@@ -2,6 +2,7 @@ package delivery_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -131,3 +132,23 @@ func TestRetentionParseDays(t *testing.T) {
 }
 
 func retentionPtr(s string) *string { return &s }
+
+// FuzzParseDays: any text parses to a non-negative duration of at most
+// 100 years, or to an error naming the input; it never panics.
+func FuzzParseDays(f *testing.F) {
+	for _, s := range []string{"7d", "1d12h", "36h", "90m", "", "d", "-1d", "4294967295d", "99999999d1h", "1d-1h", "9223372036s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := delivery.ParseDays(s)
+		if err != nil {
+			if !strings.Contains(err.Error(), fmt.Sprintf("%q", s)) {
+				t.Fatalf("ParseDays(%q): error %q does not name the input", s, err)
+			}
+			return
+		}
+		if d < 0 || d > 36500*24*time.Hour {
+			t.Fatalf("ParseDays(%q) = %v, outside 0..36500 days", s, d)
+		}
+	})
+}

@@ -116,8 +116,8 @@ func ParseDays(s string) (time.Duration, error) {
 	var days time.Duration
 	if i := strings.IndexByte(v, 'd'); i > 0 {
 		n, err := strconv.ParseUint(v[:i], 10, 32)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration such as \"7d\" or \"36h\"", s)
+		if err != nil || n > maxDays {
+			return 0, fmt.Errorf("%q is not a duration such as \"7d\" or \"36h\" (at most %d days)", s, maxDays)
 		}
 		days, v = time.Duration(n)*24*time.Hour, v[i+1:]
 		if v == "" {
@@ -125,11 +125,14 @@ func ParseDays(s string) (time.Duration, error) {
 		}
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%q is not a duration such as \"7d\" or \"36h\"", s)
+	if err != nil || d < 0 || d > maxDays*24*time.Hour-days {
+		return 0, fmt.Errorf("%q is not a duration such as \"7d\" or \"36h\" (at most %d days)", s, maxDays)
 	}
 	return days + d, nil
 }
+
+// maxDays bounds a retention (100 years), far below where a duration overflows.
+const maxDays = 36500
 
 // setRetention tells the outbox the sink's retention, if it takes one. A
 // failure only costs pruning with what it had (the stored one or the
