@@ -95,23 +95,25 @@ Exit status:
 				return err
 			}
 			defer store.Close()
-			l, diags, err := loadWith(ctx, g, args, run.LoadOptions{Store: store, NoWait: noWait, FullRefresh: fullRefresh})
-			if err != nil {
-				return err
+			var prog *run.Progress
+			x, runErr := execute(ctx, g, args, run.LoadOptions{Store: store, NoWait: noWait, FullRefresh: fullRefresh},
+				run.Options{FullRefresh: fullRefresh, Drain: drain, Logger: logger(os.Stderr, g.verbose)},
+				func(x *run.Execution) {
+					printExecDiags(x) // warnings
+					prog = &run.Progress{W: os.Stderr, TTY: isTerminal(os.Stderr), Interval: progressEvery, Stats: x.Runner.Stats}
+					prog.Start()
+				})
+			if prog != nil {
+				prog.Stop()
 			}
-			printDiags(l.Config, nil, diags)
-			if diags.HasErrors() {
+			if x.Runner == nil {
+				printExecDiags(x)
+				if runErr != nil {
+					return runErr
+				}
 				return &exitError{code: 1}
 			}
-			defer l.Close()
-			r, err := run.New(l.Plan, run.Options{Store: store, FullRefresh: fullRefresh, Drain: drain, Logger: logger(os.Stderr, g.verbose)})
-			if err != nil {
-				return err
-			}
-			prog := &run.Progress{W: os.Stderr, TTY: isTerminal(os.Stderr), Interval: progressEvery, Stats: r.Stats}
-			prog.Start()
-			runErr := r.Run(ctx)
-			prog.Stop()
+			r, l := x.Runner, x.Loaded
 			snap := r.Stats.Snapshot()
 			status := "done"
 			interrupted := got != nil && (errors.Is(runErr, run.ErrInterrupted) || errors.Is(runErr, context.Canceled))

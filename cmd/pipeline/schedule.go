@@ -68,31 +68,27 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 			return err
 		}
 		defer lock.Close()
-		l, diags, err := load(sp.ctx, sp.g, []string{sp.file}, sp.store, true)
-		if err != nil {
-			return err
+		x, err := execute(sp.ctx, sp.g, []string{sp.file}, run.LoadOptions{Store: sp.store, NoWait: true},
+			run.Options{Store: sp.store, Drain: sp.drain, Logger: sp.log}, func(x *run.Execution) {
+				if x.Config.Schedule != sp.p.Schedule || x.Config.Location.String() != sp.p.Location.String() {
+					sp.log.Warn("the schedule in the file changed: restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
+						"schedule", sp.p.Schedule, "timezone", sp.p.Location.String())
+				}
+				pipeline = x.Plan.Pipeline
+				for _, s := range x.Plan.Sinks {
+					sinks = append(sinks, s.Name)
+				}
+				stats = x.Runner.Stats
+				sp.m.startRun(sp.p.Name, x.Runner.Stats)
+			})
+		if stats != nil {
+			sp.m.endRun(sp.p.Name, stats)
 		}
-		if diags.HasErrors() {
-			printDiags(l.Config, nil, diags)
+		if x.Runner == nil && err == nil {
+			printExecDiags(x)
 			return errors.New("the pipeline has errors")
 		}
-		defer l.Close()
-		if l.Config.Schedule != sp.p.Schedule || l.Config.Location.String() != sp.p.Location.String() {
-			sp.log.Warn("the schedule in the file changed: restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
-				"schedule", sp.p.Schedule, "timezone", sp.p.Location.String())
-		}
-		pipeline = l.Plan.Pipeline
-		for _, s := range l.Plan.Sinks {
-			sinks = append(sinks, s.Name)
-		}
-		r, err := run.New(l.Plan, run.Options{Store: sp.store, Drain: sp.drain, Logger: sp.log})
-		if err != nil {
-			return err
-		}
-		stats = r.Stats
-		sp.m.startRun(sp.p.Name, r.Stats)
-		defer sp.m.endRun(sp.p.Name, r.Stats)
-		return r.Run(sp.ctx)
+		return err
 	}()
 
 	outcome := "succeeded"

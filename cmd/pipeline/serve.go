@@ -218,37 +218,35 @@ func servePipeline(ctx context.Context, g *globals, file, name string, store *st
 func serveOnce(ctx context.Context, g *globals, file string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) error {
 	// NoWait: on shutdown, pending deliveries stay in the outbox for the
 	// next start instead of holding the process.
-	l, diags, err := load(ctx, g, []string{file}, store, true)
-	if err != nil {
-		return err
-	}
-	if diags.HasErrors() {
-		printDiags(l.Config, nil, diags)
+	stop := make(chan struct{})
+	var name string
+	var stats *run.Stats
+	x, err := execute(ctx, g, []string{file}, run.LoadOptions{Store: store, NoWait: true},
+		run.Options{Store: store, Drain: drain, Poll: poll, Logger: log}, func(x *run.Execution) {
+			name, stats = x.Plan.Pipeline, x.Runner.Stats
+			m.track(name, stats)
+			log.Info("serving", "pipeline", name, "file", file)
+			go func() {
+				tick := time.NewTicker(logEvery)
+				defer tick.Stop()
+				for {
+					select {
+					case <-tick.C:
+						log.Info(run.FormatLine(stats.Snapshot()), "pipeline", name)
+					case <-stop:
+						return
+					}
+				}
+			}()
+		})
+	close(stop)
+	if x.Runner == nil && err == nil {
+		printExecDiags(x)
 		return errors.New("the pipeline has errors")
 	}
-	defer l.Close()
-	r, err := run.New(l.Plan, run.Options{Store: store, Drain: drain, Poll: poll, Logger: log})
-	if err != nil {
-		return err
+	if stats != nil {
+		log.Info("stopped: "+run.FormatLine(stats.Snapshot()), "pipeline", name)
 	}
-	m.track(l.Plan.Pipeline, r.Stats)
-	log.Info("serving", "pipeline", l.Plan.Pipeline, "file", file)
-	stop := make(chan struct{})
-	go func() {
-		tick := time.NewTicker(logEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				log.Info(run.FormatLine(r.Stats.Snapshot()), "pipeline", l.Plan.Pipeline)
-			case <-stop:
-				return
-			}
-		}
-	}()
-	err = r.Run(ctx)
-	close(stop)
-	log.Info("stopped: "+run.FormatLine(r.Stats.Snapshot()), "pipeline", l.Plan.Pipeline)
 	if errors.Is(err, run.ErrInterrupted) {
 		return nil
 	}

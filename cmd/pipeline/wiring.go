@@ -59,6 +59,28 @@ func loadWith(ctx context.Context, g *globals, files []string, opts run.LoadOpti
 	return l, diags, nil
 }
 
+// execute loads, builds and runs files with the built-in plugins and the
+// CLI's logger (run.Execute): the one path of `run`, `serve` and scheduled
+// runs.
+func execute(ctx context.Context, g *globals, files []string, lopts run.LoadOptions, ropts run.Options, ready func(*run.Execution)) (*run.Execution, error) {
+	bs, err := builtins()
+	if err != nil {
+		return &run.Execution{}, err
+	}
+	lopts.Builtins = bs
+	lopts.Host = host.Options{Logger: logger(os.Stderr, g.verbose)}
+	return run.Execute(ctx, files, lopts, ropts, ready)
+}
+
+// printExecDiags prints an execution's diagnostics.
+func printExecDiags(x *run.Execution) {
+	var p *config.Pipeline
+	if x.Loaded != nil {
+		p = x.Config
+	}
+	printDiags(p, nil, x.Diags)
+}
+
 func printDiags(p *config.Pipeline, files map[string]*hcl.File, diags hcl.Diagnostics) {
 	if len(diags) == 0 {
 		return
