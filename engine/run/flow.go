@@ -338,9 +338,9 @@ func (n *nodeSchema) apply(mem memory.Allocator, rec arrow.RecordBatch) (arrow.R
 	return conform(mem, rec, target)
 }
 
-type filterState struct {
-	f      *Filter
-	where  *compiled
+// stageState is a Stage in a run: its padding and its record errors.
+type stageState struct {
+	op     Stage
 	schema *nodeSchema
 	stage  *stage
 }
@@ -470,8 +470,8 @@ func (sr *sourceReader) read(ctx context.Context) error {
 func (r *Runner) route(node string, rec arrow.RecordBatch, e *entry) error {
 	for _, c := range r.consumers[node] {
 		var err error
-		if c.filter != nil {
-			err = r.applyFilter(c.filter, rec, e)
+		if c.stage != nil {
+			err = r.applyStage(c.stage, rec, e)
 		} else {
 			err = r.toSink(c.sink, rec, e)
 		}
@@ -482,25 +482,32 @@ func (r *Runner) route(node string, rec arrow.RecordBatch, e *entry) error {
 	return nil
 }
 
-func (r *Runner) applyFilter(fs *filterState, in arrow.RecordBatch, e *entry) error {
-	rec, err := fs.schema.apply(r.opts.Allocator, in)
+// applyStage runs a stage over a batch and routes what leaves it.
+func (r *Runner) applyStage(ss *stageState, in arrow.RecordBatch, e *entry) error {
+	name := ss.stage.name
+	rec, err := ss.schema.apply(r.opts.Allocator, in)
 	if err != nil {
-		return fmt.Errorf("filter %s: %w", fs.f.Name, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer rec.Release()
-	p, err := fs.where.predicate(rec.Schema())
+	out, err := ss.op.Apply(rec)
 	if err != nil {
-		return fmt.Errorf("filter %s: where: %w", fs.f.Name, err)
-	}
-	out, err := p.Filter(rec)
-	if err != nil {
-		clean, gerr := r.guard(fs.stage, rec, e, func(b arrow.RecordBatch) error { _, err := p.Eval(b); return err })
+		if !isRecordError(err) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		clean, gerr := r.guard(ss.stage, rec, e, func(b arrow.RecordBatch) error {
+			out, err := ss.op.Apply(b)
+			if err == nil {
+				out.Release()
+			}
+			return err
+		})
 		if gerr != nil {
 			return gerr
 		}
 		defer clean.Release()
-		if out, err = p.Filter(clean); err != nil {
-			return fmt.Errorf("filter %s: %w", fs.f.Name, err)
+		if out, err = ss.op.Apply(clean); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		rec = clean
 	}
@@ -509,7 +516,15 @@ func (r *Runner) applyFilter(fs *filterState, in arrow.RecordBatch, e *entry) er
 	if out.NumRows() == 0 {
 		return nil
 	}
-	return r.route(FilterKey(fs.f.Name), out, e)
+	return r.route(ss.op.NodeKey(), out, e)
+}
+
+// isRecordError reports whether err is an expression failing on records
+// (guard finds which), not a failure of the stage itself.
+func isRecordError(err error) bool {
+	var re *expr.RowError
+	var ce *expr.Error
+	return errors.As(err, &re) || errors.As(err, &ce)
 }
 
 func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {

@@ -220,7 +220,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	// Stage 3: expressions against the schemas (syntax only for a source
 	// whose schema is unknown, or whose block failed), even after errors
 	// in other blocks, so that one validate reports everything.
-	_, d := config.CheckExpressions(p, config.CheckOptions{
+	compiled, d := config.CheckExpressions(p, config.CheckOptions{
 		SchemaOf: func(name string) *arrow.Schema { return schemas[name] },
 		Configs:  decoded,
 	})
@@ -234,13 +234,15 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	for _, s := range p.Sources {
 		plan.Sources = append(plan.Sources, &Source{Name: s.Name, Plugin: started[s], Schema: schemas[s.Name], FromStart: fromStart[s.Name]})
 	}
+	// Expressions are compiled once: the runner starts from what the check
+	// compiled (its plans adapt to the schemas batches bring).
 	for _, f := range p.Filters {
-		plan.Filters = append(plan.Filters, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs), SkipErrors: f.OnError == config.OnErrorSkip})
+		plan.Stages = append(plan.Stages, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs), SkipErrors: f.OnError == config.OnErrorSkip, Pred: compiled.Where[f]})
 	}
 	for _, s := range p.Sinks {
 		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered(), Outbox: outboxes[s], SkipErrors: s.OnError == config.OnErrorSkip}
 		if s.When != nil {
-			sk.When = s.When.Src
+			sk.When, sk.WhenPred = s.When.Src, compiled.When[s]
 		}
 		for _, t := range configs[s].Templates {
 			if sk.Templates == nil {
@@ -248,6 +250,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			}
 			sk.Templates[t.Name] = t.TemplateSrc()
 		}
+		sk.CompiledTemplates = compiled.Templates[s]
 		plan.Sinks = append(plan.Sinks, sk)
 	}
 	l.Plan = plan

@@ -1,5 +1,7 @@
-// Package run moves batches from sources through filters to sinks, applies
-// backpressure, tracks acks and commits source positions.
+// Package run moves batches from sources through stages (filters, …) to
+// sinks, applies backpressure, tracks acks and commits source positions.
+// It routes over the plan's nodes by their role (source, stage, sink), never
+// by their kind: a stage kind is a Stage implementation.
 //
 // The checkpoint rule: a source position is committed only when every batch
 // up to it has been acked by every sink it flowed to. Rows that filters or
@@ -11,7 +13,9 @@ package run
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,13 +30,39 @@ import (
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
-// Plan is a pipeline ready to run: started plugins wired as a graph.
+// Plan is a pipeline ready to run: started plugins and compiled stages
+// wired as a graph.
 type Plan struct {
 	Pipeline string
 	Sources  []*Source
-	// Filters are in topological order: a filter's inputs come before it.
-	Filters []*Filter
-	Sinks   []*Sink
+	// Stages run in the engine between sources and sinks (filters, …), in
+	// topological order: a stage's inputs come before it.
+	Stages []Stage
+	Sinks  []*Sink
+}
+
+// Stage is an operator that runs in the engine: a batch in, a batch out
+// (rows dropped, columns added or replaced), tied to the batch it came
+// from. The runner pads what reaches a stage to the union of its inputs'
+// schemas, routes what leaves it, counts the rows it drops and handles the
+// records its expressions fail on (on_error) the same way for every kind of
+// stage: a new kind implements Stage and nothing in the runner changes.
+type Stage interface {
+	// NodeKey names the stage as references do: "filter.high_churn".
+	NodeKey() string
+	// InputKeys are the keys of the nodes the stage reads.
+	InputKeys() []string
+	// ReadFields lists the field paths its expressions read: a batch that
+	// lacks one gets it as a null column.
+	ReadFields() [][]string
+	// SkipsErrors says a record the stage fails on is dropped and counted
+	// (on_error = "skip") rather than failing the run.
+	SkipsErrors() bool
+	// Apply returns what leaves the stage for rec; the caller releases
+	// both. A failure on records is an *expr.RowError (naming the row) or an
+	// *expr.Error (the batch's schema does not fit); the runner then finds
+	// the failing records by applying the stage to parts of rec.
+	Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error)
 }
 
 // Node keys name graph nodes as HCL references do: "source.calls", "filter.high_churn".
@@ -50,7 +80,7 @@ type Source struct {
 	FromStart bool
 }
 
-// Filter keeps the records for which Where is true.
+// Filter is the stage that keeps the records for which Where is true.
 type Filter struct {
 	Name   string
 	Where  string
@@ -58,6 +88,31 @@ type Filter struct {
 	// SkipErrors drops a record whose where fails to evaluate, counting it
 	// (on_error = "skip"); else the run fails naming the record.
 	SkipErrors bool
+	// Pred is Where as `pipeline validate` compiled it, nil when it could
+	// not (the schema was unknown): it is compiled against the first batch.
+	Pred *expr.Predicate
+
+	once  sync.Once
+	where *compiled
+}
+
+func (f *Filter) NodeKey() string        { return FilterKey(f.Name) }
+func (f *Filter) InputKeys() []string    { return f.Inputs }
+func (f *Filter) ReadFields() [][]string { return fields(f.Where, false) }
+func (f *Filter) SkipsErrors() bool      { return f.SkipErrors }
+
+// Apply keeps the rows of rec for which Where is true.
+func (f *Filter) Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	f.once.Do(func() {
+		f.where = newCompiled("where", f.Where)
+		f.where.pred = f.Pred
+	})
+	p, err := f.where.predicate(rec.Schema())
+	if err != nil {
+		// Not one record's failure: the expression does not compile at all.
+		return nil, fmt.Errorf("where: %v", err)
+	}
+	return p.Filter(rec)
 }
 
 // Sink is a running sink plugin.
@@ -67,6 +122,10 @@ type Sink struct {
 	Inputs []string // node keys
 	// When, if set, selects the records this sink gets.
 	When string
+	// WhenPred and CompiledTemplates are When and Templates as `pipeline
+	// validate` compiled them; missing ones are compiled on the first batch.
+	WhenPred          *expr.Predicate
+	CompiledTemplates map[string]*expr.Template
 	// Templates maps template attributes to their {{ }} source; each is
 	// rendered per record into a column the plugin reads.
 	Templates map[string]string
@@ -206,7 +265,7 @@ type Runner struct {
 	Stats *Stats
 
 	consumers map[string][]consumer // node key -> who reads it
-	filters   map[string]*filterState
+	stages    map[string]*stageState
 	sinks     map[string]*sinkState
 	trackers  []*tracker
 
@@ -223,8 +282,8 @@ type Runner struct {
 }
 
 type consumer struct {
-	filter *filterState
-	sink   *sinkState
+	stage *stageState
+	sink  *sinkState
 }
 
 // New prepares a run of plan.
@@ -241,7 +300,7 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 	if opts.Allocator == nil {
 		opts.Allocator = memory.DefaultAllocator
 	}
-	r := &Runner{plan: plan, opts: opts, Stats: &Stats{outboxes: map[string]*state.Outbox{}}, consumers: map[string][]consumer{}, filters: map[string]*filterState{}, sinks: map[string]*sinkState{}}
+	r := &Runner{plan: plan, opts: opts, Stats: &Stats{outboxes: map[string]*state.Outbox{}}, consumers: map[string][]consumer{}, stages: map[string]*stageState{}, sinks: map[string]*sinkState{}}
 	// Each node starts from the union of the schemas its sources reported.
 	static := map[string]*arrow.Schema{}
 	for _, src := range plan.Sources {
@@ -256,12 +315,15 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		}
 		return s
 	}
-	for _, f := range plan.Filters {
-		static[FilterKey(f.Name)] = union(f.Inputs)
-		fs := &filterState{f: f, where: newCompiled("where", f.Where), schema: newNodeSchema(static[FilterKey(f.Name)], fields(f.Where, false)), stage: newStage("filter", f.Name, f.SkipErrors)}
-		r.filters[f.Name] = fs
-		for _, in := range f.Inputs {
-			r.consumers[in] = append(r.consumers[in], consumer{filter: fs})
+	for _, st := range plan.Stages {
+		key := st.NodeKey()
+		// What leaves a stage is padded to its input union downstream too.
+		static[key] = union(st.InputKeys())
+		kind, name, _ := strings.Cut(key, ".")
+		ss := &stageState{op: st, schema: newNodeSchema(static[key], st.ReadFields()), stage: newStage(kind, name, st.SkipsErrors())}
+		r.stages[key] = ss
+		for _, in := range st.InputKeys() {
+			r.consumers[in] = append(r.consumers[in], consumer{stage: ss})
 		}
 	}
 	for _, s := range plan.Sinks {
@@ -275,9 +337,11 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		ss := &sinkState{s: s, idx: len(r.sinks), dead: make(chan struct{}), schema: newNodeSchema(union(s.Inputs), paths), in: make(chan sinkItem, opts.MaxInFlight), slots: make(chan struct{}, inFlight(s, opts.MaxInFlight)), templates: map[string]*compiled{}, stage: newStage("sink", s.Name, s.SkipErrors)}
 		if s.When != "" {
 			ss.when = newCompiled("when", s.When)
+			ss.when.pred = s.WhenPred
 		}
 		for attr, src := range s.Templates {
 			ss.templates[attr] = newCompiled(attr, src)
+			ss.templates[attr].tmpl = s.CompiledTemplates[attr]
 		}
 		r.sinks[s.Name] = ss
 		if s.Outbox != nil {
@@ -485,7 +549,7 @@ func (r *Runner) feeds(source, sink string) bool {
 				if c.sink != nil {
 					r.reach[src][c.sink.s.Name] = true
 				} else {
-					walk(src, FilterKey(c.filter.f.Name))
+					walk(src, c.stage.op.NodeKey())
 				}
 			}
 		}

@@ -175,7 +175,7 @@ func TestFanInFanOutAndCommits(t *testing.T) {
 	plan := &Plan{
 		Pipeline: "p",
 		Sources:  []*Source{{Name: "a", Plugin: a}, {Name: "b", Plugin: b}},
-		Filters:  []*Filter{{Name: "big", Where: "x > 1", Inputs: []string{"source.a", "source.b"}}},
+		Stages:   []Stage{&Filter{Name: "big", Where: "x > 1", Inputs: []string{"source.a", "source.b"}}},
 		Sinks: []*Sink{
 			{Name: "all", Plugin: all, Inputs: []string{"filter.big"}},
 			{Name: "retention", Plugin: retention, Inputs: []string{"filter.big"}, When: "metadata.queue == 'retention'"},
