@@ -11,6 +11,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/plan"
 	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -230,30 +231,22 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	if diags = append(diags, d...); diags.HasErrors() {
 		return fail()
 	}
-	plan := &Plan{Pipeline: p.Name}
+	parts := plan.Started{Sources: map[*config.Source]plan.SourcePlugin{}, Schemas: schemas, FromStart: fromStart, Sinks: map[*config.Sink]plan.StartedSink{}}
 	for _, s := range p.Sources {
-		plan.Sources = append(plan.Sources, &Source{Name: s.Name, Plugin: started[s], Schema: schemas[s.Name], FromStart: fromStart[s.Name]})
-	}
-	// Expressions are compiled once: the runner starts from what the check
-	// compiled (its plans adapt to the schemas batches bring).
-	for _, f := range p.Filters {
-		plan.Stages = append(plan.Stages, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs), SkipErrors: f.OnError == config.OnErrorSkip, Pred: compiled.Where[f]})
+		parts.Sources[s] = started[s]
 	}
 	for _, s := range p.Sinks {
-		sk := &Sink{Name: s.Name, Plugin: sinkAdapter{started[s]}, Inputs: inputKeys(s.Inputs), Buffered: started[s].Buffered(), Outbox: outboxes[s], SkipErrors: s.OnError == config.OnErrorSkip}
-		if s.When != nil {
-			sk.When, sk.WhenPred = s.When.Src, compiled.When[s]
-		}
+		ss := plan.StartedSink{Plugin: sinkAdapter{started[s]}, Buffered: started[s].Buffered(), Outbox: outboxes[s]}
 		for _, t := range configs[s].Templates {
-			if sk.Templates == nil {
-				sk.Templates = map[string]string{}
+			if ss.Templates == nil {
+				ss.Templates = map[string]string{}
 			}
-			sk.Templates[t.Name] = t.TemplateSrc()
+			ss.Templates[t.Name] = t.TemplateSrc()
 		}
-		sk.CompiledTemplates = compiled.Templates[s]
-		plan.Sinks = append(plan.Sinks, sk)
+		parts.Sinks[s] = ss
 	}
-	l.Plan = plan
+	// The one hand-off from config to run: expressions compiled once.
+	l.Plan = plan.Build(p, compiled, parts)
 	return l, diags
 }
 
@@ -311,14 +304,6 @@ func nonIncremental(p *config.Pipeline) (map[string]bool, hcl.Diagnostics) {
 		out[name] = true
 	}
 	return out, diags
-}
-
-func inputKeys(in []config.Input) []string {
-	keys := make([]string, len(in))
-	for i, x := range in {
-		keys[i] = x.Node.Addr()
-	}
-	return keys
 }
 
 type sinkAdapter struct{ p *host.Plugin }

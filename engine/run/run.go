@@ -13,7 +13,6 @@ package run
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -25,144 +24,29 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/expr"
 
-	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/plan"
 	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
-// Plan is a pipeline ready to run: started plugins and compiled stages
-// wired as a graph.
-type Plan struct {
-	Pipeline string
-	Sources  []*Source
-	// Stages run in the engine between sources and sinks (filters, …), in
-	// topological order: a stage's inputs come before it.
-	Stages []Stage
-	Sinks  []*Sink
-}
+// The plan's types (engine/plan), as the runner names them.
+type (
+	Plan         = plan.Plan
+	Stage        = plan.Stage
+	Source       = plan.Source
+	Filter       = plan.Filter
+	Sink         = plan.Sink
+	SourcePlugin = plan.SourcePlugin
+	SinkPlugin   = plan.SinkPlugin
+	SinkStream   = plan.SinkStream
+)
 
-// Stage is an operator that runs in the engine: a batch in, a batch out
-// (rows dropped, columns added or replaced), tied to the batch it came
-// from. The runner pads what reaches a stage to the union of its inputs'
-// schemas, routes what leaves it, counts the rows it drops and handles the
-// records its expressions fail on (on_error) the same way for every kind of
-// stage: a new kind implements Stage and nothing in the runner changes.
-type Stage interface {
-	// NodeKey names the stage as references do: "filter.high_churn".
-	NodeKey() string
-	// InputKeys are the keys of the nodes the stage reads.
-	InputKeys() []string
-	// ReadFields lists the field paths its expressions read: a batch that
-	// lacks one gets it as a null column.
-	ReadFields() [][]string
-	// SkipsErrors says a record the stage fails on is dropped and counted
-	// (on_error = "skip") rather than failing the run.
-	SkipsErrors() bool
-	// Apply returns what leaves the stage for rec; the caller releases
-	// both. A failure on records is an *expr.RowError (naming the row) or an
-	// *expr.Error (the batch's schema does not fit); the runner then finds
-	// the failing records by applying the stage to parts of rec.
-	Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error)
-}
+// SourceKey and FilterKey name graph nodes as HCL references do.
+var (
+	SourceKey = plan.SourceKey
+	FilterKey = plan.FilterKey
+)
 
-// Node keys name graph nodes as HCL references do: "source.calls", "filter.high_churn".
-func SourceKey(name string) string { return "source." + name }
-func FilterKey(name string) string { return "filter." + name }
-
-// Source is a running source plugin.
-type Source struct {
-	Name   string
-	Plugin SourcePlugin
-	// Schema is the schema the source reported up front, if any.
-	Schema *arrow.Schema
-	// FromStart reads the source from its beginning every run: it feeds a
-	// sink with incremental = false.
-	FromStart bool
-}
-
-// Filter is the stage that keeps the records for which Where is true.
-type Filter struct {
-	Name   string
-	Where  string
-	Inputs []string // node keys
-	// SkipErrors drops a record whose where fails to evaluate, counting it
-	// (on_error = "skip"); else the run fails naming the record.
-	SkipErrors bool
-	// Pred is Where as `pipeline validate` compiled it, nil when it could
-	// not (the schema was unknown): it is compiled against the first batch.
-	Pred *expr.Predicate
-
-	once  sync.Once
-	where *compiled
-}
-
-func (f *Filter) NodeKey() string        { return FilterKey(f.Name) }
-func (f *Filter) InputKeys() []string    { return f.Inputs }
-func (f *Filter) ReadFields() [][]string { return fields(f.Where, false) }
-func (f *Filter) SkipsErrors() bool      { return f.SkipErrors }
-
-// Apply keeps the rows of rec for which Where is true.
-func (f *Filter) Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
-	f.once.Do(func() {
-		f.where = newCompiled("where", f.Where)
-		f.where.pred = f.Pred
-	})
-	p, err := f.where.predicate(rec.Schema())
-	if err != nil {
-		// Not one record's failure: the expression does not compile at all.
-		return nil, fmt.Errorf("where: %v", err)
-	}
-	return p.Filter(rec)
-}
-
-// Sink is a running sink plugin.
-type Sink struct {
-	Name   string
-	Plugin SinkPlugin
-	Inputs []string // node keys
-	// When, if set, selects the records this sink gets.
-	When string
-	// WhenPred and CompiledTemplates are When and Templates as `pipeline
-	// validate` compiled them; missing ones are compiled on the first batch.
-	WhenPred          *expr.Predicate
-	CompiledTemplates map[string]*expr.Template
-	// Templates maps template attributes to their {{ }} source; each is
-	// rendered per record into a column the plugin reads.
-	Templates map[string]string
-	// Buffered sinks ack only when they flush (sdk.BufferedSink): they may
-	// hold up to sdk.MaxHeldBatches unacked batches.
-	Buffered bool
-	// SkipErrors drops a record whose when or templates fail to evaluate
-	// (on_error = "skip"); else the run fails naming the record.
-	SkipErrors bool
-	// Outbox is the sink's session on its outbox in the state store (nil
-	// without a store): what it delivered, and how to tell it to stop
-	// waiting for pending deliveries when the run is interrupted.
-	Outbox *state.Outbox
-}
-
-// SourcePlugin is what the runner needs of a source; *host.Plugin has it.
-type SourcePlugin interface {
-	Read(ctx context.Context, checkpoint []byte, fn func(host.ReadMsg) error) error
-}
-
-// SinkPlugin opens a sink's stream.
-type SinkPlugin interface {
-	OpenStream(ctx context.Context) (SinkStream, error)
-}
-
-// SinkStream is an open stream to a sink; *host.WriteStream has it.
-type SinkStream interface {
-	Send(rec arrow.RecordBatch, token any) error
-	Acks() <-chan any
-	// Abort, sent before CloseSend, says the run ends without completing:
-	// a buffered sink drops what it holds instead of flushing it.
-	Abort() error
-	CloseSend() error
-	Wait() error
-}
-
-// Options tune a run.
 type Options struct {
 	Store *state.Store
 	// FullRefresh ignores committed positions and starts every source over.
