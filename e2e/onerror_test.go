@@ -158,3 +158,37 @@ sink "file" "out" {
 		t.Fatalf("out.jsonl has %d records, want %d", got, want)
 	}
 }
+
+// The same with batches of 500 records: the records whose v is a string
+// come in batches of their own, whose schema says v is a string; the merged
+// schema keeps the first type, int64, so only those records are rejected.
+func TestTypeChangeAcrossBatches(t *testing.T) {
+	dir := t.TempDir()
+	input := typeChangeInput(t, dir)
+	out := filepath.Join(dir, "out.jsonl")
+	hcl := filepath.Join(dir, "p.hcl")
+	writeFile(t, hcl, strings.Replace(typeChangeHCL(input, out, `on_error = "skip"`), "path = ", "batch_rows = 500\n  path = ", 1))
+	r := pipeline(t, dir, nil, "run", "--json", "--state", filepath.Join(dir, "state.db"), hcl)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	if s := parseSummary(t, r); s.Rejected != 10 {
+		t.Fatalf("rejected %d, want the 10 records whose v is a string\n%s", s.Rejected, r.stderr)
+	}
+	if !strings.Contains(r.stderr, input+":3001") {
+		t.Fatalf("stderr does not name %s:3001:\n%s", input, r.stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for i := 1; i <= 3020; i++ {
+		if (i <= 3000 || i > 3010) && i%10 > 5 {
+			want++
+		}
+	}
+	if got := strings.Count(string(data), "\n"); got != want {
+		t.Fatalf("out.jsonl has %d records, want %d", got, want)
+	}
+}

@@ -430,11 +430,16 @@ func (sr *sourceReader) read(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("source %s: %w", src.Name, err)
 		}
+		idSchema := sr.idSchema
+		if rec.Schema() != sr.schema && !rec.Schema().Equal(sr.schema) {
+			// A field's type changed in this batch: it keeps its own column.
+			idSchema = withIDField(rec.Schema())
+		}
 		var withIDs arrow.RecordBatch
 		if m.Origin != "" && int64(len(m.Places)) == rec.NumRows() {
-			withIDs = addPlaceIDs(mem, rec, sr.idSchema, src.Name, m.Origin, m.Places)
+			withIDs = addPlaceIDs(mem, rec, idSchema, src.Name, m.Origin, m.Places)
 		} else {
-			withIDs = addIDs(mem, rec, sr.idSchema, src.Name, sr.start, sr.rowInSpan)
+			withIDs = addIDs(mem, rec, idSchema, src.Name, sr.start, sr.rowInSpan)
 		}
 		rec.Release()
 		rows := withIDs.NumRows()
@@ -490,33 +495,13 @@ func (r *Runner) applyStage(ss *stageState, in arrow.RecordBatch, e *entry) erro
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer rec.Release()
-	out, err := ss.op.Apply(rec)
-	if err != nil {
-		if !isRecordError(err) {
-			return fmt.Errorf("%s: %w", name, err)
+	return r.guarded(ss.stage, rec, e, ss.op.Apply, func(piece, out arrow.RecordBatch) error {
+		r.Stats.Filtered.Add(piece.NumRows() - out.NumRows())
+		if out.NumRows() == 0 {
+			return nil
 		}
-		clean, gerr := r.guard(ss.stage, rec, e, func(b arrow.RecordBatch) error {
-			out, err := ss.op.Apply(b)
-			if err == nil {
-				out.Release()
-			}
-			return err
-		})
-		if gerr != nil {
-			return gerr
-		}
-		defer clean.Release()
-		if out, err = ss.op.Apply(clean); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		rec = clean
-	}
-	defer out.Release()
-	r.Stats.Filtered.Add(rec.NumRows() - out.NumRows())
-	if out.NumRows() == 0 {
-		return nil
-	}
-	return r.route(ss.op.NodeKey(), out, e)
+		return r.route(ss.op.NodeKey(), out, e)
+	})
 }
 
 // isRecordError reports whether err is an expression failing on records
@@ -541,57 +526,37 @@ func (r *Runner) toSink(ss *sinkState, in arrow.RecordBatch, e *entry) error {
 	if err != nil {
 		return fmt.Errorf("sink %s: %w", ss.s.Name, err)
 	}
-	if ss.when != nil {
-		p, err := ss.when.predicate(rec.Schema())
-		if err != nil {
-			rec.Release()
-			return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
-		}
-		out, err := p.Filter(rec)
-		if err != nil {
-			var clean arrow.RecordBatch
-			if clean, err = r.guard(ss.stage, rec, e, func(b arrow.RecordBatch) error { _, err := p.Eval(b); return err }); err == nil {
-				out, err = p.Filter(clean)
-				clean.Release()
-			}
-		}
-		rec.Release()
-		if err != nil {
-			return err
-		}
-		rec = out
+	defer rec.Release()
+	if ss.when == nil {
+		return r.sinkTemplates(ss, rec, e)
 	}
+	p, err := ss.when.predicate(rec.Schema())
+	if err != nil {
+		return fmt.Errorf("sink %s: when: %w", ss.s.Name, err)
+	}
+	return r.guarded(ss.stage, rec, e, p.Filter, func(_, out arrow.RecordBatch) error {
+		return r.sinkTemplates(ss, out, e)
+	})
+}
+
+// sinkTemplates renders a sink's templates into rec and sends it.
+func (r *Runner) sinkTemplates(ss *sinkState, rec arrow.RecordBatch, e *entry) error {
 	if rec.NumRows() == 0 {
-		rec.Release()
 		return nil
 	}
-	if len(ss.templates) > 0 {
-		out, err := r.renderTemplates(ss, rec)
-		if err != nil && errors.As(err, new(*expr.RowError)) {
-			var clean arrow.RecordBatch
-			clean, err = r.guard(ss.stage, rec, e, func(b arrow.RecordBatch) error {
-				out, err := r.renderTemplates(ss, b)
-				if err == nil {
-					out.Release()
-				}
-				return err
-			})
-			if err == nil {
-				if clean.NumRows() == 0 {
-					clean.Release()
-					rec.Release()
-					return nil
-				}
-				out, err = r.renderTemplates(ss, clean)
-				clean.Release()
-			}
-		}
-		rec.Release()
-		if err != nil {
-			return err
-		}
-		rec = out
+	if len(ss.templates) == 0 {
+		rec.Retain()
+		return r.send(ss, rec, e)
 	}
+	return r.guarded(ss.stage, rec, e, func(b arrow.RecordBatch) (arrow.RecordBatch, error) { return r.renderTemplates(ss, b) },
+		func(_, out arrow.RecordBatch) error {
+			out.Retain()
+			return r.send(ss, out, e)
+		})
+}
+
+// send hands rec, which it takes over, to a sink's stream.
+func (r *Runner) send(ss *sinkState, rec arrow.RecordBatch, e *entry) error {
 	// A batch that was read is delivered even during a drain; only the
 	// run's end (failure, abort) drops it, and then it stays unacked.
 	e.hold(ss.idx)
@@ -619,15 +584,16 @@ func (r *Runner) renderTemplates(ss *sinkState, rec arrow.RecordBatch) (arrow.Re
 	for attr, c := range ss.templates {
 		t, err := c.compileTemplate(rec.Schema())
 		if err != nil {
-			return nil, fmt.Errorf("sink %s: %s: %w", ss.s.Name, attr, err)
+			// Not one record's failure: the template does not compile.
+			return nil, fmt.Errorf("%s: %v", attr, err)
 		}
 		col, err := t.Render(rec)
 		if err != nil {
 			var re *expr.RowError
 			if errors.As(err, &re) {
-				return nil, err // guard names the record
+				return nil, err // guarded names the record
 			}
-			return nil, fmt.Errorf("sink %s: %s: %w", ss.s.Name, attr, err)
+			return nil, fmt.Errorf("%s: %w", attr, err)
 		}
 		rendered = append(rendered, col)
 		fields = append(fields, arrow.Field{Name: sdk.TemplateColumnPrefix + attr, Type: arrow.BinaryTypes.String, Nullable: true})

@@ -35,16 +35,56 @@ func newStage(kind, name string, skip bool) *stage {
 	return &stage{name: kind + " " + name, skip: skip}
 }
 
-// guard evaluates rec with eval, which failed on it. It finds the records
-// eval fails on and rejects each (or fails the run on the first), and
-// returns rec without them; the caller releases the result.
-func (r *Runner) guard(st *stage, rec arrow.RecordBatch, e *entry, eval func(arrow.RecordBatch) error) (arrow.RecordBatch, error) {
+// guarded applies f to rec and hands each output to emit, with the slice of
+// rec it came from. When f fails on records of rec (an *expr.RowError or
+// *expr.Error), those records are rejected (or fail the run) and f is
+// applied to each run of the other records on its own: slices of rec that
+// keep its schema, so f's compiled plans still fit.
+func (r *Runner) guarded(st *stage, rec arrow.RecordBatch, e *entry, f func(arrow.RecordBatch) (arrow.RecordBatch, error), emit func(in, out arrow.RecordBatch) error) error {
+	out, err := f(rec)
+	if err == nil {
+		defer out.Release()
+		return emit(rec, out)
+	}
+	if !isRecordError(err) {
+		return fmt.Errorf("%s: %w", st.name, err)
+	}
 	n := int(rec.NumRows())
 	keep := make([]bool, n)
-	if err := r.findBad(st, rec, e, 0, n, keep, eval); err != nil {
-		return nil, err
+	eval := func(b arrow.RecordBatch) error {
+		out, err := f(b)
+		if err == nil {
+			out.Release()
+		}
+		return err
 	}
-	return expr.FilterByMask(rec, keep)
+	if err := r.findBad(st, rec, e, 0, n, keep, eval); err != nil {
+		return err
+	}
+	for lo := 0; lo < n; {
+		if !keep[lo] {
+			lo++
+			continue
+		}
+		hi := lo
+		for hi < n && keep[hi] {
+			hi++
+		}
+		piece := rec.NewSlice(int64(lo), int64(hi))
+		out, err := f(piece)
+		if err != nil {
+			piece.Release()
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+		err = emit(piece, out)
+		out.Release()
+		piece.Release()
+		if err != nil {
+			return err
+		}
+		lo = hi
+	}
+	return nil
 }
 
 // findBad marks in keep the rows in [lo, hi) that eval accepts, rejecting

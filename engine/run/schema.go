@@ -8,6 +8,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/bitutil"
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/pipelinehq/pipeline/engine/expr"
 )
 
 // A source's schema may grow between batches (a field first appears later),
@@ -16,52 +18,12 @@ import (
 // every batch to it, so expressions compiled against it always find their
 // fields (as nulls when absent) and each source's batches share one schema.
 
-// mergeSchema returns a schema with every field of a and b: a's order, then
-// b's new fields. For a field in both, structs merge recursively, int64 and
-// float64 widen to float64, and otherwise b's type wins.
+// mergeSchema is expr.MergeSchemas, the one rule validate uses too: a
+// field whose types conflict keeps the first type, and a batch that brings
+// the other keeps its own column (conform).
 func mergeSchema(a, b *arrow.Schema) *arrow.Schema {
-	if a == nil {
-		return b
-	}
-	fields := mergeFields(a.Fields(), b.Fields())
-	md := b.Metadata()
-	return arrow.NewSchema(fields, &md)
-}
-
-func mergeFields(a, b []arrow.Field) []arrow.Field {
-	out := make([]arrow.Field, 0, len(a)+len(b))
-	idx := make(map[string]int, len(a))
-	for _, f := range a {
-		idx[f.Name] = len(out)
-		out = append(out, f)
-	}
-	for _, f := range b {
-		i, ok := idx[f.Name]
-		if !ok {
-			out = append(out, f)
-			continue
-		}
-		out[i] = mergeField(out[i], f)
-	}
-	return out
-}
-
-func mergeField(a, b arrow.Field) arrow.Field {
-	if arrow.TypeEqual(a.Type, b.Type) {
-		return a
-	}
-	as, aok := a.Type.(*arrow.StructType)
-	bs, bok := b.Type.(*arrow.StructType)
-	if aok && bok {
-		a.Type = arrow.StructOf(mergeFields(as.Fields(), bs.Fields())...)
-		a.Nullable = true
-		return a
-	}
-	if isNumeric(a.Type) && isNumeric(b.Type) {
-		a.Type = arrow.PrimitiveTypes.Float64
-		return a
-	}
-	return b
+	m, _ := expr.MergeSchemas(a, b)
+	return m
 }
 
 func isNumeric(t arrow.DataType) bool {
@@ -85,6 +47,8 @@ func conform(mem memory.Allocator, rec arrow.RecordBatch, target *arrow.Schema) 
 			}
 		}
 	}()
+	schema := target
+	var fields []arrow.Field // set when a column keeps a type other than target's
 	for i, f := range target.Fields() {
 		idx := rec.Schema().FieldIndices(f.Name)
 		var err error
@@ -93,8 +57,24 @@ func conform(mem memory.Allocator, rec arrow.RecordBatch, target *arrow.Schema) 
 		} else if cols[i], err = conformArray(mem, rec.Column(idx[0]), f.Type); err != nil {
 			return nil, err
 		}
+		if !arrow.TypeEqual(cols[i].DataType(), f.Type) {
+			if fields == nil {
+				fields = append([]arrow.Field(nil), target.Fields()...)
+			}
+			// The batch's own field, metadata included (a raw JSON column
+			// stays marked as one).
+			fields[i] = rec.Schema().Field(idx[0])
+			fields[i].Type, fields[i].Nullable = cols[i].DataType(), true
+		}
 	}
-	return array.NewRecordBatch(target, cols, rec.NumRows()), nil
+	if fields != nil {
+		// A field whose type changed: this batch keeps its own column, and
+		// expressions compiled for the target's type fail on its records
+		// (on_error).
+		md := target.Metadata()
+		schema = arrow.NewSchema(fields, &md)
+	}
+	return array.NewRecordBatch(schema, cols, rec.NumRows()), nil
 }
 
 func conformArray(mem memory.Allocator, arr arrow.Array, t arrow.DataType) (arrow.Array, error) {
@@ -137,7 +117,23 @@ func conformArray(mem memory.Allocator, arr arrow.Array, t arrow.DataType) (arro
 				defer validity.Release()
 			}
 		}
-		data := array.NewData(st, sa.Len(), []*memory.Buffer{validity}, children, sa.NullN(), 0)
+		// A child whose type changed keeps its own column (conform): the
+		// struct's type must say so.
+		typ := arrow.DataType(st)
+		for i, f := range st.Fields() {
+			if !arrow.TypeEqual(children[i].DataType(), f.Type) {
+				fields := append([]arrow.Field(nil), st.Fields()...)
+				for k := range fields {
+					if j, found := srcType.FieldIdx(fields[k].Name); found && !arrow.TypeEqual(children[k].DataType(), fields[k].Type) {
+						fields[k] = srcType.Field(j)
+						fields[k].Nullable = true
+					}
+				}
+				typ = arrow.StructOf(fields...)
+				break
+			}
+		}
+		data := array.NewData(typ, sa.Len(), []*memory.Buffer{validity}, children, sa.NullN(), 0)
 		for _, c := range children {
 			c.Release()
 		}
@@ -147,8 +143,8 @@ func conformArray(mem memory.Allocator, arr arrow.Array, t arrow.DataType) (arro
 	if isNumeric(t) && isNumeric(arr.DataType()) {
 		return compute.CastArray(context.Background(), arr, compute.SafeCastOptions(t))
 	}
-	// Not a shape we can change: keep the column as it is. The merged
-	// schema took the newer type, so this is an older batch's leftover.
+	// Not a shape we can change (the field's type changed): keep the
+	// column as it is; conform gives the batch a schema that says so.
 	arr.Retain()
 	return arr, nil
 }

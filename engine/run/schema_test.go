@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
@@ -67,5 +68,62 @@ func TestWithPathsLeavesExistingFields(t *testing.T) {
 	m, _ := got.FieldsByName("m")
 	if st := m[0].Type.(*arrow.StructType); st.NumFields() != 2 || st.Field(1).Type.ID() != arrow.NULL {
 		t.Fatalf("m = %v", m[0].Type)
+	}
+}
+
+// A field whose type changes keeps the first type in the merged schema; a
+// batch that brings the other keeps its own column, and its schema says so.
+func TestConformKeepsAConflictingColumn(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	ints := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Int64, Nullable: true}, {Name: "n", Type: arrow.PrimitiveTypes.Int64, Nullable: true}}, nil)
+	strs := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
+	merged := mergeSchema(ints, strs)
+	if got := merged.Field(0).Type; !arrow.TypeEqual(got, arrow.PrimitiveTypes.Int64) {
+		t.Fatalf("merged v is %s, want the first type, int64", got)
+	}
+	b := array.NewRecordBuilder(mem, strs)
+	b.Field(0).(*array.StringBuilder).Append("x")
+	rec := b.NewRecordBatch()
+	b.Release()
+	defer rec.Release()
+	out, err := conform(mem, rec, merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	if got := out.Schema().Field(0).Type; !arrow.TypeEqual(got, arrow.BinaryTypes.String) || out.Schema().NumFields() != 2 {
+		t.Fatalf("conformed schema %s; want v kept as string and n added", out.Schema())
+	}
+	if !arrow.TypeEqual(out.Column(0).DataType(), out.Schema().Field(0).Type) {
+		t.Fatal("a column's type differs from its schema's")
+	}
+}
+
+// The same inside a struct: the struct's type says which child kept its own.
+func TestConformKeepsAConflictingChild(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.DefaultAllocator)
+	defer mem.AssertSize(t, 0)
+	ints := arrow.NewSchema([]arrow.Field{{Name: "m", Type: arrow.StructOf(arrow.Field{Name: "v", Type: arrow.PrimitiveTypes.Int64, Nullable: true}, arrow.Field{Name: "w", Type: arrow.PrimitiveTypes.Int64, Nullable: true}), Nullable: true}}, nil)
+	strs := arrow.NewSchema([]arrow.Field{{Name: "m", Type: arrow.StructOf(arrow.Field{Name: "v", Type: arrow.BinaryTypes.String, Nullable: true}), Nullable: true}}, nil)
+	merged := mergeSchema(ints, strs)
+	b := array.NewRecordBuilder(mem, strs)
+	sb := b.Field(0).(*array.StructBuilder)
+	sb.Append(true)
+	sb.FieldBuilder(0).(*array.StringBuilder).Append("x")
+	rec := b.NewRecordBatch()
+	b.Release()
+	defer rec.Release()
+	out, err := conform(mem, rec, merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	st := out.Schema().Field(0).Type.(*arrow.StructType)
+	if v, _ := st.FieldByName("v"); !arrow.TypeEqual(v.Type, arrow.BinaryTypes.String) || st.NumFields() != 2 {
+		t.Fatalf("conformed struct %s; want v kept as string and w added", st)
+	}
+	if !arrow.TypeEqual(out.Column(0).DataType(), out.Schema().Field(0).Type) {
+		t.Fatalf("column type %s differs from its schema's %s", out.Column(0).DataType(), out.Schema().Field(0).Type)
 	}
 }
