@@ -1,17 +1,18 @@
 // Package sdk is the only package a plugin author imports.
 //
-// A plugin is a Source or a Sink. Its main function is a single call:
+// A plugin is a Source, a Sink or a Transform. Its main function is a
+// single call:
 //
 //	func main() { sdk.Serve(&MySink{}) }
 //
 // The engine starts the plugin as its own process, asks it to describe itself
 // (Info), decodes the plugin's HCL block against the attributes it declares,
 // hands it the values (Configure), and then streams Arrow record batches from
-// it (Source.Read) or to it (Sink.Write).
+// it (Source.Read), to it (Sink.Write) or through it (Transform.Transform).
 //
 // Optional abilities are separate interfaces that the SDK type-asserts for,
-// in the manner of database/sql/driver: SchemaSource, SinkCloser and
-// BufferedSink.
+// in the manner of database/sql/driver: SchemaSource, SinkCloser,
+// SinkAborter and BufferedSink.
 package sdk
 
 import (
@@ -27,12 +28,13 @@ import (
 // ProtocolVersion is the version of the plugin protocol this SDK speaks.
 const ProtocolVersion = 1
 
-// Kind says whether a plugin is a source or a sink.
+// Kind says whether a plugin is a source, a sink or a transform.
 type Kind string
 
 const (
-	KindSource Kind = "source"
-	KindSink   Kind = "sink"
+	KindSource    Kind = "source"
+	KindSink      Kind = "sink"
+	KindTransform Kind = "transform"
 )
 
 // Info describes a plugin: what it is and which attributes its HCL block takes.
@@ -254,6 +256,35 @@ type BufferedSink interface {
 // FlushCheckInterval is how often the SDK asks an idle BufferedSink whether
 // a flush is due.
 const FlushCheckInterval = 250 * time.Millisecond
+
+// Transform turns batches into batches: it drops records and adds or
+// replaces fields (an enrichment call, a redaction, a computed column).
+// Every output record keeps the id of the input record it came from, so the
+// engine still commits a source position only once every sink has acked
+// everything derived from it.
+type Transform interface {
+	// Info describes the plugin; see Source.Info. Its Kind is
+	// KindTransform.
+	Info() Info
+	// Configure is called once with the plugin's block before Transform.
+	Configure(ctx context.Context, cfg Config) error
+	// Transform returns what becomes of b. It is called for one batch at a
+	// time, in order, and the next call waits for it to return, so a
+	// transform never reorders batches; to go faster, work on b's records
+	// concurrently inside the call (batched requests to a model endpoint).
+	//
+	// Build the result from b, which carries the record ids: b.With adds or
+	// replaces a field, b.Filter drops records, and b itself passes the
+	// batch through. The SDK puts each record's id back on the wire, and the
+	// engine refuses an output record whose id is not one of its input's,
+	// so a transform cannot add records or swap them between batches. A
+	// result with no records is fine: everything was dropped. The SDK
+	// releases the returned batch; b is valid only during the call.
+	//
+	// An error fails the run; the batch and everything after it are done
+	// again on the next run (say which record and why).
+	Transform(ctx context.Context, b Batch) (Batch, error)
+}
 
 // ErrRetryable may be wrapped by a Sink's Write error to say the failure is
 // transient (a timeout, a 503). The engine then reports it as such; the batch

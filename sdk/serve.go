@@ -23,7 +23,7 @@ import (
 	"github.com/pipelinehq/pipeline/sdk/wire"
 )
 
-// Serve runs p, a Source or a Sink, as a plugin process. It is the whole of
+// Serve runs p, a Source, a Sink or a Transform, as a plugin process. It is the whole of
 // a plugin's main function and does not return while the engine is connected.
 func Serve(p any) {
 	srv, err := NewServer(p)
@@ -65,14 +65,14 @@ var logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
 	},
 }))
 
-// NewServer adapts a Source or Sink to the protocol's gRPC service. Serve
-// and sdk/sdktest use it; plugin code does not need it.
+// NewServer adapts a Source, Sink or Transform to the protocol's gRPC
+// service. Serve and sdk/sdktest use it; plugin code does not need it.
 func NewServer(p any) (pluginv1.PluginServer, error) {
 	switch p.(type) {
-	case Source, Sink:
+	case Source, Sink, Transform:
 		return &server{impl: p}, nil
 	}
-	return nil, fmt.Errorf("sdk: %T is neither a sdk.Source nor a sdk.Sink", p)
+	return nil, fmt.Errorf("sdk: %T is neither a sdk.Source, a sdk.Sink nor a sdk.Transform", p)
 }
 
 type server struct {
@@ -92,6 +92,8 @@ func (s *server) info() Info {
 	case Source:
 		return p.Info()
 	case Sink:
+		return p.Info()
+	case Transform:
 		return p.Info()
 	}
 	return Info{}
@@ -168,6 +170,8 @@ func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) 
 	case Source:
 		err = p.Configure(ctx, cfg)
 	case Sink:
+		err = p.Configure(ctx, cfg)
+	case Transform:
 		err = p.Configure(ctx, cfg)
 	}
 	if err != nil {
@@ -404,6 +408,62 @@ func writeBuffered(ctx context.Context, stream pluginv1.Plugin_WriteServer, sink
 			}
 		}
 	}
+}
+
+// Transform answers each request in turn: the transform's output, split by
+// the wire encoder when large, every piece with the request's seq and the
+// final one marked last (alone, without rows, when nothing is left).
+func (s *server) Transform(stream pluginv1.Plugin_TransformServer) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	tr, ok := s.impl.(Transform)
+	if !ok {
+		return status.Error(codes.Unimplemented, "plugin is not a transform")
+	}
+	ctx := stream.Context()
+	dec := wire.NewDecoder(nil)
+	defer dec.Release()
+	enc := wire.NewEncoder(nil)
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.transformOne(ctx, stream, tr, dec, enc, msg); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *server) transformOne(ctx context.Context, stream pluginv1.Plugin_TransformServer, tr Transform, dec *wire.Decoder, enc *wire.Encoder, msg *pluginv1.TransformRequest) error {
+	rec, err := dec.Decode(msg.Arrow)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "batch %d: %v", msg.Seq, err)
+	}
+	defer rec.Release()
+	in := NewBatch(rec)
+	res, err := tr.Transform(ctx, in)
+	if err != nil {
+		return toStatus(err)
+	}
+	if res.Record != nil && res.Record != in.Record {
+		defer res.Record.Release()
+	}
+	out, err := transformOutput(in, res)
+	if err != nil {
+		return status.Errorf(codes.Unknown, "batch %d: %v", msg.Seq, err)
+	}
+	defer out.Release()
+	if out.NumRows() == 0 {
+		return stream.Send(&pluginv1.TransformResponse{Seq: msg.Seq, Last: true})
+	}
+	return enc.Split(out, func(data []byte, rows int64, last bool) error {
+		return stream.Send(&pluginv1.TransformResponse{Seq: msg.Seq, Arrow: data, Rows: rows, Last: last})
+	})
 }
 
 func toStatus(err error) error {

@@ -15,9 +15,13 @@ import (
 )
 
 // The test binary doubles as the plugin (go-plugin's helper-process
-// pattern): with PIPELINE_HOST_TEST_PLUGIN set it serves a source.
+// pattern): with PIPELINE_HOST_TEST_PLUGIN set it serves a source, or a
+// transform for the modes starting with "transform".
 func TestMain(m *testing.M) {
-	if mode := os.Getenv("PIPELINE_HOST_TEST_PLUGIN"); mode != "" {
+	if mode := os.Getenv("PIPELINE_HOST_TEST_PLUGIN"); strings.HasPrefix(mode, "transform") {
+		sdk.Serve(&testTransform{mode: mode})
+		os.Exit(0)
+	} else if mode != "" {
 		sdk.Serve(&testSource{mode: mode})
 		os.Exit(0)
 	}
@@ -60,12 +64,18 @@ func (s *testSource) Read(_ context.Context, from []byte, emit sdk.Emitter) erro
 
 func start(t *testing.T, mode string) *Plugin {
 	t.Helper()
+	return startAs(t, mode, Spec{Kind: sdk.KindSource, Type: "numbers", Name: "n"})
+}
+
+func startAs(t *testing.T, mode string, spec Spec) *Plugin {
+	t.Helper()
 	t.Setenv("PIPELINE_HOST_TEST_PLUGIN", mode)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Start(context.Background(), Spec{Kind: sdk.KindSource, Type: "numbers", Name: "n", Command: []string{exe}}, Options{})
+	spec.Command = []string{exe}
+	p, err := Start(context.Background(), spec, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@
 //			Check:   func(t testing.TB, sent []sdktest.Record) { ... },
 //		})
 //	}
+//
+// TestSource and TestTransform do the same for sources and transforms.
 package sdktest
 
 import (

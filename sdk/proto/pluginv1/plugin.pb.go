@@ -133,7 +133,7 @@ func (x Circuit_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Circuit_State.Descriptor instead.
 func (Circuit_State) EnumDescriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18, 0}
+	return file_plugin_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type DescribeRequest struct {
@@ -183,7 +183,7 @@ func (x *DescribeRequest) GetProtocolVersions() []uint32 {
 
 type DescribeResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
-	Kind             string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`       // "source" or "sink"
+	Kind             string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`       // "source", "sink" or "transform"
 	Type             string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`       // e.g. "file", "webhook"
 	Version          string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"` // the plugin's own version
 	ProtocolVersions []uint32               `protobuf:"varint,4,rep,packed,name=protocol_versions,json=protocolVersions,proto3" json:"protocol_versions,omitempty"`
@@ -870,6 +870,146 @@ func (x *WriteResponse) GetSeq() uint64 {
 	return 0
 }
 
+// TransformRequest is one input batch of a transform (or one piece of a
+// larger batch the host split). Each is transformed on its own.
+type TransformRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"` // increases by one per request, from 1
+	Arrow         []byte                 `protobuf:"bytes,2,opt,name=arrow,proto3" json:"arrow,omitempty"`
+	Rows          int64                  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransformRequest) Reset() {
+	*x = TransformRequest{}
+	mi := &file_plugin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransformRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransformRequest) ProtoMessage() {}
+
+func (x *TransformRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
+func (*TransformRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TransformRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TransformRequest) GetArrow() []byte {
+	if x != nil {
+		return x.Arrow
+	}
+	return nil
+}
+
+func (x *TransformRequest) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+// TransformResponse carries rows derived from the request with the same
+// seq. Every output row keeps the `_pipeline_id` of the input row it came
+// from (a transform drops rows and adds or replaces columns; it neither
+// adds rows nor reorders batches), so the host can tell which input each
+// output row belongs to and checks it.
+type TransformResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The output rows; empty when none are left (every row was dropped).
+	// An output the plugin split because it is large comes as several
+	// responses with the same seq.
+	Arrow []byte `protobuf:"bytes,2,opt,name=arrow,proto3" json:"arrow,omitempty"`
+	Rows  int64  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Set on the final response for seq: nothing more derives from it, so
+	// the host may count it done once what it carried is acked downstream.
+	Last          bool `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransformResponse) Reset() {
+	*x = TransformResponse{}
+	mi := &file_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransformResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransformResponse) ProtoMessage() {}
+
+func (x *TransformResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransformResponse.ProtoReflect.Descriptor instead.
+func (*TransformResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TransformResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TransformResponse) GetArrow() []byte {
+	if x != nil {
+		return x.Arrow
+	}
+	return nil
+}
+
+func (x *TransformResponse) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *TransformResponse) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
 type Delivery struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // stable: the webhook-id, the dedupe key
@@ -888,7 +1028,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1040,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1053,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Delivery) GetId() string {
@@ -974,7 +1114,7 @@ type EnqueueRequest struct {
 
 func (x *EnqueueRequest) Reset() {
 	*x = EnqueueRequest{}
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1126,7 @@ func (x *EnqueueRequest) String() string {
 func (*EnqueueRequest) ProtoMessage() {}
 
 func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1139,7 @@ func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueRequest.ProtoReflect.Descriptor instead.
 func (*EnqueueRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EnqueueRequest) GetDeliveries() []*Delivery {
@@ -1021,7 +1161,7 @@ type EnqueueResponse struct {
 
 func (x *EnqueueResponse) Reset() {
 	*x = EnqueueResponse{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1173,7 @@ func (x *EnqueueResponse) String() string {
 func (*EnqueueResponse) ProtoMessage() {}
 
 func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1186,7 @@ func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueResponse.ProtoReflect.Descriptor instead.
 func (*EnqueueResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EnqueueResponse) GetAdded() uint32 {
@@ -1078,7 +1218,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1230,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1243,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LeaseRequest) GetMax() uint32 {
@@ -1139,7 +1279,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1291,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1304,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeaseResponse) GetDeliveries() []*Delivery {
@@ -1194,7 +1334,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1346,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1359,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Attempt) GetAtUnixMs() int64 {
@@ -1271,7 +1411,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1423,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1436,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Result) GetId() string {
@@ -1347,7 +1487,7 @@ type Circuit struct {
 
 func (x *Circuit) Reset() {
 	*x = Circuit{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1499,7 @@ func (x *Circuit) String() string {
 func (*Circuit) ProtoMessage() {}
 
 func (x *Circuit) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1512,7 @@ func (x *Circuit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Circuit.ProtoReflect.Descriptor instead.
 func (*Circuit) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Circuit) GetEndpoint() string {
@@ -1413,7 +1553,7 @@ type RecordRequest struct {
 
 func (x *RecordRequest) Reset() {
 	*x = RecordRequest{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1565,7 @@ func (x *RecordRequest) String() string {
 func (*RecordRequest) ProtoMessage() {}
 
 func (x *RecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1578,7 @@ func (x *RecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordRequest) GetResults() []*Result {
@@ -1463,7 +1603,7 @@ type RecordResponse struct {
 
 func (x *RecordResponse) Reset() {
 	*x = RecordResponse{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1615,7 @@ func (x *RecordResponse) String() string {
 func (*RecordResponse) ProtoMessage() {}
 
 func (x *RecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1628,7 @@ func (x *RecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordResponse.ProtoReflect.Descriptor instead.
 func (*RecordResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 type PendingRequest struct {
@@ -1499,7 +1639,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1651,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1664,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{21}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 type PendingResponse struct {
@@ -1541,7 +1681,7 @@ type PendingResponse struct {
 
 func (x *PendingResponse) Reset() {
 	*x = PendingResponse{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1693,7 @@ func (x *PendingResponse) String() string {
 func (*PendingResponse) ProtoMessage() {}
 
 func (x *PendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1706,7 @@ func (x *PendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResponse.ProtoReflect.Descriptor instead.
 func (*PendingResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PendingResponse) GetPending() uint64 {
@@ -1616,7 +1756,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1768,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1781,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetRetentionRequest) GetDeliveredMs() int64 {
@@ -1673,7 +1813,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +1825,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +1838,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 var File_plugin_proto protoreflect.FileDescriptor
@@ -1759,7 +1899,16 @@ const file_plugin_proto_rawDesc = "" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05abort\x18\x04 \x01(\bR\x05abort\"!\n" +
 	"\rWriteResponse\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\xcc\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"N\n" +
+	"\x10TransformRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x03R\x04rows\"c\n" +
+	"\x11TransformResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\"\xcc\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1b\n" +
@@ -1830,13 +1979,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\tDELIVERED\x10\x00\x12\t\n" +
 	"\x05RETRY\x10\x01\x12\b\n" +
 	"\x04DEAD\x10\x02\x12\v\n" +
-	"\aRELEASE\x10\x032\xa9\x03\n" +
+	"\aRELEASE\x10\x032\x87\x04\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.pipeline.plugin.v1.DescribeRequest\x1a$.pipeline.plugin.v1.DescribeResponse\x12X\n" +
 	"\tConfigure\x12$.pipeline.plugin.v1.ConfigureRequest\x1a%.pipeline.plugin.v1.ConfigureResponse\x12O\n" +
 	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
-	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x012\xb1\x03\n" +
+	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01\x12\\\n" +
+	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xb1\x03\n" +
 	"\x05State\x12R\n" +
 	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
 	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
@@ -1857,7 +2007,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_plugin_proto_goTypes = []any{
 	(Outcome)(0),                 // 0: pipeline.plugin.v1.Outcome
 	(Circuit_State)(0),           // 1: pipeline.plugin.v1.Circuit.State
@@ -1872,53 +2022,57 @@ var file_plugin_proto_goTypes = []any{
 	(*ReadResponse)(nil),         // 10: pipeline.plugin.v1.ReadResponse
 	(*WriteRequest)(nil),         // 11: pipeline.plugin.v1.WriteRequest
 	(*WriteResponse)(nil),        // 12: pipeline.plugin.v1.WriteResponse
-	(*Delivery)(nil),             // 13: pipeline.plugin.v1.Delivery
-	(*EnqueueRequest)(nil),       // 14: pipeline.plugin.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),      // 15: pipeline.plugin.v1.EnqueueResponse
-	(*LeaseRequest)(nil),         // 16: pipeline.plugin.v1.LeaseRequest
-	(*LeaseResponse)(nil),        // 17: pipeline.plugin.v1.LeaseResponse
-	(*Attempt)(nil),              // 18: pipeline.plugin.v1.Attempt
-	(*Result)(nil),               // 19: pipeline.plugin.v1.Result
-	(*Circuit)(nil),              // 20: pipeline.plugin.v1.Circuit
-	(*RecordRequest)(nil),        // 21: pipeline.plugin.v1.RecordRequest
-	(*RecordResponse)(nil),       // 22: pipeline.plugin.v1.RecordResponse
-	(*PendingRequest)(nil),       // 23: pipeline.plugin.v1.PendingRequest
-	(*PendingResponse)(nil),      // 24: pipeline.plugin.v1.PendingResponse
-	(*SetRetentionRequest)(nil),  // 25: pipeline.plugin.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil), // 26: pipeline.plugin.v1.SetRetentionResponse
+	(*TransformRequest)(nil),     // 13: pipeline.plugin.v1.TransformRequest
+	(*TransformResponse)(nil),    // 14: pipeline.plugin.v1.TransformResponse
+	(*Delivery)(nil),             // 15: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),       // 16: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),      // 17: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),         // 18: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),        // 19: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),              // 20: pipeline.plugin.v1.Attempt
+	(*Result)(nil),               // 21: pipeline.plugin.v1.Result
+	(*Circuit)(nil),              // 22: pipeline.plugin.v1.Circuit
+	(*RecordRequest)(nil),        // 23: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),       // 24: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),       // 25: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),      // 26: pipeline.plugin.v1.PendingResponse
+	(*SetRetentionRequest)(nil),  // 27: pipeline.plugin.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil), // 28: pipeline.plugin.v1.SetRetentionResponse
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
 	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	13, // 2: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	13, // 3: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	18, // 4: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
+	15, // 2: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	15, // 3: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	20, // 4: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
 	0,  // 5: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
 	1,  // 6: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
-	19, // 7: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
-	20, // 8: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
+	21, // 7: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
+	22, // 8: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
 	2,  // 9: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
 	5,  // 10: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
 	7,  // 11: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
 	9,  // 12: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
 	11, // 13: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
-	14, // 14: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
-	16, // 15: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
-	21, // 16: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
-	23, // 17: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
-	25, // 18: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
-	3,  // 19: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 20: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 21: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 22: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	12, // 23: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	15, // 24: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	17, // 25: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	22, // 26: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	24, // 27: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	26, // 28: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
-	19, // [19:29] is the sub-list for method output_type
-	9,  // [9:19] is the sub-list for method input_type
+	13, // 14: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
+	16, // 15: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
+	18, // 16: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
+	23, // 17: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
+	25, // 18: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
+	27, // 19: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
+	3,  // 20: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 21: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 22: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 23: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	12, // 24: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	14, // 25: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
+	17, // 26: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	19, // 27: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	24, // 28: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	26, // 29: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	28, // 30: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	20, // [20:31] is the sub-list for method output_type
+	9,  // [9:20] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1935,7 +2089,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

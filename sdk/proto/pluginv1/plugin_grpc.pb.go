@@ -34,6 +34,7 @@ const (
 	Plugin_Schema_FullMethodName    = "/pipeline.plugin.v1.Plugin/Schema"
 	Plugin_Read_FullMethodName      = "/pipeline.plugin.v1.Plugin/Read"
 	Plugin_Write_FullMethodName     = "/pipeline.plugin.v1.Plugin/Write"
+	Plugin_Transform_FullMethodName = "/pipeline.plugin.v1.Plugin/Transform"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -56,6 +57,12 @@ type PluginClient interface {
 	// Write streams batches to a sink; the sink acks each sequence number once
 	// the batch is durable at its destination. Acks come in order.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WriteRequest, WriteResponse], error)
+	// Transform streams batches through a transform: for each request the
+	// plugin answers with one or more responses carrying the same seq, the
+	// last of them with `last` set, before it answers the next request.
+	// Answers come in request order; a plugin that is not a transform
+	// answers UNIMPLEMENTED.
+	Transform(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TransformRequest, TransformResponse], error)
 }
 
 type pluginClient struct {
@@ -128,6 +135,19 @@ func (c *pluginClient) Write(ctx context.Context, opts ...grpc.CallOption) (grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_WriteClient = grpc.BidiStreamingClient[WriteRequest, WriteResponse]
 
+func (c *pluginClient) Transform(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TransformRequest, TransformResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Plugin_ServiceDesc.Streams[2], Plugin_Transform_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TransformRequest, TransformResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Plugin_TransformClient = grpc.BidiStreamingClient[TransformRequest, TransformResponse]
+
 // PluginServer is the server API for Plugin service.
 // All implementations must embed UnimplementedPluginServer
 // for forward compatibility.
@@ -148,6 +168,12 @@ type PluginServer interface {
 	// Write streams batches to a sink; the sink acks each sequence number once
 	// the batch is durable at its destination. Acks come in order.
 	Write(grpc.BidiStreamingServer[WriteRequest, WriteResponse]) error
+	// Transform streams batches through a transform: for each request the
+	// plugin answers with one or more responses carrying the same seq, the
+	// last of them with `last` set, before it answers the next request.
+	// Answers come in request order; a plugin that is not a transform
+	// answers UNIMPLEMENTED.
+	Transform(grpc.BidiStreamingServer[TransformRequest, TransformResponse]) error
 	mustEmbedUnimplementedPluginServer()
 }
 
@@ -172,6 +198,9 @@ func (UnimplementedPluginServer) Read(*ReadRequest, grpc.ServerStreamingServer[R
 }
 func (UnimplementedPluginServer) Write(grpc.BidiStreamingServer[WriteRequest, WriteResponse]) error {
 	return status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedPluginServer) Transform(grpc.BidiStreamingServer[TransformRequest, TransformResponse]) error {
+	return status.Error(codes.Unimplemented, "method Transform not implemented")
 }
 func (UnimplementedPluginServer) mustEmbedUnimplementedPluginServer() {}
 func (UnimplementedPluginServer) testEmbeddedByValue()                {}
@@ -266,6 +295,13 @@ func _Plugin_Write_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Plugin_WriteServer = grpc.BidiStreamingServer[WriteRequest, WriteResponse]
 
+func _Plugin_Transform_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PluginServer).Transform(&grpc.GenericServerStream[TransformRequest, TransformResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Plugin_TransformServer = grpc.BidiStreamingServer[TransformRequest, TransformResponse]
+
 // Plugin_ServiceDesc is the grpc.ServiceDesc for Plugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -295,6 +331,12 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Write",
 			Handler:       _Plugin_Write_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Transform",
+			Handler:       _Plugin_Transform_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
