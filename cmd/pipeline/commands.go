@@ -219,7 +219,11 @@ func newValidateCmd(g *globals) *cobra.Command {
 					failed = true
 					continue
 				}
-				fmt.Fprintf(os.Stderr, "%s: ok (%d sources, %d filters, %d sinks)\n", f, len(l.Config.Sources), len(l.Config.Filters), len(l.Config.Sinks))
+				if n := len(l.Config.Transforms); n > 0 {
+					fmt.Fprintf(os.Stderr, "%s: ok (%d sources, %d filters, %d transforms, %d sinks)\n", f, len(l.Config.Sources), len(l.Config.Filters), n, len(l.Config.Sinks))
+				} else {
+					fmt.Fprintf(os.Stderr, "%s: ok (%d sources, %d filters, %d sinks)\n", f, len(l.Config.Sources), len(l.Config.Filters), len(l.Config.Sinks))
+				}
 			}
 			if failed {
 				return &exitError{code: 1}

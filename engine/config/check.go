@@ -11,11 +11,13 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/pipelinehq/pipeline/engine/expr"
+	"github.com/pipelinehq/pipeline/engine/transform"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // Compiler compiles the per-record language. The zero Compiler uses
-// engine/expr; tests put in their own. A compile error that is an
+// engine/expr; tests put in their own. Transforms are always compiled with
+// engine/transform (and so engine/expr). A compile error that is an
 // *expr.Error is reported at its line and column inside the string.
 type Compiler struct {
 	Predicate func(src string, schema *arrow.Schema) (*expr.Predicate, error)
@@ -42,21 +44,31 @@ type CheckOptions struct {
 // Compiled holds what CheckExpressions compiled, so the runner compiles
 // nothing twice. An entry is missing when its expression did not compile.
 type Compiled struct {
-	// InputSchema is the schema flowing into each filter and sink: the
-	// union of its inputs' schemas (a filter passes its input schema on).
+	// InputSchema is the schema flowing into each filter, transform and
+	// sink: the union of its inputs' schemas (a filter passes its input
+	// schema on, a transform its OutputSchema).
 	// It is nil when any input's schema is unknown, when the inputs disagree
 	// on a field's type, or when an input is broken; expressions were then
 	// checked for syntax only, and the runner should compile them again
 	// against the first batch's schema.
 	InputSchema map[Node]*arrow.Schema
-	Where       map[*Filter]*expr.Predicate
-	When        map[*Sink]*expr.Predicate
+	// OutputSchema is the schema each transform emits (engine/transform's
+	// Schema of its input schema); nil under the same conditions as
+	// InputSchema, or when the transform did not compile.
+	OutputSchema map[Node]*arrow.Schema
+	// Transforms are the compiled transforms. A transform whose input
+	// schema is unknown is compiled for syntax only: its set values then
+	// take their types from each batch's schema.
+	Transforms map[*Transform]*transform.Transform
+	Where      map[*Filter]*expr.Predicate
+	When       map[*Sink]*expr.Predicate
 	// Templates are by sink, then by attribute name.
 	Templates map[*Sink]map[string]*expr.Template
 }
 
-// CheckExpressions compiles every where, when and template of p against the
-// schema flowing into its block and reports each that does not compile, at
+// CheckExpressions compiles every where, when, template and transform of p
+// against the schema flowing into its block (a transform's output schema
+// flows on to its readers) and reports each that does not compile, at
 // the character inside the string where the compiler stopped. When that
 // schema is a sample (sdk.IsSampled), each field an expression reads that
 // the sample lacks is a warning naming the field and the sampled sources,
@@ -80,10 +92,12 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		compileTmpl = expr.CompileTemplate
 	}
 	c := &Compiled{
-		InputSchema: map[Node]*arrow.Schema{},
-		Where:       map[*Filter]*expr.Predicate{},
-		When:        map[*Sink]*expr.Predicate{},
-		Templates:   map[*Sink]map[string]*expr.Template{},
+		InputSchema:  map[Node]*arrow.Schema{},
+		OutputSchema: map[Node]*arrow.Schema{},
+		Transforms:   map[*Transform]*transform.Transform{},
+		Where:        map[*Filter]*expr.Predicate{},
+		When:         map[*Sink]*expr.Predicate{},
+		Templates:    map[*Sink]map[string]*expr.Template{},
 	}
 	var diags hcl.Diagnostics
 
@@ -130,7 +144,23 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		return paths
 	}
 
-	for _, f := range p.Filters {
+	for _, n := range p.Stages {
+		if t, ok := n.(*Transform); ok {
+			in := inputSchema(&t.Block, t.Inputs)
+			c.InputSchema[t] = in
+			if t.broken {
+				continue
+			}
+			tr, schema, d := checkTransform(p, t, in, sampled)
+			diags = append(diags, d...)
+			if tr != nil {
+				c.Transforms[t] = tr
+				c.OutputSchema[t] = schema
+				out[t] = schema
+			}
+			continue
+		}
+		f := n.(*Filter)
 		in := inputSchema(&f.Block, f.Inputs)
 		c.InputSchema[f] = in
 		out[f] = in

@@ -11,8 +11,9 @@
 //  2. CheckPluginTypes reports blocks whose type names no known plugin, and
 //     DecodePluginBody (or DecodePlugins for the whole pipeline) decodes each
 //     source and sink body against the schema its plugin declares (sdk.Info).
-//  3. CheckExpressions compiles every where, when and {{ }} template against
-//     the record schema that flows into its block. A field that a sampled
+//  3. CheckExpressions compiles every where, when, {{ }} template and
+//     transform (engine/transform) against the record schema that flows
+//     into its block; a transform's output schema flows on to its readers. A field that a sampled
 //     schema (sdk.SampledSchema) lacks is a warning; one that a complete
 //     schema lacks is an error.
 //
@@ -41,11 +42,13 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/robfig/cron/v3"
 
+	"github.com/pipelinehq/pipeline/engine/transform"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
@@ -55,7 +58,10 @@ type Kind string
 const (
 	KindSource Kind = "source"
 	KindFilter Kind = "filter"
-	KindSink   Kind = "sink"
+	// KindTransform is a transform block: computed fields, drop, keep and
+	// rename (engine/transform).
+	KindTransform Kind = "transform"
+	KindSink      Kind = "sink"
 )
 
 // Pipeline is one decoded pipeline: its blocks in topological order.
@@ -90,6 +96,12 @@ type Pipeline struct {
 	Sources []*Source
 	Filters []*Filter
 	Sinks   []*Sink
+	// Transforms are in topological order, like Filters. Stages holds the
+	// filters and transforms together in one topological order: a stage
+	// comes after every stage it reads from. Filters and Transforms are
+	// Stages split by kind, each in that order.
+	Transforms []*Transform
+	Stages     []Node
 	// Plugins are the custom plugins declared with plugin blocks.
 	Plugins []*PluginDecl
 
@@ -97,7 +109,8 @@ type Pipeline struct {
 	declared []PluginType    // every plugin block's kind and type, valid or not
 }
 
-// Node is a source, filter or sink in the graph: *Source, *Filter or *Sink.
+// Node is a source, filter, transform or sink in the graph: *Source,
+// *Filter, *Transform or *Sink.
 type Node interface {
 	// Addr is how the block is named in messages and references:
 	// "source.calls", "filter.high_churn", "sink.crm".
@@ -110,7 +123,8 @@ type Node interface {
 type Block struct {
 	Kind Kind
 	// Type is the plugin type, the first label of a source or sink block
-	// ("webhook" in sink "webhook" "crm"). It is empty for filters.
+	// ("webhook" in sink "webhook" "crm"). It is empty for filters and
+	// transforms.
 	Type string
 	// Name is the block's name label, unique among blocks of its kind.
 	Name string
@@ -166,6 +180,77 @@ const (
 	OnErrorSkip OnError = "skip"
 )
 
+// Transform is a transform block:
+//
+//	transform "enrich" {
+//	  inputs   = [filter.high_churn]
+//	  set      = { priority = "x > 0.9 ? 'urgent' : 'normal'", "routing.team" = "'tier2'" }
+//	  drop     = ["text"]
+//	  keep     = ["row_id", "priority"]
+//	  rename   = { "metadata.customer_id" = "customer" }
+//	  on_error = "skip"
+//	}
+//
+// Spec gives it to engine/transform, which defines what each attribute does.
+type Transform struct {
+	Block
+	Inputs []Input
+	// Set are the computed fields in the order written.
+	Set []SetAttr
+	// Drop and Keep are the dotted paths listed, in order.
+	Drop, Keep []PathAttr
+	// Rename are rename's entries in the order written.
+	Rename []RenameAttr
+	// OnError says what a record whose set expression fails to evaluate does.
+	OnError OnError
+}
+
+// SetAttr is one entry of a transform's set: Target (dotted for a nested
+// field, "routing.team") gets the value of Expr.
+type SetAttr struct {
+	Target      string
+	TargetRange hcl.Range
+	Expr        *Expr
+}
+
+// PathAttr is an element of a drop or keep list: a dotted field path.
+type PathAttr struct {
+	Path  string
+	Range hcl.Range
+}
+
+// RenameAttr is one entry of rename: the field at the dotted path From
+// gets the name To. Range covers the entry's key.
+type RenameAttr struct {
+	From, To string
+	Range    hcl.Range
+}
+
+// Spec returns the transform as engine/transform compiles it.
+func (t *Transform) Spec() transform.Spec {
+	var spec transform.Spec
+	for _, s := range t.Set {
+		src := ""
+		if s.Expr != nil {
+			src = s.Expr.Src
+		}
+		spec.Set = append(spec.Set, transform.Assignment{Target: strings.Split(s.Target, "."), Src: src})
+	}
+	for _, d := range t.Drop {
+		spec.Drop = append(spec.Drop, strings.Split(d.Path, "."))
+	}
+	for _, k := range t.Keep {
+		spec.Keep = append(spec.Keep, strings.Split(k.Path, "."))
+	}
+	if len(t.Rename) > 0 {
+		spec.Rename = map[string]string{}
+		for _, r := range t.Rename {
+			spec.Rename[r.From] = r.To
+		}
+	}
+	return spec
+}
+
 // Sink is a sink block: sink "TYPE" "NAME" { inputs = [...]; when = "..."; ... }.
 type Sink struct {
 	Block
@@ -181,7 +266,7 @@ type Sink struct {
 
 // Input is one resolved element of an inputs list.
 type Input struct {
-	// Node is the *Source or *Filter the element refers to.
+	// Node is the *Source, *Filter or *Transform the element refers to.
 	Node Node
 	// Range is the reference's range in the inputs list.
 	Range hcl.Range
@@ -219,5 +304,6 @@ type PluginDecl struct {
 var (
 	_ Node = (*Source)(nil)
 	_ Node = (*Filter)(nil)
+	_ Node = (*Transform)(nil)
 	_ Node = (*Sink)(nil)
 )

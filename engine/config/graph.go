@@ -7,47 +7,56 @@ import (
 	"github.com/hashicorp/hcl/v2"
 )
 
-// order sorts the filters so that every filter comes after the filters it
-// reads, reports each cycle among filters, and records who reads whom.
+// order sorts the stages (filters and transforms) so that every stage comes
+// after the stages it reads, reports each cycle among them, and records who
+// reads whom.
 func (d *decoder) order() {
 	const (
 		unvisited = iota
 		visiting
 		done
 	)
-	state := map[*Filter]int{}
-	var path []*Filter
-	var sorted []*Filter
-	var visit func(f *Filter)
-	visit = func(f *Filter) {
-		state[f] = visiting
-		path = append(path, f)
-		for _, in := range f.Inputs {
-			g, ok := in.Node.(*Filter)
-			if !ok {
+	state := map[Node]int{}
+	var path []Node
+	var sorted []Node
+	var visit func(n Node)
+	visit = func(n Node) {
+		state[n] = visiting
+		path = append(path, n)
+		for _, in := range inputsOf(n) {
+			if !isStage(in.Node) {
 				continue
 			}
-			switch state[g] {
+			switch state[in.Node] {
 			case unvisited:
-				visit(g)
+				visit(in.Node)
 			case visiting:
-				d.cycle(path, g, in.Range)
+				d.cycle(path, in.Node, in.Range)
 			}
 		}
 		path = path[:len(path)-1]
-		state[f] = done
-		sorted = append(sorted, f)
+		state[n] = done
+		sorted = append(sorted, n)
 	}
-	for _, f := range d.p.Filters {
-		if state[f] == unvisited {
-			visit(f)
+	for _, n := range d.p.Stages {
+		if state[n] == unvisited {
+			visit(n)
 		}
 	}
-	d.p.Filters = sorted
+	d.p.Stages = sorted
+	d.p.Filters, d.p.Transforms = nil, nil
+	for _, n := range sorted {
+		switch n := n.(type) {
+		case *Filter:
+			d.p.Filters = append(d.p.Filters, n)
+		case *Transform:
+			d.p.Transforms = append(d.p.Transforms, n)
+		}
+	}
 
-	for _, f := range d.p.Filters {
-		for _, in := range f.Inputs {
-			d.p.readers[in.Node] = append(d.p.readers[in.Node], f)
+	for _, n := range d.p.Stages {
+		for _, in := range inputsOf(n) {
+			d.p.readers[in.Node] = append(d.p.readers[in.Node], n)
 		}
 	}
 	for _, s := range d.p.Sinks {
@@ -57,29 +66,41 @@ func (d *decoder) order() {
 	}
 }
 
+func isStage(n Node) bool {
+	switch n.(type) {
+	case *Filter, *Transform:
+		return true
+	}
+	return false
+}
+
 // cycle reports the cycle closed by the input at rng, which leads from the
-// last filter on path back to to.
-func (d *decoder) cycle(path []*Filter, to *Filter, rng hcl.Range) {
+// last stage on path back to to.
+func (d *decoder) cycle(path []Node, to Node, rng hcl.Range) {
 	start := 0
-	for i, f := range path {
-		if f == to {
+	for i, n := range path {
+		if n == to {
 			start = i
 		}
 	}
 	members := path[start:]
 	// Records flow against the inputs lists, so name the cycle in the order
-	// records would take: each filter is read by the one after it.
+	// records would take: each stage is read by the one after it.
 	names := make([]string, 0, len(members)+1)
+	summary := "Cycle among filters"
 	for i := len(members) - 1; i >= 0; i-- {
 		names = append(names, members[i].Addr())
-		members[i].broken = true
+		members[i].Base().broken = true
+		if _, ok := members[i].(*Transform); ok {
+			summary = "Cycle among filters and transforms"
+		}
 	}
 	names = append(names, members[len(members)-1].Addr())
 	detail := fmt.Sprintf("Records would go round forever: %s. Remove one of these inputs.", strings.Join(names, " → "))
 	if len(members) == 1 {
 		detail = fmt.Sprintf("%s lists itself in its inputs.", to.Addr())
 	}
-	d.errorf(&rng, "Cycle among filters", detail)
+	d.errorf(&rng, summary, detail)
 }
 
 // checkGraph reports a pipeline with nothing to read or nowhere to write, and
@@ -115,6 +136,12 @@ func (d *decoder) checkGraph() {
 				fmt.Sprintf("Nothing reads %s: no filter or sink lists it in its inputs.", f.Addr()))
 		}
 	}
+	for _, t := range d.p.Transforms {
+		if len(d.p.readers[t]) == 0 {
+			d.warnf(&t.DefRange, "Unused transform",
+				fmt.Sprintf("Nothing reads %s: no filter, transform or sink lists it in its inputs.", t.Addr()))
+		}
+	}
 }
 
 // Node returns the block with the given address ("source.calls",
@@ -134,6 +161,12 @@ func (p *Pipeline) Node(addr string) Node {
 				return f
 			}
 		}
+	case KindTransform:
+		for _, t := range p.Transforms {
+			if t.Name == name {
+				return t
+			}
+		}
 	case KindSink:
 		for _, s := range p.Sinks {
 			if s.Name == name {
@@ -144,8 +177,8 @@ func (p *Pipeline) Node(addr string) Node {
 	return nil
 }
 
-// Readers returns the filters and sinks that list n in their inputs, filters
-// first in topological order, then sinks. A runner fans a node's output out to
+// Readers returns the filters, transforms and sinks that list n in their
+// inputs, the stages first in topological order (Stages), then sinks. A runner fans a node's output out to
 // these.
 func (p *Pipeline) Readers(n Node) []Node {
 	return p.readers[n]
@@ -202,23 +235,40 @@ func (p *Pipeline) SinksOf(n Node) []*Sink {
 }
 
 // Paths returns every chain of filters that records take from a source to a
-// sink, each in the order records pass them. An empty chain means the sink
+// sink, each in the order records pass them. Transforms on the way are
+// passed through and left out of the chains; StagePaths includes them. An empty chain means the sink
 // reads the source directly; no chains means no records of from reach to.
 // With shared filters (a diamond) a record can reach a sink by more than one
 // chain; the runner decides whether it then arrives once per chain.
 func (p *Pipeline) Paths(from *Source, to *Sink) [][]*Filter {
 	var out [][]*Filter
-	var chain []*Filter
-	onChain := map[*Filter]bool{}
+	for _, chain := range p.StagePaths(from, to) {
+		filters := []*Filter{}
+		for _, n := range chain {
+			if f, ok := n.(*Filter); ok {
+				filters = append(filters, f)
+			}
+		}
+		out = append(out, filters)
+	}
+	return out
+}
+
+// StagePaths is Paths with every stage of a chain, filters and transforms,
+// in the order records pass them.
+func (p *Pipeline) StagePaths(from *Source, to *Sink) [][]Node {
+	var out [][]Node
+	var chain []Node
+	onChain := map[Node]bool{}
 	var walk func(n Node)
 	walk = func(n Node) {
 		for _, r := range p.readers[n] {
 			switch r := r.(type) {
 			case *Sink:
 				if r == to {
-					out = append(out, append([]*Filter(nil), chain...))
+					out = append(out, append([]Node{}, chain...))
 				}
-			case *Filter:
+			case *Filter, *Transform:
 				if onChain[r] {
 					continue // a cycle; reported by Load
 				}
@@ -237,6 +287,8 @@ func (p *Pipeline) Paths(from *Source, to *Sink) [][]*Filter {
 func inputsOf(n Node) []Input {
 	switch n := n.(type) {
 	case *Filter:
+		return n.Inputs
+	case *Transform:
 		return n.Inputs
 	case *Sink:
 		return n.Inputs

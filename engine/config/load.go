@@ -94,6 +94,7 @@ var topSchema = &hcl.BodySchema{
 		{Type: "pipeline"},
 		{Type: "source", LabelNames: []string{"type", "name"}},
 		{Type: "filter", LabelNames: []string{"name"}},
+		{Type: "transform", LabelNames: []string{"name"}},
 		{Type: "sink", LabelNames: []string{"type", "name"}},
 		{Type: "plugin", LabelNames: []string{"kind", "type"}},
 	},
@@ -107,6 +108,16 @@ var (
 		Attributes: []hcl.AttributeSchema{
 			{Name: "inputs", Required: true},
 			{Name: "where", Required: true},
+			{Name: "on_error"},
+		},
+	}
+	transformSchema = &hcl.BodySchema{
+		Attributes: []hcl.AttributeSchema{
+			{Name: "inputs", Required: true},
+			{Name: "set"},
+			{Name: "drop"},
+			{Name: "keep"},
+			{Name: "rename"},
 			{Name: "on_error"},
 		},
 	}
@@ -152,6 +163,7 @@ type decoder struct {
 
 	sources map[string]*Source
 	filters map[string]*Filter
+	trans   map[string]*Transform
 	sinks   map[string]*Sink
 	plugins map[string]*PluginDecl
 	refs    map[*Block][]ref
@@ -164,6 +176,7 @@ func (l *Loader) decode(parser *hclparse.Parser, filenames []string, files []*hc
 		p:       &Pipeline{Files: parser.Files(), Location: time.UTC, readers: map[Node][]Node{}},
 		sources: map[string]*Source{},
 		filters: map[string]*Filter{},
+		trans:   map[string]*Transform{},
 		sinks:   map[string]*Sink{},
 		plugins: map[string]*PluginDecl{},
 		refs:    map[*Block][]ref{},
@@ -242,6 +255,9 @@ func (d *decoder) block(b *hcl.Block) {
 		f.OnError = d.onError(content.Attributes["on_error"], f.EvalCtx)
 		d.filters[f.Name] = f
 		d.p.Filters = append(d.p.Filters, f)
+		d.p.Stages = append(d.p.Stages, f)
+	case "transform":
+		d.transform(b)
 	case "sink":
 		d.sawSink = true
 		s := &Sink{Block: d.header(b, KindSink), Incremental: true}
@@ -297,7 +313,7 @@ func (d *decoder) onError(attr *hcl.Attribute, ctx *hcl.EvalContext) OnError {
 // header fills in the labels and ranges of a source, filter or sink block.
 func (d *decoder) header(b *hcl.Block, kind Kind) Block {
 	h := Block{Kind: kind, DefRange: b.DefRange, EvalCtx: d.evalContext(b.DefRange.Filename)}
-	if kind == KindFilter {
+	if kind == KindFilter || kind == KindTransform {
 		h.Name, h.NameRange = b.Labels[0], b.LabelRanges[0]
 	} else {
 		h.Type, h.TypeRange = b.Labels[0], b.LabelRanges[0]
@@ -555,7 +571,7 @@ func (d *decoder) inputs(b *Block, attr *hcl.Attribute) {
 		}
 		root := trav.RootName()
 		switch root {
-		case "source", "filter":
+		case "source", "filter", "transform":
 		case "sink":
 			d.errorf(&rng, "Invalid input reference", "A sink cannot be an input: records end at a sink. "+kinds)
 			b.broken = true
@@ -590,6 +606,9 @@ func (d *decoder) resolve() {
 	for _, f := range d.p.Filters {
 		f.Inputs = d.resolveRefs(&f.Block)
 	}
+	for _, t := range d.p.Transforms {
+		t.Inputs = d.resolveRefs(&t.Block)
+	}
 	for _, s := range d.p.Sinks {
 		s.Inputs = d.resolveRefs(&s.Block)
 	}
@@ -608,6 +627,10 @@ func (d *decoder) resolveRefs(b *Block) []Input {
 		case KindFilter:
 			if f, ok := d.filters[r.name]; ok {
 				n = f
+			}
+		case KindTransform:
+			if t, ok := d.trans[r.name]; ok {
+				n = t
 			}
 		}
 		if n == nil {
@@ -646,6 +669,12 @@ func (d *decoder) didYouMean(r ref) string {
 			}
 		}
 		_, other = d.sources[r.name]
+	case KindTransform:
+		for _, t := range d.p.Transforms {
+			if t.Name != r.owner.Name || r.owner.Kind != KindTransform {
+				names = append(names, t.Name)
+			}
+		}
 	}
 	if s := suggest(r.name, names); s != "" {
 		return fmt.Sprintf(" Did you mean %s.%s?", r.kind, s)
@@ -656,6 +685,24 @@ func (d *decoder) didYouMean(r ref) string {
 			k = KindSource
 		}
 		return fmt.Sprintf(" Did you mean %s.%s?", k, r.name)
+	}
+	// The same name under another kind of stage.
+	for _, k := range []Kind{KindSource, KindFilter, KindTransform} {
+		if k == r.kind {
+			continue
+		}
+		var found bool
+		switch k {
+		case KindSource:
+			_, found = d.sources[r.name]
+		case KindFilter:
+			_, found = d.filters[r.name]
+		case KindTransform:
+			_, found = d.trans[r.name]
+		}
+		if found {
+			return fmt.Sprintf(" Did you mean %s.%s?", k, r.name)
+		}
 	}
 	return ""
 }

@@ -1,6 +1,7 @@
 // Package expr compiles the per-record language (expr-lang) against an Arrow
 // schema and evaluates it over whole record batches: predicates (`where`,
-// `when`) and templates ("Churn risk {{ classifications.churn_risk.confidence }}").
+// `when`), values (a transform's `set`) and templates
+// ("Churn risk {{ classifications.churn_risk.confidence }}").
 //
 // # Names and types
 //
@@ -65,6 +66,16 @@
 // `a && b` the expr part b runs only where a holds. Those programs are
 // rewritten (expr's Patch) into calls of null-safe helpers, so both paths
 // give the same answers.
+//
+// # Values
+//
+// A value expression (a transform's computed field, CompileValue) gives one
+// Arrow array per batch. A column path keeps the column's own type and
+// reuses its array; otherwise expr's static type decides the column type
+// (bool, int → Int64, float → Float64, string), and any other type is JSON
+// text in a String column marked pipeline.json=raw. Column paths, literals,
+// the vectorised predicate forms and `cond ? a : b` over them run column at
+// a time; anything else row at a time, with the same null rules.
 //
 // # Templates
 //

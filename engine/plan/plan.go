@@ -198,8 +198,13 @@ func Build(p *config.Pipeline, compiled *config.Compiled, st Started) *Plan {
 	for _, s := range p.Sources {
 		pl.Sources = append(pl.Sources, &Source{Name: s.Name, Plugin: st.Sources[s], Schema: st.Schemas[s.Name], FromStart: st.FromStart[s.Name]})
 	}
-	for _, f := range p.Filters {
-		pl.Stages = append(pl.Stages, &Filter{Name: f.Name, Where: f.Where.Src, Inputs: inputKeys(f.Inputs), SkipErrors: f.OnError == config.OnErrorSkip, Pred: compiled.Where[f]})
+	for _, n := range p.Stages {
+		switch n := n.(type) {
+		case *config.Filter:
+			pl.Stages = append(pl.Stages, &Filter{Name: n.Name, Where: n.Where.Src, Inputs: inputKeys(n.Inputs), SkipErrors: n.OnError == config.OnErrorSkip, Pred: compiled.Where[n]})
+		case *config.Transform:
+			pl.Stages = append(pl.Stages, &Transform{Name: n.Name, Inputs: inputKeys(n.Inputs), Spec: n.Spec(), SkipErrors: n.OnError == config.OnErrorSkip, Compiled: compiled.Transforms[n]})
+		}
 	}
 	for _, s := range p.Sinks {
 		ss := st.Sinks[s]

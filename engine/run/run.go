@@ -201,10 +201,18 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 	}
 	for _, st := range plan.Stages {
 		key := st.NodeKey()
-		// What leaves a stage is padded to its input union downstream too.
-		static[key] = union(st.InputKeys())
+		in := union(st.InputKeys())
+		static[key] = in
+		// A stage that changes the schema says what leaves it.
+		if os, ok := st.(interface {
+			OutputSchema(*arrow.Schema) *arrow.Schema
+		}); ok && in != nil {
+			if out := os.OutputSchema(in); out != nil {
+				static[key] = out
+			}
+		}
 		kind, name, _ := strings.Cut(key, ".")
-		ss := &stageState{op: st, schema: newNodeSchema(static[key], st.ReadFields()), stage: newStage(kind, name, st.SkipsErrors())}
+		ss := &stageState{op: st, schema: newNodeSchema(in, st.ReadFields()), stage: newStage(kind, name, st.SkipsErrors())}
 		r.stages[key] = ss
 		for _, in := range st.InputKeys() {
 			r.consumers[in] = append(r.consumers[in], consumer{stage: ss})

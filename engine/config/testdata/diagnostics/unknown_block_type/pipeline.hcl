@@ -6,7 +6,7 @@ sorce "file" "more" {
   path = "more.jsonl"
 }
 
-transform "upper" {
+aggregate "upper" {
   inputs = [source.calls]
 }
 
