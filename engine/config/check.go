@@ -47,10 +47,11 @@ type Compiled struct {
 	// InputSchema is the schema flowing into each filter, transform and
 	// sink: the union of its inputs' schemas (a filter passes its input
 	// schema on, a transform its OutputSchema).
-	// It is nil when any input's schema is unknown, when the inputs disagree
-	// on a field's type, or when an input is broken; expressions were then
-	// checked for syntax only, and the runner should compile them again
-	// against the first batch's schema.
+	// It is nil when any input's schema is unknown or an input is broken;
+	// expressions were then checked for syntax only, and the runner compiles
+	// them against the first batch's schema. Inputs that disagree on a
+	// field's type merge as the run merges them (expr.MergeSchemas: the
+	// first type stays), with a warning.
 	InputSchema map[Node]*arrow.Schema
 	// OutputSchema is the schema each transform emits (engine/transform's
 	// Schema of its input schema); nil under the same conditions as
@@ -118,15 +119,15 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 				return nil
 			}
 		}
-		u, err := unionSchemas(schemas)
-		if err != nil {
+		u, conflicts := unionSchemas(schemas)
+		for _, c := range conflicts {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagWarning,
 				Summary:  "Inputs disagree on a field",
-				Detail:   fmt.Sprintf("The inputs of %s disagree on %s, so its expressions are checked for syntax only until records arrive.", b.Addr(), err),
-				Subject:  inputs[len(inputs)-1].Range.Ptr(),
+				Detail: fmt.Sprintf("The inputs of %s disagree on the type of %s. Its expressions are checked against the first type, %s, as the run reads them; records whose %s has the other type fail the expressions that need %s, and on_error decides what happens to them.",
+					b.Addr(), c, c.Have, c.Path, c.Have),
+				Subject: inputs[len(inputs)-1].Range.Ptr(),
 			})
-			return nil
 		}
 		return u
 	}
@@ -228,30 +229,29 @@ func exprDiag(files map[string]*hcl.File, summary string, e *Expr, err error) *h
 	return d
 }
 
-// unionSchemas merges schemas field by field, in order of first appearance.
-// Struct fields merge recursively; any other field must have one type. The
-// union is a sample when any of them is.
-func unionSchemas(schemas []*arrow.Schema) (*arrow.Schema, error) {
+// unionSchemas merges schemas with expr.MergeSchemas, the rule the run
+// uses too: in order of first appearance, structs field by field, int64 and
+// float64 widened, and a field whose types conflict keeping the first type
+// (each conflict is returned). The union is a sample when any of them is.
+func unionSchemas(schemas []*arrow.Schema) (*arrow.Schema, []expr.Conflict) {
 	if len(schemas) == 1 {
 		return schemas[0], nil
 	}
-	var fields []arrow.Field
+	var u *arrow.Schema
+	var conflicts []expr.Conflict
 	sample, isSample := "", false
 	for _, s := range schemas {
-		var err error
-		fields, err = mergeFields(fields, s.Fields(), "")
-		if err != nil {
-			return nil, err
-		}
+		var c []expr.Conflict
+		u, c = expr.MergeSchemas(u, arrow.NewSchema(s.Fields(), nil))
+		conflicts = append(conflicts, c...)
 		if sdk.IsSampled(s) && !isSample {
 			sample, isSample = sdk.SchemaSample(s), true
 		}
 	}
-	u := arrow.NewSchema(fields, nil)
 	if isSample {
 		u = sdk.SampledSchema(u, sample)
 	}
-	return u, nil
+	return u, conflicts
 }
 
 // checkSampled warns about each field of paths (what e, an expression of
@@ -396,39 +396,4 @@ func wordAt(src, name string) (line, col int, ok bool) {
 		}
 	}
 	return line, col, true
-}
-
-func mergeFields(into, more []arrow.Field, prefix string) ([]arrow.Field, error) {
-	index := map[string]int{}
-	for i, f := range into {
-		index[f.Name] = i
-	}
-	for _, f := range more {
-		i, ok := index[f.Name]
-		if !ok {
-			index[f.Name] = len(into)
-			into = append(into, f)
-			continue
-		}
-		have := into[i]
-		merged := have
-		merged.Nullable = have.Nullable || f.Nullable
-		merged.Metadata = arrow.Metadata{}
-		switch {
-		case arrow.TypeEqual(have.Type, f.Type):
-		case have.Type.ID() == arrow.STRUCT && f.Type.ID() == arrow.STRUCT:
-			children, err := mergeFields(
-				append([]arrow.Field(nil), have.Type.(*arrow.StructType).Fields()...),
-				f.Type.(*arrow.StructType).Fields(),
-				prefix+f.Name+".")
-			if err != nil {
-				return nil, err
-			}
-			merged.Type = arrow.StructOf(children...)
-		default:
-			return nil, fmt.Errorf("the type of %s%s (%s, then %s)", prefix, f.Name, have.Type, f.Type)
-		}
-		into[i] = merged
-	}
-	return into, nil
 }

@@ -74,20 +74,19 @@ func TestUnionSchemas(t *testing.T) {
 			field("meta", arrow.StructOf(field("queue", str), field("channel", str))),
 			field("score", num),
 		}, nil).String(), ""},
-		{"conflict", []*arrow.Schema{a, c}, "", "the type of id (utf8, then float64)"},
-		{"nested conflict", []*arrow.Schema{a, d}, "", "the type of meta.queue (utf8, then float64)"},
+		// A conflict keeps the first type and is reported (the run's rule).
+		{"conflict", []*arrow.Schema{a, c}, mustMerge(a, c), "id (utf8, then float64)"},
+		{"nested conflict", []*arrow.Schema{a, d}, mustMerge(a, d), "meta.queue (utf8, then float64)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := unionSchemas(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr {
-					t.Errorf("error %v, want %q", err, tt.wantErr)
-				}
-				return
+			got, conflicts := unionSchemas(tt.in)
+			var msg string
+			if len(conflicts) > 0 {
+				msg = conflicts[0].String()
 			}
-			if err != nil || got.String() != tt.want {
-				t.Errorf("got %v (%v), want %v", got, err, tt.want)
+			if msg != tt.wantErr || got.String() != tt.want {
+				t.Errorf("got %v (conflicts %v), want %v (%q)", got, conflicts, tt.want, tt.wantErr)
 			}
 		})
 	}
@@ -145,13 +144,13 @@ sink "webhook" "all" {
 	}
 	c, diags := CheckExpressions(p, CheckOptions{SchemaOf: schemaOf, Configs: cfgs, Compiler: compiler})
 
-	wantDiags := "pipelines/churn.hcl:13:27: warning: Inputs disagree on a field: The inputs of filter.mixed disagree on the type of text (utf8, then int64), so its expressions are checked for syntax only until records arrive.\n"
+	wantDiags := "pipelines/churn.hcl:13:27: warning: Inputs disagree on a field: The inputs of filter.mixed disagree on the type of text (utf8, then int64). Its expressions are checked against the first type, utf8, as the run reads them; records whose text has the other type fail the expressions that need utf8, and on_error decides what happens to them.\n"
 	if got := compact(diags); got != wantDiags {
 		t.Errorf("diagnostics:\n%swant:\n%s", got, wantDiags)
 	}
 	wantCompiled := []string{
 		`predicate "classifications.churn_risk.confidence > 0.8" schema=true`,
-		`predicate "text == 'x'" schema=false`,
+		`predicate "text == 'x'" schema=true`,
 		`predicate "metadata.queue == 'retention'" schema=true`,
 		`template "{{ text }}" schema=true`,
 	}
@@ -168,7 +167,7 @@ sink "webhook" "all" {
 		{"when compiled", c.When[crm] != nil && c.When[all] == nil},
 		{"template compiled", c.Templates[crm]["text"] != nil && c.Templates[all] == nil},
 		{"filter passes its schema on", c.InputSchema[crm] == testSchema && c.InputSchema[high] == testSchema},
-		{"conflicting inputs give no schema", c.InputSchema[mixed] == nil && c.InputSchema[all] == nil},
+		{"conflicting inputs keep the first type", c.InputSchema[mixed] != nil && c.InputSchema[mixed].Field(c.InputSchema[mixed].FieldIndices("text")[0]).Type.ID() == arrow.STRING},
 	}
 	for _, ch := range checks {
 		if !ch.ok {
@@ -245,4 +244,10 @@ sink "webhook" "crm" {
 	if col := d.Subject.Start.Column; col < 61 || col > 70 {
 		t.Errorf("column %d is not at metadata.queu: %s", col, CompactDiagnostic(d))
 	}
+}
+
+// mustMerge is a and b merged as the run merges them, as a string.
+func mustMerge(a, b *arrow.Schema) string {
+	m, _ := expr.MergeSchemas(a, b)
+	return m.String()
 }
