@@ -32,12 +32,6 @@ func Load(filenames ...string) (*Pipeline, hcl.Diagnostics) {
 	return (&Loader{}).Load(filenames...)
 }
 
-// LoadBytes reads one pipeline from src as if it were the file filename; see
-// Loader.LoadBytes.
-func LoadBytes(src []byte, filename string) (*Pipeline, hcl.Diagnostics) {
-	return (&Loader{}).LoadBytes(src, filename)
-}
-
 // Load reads the named files as ONE pipeline: their blocks are put together
 // as if they were written in one file, in the order given, and the pipeline's
 // default name comes from the first file. To check several pipelines, call
@@ -70,15 +64,6 @@ func (l *Loader) Load(filenames ...string) (*Pipeline, hcl.Diagnostics) {
 		files = append(files, f)
 	}
 	p, d := l.decode(parser, filenames, files, diags.HasErrors())
-	return p, append(diags, d...)
-}
-
-// LoadBytes reads one pipeline from src as if it were the file filename, which
-// still names the directory for relative paths (plugin commands, file()).
-func (l *Loader) LoadBytes(src []byte, filename string) (*Pipeline, hcl.Diagnostics) {
-	parser := hclparse.NewParser()
-	f, diags := parse(parser, src, filename)
-	p, d := l.decode(parser, []string{filename}, []*hcl.File{f}, diags.HasErrors())
 	return p, append(diags, d...)
 }
 
