@@ -20,6 +20,23 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte(`{"source": {"file": {"calls": {"path": "c"}}}, "filter": {"f": {"inputs": ["source.calls"], "where": "a ="}}, "sink": {"webhook": {"crm": {"inputs": ["filter.f", "filter.g"], "text": "{{ x"}}}}`), true)
 	f.Add([]byte("filter \"f\" {\n  inputs = [filter.f]\n  where = <<-EOT\n    a\\u00e9 == $${x}\n  EOT\n}\n"), false)
+	tseeds, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "transforms", "*", "pipeline.hcl"))
+	for _, s := range tseeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, false)
+	}
+	f.Add([]byte(`transform "t" {
+  inputs = [source.calls, transform.t]
+  set = { "a.b" = "x ?", a = 1, "" = "y" }
+  drop = ["a..b", 3]
+  keep = "x"
+  rename = { "a" = "b.c" }
+  on_error = "sometimes"
+}
+`), false)
 
 	f.Fuzz(func(t *testing.T, src []byte, json bool) {
 		name := "fuzz.hcl"
