@@ -18,11 +18,12 @@ import (
 	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
 	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
+	transformhttp "github.com/pipelinehq/pipeline/plugins/transform-http"
 )
 
 // Builtin is a plugin compiled into the binary.
 type Builtin struct {
-	// New returns a fresh sdk.Source or sdk.Sink.
+	// New returns a fresh sdk.Source, sdk.Sink or sdk.Transform.
 	New func() any
 	// Info is what the plugin says of itself.
 	Info sdk.Info
@@ -41,8 +42,10 @@ func register(newFn func() any) {
 		info = p.Info()
 	case sdk.Sink:
 		info = p.Info()
+	case sdk.Transform:
+		info = p.Info()
 	default:
-		panic("plugins: not a source or sink")
+		panic("plugins: not a source, sink or transform")
 	}
 	b := Builtin{New: newFn, Info: info}
 	if _, dup := builtins[b.Name()]; dup {
@@ -61,6 +64,7 @@ func init() {
 	register(func() any { return &sinksnowflake.Sink{} })
 	register(func() any { return &sinkbigquery.Sink{} })
 	register(func() any { return &sinkpostgres.Sink{} })
+	register(func() any { return &transformhttp.Transform{} })
 }
 
 // Lookup finds a built-in by name ("sink-webhook").
