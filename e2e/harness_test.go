@@ -33,9 +33,10 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	for name, pkg := range map[string]string{
-		"pipeline":    "./cmd/pipeline",
-		"sink-crashy": "./e2e/plugins/sink-crashy",
-		"sink-audit":  "./examples/sink-audit",
+		"pipeline":         "./cmd/pipeline",
+		"sink-crashy":      "./e2e/plugins/sink-crashy",
+		"sink-audit":       "./examples/sink-audit",
+		"transform-redact": "./examples/transform-redact",
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = repoRoot()

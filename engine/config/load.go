@@ -184,16 +184,43 @@ func (l *Loader) decode(parser *hclparse.Parser, filenames []string, files []*hc
 		if f == nil || f.Body == nil {
 			continue
 		}
-		content, diags := f.Body.Content(topSchema)
+		content, pluginTransforms, diags := topContent(f.Body)
 		d.diags = append(d.diags, diags...)
 		for _, b := range content.Blocks {
 			d.block(b)
+		}
+		for _, b := range pluginTransforms {
+			d.pluginTransform(b)
 		}
 	}
 	d.resolve()
 	d.order()
 	d.checkGraph()
 	return d.p, d.diags
+}
+
+// topContent is body.Content(topSchema), except that a transform block with
+// two labels (transform "http" "classify": a plugin transform) is set apart
+// from the one-label built-in kind, since an HCL schema fixes one label
+// count per block type. In JSON files every transform block is built in.
+func topContent(body hcl.Body) (*hcl.BodyContent, []*hcl.Block, hcl.Diagnostics) {
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		c, d := body.Content(topSchema)
+		return c, nil, d
+	}
+	var plugins []*hcl.Block
+	rest := *sb
+	rest.Blocks = nil
+	for _, b := range sb.Blocks {
+		if b.Type == "transform" && len(b.Labels) == 2 {
+			plugins = append(plugins, b.AsHCLBlock())
+			continue
+		}
+		rest.Blocks = append(rest.Blocks, b)
+	}
+	c, d := rest.Content(topSchema)
+	return c, plugins, d
 }
 
 func (d *decoder) block(b *hcl.Block) {
@@ -370,9 +397,9 @@ func (d *decoder) plugin(b *hcl.Block) {
 	content, diags := b.Body.Content(pluginSchema)
 	d.diags = append(d.diags, diags...)
 	ok := true
-	if pd.Kind != sdk.KindSource && pd.Kind != sdk.KindSink {
-		detail := fmt.Sprintf("A plugin is a %q or a %q, not %q.", sdk.KindSource, sdk.KindSink, pd.Kind)
-		if s := suggest(string(pd.Kind), []string{string(sdk.KindSource), string(sdk.KindSink)}); s != "" {
+	if pd.Kind != sdk.KindSource && pd.Kind != sdk.KindSink && pd.Kind != sdk.KindTransform {
+		detail := fmt.Sprintf("A plugin is a %q, a %q or a %q, not %q.", sdk.KindSource, sdk.KindTransform, sdk.KindSink, pd.Kind)
+		if s := suggest(string(pd.Kind), []string{string(sdk.KindSource), string(sdk.KindTransform), string(sdk.KindSink)}); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
 		d.errorf(&pd.KindRange, "Invalid plugin kind", detail)

@@ -77,6 +77,11 @@ func CheckPluginTypes(p *Pipeline, known []PluginType) hcl.Diagnostics {
 	for _, s := range p.Sinks {
 		check(&s.Block)
 	}
+	for _, t := range p.Transforms {
+		if t.IsPlugin() {
+			check(&t.Block)
+		}
+	}
 	return diags
 }
 

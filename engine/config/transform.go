@@ -15,6 +15,42 @@ import (
 )
 
 // transform decodes a transform block.
+// pluginTransformSchema is what the engine takes of a plugin transform
+// block; the rest is the plugin's (decoded against its schema like a sink's).
+var pluginTransformSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "inputs", Required: true}, {Name: "on_error"}},
+}
+
+// pluginTransform decodes transform "TYPE" "NAME" { inputs = [...] ... }: a
+// transform plugin, whose other attributes belong to the plugin.
+func (d *decoder) pluginTransform(b *hcl.Block) {
+	t := &Transform{Block: Block{Kind: KindTransform, DefRange: b.DefRange, EvalCtx: d.evalContext(b.DefRange.Filename),
+		Type: b.Labels[0], TypeRange: b.LabelRanges[0], Name: b.Labels[1], NameRange: b.LabelRanges[1]}}
+	if !d.checkName(&t.Block) {
+		return
+	}
+	if first, ok := d.trans[t.Name]; ok {
+		d.duplicate(&t.Block, &first.Block)
+		return
+	}
+	content, remain, diags := b.Body.PartialContent(pluginTransformSchema)
+	d.diags = append(d.diags, diags...)
+	t.Body = remain
+	if attr, ok := content.Attributes["inputs"]; ok {
+		d.inputs(&t.Block, attr)
+	} else {
+		t.broken = true
+	}
+	t.OnError = d.onError(content.Attributes["on_error"], t.EvalCtx)
+	d.trans[t.Name] = t
+	d.p.Transforms = append(d.p.Transforms, t)
+	d.p.Stages = append(d.p.Stages, t)
+}
+
+// IsPlugin reports whether t is a transform plugin (transform "TYPE" "NAME")
+// rather than the built-in set/drop/keep/rename.
+func (t *Transform) IsPlugin() bool { return t.Type != "" }
+
 func (d *decoder) transform(b *hcl.Block) {
 	t := &Transform{Block: d.header(b, KindTransform)}
 	if !d.checkName(&t.Block) {

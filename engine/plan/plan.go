@@ -177,6 +177,8 @@ type Started struct {
 	// FromStart names the sources read from the start every run.
 	FromStart map[string]bool
 	Sinks     map[*config.Sink]StartedSink
+	// Transforms are the started transform plugins.
+	Transforms map[*config.Transform]TransformPlugin
 }
 
 // StartedSink is a started sink plugin and what the engine keeps of it.
@@ -203,6 +205,10 @@ func Build(p *config.Pipeline, compiled *config.Compiled, st Started) *Plan {
 		case *config.Filter:
 			pl.Stages = append(pl.Stages, &Filter{Name: n.Name, Where: n.Where.Src, Inputs: inputKeys(n.Inputs), SkipErrors: n.OnError == config.OnErrorSkip, Pred: compiled.Where[n]})
 		case *config.Transform:
+			if n.IsPlugin() {
+				pl.Stages = append(pl.Stages, &PluginTransform{Name: n.Name, Type: n.Type, Inputs: inputKeys(n.Inputs), SkipErrors: n.OnError == config.OnErrorSkip, Plugin: st.Transforms[n]})
+				continue
+			}
 			pl.Stages = append(pl.Stages, &Transform{Name: n.Name, Inputs: inputKeys(n.Inputs), Spec: n.Spec(), SkipErrors: n.OnError == config.OnErrorSkip, Compiled: compiled.Transforms[n]})
 		}
 	}

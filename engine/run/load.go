@@ -135,6 +135,11 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	for _, s := range p.Sinks {
 		decode(s)
 	}
+	for _, t := range p.Transforms {
+		if t.IsPlugin() {
+			decode(t)
+		}
+	}
 
 	// Start and configure the blocks that decoded; sources report their
 	// schemas. A block with errors so far is skipped: its plugin would
@@ -217,6 +222,11 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	for _, s := range p.Sinks {
 		configure(s)
 	}
+	for _, t := range p.Transforms {
+		if t.IsPlugin() {
+			configure(t)
+		}
+	}
 
 	// Stage 3: expressions against the schemas (syntax only for a source
 	// whose schema is unknown, or whose block failed), even after errors
@@ -231,7 +241,13 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	if diags = append(diags, d...); diags.HasErrors() {
 		return fail()
 	}
-	parts := plan.Started{Sources: map[*config.Source]plan.SourcePlugin{}, Schemas: schemas, FromStart: fromStart, Sinks: map[*config.Sink]plan.StartedSink{}}
+	parts := plan.Started{Sources: map[*config.Source]plan.SourcePlugin{}, Schemas: schemas, FromStart: fromStart, Sinks: map[*config.Sink]plan.StartedSink{},
+		Transforms: map[*config.Transform]plan.TransformPlugin{}}
+	for _, t := range p.Transforms {
+		if t.IsPlugin() {
+			parts.Transforms[t] = started[t]
+		}
+	}
 	for _, s := range p.Sources {
 		parts.Sources[s] = started[s]
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/pipelinehq/pipeline/engine/expr"
+	"github.com/pipelinehq/pipeline/engine/host"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
@@ -47,6 +48,9 @@ func (r *Runner) guarded(st *stage, rec arrow.RecordBatch, e *entry, f func(arro
 		return emit(rec, out)
 	}
 	if !isRecordError(err) {
+		if he := (*host.Error)(nil); errors.As(err, &he) {
+			return err // a plugin's error names the plugin already
+		}
 		return fmt.Errorf("%s: %w", st.name, err)
 	}
 	n := int(rec.NumRows())

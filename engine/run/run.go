@@ -13,6 +13,7 @@ package run
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -319,6 +320,39 @@ func (r *Runner) Run(ctx context.Context) error {
 		go func() { defer sinkWG.Done(); r.ackLoop(ss) }()
 	}
 
+	// Stages with a stream of their own (transform plugins) open it now and
+	// end it once the sources are done.
+	type opener interface {
+		Open(context.Context) error
+		Close() error
+	}
+	var opened []Stage
+	for _, st := range r.plan.Stages {
+		if o, ok := st.(opener); ok {
+			if err := o.Open(ctx); err != nil {
+				r.fail(err)
+				break
+			}
+			opened = append(opened, st)
+		}
+	}
+	closeStages := func() {
+		for _, st := range opened {
+			if err := st.(opener).Close(); err != nil && ctx.Err() == nil {
+				r.incomplete.Store(true)
+				r.failOnce.Do(func() { r.failErr = fmt.Errorf("%s: %w", st.NodeKey(), err) })
+			}
+		}
+	}
+	if r.failErr != nil {
+		closeStages()
+		for _, ss := range r.sinks {
+			close(ss.in)
+		}
+		sinkWG.Wait()
+		return r.failErr
+	}
+
 	// Read every source.
 	var srcWG sync.WaitGroup
 	for _, src := range r.plan.Sources {
@@ -384,6 +418,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 
 	srcWG.Wait()
+	closeStages()
 	for _, ss := range r.sinks {
 		close(ss.in)
 	}

@@ -197,7 +197,7 @@ func (t *Transform) Transform(ctx context.Context, b sdk.Batch) (sdk.Batch, erro
 				body := t.body(make([]byte, 0, hint), enc, b, from, to)
 				hint = len(body) + len(body)/8
 				if err := t.call(ctx, body, results[from:to]); err != nil {
-					fail(r, fmt.Errorf("transform http %q: %s: %w", t.name, describeRequest(b, r, reqs, from, to), err))
+					fail(r, fmt.Errorf("%s: %w", describeRequest(b, r, reqs, from, to), err))
 				}
 			}
 		}()
@@ -220,7 +220,7 @@ feed:
 	}
 	out, err := merge(b, t.into, results)
 	if err != nil {
-		return b, fmt.Errorf("transform http %q: POST %s: %w", t.name, t.endpoint, err)
+		return b, fmt.Errorf("POST %s: %w", t.endpoint, err)
 	}
 	return out, nil
 }

@@ -330,7 +330,7 @@ func TestWrongAnswerFailsTheBatch(t *testing.T) {
 				t.Fatal("no error")
 			}
 			msg := err.Error()
-			for _, want := range []string{tc.want, `transform http "classify"`, `request 1 of 2 (records 1-3 of the batch, ids "r1" to "r3")`, "POST " + e.URL + "/classify:"} {
+			for _, want := range []string{tc.want, `request 1 of 2 (records 1-3 of the batch, ids "r1" to "r3")`, "POST " + e.URL + "/classify:"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("error %q does not say %q", msg, want)
 				}
