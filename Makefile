@@ -8,13 +8,17 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS    := $(CURDIR)/.cache/tools
 
-.PHONY: build demo test minio test-integration fuzz bench lint generate generate-check clean
+.PHONY: build demo demo-classify test minio test-integration fuzz bench lint generate generate-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pipeline
 
 demo: build
 	./scripts/demo.sh
+
+# Records → a model endpoint (transform "http") → computed field → filter → file.
+demo-classify: build
+	./scripts/demo-classify.sh
 
 # Unit, end-to-end (real binary, real plugin processes) and diagnostics tests.
 # The S3 tests run a real MinIO, built from the module proxy once per machine
