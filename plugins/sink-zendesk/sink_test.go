@@ -502,40 +502,12 @@ func (c *fakeClock) slept() []time.Duration {
 	return slices.Clone(c.sleeps)
 }
 
-// recordingOutbox is a MemoryOutbox that keeps every result recorded, so
-// that a test can read the due time set for a retry.
-type recordingOutbox struct {
-	*delivery.MemoryOutbox
-	mu      sync.Mutex
-	results []sdk.Result
-}
-
-func (r *recordingOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
-	r.mu.Lock()
-	r.results = append(r.results, rs...)
-	r.mu.Unlock()
-	return r.MemoryOutbox.Record(ctx, rs, cs)
-}
-
-// of returns the results recorded for one delivery, in order.
-func (r *recordingOutbox) of(id string) []sdk.Result {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []sdk.Result
-	for _, res := range r.results {
-		if res.ID == id {
-			out = append(out, res)
-		}
-	}
-	return out
-}
-
-// configureClocked is configure with a fake clock and a recordingOutbox.
-func configureClocked(t *testing.T, f *fake, cfg map[string]any) (*Sink, *recordingOutbox, *fakeClock) {
+// configureClocked is configure with a fake clock and a MemoryOutbox (its Results are what the Deliverer recorded).
+func configureClocked(t *testing.T, f *fake, cfg map[string]any) (*Sink, *delivery.MemoryOutbox, *fakeClock) {
 	t.Helper()
 	clock := newFakeClock()
 	s := &Sink{now: clock.Now, sleep: clock.Sleep}
-	out := &recordingOutbox{MemoryOutbox: delivery.NewMemoryOutbox()}
+	out := delivery.NewMemoryOutbox()
 	configureSink(t, s, f, cfg, out)
 	return s, out, clock
 }
@@ -837,7 +809,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		}
 		// And the retry was due 1 s after the 429, not after the
 		// schedule's 10 ms.
-		res := out.of(r.id)
+		res := out.Results(r.id)
 		if len(res) == 0 {
 			t.Errorf("%s: no result recorded", r.id)
 			continue

@@ -39,7 +39,7 @@ func TestRetriesUntilDelivered(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(failFirst(tc.failures, tc.res))
 			d, rout := startRecording(t, f, delivery.Options{Retry: schedule(t, sched...)})
-			out := rout.MemoryOutbox
+			out := rout
 			enqueue(t, d, rec{id: "r1", endpoint: "https://crm.example"})
 			drain(t, d)
 
@@ -63,7 +63,7 @@ func TestRetriesUntilDelivered(t *testing.T) {
 					t.Errorf("attempt %d started %v after attempt %d ended, want at least %v (schedule)", i+1, gap, i, sched[i])
 				}
 			}
-			for i, res := range rout.of("r1")[:tc.failures] {
+			for i, res := range rout.Results("r1")[:tc.failures] {
 				failed := res.Attempt.At.Add(res.Attempt.Latency)
 				if res.Outcome != sdk.Retry || res.Next.Sub(failed) != sched[i+1] {
 					t.Errorf("attempt %d: outcome %v, next due %v after it failed; want a retry after %v (schedule)", i+1, res.Outcome, res.Next.Sub(failed), sched[i+1])
@@ -641,7 +641,7 @@ func TestRetryAfter(t *testing.T) {
 			}
 			// Retry-After is a whole number of seconds, counted from the
 			// end of the attempt that got it.
-			res := out.of("r")[0]
+			res := out.Results("r")[0]
 			if due := res.Next.Sub(res.Attempt.At.Add(res.Attempt.Latency)); res.Outcome != sdk.Retry || due != tc.want {
 				t.Errorf("outcome %v, due again %v after the 429; want a retry after %v", res.Outcome, due, tc.want)
 			}

@@ -353,38 +353,10 @@ func (c *fakeClock) slept() []time.Duration {
 	return out
 }
 
-// recordingOutbox is a MemoryOutbox that keeps every result the Deliverer
-// records, so that a test can read the due time it set for a retry.
-type recordingOutbox struct {
-	*delivery.MemoryOutbox
-	mu      sync.Mutex
-	results []sdk.Result
-}
-
-func (r *recordingOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit) error {
-	r.mu.Lock()
-	r.results = append(r.results, rs...)
-	r.mu.Unlock()
-	return r.MemoryOutbox.Record(ctx, rs, cs)
-}
-
-// of returns the results recorded for one delivery, in order.
-func (r *recordingOutbox) of(id string) []sdk.Result {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []sdk.Result
-	for _, res := range r.results {
-		if res.ID == id {
-			out = append(out, res)
-		}
-	}
-	return out
-}
-
-// startRecording is start with a recordingOutbox.
-func startRecording(t *testing.T, tr delivery.Transport, opts delivery.Options) (*delivery.Deliverer, *recordingOutbox) {
+// startRecording is start with a MemoryOutbox (its Results are what the Deliverer recorded).
+func startRecording(t *testing.T, tr delivery.Transport, opts delivery.Options) (*delivery.Deliverer, *delivery.MemoryOutbox) {
 	t.Helper()
-	out := &recordingOutbox{MemoryOutbox: delivery.NewMemoryOutbox()}
+	out := delivery.NewMemoryOutbox()
 	d := delivery.New(tr, out, opts)
 	t.Cleanup(d.Stop)
 	return d, out

@@ -20,11 +20,20 @@ type MemoryOutbox struct {
 	Log map[string][]sdk.Attempt
 	// Circuits holds every circuit change reported, in order.
 	Circuits    []sdk.Circuit
+	results     map[string][]sdk.Result
 	stopWaiting bool
 	retention   *sdk.Retention
 }
 
 var _ sdk.RetentionSetter = (*MemoryOutbox)(nil)
+
+// Results returns every result recorded for one delivery, in order: what a
+// test reads to see the due time a retry was given.
+func (m *MemoryOutbox) Results(id string) []sdk.Result {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]sdk.Result(nil), m.results[id]...)
+}
 
 // SetRetention implements sdk.RetentionSetter: it only notes r (nothing
 // here outlives the process anyway).
@@ -134,6 +143,10 @@ func (m *MemoryOutbox) Record(_ context.Context, rs []sdk.Result, cs []sdk.Circu
 		if !ok {
 			continue
 		}
+		if m.results == nil {
+			m.results = map[string][]sdk.Result{}
+		}
+		m.results[res.ID] = append(m.results[res.ID], res)
 		r.leased = false
 		switch res.Outcome {
 		case sdk.Delivered:
