@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -92,6 +94,8 @@ func TestSIGKILLResendsEachSinkOnlyWhatItHadNotAcked(t *testing.T) {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CRASHY_BLOCK_AFTER=4")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +110,19 @@ func TestSIGKILLResendsEachSinkOnlyWhatItHadNotAcked(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if time.Now().After(deadline) {
-			t.Fatalf("the file sink never settled: %d lines written, %d committed ahead", written, ahead)
+			t.Fatalf("the file sink never settled: %d lines written, %d committed ahead\nrun's stderr:\n%s", written, ahead, stderr.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the run ended before the kill (%v):\n%s", err, stderr.String())
+		default:
 		}
 		data, _ := os.ReadFile(out)
 		written = strings.Count(string(data), "\n")
+		if written <= 2000 {
+			time.Sleep(50 * time.Millisecond)
+			continue // not yet past what the slow sink acks
+		}
 		show := pipeline(t, dir, nil, "state", "show", "--state", state)
 		if m := aheadRE.FindStringSubmatch(show.stdout); m != nil {
 			ahead, _ = strconv.Atoi(m[1])
@@ -203,4 +216,22 @@ sink "webhook" "crm" {
 	if len(rcv.ids()) != total || rcv.total() != total {
 		t.Fatalf("the endpoint got %d distinct deliveries in %d requests, want %d in %d (%d before the rerun)", len(rcv.ids()), rcv.total(), total, total, firstDelivered)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

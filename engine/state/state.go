@@ -79,7 +79,17 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + outboxSchema + retentionSchema + sinkProgressSchema); err != nil {
+	// Two processes opening a new state file at once (a run starting while
+	// `pipeline state show` looks) can find it locked while the other sets
+	// up WAL and the tables, which the busy timeout does not always cover.
+	for try := 0; ; try++ {
+		_, err = db.Exec(schema + outboxSchema + retentionSchema + sinkProgressSchema)
+		if err == nil || try == 50 || !isBusy(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
