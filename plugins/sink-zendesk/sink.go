@@ -263,7 +263,7 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 		s.now = time.Now
 	}
 	if s.sleep == nil {
-		s.sleep = sleep
+		s.sleep = delivery.Sleep
 	}
 	opts := delivery.Options{Concurrency: c.Concurrency, Log: s.log, Now: s.now,
 		Sleep: func(ctx context.Context, d time.Duration) bool { return s.sleep(ctx, d) == nil }}
@@ -574,19 +574,6 @@ func (s *Sink) reserve(ctx context.Context, ep string) error {
 	return s.sleep(ctx, s.limiter.Reserve(ep, s.now()))
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // sendUnit makes the request for one ticket, or for several with the same
 // change, and returns a result per ticket.

@@ -146,7 +146,7 @@ func (t *Transform) Configure(_ context.Context, cfg sdk.Config) error {
 	// attempt's context.
 	t.client = transport
 	if t.sleep == nil {
-		t.sleep = sleep
+		t.sleep = delivery.Sleep
 	}
 	return nil
 }
@@ -380,16 +380,3 @@ func redact(raw string) string {
 	return strings.TrimSuffix(u.String(), "?")
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

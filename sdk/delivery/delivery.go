@@ -642,14 +642,22 @@ func (d *Deliverer) attempt(ctx context.Context, group []sdk.Delivery) {
 }
 
 // sleep waits d unless ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
+func sleep(ctx context.Context, d time.Duration) bool { return Sleep(ctx, d) == nil }
+
+// Sleep waits d, or returns ctx's error when it ends first (at once when d
+// is not positive and ctx has ended): the wait a sink or transform takes
+// between attempts or before a rate-limit slot.
+func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return nil
 	case <-ctx.Done():
-		return false
+		return ctx.Err()
 	}
 }
 
