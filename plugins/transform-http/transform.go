@@ -379,4 +379,3 @@ func redact(raw string) string {
 	u.Fragment = ""
 	return strings.TrimSuffix(u.String(), "?")
 }
-
