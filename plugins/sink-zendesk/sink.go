@@ -574,7 +574,6 @@ func (s *Sink) reserve(ctx context.Context, ep string) error {
 	return s.sleep(ctx, s.limiter.Reserve(ep, s.now()))
 }
 
-
 // sendUnit makes the request for one ticket, or for several with the same
 // change, and returns a result per ticket.
 func (s *Sink) sendUnit(ctx context.Context, ep string, ps []payload, reserve bool) []delivery.Result {
