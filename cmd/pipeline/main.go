@@ -87,6 +87,7 @@ Progress is checkpointed, so a re-run only processes what is new.`,
 	root.AddCommand(
 		newRunCmd(g),
 		newValidateCmd(g),
+		newTestCmd(g),
 		newPluginsCmd(g),
 		newPluginCmd(),
 		newReceiveCmd(),

@@ -215,7 +215,25 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 			c.Templates[s][t.Name] = tmpl
 		}
 	}
+	// A test's where is checked for syntax here: the records it is about
+	// are the test's own (`pipeline test` compiles it against them).
+	for _, t := range p.Tests {
+		for _, ex := range t.Expects {
+			if ex.Where == nil {
+				continue
+			}
+			if _, err := predFor("where", ex.Where.Src, nil); err != nil {
+				diags = append(diags, exprDiag(p.Files, "Invalid test expectation", ex.Where, err))
+			}
+		}
+	}
 	return c, diags
+}
+
+// ExprDiagnostic is the error diagnostic for an expression that failed to
+// compile: at the character inside the string where the compiler stopped.
+func ExprDiagnostic(files map[string]*hcl.File, summary string, e *Expr, err error) *hcl.Diagnostic {
+	return exprDiag(files, summary, e, err)
 }
 
 func exprDiag(files map[string]*hcl.File, summary string, e *Expr, err error) *hcl.Diagnostic {

@@ -104,6 +104,8 @@ type Pipeline struct {
 	Stages     []Node
 	// Plugins are the custom plugins declared with plugin blocks.
 	Plugins []*PluginDecl
+	// Tests are the test blocks, in declaration order (`pipeline test`).
+	Tests []*Test
 
 	readers  map[Node][]Node // who lists a node in its inputs, in topological order
 	declared []PluginType    // every plugin block's kind and type, valid or not

@@ -49,6 +49,9 @@ func (l *Loader) envFunc() function.Function {
 			if len(args) == 2 {
 				return args[1], nil
 			}
+			if l.UnsetEnvEmpty {
+				return cty.StringVal(""), nil
+			}
 			return cty.UnknownVal(cty.String), fmt.Errorf("environment variable %s is not set; set it, or give a default: env(%q, \"...\")", name, name)
 		},
 	})

@@ -24,6 +24,10 @@ type Loader struct {
 	// ReadFile reads pipeline files and backs the file() function; nil
 	// means os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
+	// UnsetEnvEmpty makes env("NAME") of an unset variable without a
+	// default read as "" instead of failing (`pipeline test`, which calls
+	// no sink and so needs none of their secrets).
+	UnsetEnvEmpty bool
 }
 
 // Load reads one pipeline from the named files with the real environment; see
@@ -82,6 +86,7 @@ var topSchema = &hcl.BodySchema{
 		{Type: "transform", LabelNames: []string{"name"}},
 		{Type: "sink", LabelNames: []string{"type", "name"}},
 		{Type: "plugin", LabelNames: []string{"kind", "type"}},
+		{Type: "test", LabelNames: []string{"name"}},
 	},
 }
 
@@ -302,6 +307,8 @@ func (d *decoder) block(b *hcl.Block) {
 		d.p.Sinks = append(d.p.Sinks, s)
 	case "plugin":
 		d.plugin(b)
+	case "test":
+		d.test(b)
 	}
 }
 
@@ -624,6 +631,7 @@ func (d *decoder) resolve() {
 	for _, s := range d.p.Sinks {
 		s.Inputs = d.resolveRefs(&s.Block)
 	}
+	d.resolveTests()
 }
 
 func (d *decoder) resolveRefs(b *Block) []Input {

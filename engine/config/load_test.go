@@ -303,11 +303,16 @@ func TestEnvFunc(t *testing.T) {
 		}
 		return "", false
 	}}
+	lookup := l.LookupEnv
 	tests := []struct {
-		expr string
-		want string
-		err  string
+		expr  string
+		want  string
+		err   string
+		empty bool // Loader.UnsetEnvEmpty (pipeline test)
 	}{
+		{expr: `env("UNSET")`, want: "", empty: true},
+		{expr: `env("UNSET", "d")`, want: "d", empty: true},
+		{expr: `env("SET")`, want: "value", empty: true},
 		{expr: `env("SET")`, want: "value"},
 		{expr: `env("SET", "d")`, want: "value"},
 		{expr: `env("UNSET", "d")`, want: "d"},
@@ -317,6 +322,7 @@ func TestEnvFunc(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
+			l := &Loader{LookupEnv: lookup, UnsetEnvEmpty: tt.empty}
 			p, diags := l.LoadBytes([]byte(`source "file" "s" { path = `+tt.expr+` }
 sink "webhook" "k" { inputs = [source.s] }`), "t.hcl")
 			if diags.HasErrors() {

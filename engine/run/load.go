@@ -34,12 +34,31 @@ type LoadOptions struct {
 	NoWait bool
 	// FullRefresh tells every sink that this run exports everything again.
 	FullRefresh bool
+	// Loader reads the files; nil reads them with the real environment.
+	Loader *config.Loader
+	// Substitute, when set, replaces every source and sink (`pipeline test`).
+	Substitute *Substitute
+}
+
+// Substitute replaces a pipeline's sources and sinks by stand-ins in the
+// engine's process (`pipeline test`). Their plugins are neither started nor
+// configured, except that a custom sink plugin is started to describe its
+// config, so that the block and its templates are checked; nothing reads
+// the sources' inputs or writes anything. Stages run as they do in a run.
+type Substitute struct {
+	// Source gives a source's stand-in and the schema of what it reads
+	// (nil when unknown: what reads it is then checked for syntax only).
+	Source func(*config.Source) (plan.SourcePlugin, *arrow.Schema)
+	Sink   func(*config.Sink) plan.SinkPlugin
 }
 
 // Loaded is a checked pipeline with its plugins started and configured.
 type Loaded struct {
 	Config *config.Pipeline
 	Plan   *Plan
+	// Compiled is what the check compiled, with the schema flowing into
+	// each block where it is known.
+	Compiled *config.Compiled
 
 	plugins  []*host.Plugin
 	services []*state.Service
@@ -70,7 +89,11 @@ func (l *Loaded) Close() {
 // returns the diagnostics with a Loaded that has no Plan (its Config still
 // holds the files, for printing the diagnostics).
 func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.Diagnostics) {
-	p, diags := config.Load(files...)
+	loader := opts.Loader
+	if loader == nil {
+		loader = &config.Loader{}
+	}
+	p, diags := loader.Load(files...)
 	if p == nil {
 		return nil, diags
 	}
@@ -129,8 +152,11 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			configs[n] = cfg
 		}
 	}
+	sub := opts.Substitute
 	for _, s := range p.Sources {
-		decode(s)
+		if sub == nil {
+			decode(s)
+		}
 	}
 	for _, s := range p.Sinks {
 		decode(s)
@@ -208,6 +234,9 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	}
 	schemas := map[string]*arrow.Schema{}
 	for _, s := range p.Sources {
+		if sub != nil {
+			continue
+		}
 		configure(s)
 		if plug := started[s]; plug != nil && !failedConfigure[s] {
 			schema, err := plug.Schema(ctx)
@@ -220,7 +249,19 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 	}
 	for _, s := range p.Sinks {
-		configure(s)
+		if sub == nil {
+			configure(s)
+		}
+	}
+	standIns := map[*config.Source]plan.SourcePlugin{}
+	if sub != nil {
+		for _, s := range p.Sources {
+			plug, schema := sub.Source(s)
+			standIns[s] = plug
+			if schema != nil {
+				schemas[s.Name] = schema
+			}
+		}
 	}
 	for _, t := range p.Transforms {
 		if t.IsPlugin() {
@@ -236,6 +277,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		Configs:  decoded,
 	})
 	diags = append(diags, d...)
+	l.Compiled = compiled
 
 	fromStart, d := nonIncremental(p)
 	if diags = append(diags, d...); diags.HasErrors() {
@@ -250,9 +292,17 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	}
 	for _, s := range p.Sources {
 		parts.Sources[s] = started[s]
+		if sub != nil {
+			parts.Sources[s] = standIns[s]
+		}
 	}
 	for _, s := range p.Sinks {
-		ss := plan.StartedSink{Plugin: sinkAdapter{started[s]}, Buffered: started[s].Buffered(), Outbox: outboxes[s]}
+		var ss plan.StartedSink
+		if sub != nil {
+			ss.Plugin = sub.Sink(s)
+		} else {
+			ss = plan.StartedSink{Plugin: sinkAdapter{started[s]}, Buffered: started[s].Buffered(), Outbox: outboxes[s]}
+		}
 		for _, t := range configs[s].Templates {
 			if ss.Templates == nil {
 				ss.Templates = map[string]string{}
