@@ -18,6 +18,7 @@ import (
 	sinkwebhook "github.com/pipelinehq/pipeline/plugins/sink-webhook"
 	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
+	sourcehttp "github.com/pipelinehq/pipeline/plugins/source-http"
 	transformhttp "github.com/pipelinehq/pipeline/plugins/transform-http"
 )
 
@@ -56,6 +57,7 @@ func register(newFn func() any) {
 
 func init() {
 	register(func() any { return &sourcefile.Source{} })
+	register(func() any { return &sourcehttp.Source{} })
 	register(func() any { return &sinkfile.Sink{} })
 	register(func() any { return &sinkwebhook.Sink{} })
 	register(func() any { return &sinkslack.Sink{} })

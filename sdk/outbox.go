@@ -173,12 +173,15 @@ type stateOutbox struct{ c pluginv1.StateClient }
 
 var _ RetentionSetter = (*stateOutbox)(nil)
 
-func dialOutbox(b *plugin.GRPCBroker, id uint32) (Outbox, error) {
+// dialState connects to the State service the engine serves the plugin:
+// a sink's outbox, a source's inbox.
+func dialState(b *plugin.GRPCBroker, id uint32) (Outbox, Inbox, error) {
 	conn, err := b.Dial(id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &stateOutbox{c: pluginv1.NewStateClient(conn)}, nil
+	c := pluginv1.NewStateClient(conn)
+	return &stateOutbox{c: c}, &stateInbox{c: c}, nil
 }
 
 func unixMs(t time.Time) int64 {

@@ -17,6 +17,8 @@ package sdk
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +107,9 @@ type Config struct {
 	// Outbox is the engine's durable outbox for this block, nil when the
 	// engine serves none (`pipeline validate`, tests without an engine).
 	Outbox Outbox
+	// Inbox is the engine's durable inbox for a source (push sources keep
+	// what they accept there), nil when the engine serves none.
+	Inbox Inbox
 	// NoWait asks a sink with an outbox not to wait for pending deliveries
 	// when its stream ends (`pipeline run --no-wait`).
 	NoWait bool
@@ -185,6 +190,18 @@ type Origin struct {
 	Unit string
 	// Places holds one entry per row of the batch.
 	Places []int64
+	// IDs, when set, are the records' ids, one per row, as the source
+	// assigned them: a push source tells its clients the ids the sinks
+	// will see (RecordID). Nil: the engine derives each record's id from
+	// its row_id, else from the source, Name and its place.
+	IDs []string
+}
+
+// IDPrefix is the first part of the ids the engine derives for records
+// without a row_id: a hash of the source's name and the origin's name.
+func IDPrefix(source, origin string) string {
+	h := sha256.Sum256([]byte(source + "\x00" + origin))
+	return hex.EncodeToString(h[:8]) + "-"
 }
 
 // SchemaSource is a Source that can tell its record schema before reading,

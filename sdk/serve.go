@@ -159,11 +159,15 @@ func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) 
 		if s.broker == nil {
 			return nil, status.Error(codes.FailedPrecondition, "the engine offers a state service but the plugin has no broker")
 		}
-		o, err := dialOutbox(s.broker, req.StateBrokerId)
+		o, in, err := dialState(s.broker, req.StateBrokerId)
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "connect to the engine's state service: %v", err)
 		}
-		cfg.Outbox = o
+		if _, ok := s.impl.(Source); ok {
+			cfg.Inbox = in
+		} else {
+			cfg.Outbox = o
+		}
 	}
 	var err error
 	switch p := s.impl.(type) {
@@ -252,14 +256,20 @@ func (e *emitter) EmitAt(rec arrow.RecordBatch, position []byte, origin Origin) 
 	if origin.Name != "" && int64(len(origin.Places)) != rec.NumRows() {
 		return fmt.Errorf("emit: origin %q has %d places for %d rows", origin.Name, len(origin.Places), rec.NumRows())
 	}
+	if origin.IDs != nil && int64(len(origin.IDs)) != rec.NumRows() {
+		return fmt.Errorf("emit: origin %q has %d ids for %d rows", origin.Name, len(origin.IDs), rec.NumRows())
+	}
 	var off int64
 	return e.enc.Split(rec, func(data []byte, rows int64, last bool) error {
 		msg := &pluginv1.ReadResponse{Arrow: data, Rows: rows, Skipped: e.skipped}
 		if origin.Name != "" {
 			msg.Origin, msg.PlaceUnit = origin.Name, origin.Unit
 			msg.Places = origin.Places[off : off+rows]
-			off += rows
 		}
+		if origin.IDs != nil {
+			msg.Ids = origin.IDs[off : off+rows]
+		}
+		off += rows
 		if last {
 			// Only the end of the whole batch is a position to resume from.
 			msg.Position = position

@@ -332,6 +332,8 @@ type ReadMsg struct {
 	Origin    string
 	PlaceUnit string
 	Places    []int64
+	// IDs are the records' ids when the source assigned them.
+	IDs []string
 }
 
 // Read streams a source's batches from the checkpoint to fn. It returns when
@@ -351,7 +353,7 @@ func (p *Plugin) Read(ctx context.Context, checkpoint []byte, fn func(ReadMsg) e
 		if err != nil {
 			return p.Err(err)
 		}
-		m := ReadMsg{Position: msg.Position, Skipped: msg.Skipped, Origin: msg.Origin, PlaceUnit: msg.PlaceUnit, Places: msg.Places}
+		m := ReadMsg{Position: msg.Position, Skipped: msg.Skipped, Origin: msg.Origin, PlaceUnit: msg.PlaceUnit, Places: msg.Places, IDs: msg.Ids}
 		if len(msg.Arrow) > 0 {
 			if m.Rec, err = dec.Decode(msg.Arrow); err != nil {
 				return p.Err(fmt.Errorf("read: %w", err))

@@ -436,7 +436,9 @@ func (sr *sourceReader) read(ctx context.Context) error {
 			idSchema = withIDField(rec.Schema())
 		}
 		var withIDs arrow.RecordBatch
-		if m.Origin != "" && int64(len(m.Places)) == rec.NumRows() {
+		if int64(len(m.IDs)) == rec.NumRows() && len(m.IDs) > 0 {
+			withIDs = addGivenIDs(mem, rec, idSchema, m.IDs)
+		} else if m.Origin != "" && int64(len(m.Places)) == rec.NumRows() {
 			withIDs = addPlaceIDs(mem, rec, idSchema, src.Name, m.Origin, m.Places)
 		} else {
 			withIDs = addIDs(mem, rec, idSchema, src.Name, sr.start, sr.rowInSpan)

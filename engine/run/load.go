@@ -206,6 +206,10 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 				return
 			}
 		}
+		if opts.Store != nil && b.Kind == config.KindSource {
+			// A push source keeps what it accepts in its inbox.
+			copts.State = state.NewInboxService(opts.Store, p.Name, b.Name)
+		}
 		if opts.Store != nil && b.Kind == config.KindSink {
 			svc, err := state.NewService(ctx, opts.Store, p.Name, b.Name)
 			if err != nil {

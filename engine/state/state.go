@@ -83,7 +83,7 @@ func Open(path string) (*Store, error) {
 	// `pipeline state show` looks) can find it locked while the other sets
 	// up WAL and the tables, which the busy timeout does not always cover.
 	for try := 0; ; try++ {
-		_, err = db.Exec(schema + outboxSchema + retentionSchema + sinkProgressSchema)
+		_, err = db.Exec(schema + outboxSchema + retentionSchema + sinkProgressSchema + inboxSchema)
 		if err == nil || try == 50 || !isBusy(err) {
 			break
 		}

@@ -133,7 +133,7 @@ func (x Circuit_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Circuit_State.Descriptor instead.
 func (Circuit_State) EnumDescriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20, 0}
+	return file_plugin_proto_rawDescGZIP(), []int{29, 0}
 }
 
 type DescribeRequest struct {
@@ -666,9 +666,13 @@ type ReadResponse struct {
 	// table); places holds one entry per row: its line (place_unit "line") or
 	// row index (place_unit "row") within origin. Empty for sources that
 	// cannot tell.
-	Origin        string  `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
-	Places        []int64 `protobuf:"varint,6,rep,packed,name=places,proto3" json:"places,omitempty"`
-	PlaceUnit     string  `protobuf:"bytes,7,opt,name=place_unit,json=placeUnit,proto3" json:"place_unit,omitempty"`
+	Origin    string  `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	Places    []int64 `protobuf:"varint,6,rep,packed,name=places,proto3" json:"places,omitempty"`
+	PlaceUnit string  `protobuf:"bytes,7,opt,name=place_unit,json=placeUnit,proto3" json:"place_unit,omitempty"`
+	// The records' ids, one per row, when the source assigns them (a push
+	// source answers its clients with the ids the sinks will see); empty:
+	// the engine derives them (a record's row_id, else origin and place).
+	Ids           []string `protobuf:"bytes,8,rep,name=ids,proto3" json:"ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -750,6 +754,13 @@ func (x *ReadResponse) GetPlaceUnit() string {
 		return x.PlaceUnit
 	}
 	return ""
+}
+
+func (x *ReadResponse) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
 }
 
 type WriteRequest struct {
@@ -1010,6 +1021,527 @@ func (x *TransformResponse) GetLast() bool {
 	return false
 }
 
+type InboxEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The records as JSON lines: one object per line.
+	Records []byte `protobuf:"bytes,1,opt,name=records,proto3" json:"records,omitempty"`
+	Count   uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// A dedupe key (an Idempotency-Key, a webhook delivery id), or empty.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// How long the key dedupes, in milliseconds.
+	KeyWindowMs int64 `protobuf:"varint,4,opt,name=key_window_ms,json=keyWindowMs,proto3" json:"key_window_ms,omitempty"`
+	// What a later entry with the same key is answered with.
+	Response []byte `protobuf:"bytes,5,opt,name=response,proto3" json:"response,omitempty"`
+	// Names the request the records came in, for their ids (the push source
+	// derives each record's id from it and the record's index in it).
+	Origin        string `protobuf:"bytes,6,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxEntry) Reset() {
+	*x = InboxEntry{}
+	mi := &file_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxEntry) ProtoMessage() {}
+
+func (x *InboxEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxEntry.ProtoReflect.Descriptor instead.
+func (*InboxEntry) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *InboxEntry) GetRecords() []byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *InboxEntry) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *InboxEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *InboxEntry) GetKeyWindowMs() int64 {
+	if x != nil {
+		return x.KeyWindowMs
+	}
+	return 0
+}
+
+func (x *InboxEntry) GetResponse() []byte {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *InboxEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+type InboxAppendRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*InboxEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxAppendRequest) Reset() {
+	*x = InboxAppendRequest{}
+	mi := &file_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxAppendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxAppendRequest) ProtoMessage() {}
+
+func (x *InboxAppendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxAppendRequest.ProtoReflect.Descriptor instead.
+func (*InboxAppendRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *InboxAppendRequest) GetEntries() []*InboxEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type InboxAppendResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The number of the entry's first record; 0 for a duplicate.
+	First int64 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	// The key was stored within its window: nothing was stored, and
+	// response is what the first entry with the key was answered with.
+	Duplicate     bool   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Response      []byte `protobuf:"bytes,3,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxAppendResult) Reset() {
+	*x = InboxAppendResult{}
+	mi := &file_plugin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxAppendResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxAppendResult) ProtoMessage() {}
+
+func (x *InboxAppendResult) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxAppendResult.ProtoReflect.Descriptor instead.
+func (*InboxAppendResult) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *InboxAppendResult) GetFirst() int64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *InboxAppendResult) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *InboxAppendResult) GetResponse() []byte {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+type InboxAppendResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Results []*InboxAppendResult   `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Stored records not committed past, after this append.
+	Pending       int64 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxAppendResponse) Reset() {
+	*x = InboxAppendResponse{}
+	mi := &file_plugin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxAppendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxAppendResponse) ProtoMessage() {}
+
+func (x *InboxAppendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxAppendResponse.ProtoReflect.Descriptor instead.
+func (*InboxAppendResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *InboxAppendResponse) GetResults() []*InboxAppendResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *InboxAppendResponse) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+type InboxReadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	After int64                  `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many records (whole entries; at least one entry).
+	MaxRecords    uint32 `protobuf:"varint,2,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxReadRequest) Reset() {
+	*x = InboxReadRequest{}
+	mi := &file_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxReadRequest) ProtoMessage() {}
+
+func (x *InboxReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxReadRequest.ProtoReflect.Descriptor instead.
+func (*InboxReadRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *InboxReadRequest) GetAfter() int64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *InboxReadRequest) GetMaxRecords() uint32 {
+	if x != nil {
+		return x.MaxRecords
+	}
+	return 0
+}
+
+type InboxStored struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	First          int64                  `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
+	Count          uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Records        []byte                 `protobuf:"bytes,3,opt,name=records,proto3" json:"records,omitempty"`
+	ReceivedUnixMs int64                  `protobuf:"varint,4,opt,name=received_unix_ms,json=receivedUnixMs,proto3" json:"received_unix_ms,omitempty"`
+	Origin         string                 `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InboxStored) Reset() {
+	*x = InboxStored{}
+	mi := &file_plugin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxStored) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxStored) ProtoMessage() {}
+
+func (x *InboxStored) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxStored.ProtoReflect.Descriptor instead.
+func (*InboxStored) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *InboxStored) GetFirst() int64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *InboxStored) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *InboxStored) GetRecords() []byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *InboxStored) GetReceivedUnixMs() int64 {
+	if x != nil {
+		return x.ReceivedUnixMs
+	}
+	return 0
+}
+
+func (x *InboxStored) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+type InboxReadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*InboxStored         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxReadResponse) Reset() {
+	*x = InboxReadResponse{}
+	mi := &file_plugin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxReadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxReadResponse) ProtoMessage() {}
+
+func (x *InboxReadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxReadResponse.ProtoReflect.Descriptor instead.
+func (*InboxReadResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *InboxReadResponse) GetEntries() []*InboxStored {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type InboxStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxStatusRequest) Reset() {
+	*x = InboxStatusRequest{}
+	mi := &file_plugin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxStatusRequest) ProtoMessage() {}
+
+func (x *InboxStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxStatusRequest.ProtoReflect.Descriptor instead.
+func (*InboxStatusRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{20}
+}
+
+type InboxStatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pending int64                  `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	// When the oldest pending record was stored (unix ms; 0: none pending).
+	OldestPendingUnixMs int64 `protobuf:"varint,2,opt,name=oldest_pending_unix_ms,json=oldestPendingUnixMs,proto3" json:"oldest_pending_unix_ms,omitempty"`
+	// The number of the last record stored.
+	Last          int64 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxStatusResponse) Reset() {
+	*x = InboxStatusResponse{}
+	mi := &file_plugin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxStatusResponse) ProtoMessage() {}
+
+func (x *InboxStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxStatusResponse.ProtoReflect.Descriptor instead.
+func (*InboxStatusResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InboxStatusResponse) GetPending() int64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *InboxStatusResponse) GetOldestPendingUnixMs() int64 {
+	if x != nil {
+		return x.OldestPendingUnixMs
+	}
+	return 0
+}
+
+func (x *InboxStatusResponse) GetLast() int64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
 type Delivery struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                             // stable: the webhook-id, the dedupe key
@@ -1028,7 +1560,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1572,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1585,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Delivery) GetId() string {
@@ -1114,7 +1646,7 @@ type EnqueueRequest struct {
 
 func (x *EnqueueRequest) Reset() {
 	*x = EnqueueRequest{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1658,7 @@ func (x *EnqueueRequest) String() string {
 func (*EnqueueRequest) ProtoMessage() {}
 
 func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1671,7 @@ func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueRequest.ProtoReflect.Descriptor instead.
 func (*EnqueueRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EnqueueRequest) GetDeliveries() []*Delivery {
@@ -1161,7 +1693,7 @@ type EnqueueResponse struct {
 
 func (x *EnqueueResponse) Reset() {
 	*x = EnqueueResponse{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1705,7 @@ func (x *EnqueueResponse) String() string {
 func (*EnqueueResponse) ProtoMessage() {}
 
 func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1718,7 @@ func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueResponse.ProtoReflect.Descriptor instead.
 func (*EnqueueResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EnqueueResponse) GetAdded() uint32 {
@@ -1218,7 +1750,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1762,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1775,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LeaseRequest) GetMax() uint32 {
@@ -1279,7 +1811,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1823,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1836,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LeaseResponse) GetDeliveries() []*Delivery {
@@ -1334,7 +1866,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1878,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1891,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Attempt) GetAtUnixMs() int64 {
@@ -1411,7 +1943,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1955,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1968,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Result) GetId() string {
@@ -1487,7 +2019,7 @@ type Circuit struct {
 
 func (x *Circuit) Reset() {
 	*x = Circuit{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +2031,7 @@ func (x *Circuit) String() string {
 func (*Circuit) ProtoMessage() {}
 
 func (x *Circuit) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +2044,7 @@ func (x *Circuit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Circuit.ProtoReflect.Descriptor instead.
 func (*Circuit) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Circuit) GetEndpoint() string {
@@ -1553,7 +2085,7 @@ type RecordRequest struct {
 
 func (x *RecordRequest) Reset() {
 	*x = RecordRequest{}
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +2097,7 @@ func (x *RecordRequest) String() string {
 func (*RecordRequest) ProtoMessage() {}
 
 func (x *RecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +2110,7 @@ func (x *RecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{21}
+	return file_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RecordRequest) GetResults() []*Result {
@@ -1603,7 +2135,7 @@ type RecordResponse struct {
 
 func (x *RecordResponse) Reset() {
 	*x = RecordResponse{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +2147,7 @@ func (x *RecordResponse) String() string {
 func (*RecordResponse) ProtoMessage() {}
 
 func (x *RecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +2160,7 @@ func (x *RecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordResponse.ProtoReflect.Descriptor instead.
 func (*RecordResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 type PendingRequest struct {
@@ -1639,7 +2171,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +2183,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +2196,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 type PendingResponse struct {
@@ -1681,7 +2213,7 @@ type PendingResponse struct {
 
 func (x *PendingResponse) Reset() {
 	*x = PendingResponse{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +2225,7 @@ func (x *PendingResponse) String() string {
 func (*PendingResponse) ProtoMessage() {}
 
 func (x *PendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +2238,7 @@ func (x *PendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResponse.ProtoReflect.Descriptor instead.
 func (*PendingResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PendingResponse) GetPending() uint64 {
@@ -1756,7 +2288,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +2300,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +2313,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetRetentionRequest) GetDeliveredMs() int64 {
@@ -1813,7 +2345,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2357,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2370,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 var File_plugin_proto protoreflect.FileDescriptor
@@ -1883,7 +2415,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\vReadRequest\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
-	"checkpoint\"\xbd\x01\n" +
+	"checkpoint\"\xcf\x01\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05arrow\x18\x01 \x01(\fR\x05arrow\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\fR\bposition\x12\x12\n" +
@@ -1892,7 +2424,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06origin\x18\x05 \x01(\tR\x06origin\x12\x16\n" +
 	"\x06places\x18\x06 \x03(\x03R\x06places\x12\x1d\n" +
 	"\n" +
-	"place_unit\x18\a \x01(\tR\tplaceUnit\"`\n" +
+	"place_unit\x18\a \x01(\tR\tplaceUnit\x12\x10\n" +
+	"\x03ids\x18\b \x03(\tR\x03ids\"`\n" +
 	"\fWriteRequest\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
@@ -1908,7 +2441,41 @@ const file_plugin_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x12\n" +
-	"\x04last\x18\x04 \x01(\bR\x04last\"\xcc\x01\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\"\xa6\x01\n" +
+	"\n" +
+	"InboxEntry\x12\x18\n" +
+	"\arecords\x18\x01 \x01(\fR\arecords\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\"\n" +
+	"\rkey_window_ms\x18\x04 \x01(\x03R\vkeyWindowMs\x12\x1a\n" +
+	"\bresponse\x18\x05 \x01(\fR\bresponse\x12\x16\n" +
+	"\x06origin\x18\x06 \x01(\tR\x06origin\"N\n" +
+	"\x12InboxAppendRequest\x128\n" +
+	"\aentries\x18\x01 \x03(\v2\x1e.pipeline.plugin.v1.InboxEntryR\aentries\"c\n" +
+	"\x11InboxAppendResult\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x03R\x05first\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1a\n" +
+	"\bresponse\x18\x03 \x01(\fR\bresponse\"p\n" +
+	"\x13InboxAppendResponse\x12?\n" +
+	"\aresults\x18\x01 \x03(\v2%.pipeline.plugin.v1.InboxAppendResultR\aresults\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x03R\apending\"I\n" +
+	"\x10InboxReadRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x03R\x05after\x12\x1f\n" +
+	"\vmax_records\x18\x02 \x01(\rR\n" +
+	"maxRecords\"\x95\x01\n" +
+	"\vInboxStored\x12\x14\n" +
+	"\x05first\x18\x01 \x01(\x03R\x05first\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x18\n" +
+	"\arecords\x18\x03 \x01(\fR\arecords\x12(\n" +
+	"\x10received_unix_ms\x18\x04 \x01(\x03R\x0ereceivedUnixMs\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"N\n" +
+	"\x11InboxReadResponse\x129\n" +
+	"\aentries\x18\x01 \x03(\v2\x1f.pipeline.plugin.v1.InboxStoredR\aentries\"\x14\n" +
+	"\x12InboxStatusRequest\"x\n" +
+	"\x13InboxStatusResponse\x12\x18\n" +
+	"\apending\x18\x01 \x01(\x03R\apending\x123\n" +
+	"\x16oldest_pending_unix_ms\x18\x02 \x01(\x03R\x13oldestPendingUnixMs\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\x03R\x04last\"\xcc\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1b\n" +
@@ -1986,13 +2553,16 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
 	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01\x12\\\n" +
-	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xb1\x03\n" +
+	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xcb\x05\n" +
 	"\x05State\x12R\n" +
 	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
 	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
 	"\x06Record\x12!.pipeline.plugin.v1.RecordRequest\x1a\".pipeline.plugin.v1.RecordResponse\x12R\n" +
 	"\aPending\x12\".pipeline.plugin.v1.PendingRequest\x1a#.pipeline.plugin.v1.PendingResponse\x12a\n" +
-	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
+	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponse\x12^\n" +
+	"\vInboxAppend\x12&.pipeline.plugin.v1.InboxAppendRequest\x1a'.pipeline.plugin.v1.InboxAppendResponse\x12X\n" +
+	"\tInboxRead\x12$.pipeline.plugin.v1.InboxReadRequest\x1a%.pipeline.plugin.v1.InboxReadResponse\x12^\n" +
+	"\vInboxStatus\x12&.pipeline.plugin.v1.InboxStatusRequest\x1a'.pipeline.plugin.v1.InboxStatusResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -2007,7 +2577,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_plugin_proto_goTypes = []any{
 	(Outcome)(0),                 // 0: pipeline.plugin.v1.Outcome
 	(Circuit_State)(0),           // 1: pipeline.plugin.v1.Circuit.State
@@ -2024,58 +2594,76 @@ var file_plugin_proto_goTypes = []any{
 	(*WriteResponse)(nil),        // 12: pipeline.plugin.v1.WriteResponse
 	(*TransformRequest)(nil),     // 13: pipeline.plugin.v1.TransformRequest
 	(*TransformResponse)(nil),    // 14: pipeline.plugin.v1.TransformResponse
-	(*Delivery)(nil),             // 15: pipeline.plugin.v1.Delivery
-	(*EnqueueRequest)(nil),       // 16: pipeline.plugin.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),      // 17: pipeline.plugin.v1.EnqueueResponse
-	(*LeaseRequest)(nil),         // 18: pipeline.plugin.v1.LeaseRequest
-	(*LeaseResponse)(nil),        // 19: pipeline.plugin.v1.LeaseResponse
-	(*Attempt)(nil),              // 20: pipeline.plugin.v1.Attempt
-	(*Result)(nil),               // 21: pipeline.plugin.v1.Result
-	(*Circuit)(nil),              // 22: pipeline.plugin.v1.Circuit
-	(*RecordRequest)(nil),        // 23: pipeline.plugin.v1.RecordRequest
-	(*RecordResponse)(nil),       // 24: pipeline.plugin.v1.RecordResponse
-	(*PendingRequest)(nil),       // 25: pipeline.plugin.v1.PendingRequest
-	(*PendingResponse)(nil),      // 26: pipeline.plugin.v1.PendingResponse
-	(*SetRetentionRequest)(nil),  // 27: pipeline.plugin.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil), // 28: pipeline.plugin.v1.SetRetentionResponse
+	(*InboxEntry)(nil),           // 15: pipeline.plugin.v1.InboxEntry
+	(*InboxAppendRequest)(nil),   // 16: pipeline.plugin.v1.InboxAppendRequest
+	(*InboxAppendResult)(nil),    // 17: pipeline.plugin.v1.InboxAppendResult
+	(*InboxAppendResponse)(nil),  // 18: pipeline.plugin.v1.InboxAppendResponse
+	(*InboxReadRequest)(nil),     // 19: pipeline.plugin.v1.InboxReadRequest
+	(*InboxStored)(nil),          // 20: pipeline.plugin.v1.InboxStored
+	(*InboxReadResponse)(nil),    // 21: pipeline.plugin.v1.InboxReadResponse
+	(*InboxStatusRequest)(nil),   // 22: pipeline.plugin.v1.InboxStatusRequest
+	(*InboxStatusResponse)(nil),  // 23: pipeline.plugin.v1.InboxStatusResponse
+	(*Delivery)(nil),             // 24: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),       // 25: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),      // 26: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),         // 27: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),        // 28: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),              // 29: pipeline.plugin.v1.Attempt
+	(*Result)(nil),               // 30: pipeline.plugin.v1.Result
+	(*Circuit)(nil),              // 31: pipeline.plugin.v1.Circuit
+	(*RecordRequest)(nil),        // 32: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),       // 33: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),       // 34: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),      // 35: pipeline.plugin.v1.PendingResponse
+	(*SetRetentionRequest)(nil),  // 36: pipeline.plugin.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil), // 37: pipeline.plugin.v1.SetRetentionResponse
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
 	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	15, // 2: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	15, // 3: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	20, // 4: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
-	0,  // 5: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
-	1,  // 6: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
-	21, // 7: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
-	22, // 8: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
-	2,  // 9: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
-	5,  // 10: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
-	7,  // 11: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
-	9,  // 12: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
-	11, // 13: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
-	13, // 14: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
-	16, // 15: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
-	18, // 16: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
-	23, // 17: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
-	25, // 18: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
-	27, // 19: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
-	3,  // 20: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 21: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 22: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 23: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	12, // 24: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	14, // 25: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
-	17, // 26: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	19, // 27: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	24, // 28: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	26, // 29: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	28, // 30: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
-	20, // [20:31] is the sub-list for method output_type
-	9,  // [9:20] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	15, // 2: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
+	17, // 3: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
+	20, // 4: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
+	24, // 5: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	24, // 6: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	29, // 7: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
+	0,  // 8: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
+	1,  // 9: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
+	30, // 10: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
+	31, // 11: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
+	2,  // 12: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
+	5,  // 13: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
+	7,  // 14: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
+	9,  // 15: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
+	11, // 16: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
+	13, // 17: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
+	25, // 18: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
+	27, // 19: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
+	32, // 20: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
+	34, // 21: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
+	36, // 22: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
+	16, // 23: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
+	19, // 24: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
+	22, // 25: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
+	3,  // 26: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 27: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 28: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 29: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	12, // 30: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	14, // 31: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
+	26, // 32: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	28, // 33: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	33, // 34: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	35, // 35: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	37, // 36: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	18, // 37: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
+	21, // 38: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
+	23, // 39: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
+	26, // [26:40] is the sub-list for method output_type
+	12, // [12:26] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -2089,7 +2677,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -350,6 +350,9 @@ const (
 	State_Record_FullMethodName       = "/pipeline.plugin.v1.State/Record"
 	State_Pending_FullMethodName      = "/pipeline.plugin.v1.State/Pending"
 	State_SetRetention_FullMethodName = "/pipeline.plugin.v1.State/SetRetention"
+	State_InboxAppend_FullMethodName  = "/pipeline.plugin.v1.State/InboxAppend"
+	State_InboxRead_FullMethodName    = "/pipeline.plugin.v1.State/InboxRead"
+	State_InboxStatus_FullMethodName  = "/pipeline.plugin.v1.State/InboxStatus"
 )
 
 // StateClient is the client API for State service.
@@ -382,6 +385,22 @@ type StateClient interface {
 	// engine stores it (so `pipeline state vacuum` uses it too) and prunes
 	// in the background. A sink that never calls it gets the defaults.
 	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
+	// The inbox of a push source (source "http", source "webhook"): records
+	// accepted over the network, kept until every sink acked them. Records are
+	// numbered from 1 in the order stored; the source's position is the
+	// number of the last record of a batch, written in decimal.
+	//
+	// InboxAppend stores entries (each the records of one request) in one
+	// durable write: a push source group-commits concurrent requests into one
+	// call and answers them only after it returns. An entry whose key was
+	// stored within its window is not stored again.
+	InboxAppend(ctx context.Context, in *InboxAppendRequest, opts ...grpc.CallOption) (*InboxAppendResponse, error)
+	// InboxRead returns stored entries whose records come after a record
+	// number, oldest first.
+	InboxRead(ctx context.Context, in *InboxReadRequest, opts ...grpc.CallOption) (*InboxReadResponse, error)
+	// InboxStatus counts the stored records the pipeline has not committed
+	// past yet (not acked by every sink), and drops what it has.
+	InboxStatus(ctx context.Context, in *InboxStatusRequest, opts ...grpc.CallOption) (*InboxStatusResponse, error)
 }
 
 type stateClient struct {
@@ -442,6 +461,36 @@ func (c *stateClient) SetRetention(ctx context.Context, in *SetRetentionRequest,
 	return out, nil
 }
 
+func (c *stateClient) InboxAppend(ctx context.Context, in *InboxAppendRequest, opts ...grpc.CallOption) (*InboxAppendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InboxAppendResponse)
+	err := c.cc.Invoke(ctx, State_InboxAppend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) InboxRead(ctx context.Context, in *InboxReadRequest, opts ...grpc.CallOption) (*InboxReadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InboxReadResponse)
+	err := c.cc.Invoke(ctx, State_InboxRead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) InboxStatus(ctx context.Context, in *InboxStatusRequest, opts ...grpc.CallOption) (*InboxStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InboxStatusResponse)
+	err := c.cc.Invoke(ctx, State_InboxStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateServer is the server API for State service.
 // All implementations must embed UnimplementedStateServer
 // for forward compatibility.
@@ -472,6 +521,22 @@ type StateServer interface {
 	// engine stores it (so `pipeline state vacuum` uses it too) and prunes
 	// in the background. A sink that never calls it gets the defaults.
 	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
+	// The inbox of a push source (source "http", source "webhook"): records
+	// accepted over the network, kept until every sink acked them. Records are
+	// numbered from 1 in the order stored; the source's position is the
+	// number of the last record of a batch, written in decimal.
+	//
+	// InboxAppend stores entries (each the records of one request) in one
+	// durable write: a push source group-commits concurrent requests into one
+	// call and answers them only after it returns. An entry whose key was
+	// stored within its window is not stored again.
+	InboxAppend(context.Context, *InboxAppendRequest) (*InboxAppendResponse, error)
+	// InboxRead returns stored entries whose records come after a record
+	// number, oldest first.
+	InboxRead(context.Context, *InboxReadRequest) (*InboxReadResponse, error)
+	// InboxStatus counts the stored records the pipeline has not committed
+	// past yet (not acked by every sink), and drops what it has.
+	InboxStatus(context.Context, *InboxStatusRequest) (*InboxStatusResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
 
@@ -496,6 +561,15 @@ func (UnimplementedStateServer) Pending(context.Context, *PendingRequest) (*Pend
 }
 func (UnimplementedStateServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
+}
+func (UnimplementedStateServer) InboxAppend(context.Context, *InboxAppendRequest) (*InboxAppendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InboxAppend not implemented")
+}
+func (UnimplementedStateServer) InboxRead(context.Context, *InboxReadRequest) (*InboxReadResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InboxRead not implemented")
+}
+func (UnimplementedStateServer) InboxStatus(context.Context, *InboxStatusRequest) (*InboxStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InboxStatus not implemented")
 }
 func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
 func (UnimplementedStateServer) testEmbeddedByValue()               {}
@@ -608,6 +682,60 @@ func _State_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_InboxAppend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InboxAppendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).InboxAppend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_InboxAppend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).InboxAppend(ctx, req.(*InboxAppendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _State_InboxRead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InboxReadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).InboxRead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_InboxRead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).InboxRead(ctx, req.(*InboxReadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _State_InboxStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InboxStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).InboxStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_InboxStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).InboxStatus(ctx, req.(*InboxStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // State_ServiceDesc is the grpc.ServiceDesc for State service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -634,6 +762,18 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetRetention",
 			Handler:    _State_SetRetention_Handler,
+		},
+		{
+			MethodName: "InboxAppend",
+			Handler:    _State_InboxAppend_Handler,
+		},
+		{
+			MethodName: "InboxRead",
+			Handler:    _State_InboxRead_Handler,
+		},
+		{
+			MethodName: "InboxStatus",
+			Handler:    _State_InboxStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,125 @@
+// Package sourcehttp is the built-in `source "http"`: a push API. Clients
+// POST records (a JSON object, an array of objects, or JSON lines, gzip or
+// not); they are answered 202 only once the records are durable in the
+// engine's state store, with the ids the sinks will see.
+package sourcehttp
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/push"
+)
+
+// Version is the plugin's version.
+const Version = "1.0.0"
+
+// IdempotencyWindow is how long an Idempotency-Key dedupes.
+const IdempotencyWindow = 24 * time.Hour
+
+// Source is the http push source.
+type Source struct {
+	cfg    config
+	server *push.Server
+}
+
+type config struct {
+	Listen     string `json:"listen"`
+	Path       string `json:"path"`
+	Token      string `json:"token"`
+	TLS        *tls   `json:"tls"`
+	MaxBody    int64  `json:"max_body"`
+	MaxPending int64  `json:"max_pending"`
+}
+
+type tls struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+}
+
+// ListenAttributes are the attributes every push source takes.
+func ListenAttributes(defaultPath string) []sdk.Attribute {
+	return []sdk.Attribute{
+		{Name: "listen", Type: sdk.String, Required: true, Description: `Address to listen on, e.g. "127.0.0.1:8080" (":8080" for every interface).`},
+		{Name: "path", Type: sdk.String, Default: defaultPath, Description: "The path records are POSTed to; GET /healthz answers too."},
+		{Name: "tls", Description: "Serve HTTPS: { cert_file = \"…\"  key_file = \"…\" }.", Nested: []sdk.Attribute{
+			{Name: "cert_file", Type: sdk.String, Required: true},
+			{Name: "key_file", Type: sdk.String, Required: true},
+		}},
+		{Name: "max_body", Type: sdk.Number, Default: push.DefaultMaxBody, Description: "The largest body accepted, in bytes, after decompression (413 above it)."},
+		{Name: "max_pending", Type: sdk.Number, Default: push.DefaultMaxPending, Description: "Accepted records not yet acked by every sink above which requests get 429 with Retry-After."},
+	}
+}
+
+// Info describes the plugin.
+func (s *Source) Info() sdk.Info {
+	return sdk.Info{
+		Kind:        sdk.KindSource,
+		Type:        "http",
+		Version:     Version,
+		Description: "A push API: POST a JSON object, an array of objects or JSON lines; 202 once durable, with the records' ids.",
+		Config: append(ListenAttributes("/v1/records"),
+			sdk.Attribute{Name: "token", Type: sdk.String, Description: "When set, requests need Authorization: Bearer <token> (401 otherwise)."},
+		),
+	}
+}
+
+// CheckListen checks the listen address and path of a push source.
+func CheckListen(listen, path string) error {
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return fmt.Errorf("listen: %q is not host:port: %v", listen, err)
+	}
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("path: %q must start with /", path)
+	}
+	if path == "/healthz" {
+		return fmt.Errorf("path: /healthz is the health check; records go elsewhere")
+	}
+	return nil
+}
+
+// Configure checks the block.
+func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
+	if err := cfg.Decode(&s.cfg); err != nil {
+		return err
+	}
+	if err := CheckListen(s.cfg.Listen, s.cfg.Path); err != nil {
+		return err
+	}
+	opts := push.Options{Listen: s.cfg.Listen, Path: s.cfg.Path, MaxBody: s.cfg.MaxBody, MaxPending: s.cfg.MaxPending, Source: cfg.Name}
+	if s.cfg.TLS != nil {
+		opts.CertFile, opts.KeyFile = s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile
+	}
+	s.server = push.New(opts, cfg.Inbox, s.accept)
+	return nil
+}
+
+// accept checks the token and splits the body into records.
+func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
+	if s.cfg.Token != "" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) != 1 {
+			return nil, push.Errorf(http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
+		}
+	}
+	recs, err := push.ParseRecords(r.Header.Get("Content-Type"), r.Body)
+	if err != nil {
+		return nil, err
+	}
+	acc := &push.Accepted{Records: recs}
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		acc.Key, acc.KeyWindow = "idempotency:"+key, IdempotencyWindow
+	}
+	return acc, nil
+}
+
+// Read serves the push API until ctx ends, emitting what is accepted.
+func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error {
+	return s.server.Read(ctx, from, emit)
+}

@@ -1,0 +1,501 @@
+// Package push is the machinery of a push source: an HTTP server whose
+// requests become records, stored durably in the engine's inbox
+// (sdk.Inbox) before the request is answered, and read from there into the
+// pipeline. `source "http"` and `source "webhook"` are built on it; a
+// custom push source supplies only its Handler.
+//
+// What it guarantees, for every Handler:
+//   - 202 only after the request's records are durable in the engine's
+//     state store; concurrent requests share one durable write (group
+//     commit). A record that got a 202 is read into the pipeline again after
+//     any crash, until every sink acked it.
+//   - A request with a dedupe key (Idempotency-Key, a webhook's delivery
+//     id) seen within its window stores nothing and is answered as the
+//     first was (or with the Handler's status for duplicates).
+//   - 413 over MaxBody, 429 with Retry-After while more than MaxPending
+//     accepted records are not acked by every sink, 503 with Retry-After
+//     while shutting down; nothing is stored for any of them.
+package push
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxBody    = 10 << 20
+	DefaultMaxPending = 100_000
+)
+
+// Options configure a push server.
+type Options struct {
+	// Listen is the address to listen on ("127.0.0.1:8080").
+	Listen string
+	// Path is where records are posted ("/v1/records").
+	Path string
+	// CertFile and KeyFile, when set, serve HTTPS.
+	CertFile, KeyFile string
+	// MaxBody bounds a request's body, after decompression (default 10 MiB).
+	MaxBody int64
+	// MaxPending bounds the accepted records not yet acked by every sink
+	// (default 100,000): past it, requests get 429.
+	MaxPending int64
+	// Source is the block's name: record ids derive from it.
+	Source string
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+// Request is a request as the Handler sees it: its headers and its exact
+// body bytes (decompressed when it was gzip-encoded; signatures are
+// verified over what was sent, see Raw).
+type Request struct {
+	Header http.Header
+	// Body is the body, decompressed.
+	Body []byte
+	// Raw is the body exactly as it arrived (compressed or not).
+	Raw []byte
+	// Received is when the request arrived.
+	Received time.Time
+}
+
+// Accepted is what a Handler makes of a request it accepts.
+type Accepted struct {
+	// Records are the request's records, one compact JSON object each
+	// (no newlines).
+	Records [][]byte
+	// Key, when set, dedupes: a request with the same key within
+	// KeyWindow stores nothing again.
+	Key       string
+	KeyWindow time.Duration
+	// DuplicateStatus is the status a duplicate is answered with; 0
+	// answers it as the first request was (202 and the same body).
+	DuplicateStatus int
+}
+
+// Error is a request refused: its status and a message for the client.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Errorf is an Error with a formatted message.
+func Errorf(status int, format string, args ...any) *Error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Handler turns a request into records, or refuses it with an *Error.
+type Handler func(r *Request) (*Accepted, error)
+
+// Server is a push source's HTTP server and its reader of the inbox.
+type Server struct {
+	opts    Options
+	inbox   sdk.Inbox
+	handler Handler
+
+	appends  chan *appendReq
+	notify   chan struct{}
+	pending  atomic.Int64
+	closing  atomic.Bool
+	Counters Counters
+}
+
+// Counters count what the server did, for progress and metrics.
+type Counters struct {
+	Accepted  atomic.Int64 // records stored
+	Requests  sync.Map     // status code (int) -> *atomic.Int64
+	Duplicate atomic.Int64 // requests answered from a stored key
+}
+
+func (c *Counters) count(status int) {
+	v, _ := c.Requests.LoadOrStore(status, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+// New returns a server storing into inbox what handler accepts.
+func New(opts Options, inbox sdk.Inbox, handler Handler) *Server {
+	if opts.MaxBody <= 0 {
+		opts.MaxBody = DefaultMaxBody
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{opts: opts, inbox: inbox, handler: handler, appends: make(chan *appendReq, 1024), notify: make(chan struct{}, 1)}
+}
+
+// appendReq is one request's entry waiting for the group commit.
+type appendReq struct {
+	entry sdk.InboxEntry
+	done  chan appendRes
+}
+
+type appendRes struct {
+	res sdk.InboxAppended
+	err error
+}
+
+// maxGroup bounds the entries of one durable write.
+const maxGroup = 512
+
+// commits stores what requests accepted, gathering all that wait into one
+// durable write, until ctx ends.
+func (s *Server) commits(ctx context.Context) {
+	var group []*appendReq
+	for {
+		group = group[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-s.appends:
+			group = append(group, r)
+		}
+	gather:
+		for len(group) < maxGroup {
+			select {
+			case r := <-s.appends:
+				group = append(group, r)
+			default:
+				break gather
+			}
+		}
+		entries := make([]sdk.InboxEntry, len(group))
+		for i, r := range group {
+			entries[i] = r.entry
+		}
+		// The write completes even when the run is stopping: its requests
+		// wait for their answer.
+		res, pending, err := s.inbox.Append(context.WithoutCancel(ctx), entries)
+		if err == nil && len(res) != len(group) {
+			err = fmt.Errorf("the inbox answered %d results for %d entries", len(res), len(group))
+		}
+		if err == nil {
+			s.pending.Store(pending)
+			select {
+			case s.notify <- struct{}{}:
+			default:
+			}
+		}
+		for i, r := range group {
+			if err != nil {
+				r.done <- appendRes{err: err}
+				continue
+			}
+			r.done <- appendRes{res: res[i]}
+		}
+	}
+}
+
+// Serve listens and serves until ctx ends; then it answers 503 to what
+// still comes, waits for requests in progress and returns. The records it
+// stores go to the inbox; Read reads them into the pipeline.
+func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if s.closing.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc(s.opts.Path, s.handle)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.opts.CertFile != "" {
+			err = srv.ServeTLS(ln, s.opts.CertFile, s.opts.KeyFile)
+		} else {
+			err = srv.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		errc <- err
+	}()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return err
+	}
+	s.closing.Store(true)
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shut)
+	return nil
+}
+
+// response is the body of a 202.
+type response struct {
+	Accepted int      `json:"accepted"`
+	IDs      []string `json:"ids"`
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	status := s.handleStatus(w, r)
+	s.Counters.count(status)
+}
+
+func (s *Server) fail(w http.ResponseWriter, status int, msg string, retryAfter int) int {
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	return status
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
+	if s.closing.Load() {
+		return s.fail(w, http.StatusServiceUnavailable, "the pipeline is shutting down; retry", 5)
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return s.fail(w, http.StatusMethodNotAllowed, "POST records to "+s.opts.Path, 0)
+	}
+	if r.ContentLength > s.opts.MaxBody {
+		return s.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over the limit of %d bytes (max_body)", s.opts.MaxBody), 0)
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody+1))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return s.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over the limit of %d bytes (max_body)", s.opts.MaxBody), 0)
+		}
+		return s.fail(w, http.StatusBadRequest, "reading the body: "+err.Error(), 0)
+	}
+	body := raw
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return s.fail(w, http.StatusBadRequest, "the body is not valid gzip: "+err.Error(), 0)
+		}
+		body, err = io.ReadAll(io.LimitReader(zr, s.opts.MaxBody+1))
+		if err != nil {
+			return s.fail(w, http.StatusBadRequest, "the body is not valid gzip: "+err.Error(), 0)
+		}
+		if int64(len(body)) > s.opts.MaxBody {
+			return s.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the decompressed body is over the limit of %d bytes (max_body)", s.opts.MaxBody), 0)
+		}
+	default:
+		return s.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %q is not supported: send the body as is or gzip-encoded", enc), 0)
+	}
+	req := &Request{Header: r.Header, Body: body, Raw: raw, Received: s.opts.Now()}
+	acc, err := s.handler(req)
+	if err != nil {
+		var he *Error
+		if errors.As(err, &he) {
+			return s.fail(w, he.Status, he.Msg, 0)
+		}
+		return s.fail(w, http.StatusInternalServerError, err.Error(), 0)
+	}
+	n := len(acc.Records)
+	if s.pending.Load()+int64(n) > s.opts.MaxPending && n > 0 {
+		return s.fail(w, http.StatusTooManyRequests, fmt.Sprintf("%d accepted records are waiting for the sinks (max_pending %d); retry later", s.pending.Load(), s.opts.MaxPending), 1)
+	}
+	origin := acc.Key
+	if origin == "" {
+		var b [16]byte
+		rand.Read(b[:])
+		origin = hex.EncodeToString(b[:])
+	}
+	resp := response{Accepted: n, IDs: RecordIDs(s.opts.Source, origin, acc.Records)}
+	body202, _ := json.Marshal(resp)
+	var lines []byte
+	for _, rec := range acc.Records {
+		lines = append(append(lines, rec...), '\n')
+	}
+	ar := &appendReq{entry: sdk.InboxEntry{Records: lines, Count: n, Origin: origin, Key: acc.Key, KeyWindow: acc.KeyWindow, Response: body202}, done: make(chan appendRes, 1)}
+	select {
+	case s.appends <- ar:
+	case <-r.Context().Done():
+		return s.fail(w, http.StatusServiceUnavailable, "the request was cancelled before its records were stored", 1)
+	}
+	res := <-ar.done
+	if res.err != nil {
+		return s.fail(w, http.StatusServiceUnavailable, "storing the records failed; nothing was stored, retry: "+res.err.Error(), 1)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if res.res.Duplicate {
+		s.Counters.Duplicate.Add(1)
+		status := http.StatusAccepted
+		if acc.DuplicateStatus != 0 {
+			status = acc.DuplicateStatus
+		}
+		w.WriteHeader(status)
+		w.Write(res.res.Response)
+		return status
+	}
+	s.Counters.Accepted.Add(int64(n))
+	w.WriteHeader(http.StatusAccepted)
+	w.Write(body202)
+	return http.StatusAccepted
+}
+
+// RecordIDs are the ids the sinks see for records that came in a request
+// named origin: a record's string row_id where it has a non-empty one, else
+// a hash of the source and origin, then the record's index in the request.
+func RecordIDs(source, origin string, records [][]byte) []string {
+	prefix := sdk.IDPrefix(source, origin)
+	ids := make([]string, len(records))
+	for i, rec := range records {
+		if id := rowID(rec); id != "" {
+			ids[i] = id
+			continue
+		}
+		ids[i] = prefix + strconv.Itoa(i)
+	}
+	return ids
+}
+
+// rowID is the record's top-level string row_id, or "".
+func rowID(rec []byte) string {
+	if !bytes.Contains(rec, []byte(`"row_id"`)) {
+		return ""
+	}
+	var v struct {
+		RowID any `json:"row_id"`
+	}
+	if json.Unmarshal(rec, &v) != nil {
+		return ""
+	}
+	s, _ := v.RowID.(string)
+	return s
+}
+
+// Read serves requests and emits what is stored, from the position from,
+// until ctx ends. It returns an error when it cannot listen.
+func (s *Server) Read(ctx context.Context, from []byte, emit sdk.Emitter) error {
+	if s.inbox == nil {
+		return fmt.Errorf("a push source needs the engine's state store to keep what it accepts; run it with pipeline run or pipeline serve")
+	}
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %v", s.opts.Listen, err)
+	}
+	if st, err := s.inbox.Status(ctx); err == nil {
+		s.pending.Store(st.Pending)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { defer wg.Done(); s.commits(commitCtx) }()
+	serveErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		err := s.serve(ctx, ln)
+		// Requests are answered: no more appends come.
+		stopCommits()
+		serveErr <- err
+	}()
+	go func() { defer wg.Done(); s.refreshPending(ctx) }()
+	err = s.emitStored(ctx, from, emit)
+	cancel()
+	wg.Wait()
+	if serr := <-serveErr; serr != nil && err == nil {
+		err = serr
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// refreshPending follows the pipeline's commits: what every sink acked is
+// no longer pending.
+func (s *Server) refreshPending(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if st, err := s.inbox.Status(ctx); err == nil {
+				s.pending.Store(st.Pending)
+			}
+		}
+	}
+}
+
+// Pending is the accepted records not yet acked by every sink, as last seen.
+func (s *Server) Pending() int64 { return s.pending.Load() }
+
+// batchRecords bounds the records of one emitted batch.
+const batchRecords = 4096
+
+// emitStored emits the inbox's records after from, then what is stored
+// next, as it is stored.
+func (s *Server) emitStored(ctx context.Context, from []byte, emit sdk.Emitter) error {
+	after := parsePosition(from)
+	dec := newDecoder()
+	defer dec.release()
+	for {
+		entries, err := s.inbox.Read(ctx, after, batchRecords)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read the inbox: %v", err)
+		}
+		if len(entries) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.notify:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		rec, origin, last, err := dec.decode(s.opts.Source, entries, after)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			after = last
+			continue
+		}
+		if err := emit.EmitAt(rec, position(last), origin); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		after = last
+	}
+}
+
+func position(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
+
+func parsePosition(pos []byte) int64 {
+	n, err := strconv.ParseInt(string(pos), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
