@@ -19,6 +19,7 @@ import (
 	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
 	sourcehttp "github.com/pipelinehq/pipeline/plugins/source-http"
+	sourcewebhook "github.com/pipelinehq/pipeline/plugins/source-webhook"
 	transformhttp "github.com/pipelinehq/pipeline/plugins/transform-http"
 )
 
@@ -58,6 +59,7 @@ func register(newFn func() any) {
 func init() {
 	register(func() any { return &sourcefile.Source{} })
 	register(func() any { return &sourcehttp.Source{} })
+	register(func() any { return &sourcewebhook.Source{} })
 	register(func() any { return &sinkfile.Sink{} })
 	register(func() any { return &sinkwebhook.Sink{} })
 	register(func() any { return &sinkslack.Sink{} })

@@ -7,8 +7,6 @@ package sourcehttp
 import (
 	"context"
 	"crypto/subtle"
-	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -43,20 +41,6 @@ type tls struct {
 	KeyFile  string `json:"key_file"`
 }
 
-// ListenAttributes are the attributes every push source takes.
-func ListenAttributes(defaultPath string) []sdk.Attribute {
-	return []sdk.Attribute{
-		{Name: "listen", Type: sdk.String, Required: true, Description: `Address to listen on, e.g. "127.0.0.1:8080" (":8080" for every interface).`},
-		{Name: "path", Type: sdk.String, Default: defaultPath, Description: "The path records are POSTed to; GET /healthz answers too."},
-		{Name: "tls", Description: "Serve HTTPS: { cert_file = \"…\"  key_file = \"…\" }.", Nested: []sdk.Attribute{
-			{Name: "cert_file", Type: sdk.String, Required: true},
-			{Name: "key_file", Type: sdk.String, Required: true},
-		}},
-		{Name: "max_body", Type: sdk.Number, Default: push.DefaultMaxBody, Description: "The largest body accepted, in bytes, after decompression (413 above it)."},
-		{Name: "max_pending", Type: sdk.Number, Default: push.DefaultMaxPending, Description: "Accepted records not yet acked by every sink above which requests get 429 with Retry-After."},
-	}
-}
-
 // Info describes the plugin.
 func (s *Source) Info() sdk.Info {
 	return sdk.Info{
@@ -64,24 +48,10 @@ func (s *Source) Info() sdk.Info {
 		Type:        "http",
 		Version:     Version,
 		Description: "A push API: POST a JSON object, an array of objects or JSON lines; 202 once durable, with the records' ids.",
-		Config: append(ListenAttributes("/v1/records"),
+		Config: append(push.ListenAttributes("/v1/records"),
 			sdk.Attribute{Name: "token", Type: sdk.String, Description: "When set, requests need Authorization: Bearer <token> (401 otherwise)."},
 		),
 	}
-}
-
-// CheckListen checks the listen address and path of a push source.
-func CheckListen(listen, path string) error {
-	if _, _, err := net.SplitHostPort(listen); err != nil {
-		return fmt.Errorf("listen: %q is not host:port: %v", listen, err)
-	}
-	if !strings.HasPrefix(path, "/") {
-		return fmt.Errorf("path: %q must start with /", path)
-	}
-	if path == "/healthz" {
-		return fmt.Errorf("path: /healthz is the health check; records go elsewhere")
-	}
-	return nil
 }
 
 // Configure checks the block.
@@ -89,7 +59,7 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&s.cfg); err != nil {
 		return err
 	}
-	if err := CheckListen(s.cfg.Listen, s.cfg.Path); err != nil {
+	if err := push.CheckListen(s.cfg.Listen, s.cfg.Path); err != nil {
 		return err
 	}
 	opts := push.Options{Listen: s.cfg.Listen, Path: s.cfg.Path, MaxBody: s.cfg.MaxBody, MaxPending: s.cfg.MaxPending, Source: cfg.Name}
