@@ -8,8 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -201,4 +204,106 @@ func TestHTTPPushToWebhook(t *testing.T) {
 		t.Errorf("a restart sent %d deliveries again", n-before)
 	}
 	l.signal(syscall.SIGTERM)
+}
+
+// The engine's process group is SIGKILLed while a client posts, retrying
+// each request with its Idempotency-Key until it gets a 202; after a
+// restart every record that got a 202 reaches the sink, and nothing else.
+func TestHTTPPushSurvivesSIGKILL(t *testing.T) {
+	rcv := newReceiver(t)
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	writeFile(t, filepath.Join(dir, "push.hcl"), fmt.Sprintf(`
+pipeline { name = "push-kill" }
+source "http" "push" { listen = %q }
+sink "webhook" "crm" {
+  inputs = [source.push]
+  url    = %q
+  secret = %q
+}
+`, listen, rcv.srv.URL+"/crm", rcv.secret.Encode()))
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin("pipeline"), "run", "--state", filepath.Join(dir, "state.db"), "push.hcl")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+		return cmd
+	}
+	url := "http://" + listen + "/v1/records"
+	const requests, perRequest = 60, 20
+	var mu sync.Mutex
+	accepted := map[string]bool{}
+	okRequests := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := 0; k < requests; k++ {
+			var body strings.Builder
+			for i := 0; i < perRequest; i++ {
+				fmt.Fprintf(&body, `{"row_id":"c%d-%d","n":%d}`+"\n", k, i, i)
+			}
+			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body.String()))
+				req.Header.Set("Content-Type", "application/x-ndjson")
+				req.Header.Set("Idempotency-Key", fmt.Sprintf("req-%d", k))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					continue // down: retry with the same key
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusAccepted {
+					continue
+				}
+				var got struct {
+					IDs []string `json:"ids"`
+				}
+				json.Unmarshal(b, &got)
+				mu.Lock()
+				for _, id := range got.IDs {
+					accepted[id] = true
+				}
+				okRequests++
+				mu.Unlock()
+				break
+			}
+		}
+	}()
+	cmd := start()
+	waitFor(t, "15 accepted requests", 30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return okRequests >= 15 })
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
+	mu.Lock()
+	atKill := okRequests
+	mu.Unlock()
+	start()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the client did not get its requests accepted")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if okRequests != requests || len(accepted) != requests*perRequest {
+		t.Fatalf("%d requests accepted with %d ids, want %d and %d", okRequests, len(accepted), requests, requests*perRequest)
+	}
+	waitFor(t, "every accepted record at the receiver", time.Minute, func() bool { return len(rcv.ids()) >= len(accepted) })
+	got := rcv.ids()
+	for id := range accepted {
+		if !got[id] {
+			t.Errorf("%s got a 202 but never arrived", id)
+		}
+	}
+	for id := range got {
+		if !accepted[id] {
+			t.Errorf("%s arrived but no 202 named it", id)
+		}
+	}
+	t.Logf("killed after %d accepted requests; %d deliveries for %d records", atKill, rcv.total(), len(got))
 }
