@@ -307,3 +307,83 @@ sink "webhook" "crm" {
 	}
 	t.Logf("killed after %d accepted requests; %d deliveries for %d records", atKill, rcv.total(), len(got))
 }
+
+// A sink that stopped acking holds accepted records pending: past
+// max_pending requests get 429 with Retry-After and store nothing; once the
+// sink is back, acceptance resumes and every accepted record arrives.
+func TestHTTPPush429WhileTheSinkIsDown(t *testing.T) {
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	hold := filepath.Join(dir, "sink-is-down")
+	writeFile(t, hold, "")
+	out := filepath.Join(dir, "ids.txt")
+	writeFile(t, filepath.Join(dir, "push.hcl"), fmt.Sprintf(`
+pipeline { name = "push-429" }
+plugin "sink" "crashy" { command = %q }
+source "http" "push" {
+  listen      = %q
+  max_pending = 50
+}
+sink "crashy" "ids" {
+  inputs = [source.push]
+  path   = %q
+}
+`, bin("sink-crashy"), listen, out))
+	l := startLive(t, dir, []string{"CRASHY_HOLD_WHILE=" + hold}, nil, "run", "--state", filepath.Join(dir, "state.db"), "push.hcl")
+	waitHealthy(t, "http://"+listen, l)
+	url := "http://" + listen + "/v1/records"
+	batch := func(k int) []byte {
+		var b strings.Builder
+		for i := 0; i < 10; i++ {
+			fmt.Fprintf(&b, `{"row_id":"r%d-%d"}`+"\n", k, i)
+		}
+		return []byte(b.String())
+	}
+	var accepted []int
+	var refused pushAnswer
+	for k := 0; k < 20 && refused.status == 0; k++ {
+		a := post(t, url, "application/x-ndjson", batch(k), nil)
+		switch a.status {
+		case http.StatusAccepted:
+			accepted = append(accepted, k)
+		case http.StatusTooManyRequests:
+			refused = a
+		default:
+			t.Fatalf("post %d: %d %s", k, a.status, a.body)
+		}
+	}
+	if refused.status != http.StatusTooManyRequests || refused.header.Get("Retry-After") == "" || len(accepted) != 5 {
+		t.Fatalf("accepted %d requests of 10 records, then %d (Retry-After %q) %s; want 5, then 429 with Retry-After",
+			len(accepted), refused.status, refused.header.Get("Retry-After"), refused.body)
+	}
+	// The sink comes back: what was held is acked and committed, and
+	// requests are accepted again.
+	os.Remove(hold)
+	waitFor(t, "acceptance to resume", 30*time.Second, func() bool {
+		if a := post(t, url, "application/x-ndjson", batch(100), map[string]string{"Idempotency-Key": "resume"}); a.status == http.StatusAccepted {
+			return true
+		}
+		return false
+	})
+	waitFor(t, "every accepted record in the sink", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(out)
+		return strings.Count(string(b), "\n") >= 60
+	})
+	b, _ := os.ReadFile(out)
+	got := strings.Fields(string(b))
+	seen := map[string]bool{}
+	for _, id := range got {
+		seen[id] = true
+	}
+	for _, k := range append(accepted, 100) {
+		for i := 0; i < 10; i++ {
+			if id := fmt.Sprintf("r%d-%d", k, i); !seen[id] {
+				t.Errorf("%s was accepted but is not in the sink", id)
+			}
+		}
+	}
+	if seen["r5-0"] {
+		t.Error("the refused request's records reached the sink")
+	}
+	l.signal(syscall.SIGINT)
+}

@@ -2,7 +2,9 @@
 // record's id to a file and, when CRASHY_AFTER=N is set, exits with status 3
 // on receiving batch N+1, before acking it. With CRASHY_FAIL_AFTER=N it
 // returns an error on batch N+1 instead; with CRASHY_BLOCK_AFTER=N it
-// blocks on batch N+1 until the run ends (a sink that stopped acking).
+// blocks on batch N+1 until the run ends (a sink that stopped acking);
+// with CRASHY_HOLD_WHILE=PATH it holds every batch while PATH exists (a
+// sink that is down, then comes back).
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -20,6 +23,7 @@ type sink struct {
 	crashAt int
 	failAt  int
 	blockAt int
+	hold    string
 }
 
 func (s *sink) Info() sdk.Info {
@@ -39,6 +43,7 @@ func (s *sink) Configure(_ context.Context, cfg sdk.Config) error {
 	s.crashAt, _ = strconv.Atoi(os.Getenv("CRASHY_AFTER"))
 	s.failAt, _ = strconv.Atoi(os.Getenv("CRASHY_FAIL_AFTER"))
 	s.blockAt, _ = strconv.Atoi(os.Getenv("CRASHY_BLOCK_AFTER"))
+	s.hold = os.Getenv("CRASHY_HOLD_WHILE")
 	return nil
 }
 
@@ -54,6 +59,16 @@ func (s *sink) Write(ctx context.Context, b sdk.Batch) error {
 	if s.blockAt > 0 && s.batches > s.blockAt {
 		<-ctx.Done()
 		return ctx.Err()
+	}
+	for s.hold != "" {
+		if _, err := os.Stat(s.hold); err != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
