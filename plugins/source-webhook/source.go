@@ -192,6 +192,9 @@ func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
 // delivery's metadata in the field "webhook" (id, event, received_at;
 // a body field of that name is replaced). The body must be a JSON object.
 func Record(body []byte, id, event string, received time.Time) ([]byte, error) {
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] != '{' {
+		return nil, push.Errorf(http.StatusBadRequest, "a webhook's body is one JSON object")
+	}
 	recs, err := push.ParseRecords(push.ContentJSON, body)
 	if err != nil {
 		return nil, err
