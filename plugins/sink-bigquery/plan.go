@@ -32,12 +32,18 @@ type flushRange struct {
 	FullRefresh bool // this flush replaces the table
 	FirstID     string
 	LastID      string
+	Version     string // the version column the MERGE compares, or ""
 }
 
 // rangeHash is a hex digest of the range.
 func rangeHash(r flushRange) string {
 	h := sha256.New()
-	for _, s := range []string{"v1", r.Pipeline, r.Target.String(), r.Mode, fmt.Sprint(r.FullRefresh), r.FirstID, r.LastID} {
+	parts := []string{"v1", r.Pipeline, r.Target.String(), r.Mode, fmt.Sprint(r.FullRefresh), r.FirstID, r.LastID}
+	if r.Version != "" {
+		// A MERGE with a version is another job than one without.
+		parts = append(parts, "version", r.Version)
+	}
+	for _, s := range parts {
 		fmt.Fprintf(h, "%d:%s\n", len(s), s)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:40]
@@ -81,6 +87,7 @@ type queryPlan struct {
 // flushPlan is every job of one flush.
 type flushPlan struct {
 	Hash    string     `json:"hash"`
+	Version string     `json:"version,omitempty"` // the version column of the MERGE
 	Staging *tableRef  `json:"staging,omitempty"`
 	Load    loadPlan   `json:"load"`
 	Merge   *queryPlan `json:"merge,omitempty"`
@@ -91,7 +98,7 @@ type flushPlan struct {
 // column in the target.
 func planFlush(r flushRange, location string, staged bigquery.Schema, key string) flushPlan {
 	h := rangeHash(r)
-	p := flushPlan{Hash: h}
+	p := flushPlan{Hash: h, Version: r.Version}
 	load := loadPlan{
 		Location:            location,
 		SourceFormat:        string(bigquery.Parquet),
@@ -111,7 +118,7 @@ func planFlush(r flushRange, location string, staged bigquery.Schema, key string
 	p.Merge = &queryPlan{
 		JobID:    "pipeline_merge_" + h,
 		Location: location,
-		SQL:      mergeSQL(r.Target, staging, staged, key, r.FullRefresh),
+		SQL:      mergeSQL(r.Target, staging, staged, key, r.Version, r.FullRefresh),
 	}
 	if r.Mode == modeAppend {
 		p.Merge.JobID = "pipeline_append_" + h
@@ -145,9 +152,12 @@ func quoteIdent(name string) string {
 }
 
 // mergeSQL returns the statement that upserts the staging table's rows
-// into the target on key, the last arrival of each key winning. With
+// into the target on key, the last arrival of each key winning. With a
+// version column, of each key's rows the one with the greatest version
+// wins (nulls lowest, the last arrival among equals), and it replaces the
+// stored row only when the stored version is null or not greater. With
 // fullRefresh the target is emptied first, in the same transaction.
-func mergeSQL(target, staging tableRef, staged bigquery.Schema, key string, fullRefresh bool) string {
+func mergeSQL(target, staging tableRef, staged bigquery.Schema, key, version string, fullRefresh bool) string {
 	type col struct{ target, source string }
 	var cols []col
 	for _, f := range staged {
@@ -169,10 +179,17 @@ func mergeSQL(target, staging tableRef, staged bigquery.Schema, key string, full
 		fmt.Fprintf(&b, "DELETE FROM %s WHERE TRUE;\n", target.SQL())
 	}
 	fmt.Fprintf(&b, "MERGE %s T\n", target.SQL())
-	fmt.Fprintf(&b, "USING (\n  SELECT * EXCEPT(%s) FROM (\n    SELECT *, ROW_NUMBER() OVER (PARTITION BY %s ORDER BY %s DESC) AS %s\n    FROM %s\n  ) WHERE %s = 1\n) S\n",
-		stagingRowNumber, quoteIdent(skey), quoteIdent(stagingSeqColumn), stagingRowNumber, staging.SQL(), stagingRowNumber)
+	order := quoteIdent(stagingSeqColumn) + " DESC"
+	matched := "WHEN MATCHED THEN UPDATE SET\n"
+	if version != "" {
+		v := quoteIdent(version)
+		order = v + " DESC NULLS LAST, " + order
+		matched = "WHEN MATCHED AND (T." + v + " IS NULL OR S." + v + " >= T." + v + ") THEN UPDATE SET\n"
+	}
+	fmt.Fprintf(&b, "USING (\n  SELECT * EXCEPT(%s) FROM (\n    SELECT *, ROW_NUMBER() OVER (PARTITION BY %s ORDER BY %s) AS %s\n    FROM %s\n  ) WHERE %s = 1\n) S\n",
+		stagingRowNumber, quoteIdent(skey), order, stagingRowNumber, staging.SQL(), stagingRowNumber)
 	fmt.Fprintf(&b, "ON T.%s = S.%s\n", quoteIdent(key), quoteIdent(skey))
-	b.WriteString("WHEN MATCHED THEN UPDATE SET\n")
+	b.WriteString(matched)
 	first := true
 	for _, c := range cols {
 		if c.target == key {

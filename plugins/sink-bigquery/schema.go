@@ -31,6 +31,7 @@ type converter struct {
 	mem     memory.Allocator
 	flatten bool
 	types   map[string]string // column → "timestamp" | "json" | "string"
+	version string            // the version column, left out while it has only nulls
 }
 
 // convertBatch returns b's data columns converted, then the id and sequence
@@ -48,6 +49,9 @@ func (c *converter) convertBatch(b sdk.Batch, seq int64) (arrow.RecordBatch, err
 	for i, f := range rec.Schema().Fields() {
 		if sdk.IsReserved(f.Name) {
 			continue
+		}
+		if c.version != "" && strings.EqualFold(f.Name, c.version) && f.Type.ID() == arrow.NULL && c.types[f.Name] == "" {
+			continue // no type yet: see Sink.versionColumn
 		}
 		fs, as, err := c.convertTop(f, rec.Column(i))
 		if err != nil {

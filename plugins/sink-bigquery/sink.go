@@ -53,6 +53,7 @@ type config struct {
 	CredentialsFile string            `json:"credentials_file"`
 	Endpoint        string            `json:"endpoint"`
 	Key             string            `json:"key"`
+	Version         string            `json:"version"`
 	Mode            string            `json:"mode"`
 	Flatten         bool              `json:"flatten"`
 	Types           map[string]string `json:"types"`
@@ -88,6 +89,8 @@ type Sink struct {
 	lastID    string
 	seq       int64
 	flushes   int
+	// versionSeen: a held batch has the version field (perhaps as nulls).
+	versionSeen bool
 
 	// clientOptions are added to the client's (tests).
 	clientOptions []option.ClientOption
@@ -111,6 +114,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "credentials_file", Type: sdk.String, Description: "A service account (or other) JSON key file; default: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server)."},
 			{Name: "endpoint", Type: sdk.String, Description: `Base URL of a BigQuery REST API (an emulator, e.g. "http://127.0.0.1:9050"), for testing; without credentials_file no credentials are sent to it.`},
 			{Name: "key", Type: sdk.String, Default: idColumn, Description: `The column that identifies a record: loads are idempotent on it (mode "merge"). Default: the record id, stored in column _pipeline_id.`},
+			{Name: "version", Type: sdk.String, Description: `A top-level TIMESTAMP, INT64 or FLOAT64 column, e.g. "updated_at" (mode "merge"): a row replaces the stored row of its key only when its version is greater than or equal to the stored one, so late, out-of-order events never overwrite newer ones; within a load the greatest version of a key wins. A null version is older than any value. Default: every load overwrites.`},
 			{Name: "mode", Type: sdk.String, Default: modeMerge, Description: `"merge" (upsert on key, the last arrival winning) or "append" (add every record).`},
 			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Flatten nested objects into columns named parent_child instead of RECORD columns."},
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types to use instead of the inferred ones: "timestamp" (a string field holding RFC 3339 times), "json" or "string" (the value as JSON text), e.g. { created_at = "timestamp", payload = "json" }. Nested fields are named with dots.`},
@@ -150,6 +154,18 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	if c.Key == "" {
 		c.Key = idColumn
 	}
+	if v := c.Version; v != "" {
+		switch {
+		case c.Mode == modeAppend:
+			return errors.New(`version is for mode "merge"; mode "append" inserts every record and replaces none`)
+		case strings.ContainsAny(v, ".`"):
+			return fmt.Errorf("version %q: name a top-level column (a TIMESTAMP, INT64 or FLOAT64), not a path", v)
+		case sdk.IsReserved(v) || strings.HasPrefix(v, "__pipeline_"):
+			return fmt.Errorf("version %q: %s* columns are the pipeline's own; name a timestamp or number field of the records", v, sdk.ReservedPrefix)
+		case v == c.Key:
+			return fmt.Errorf("version %q is also the key: name the column that orders a key's rows, such as updated_at", v)
+		}
+	}
 	if c.Method == "" {
 		c.Method = methodLoad
 	}
@@ -166,7 +182,7 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 			return fmt.Errorf(`types: column %q has type %q; use "timestamp", "json" or "string"`, col, t)
 		}
 	}
-	s.conv = converter{mem: memory.DefaultAllocator, flatten: c.Flatten, types: c.Types}
+	s.conv = converter{mem: memory.DefaultAllocator, flatten: c.Flatten, types: c.Types, version: c.Version}
 
 	limits, err := c.Batch.Limits(DefaultBatch)
 	if err != nil {
@@ -279,6 +295,13 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		}
 		return fmt.Errorf("%d records have no value in the key column %q; every record needs a key", nulls, s.cfg.Key)
 	}
+	seen := false
+	if s.cfg.Version != "" {
+		if seen, err = checkVersion(s.cfg.Version, b.Record.Schema(), rec.Schema()); err != nil {
+			rec.Release()
+			return err
+		}
+	}
 	if len(s.held) == 0 {
 		s.firstAt = s.now()
 		s.firstID = b.ID(0)
@@ -291,6 +314,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 		s.lastID = fmt.Sprint("seq:", s.seq+int64(n)-1)
 	}
 	s.seq += int64(n)
+	s.versionSeen = s.versionSeen || seen
 	s.held = append(s.held, rec)
 	s.heldRows += int64(n)
 	s.heldBytes += sdk.RecordBytes(rec)
@@ -340,6 +364,7 @@ func (s *Sink) release() {
 	}
 	s.held = nil
 	s.heldRows, s.heldBytes = 0, 0
+	s.versionSeen = false
 }
 
 // Close releases what is held and the client.
@@ -394,10 +419,16 @@ func (s *Sink) writeParquet(w io.Writer, fields []arrow.Field) error {
 
 // plan is what the flush of the held records does, whichever the method:
 // their fields, the staged schema and the jobs with their ids.
-func (s *Sink) plan() ([]arrow.Field, bigquery.Schema, flushPlan, error) {
+func (s *Sink) plan(ctx context.Context) ([]arrow.Field, bigquery.Schema, flushPlan, error) {
 	fields, err := s.heldFields()
 	if err != nil {
 		return nil, nil, flushPlan{}, err
+	}
+	version := ""
+	if s.cfg.Version != "" {
+		if version, fields, err = s.versionColumn(ctx, fields); err != nil {
+			return nil, nil, flushPlan{}, err
+		}
 	}
 	staged := toBQSchema(fields)
 	r := flushRange{
@@ -407,12 +438,90 @@ func (s *Sink) plan() ([]arrow.Field, bigquery.Schema, flushPlan, error) {
 		FullRefresh: s.fullRefresh && s.flushes == 0,
 		FirstID:     s.firstID,
 		LastID:      s.lastID,
+		Version:     version,
 	}
 	return fields, staged, planFlush(r, s.cfg.Location, staged, s.cfg.Key), nil
 }
 
+// checkVersion checks a batch's version column: a top-level field (in
+// the records, src) converted to TIMESTAMP, INT64 or FLOAT64 (in rec).
+// It reports whether the records have the field at all; a field of nulls
+// only (which the converter leaves out) has no type yet.
+func checkVersion(version string, src, rec *arrow.Schema) (bool, error) {
+	i, j := fieldIndex(src, version), fieldIndex(rec, version)
+	switch {
+	case i < 0 && j < 0:
+		return false, nil
+	case i < 0:
+		return false, fmt.Errorf("version %q: the column comes from a nested field (flatten = true), not a top-level field of the records", version)
+	case j < 0 && src.Field(i).Type.ID() == arrow.NULL:
+		return true, nil // only nulls
+	case j < 0:
+		return true, fmt.Errorf("version %q: the field is %s, flattened into columns; a version must be a TIMESTAMP, INT64 or FLOAT64", version, src.Field(i).Type)
+	}
+	switch t := bqTypeOf(rec.Field(j)); t {
+	case "TIMESTAMP", "INT64", "FLOAT64":
+		return true, nil
+	default:
+		return true, fmt.Errorf(`version %q: the column is %s (the records' field is %s); a version must be a TIMESTAMP, INT64 or FLOAT64 (a string of times can be declared with types = { %s = "timestamp" })`, version, t, src.Field(i).Type, version)
+	}
+}
+
+// fieldIndex finds a top-level field by name, case-insensitively as
+// BigQuery compares column names; -1 when there is none.
+func fieldIndex(s *arrow.Schema, name string) int {
+	for i, f := range s.Fields() {
+		if strings.EqualFold(f.Name, name) {
+			return i
+		}
+	}
+	return -1
+}
+
+// versionColumn is the flush's version column, "" when the merge has none
+// to compare. When no held record has a version value, the column comes
+// from the table, its values all null; when the table has none either, no
+// row has a version and the flush merges without one.
+func (s *Sink) versionColumn(ctx context.Context, fields []arrow.Field) (string, []arrow.Field, error) {
+	v := s.cfg.Version
+	for _, f := range fields {
+		if strings.EqualFold(f.Name, v) {
+			return f.Name, fields, nil
+		}
+	}
+	md, err := s.client.DatasetInProject(s.target.Project, s.target.Dataset).Table(s.target.Table).Metadata(ctx)
+	if err != nil && !isStatus(err, http.StatusNotFound) {
+		return "", nil, fmt.Errorf("table %s: %w", s.target, err)
+	}
+	if md != nil {
+		for _, c := range md.Schema {
+			if !strings.EqualFold(c.Name, v) {
+				continue
+			}
+			var t arrow.DataType
+			switch canonicalType(string(c.Type)) {
+			case bigquery.TimestampFieldType:
+				t = tsType
+			case bigquery.IntegerFieldType:
+				t = arrow.PrimitiveTypes.Int64
+			case bigquery.FloatFieldType:
+				t = arrow.PrimitiveTypes.Float64
+			}
+			if t == nil || c.Repeated {
+				return "", nil, fmt.Errorf("version %q: column %s of table %s is %s; a version column must be a TIMESTAMP, INT64 or FLOAT64", v, c.Name, s.target, sqlType(c))
+			}
+			return c.Name, append(fields, arrow.Field{Name: c.Name, Type: t, Nullable: true}), nil
+		}
+	}
+	if s.versionSeen {
+		return "", fields, nil // only nulls
+	}
+	// Most likely a misspelt name.
+	return "", nil, fmt.Errorf("version %q: the records have no such top-level field, and table %s has no such column", v, s.target)
+}
+
 func (s *Sink) flush(ctx context.Context) error {
-	fields, staged, plan, err := s.plan()
+	fields, staged, plan, err := s.plan(ctx)
 	if err != nil {
 		return err
 	}

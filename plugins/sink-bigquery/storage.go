@@ -68,7 +68,7 @@ func (s *Sink) writeClient(ctx context.Context) (*managedwriter.Client, error) {
 // refresh flush of mode "append"), or straight into the target (mode
 // "append").
 func (s *Sink) flushStorage(ctx context.Context) error {
-	_, staged, plan, err := s.plan()
+	_, staged, plan, err := s.plan(ctx)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (s *Sink) flushStorage(ctx context.Context) error {
 		dropStaging()
 		return err
 	}
-	sqlText := mergeSQL(s.target, st, staged, s.cfg.Key, fullRefresh)
+	sqlText := mergeSQL(s.target, st, staged, s.cfg.Key, plan.Version, fullRefresh)
 	what := "merge into "
 	if s.cfg.Mode == modeAppend {
 		sqlText = insertSQL(s.target, st, staged, fullRefresh)

@@ -1,6 +1,7 @@
 package sinkbigquery
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -301,7 +302,40 @@ var (
 	reMerge  = regexp.MustCompile("(?s)MERGE `([^`]+)` T.*FROM `([^`]+)`\\s*\\) WHERE.*ON T\\.`([^`]+)` = S\\.`([^`]+)`")
 	reInsert = regexp.MustCompile("(?s)INSERT INTO `([^`]+)` .*FROM `([^`]+)`")
 	reDelete = regexp.MustCompile("DELETE FROM `([^`]+)` WHERE TRUE")
+	// With version: the version orders the rows of a key, and a stored row
+	// is replaced only when its version is null or not greater.
+	reVersionOrder = regexp.MustCompile("ORDER BY `([^`]+)` DESC NULLS LAST, `__pipeline_seq` DESC")
+	reVersionWhen  = regexp.MustCompile("WHEN MATCHED AND \\(T\\.`([^`]+)` IS NULL OR S\\.`([^`]+)` >= T\\.`([^`]+)`\\) THEN UPDATE")
 )
+
+// compareVersions orders two version values as SQL does with NULLS LAST
+// descending: nil is lowest. The values are int64 (INT64, TIMESTAMP
+// micros) or float64.
+func compareVersions(a, b any) int {
+	num := func(v any) float64 {
+		switch x := v.(type) {
+		case int64:
+			return float64(x)
+		case float64:
+			return x
+		}
+		panic(fmt.Sprintf("fake: version %T", v))
+	}
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return -1
+	case b == nil:
+		return 1
+	}
+	if x, ok := a.(int64); ok {
+		if y, ok := b.(int64); ok {
+			return cmp.Compare(x, y)
+		}
+	}
+	return cmp.Compare(num(a), num(b))
+}
 
 // runQuery runs the MERGE or INSERT of a flush on w.data: the staging rows
 // deduplicated on the key (the highest __pipeline_seq winning) upsert the
@@ -340,6 +374,14 @@ func (w *fakeWrite) runQuery(sql string) error {
 		return fmt.Errorf("fake: cannot run %s", sql)
 	}
 	tgt, stg, tkey, skey := short(m[1]), short(m[2]), m[3], m[4]
+	version := ""
+	if vo := reVersionOrder.FindStringSubmatch(sql); vo != nil {
+		vw := reVersionWhen.FindStringSubmatch(sql)
+		if vw == nil || vw[1] != vo[1] || vw[2] != vo[1] || vw[3] != vo[1] {
+			return fmt.Errorf("fake: a version ORDER BY without its WHEN MATCHED AND: %s", sql)
+		}
+		version = vo[1]
+	}
 	latest := map[any]map[string]any{}
 	var keys []any
 	for _, r := range w.data[stg] {
@@ -348,7 +390,13 @@ func (w *fakeWrite) runQuery(sql string) error {
 		if !ok {
 			keys = append(keys, k)
 		}
-		if !ok || r[stagingSeqColumn].(int64) >= old[stagingSeqColumn].(int64) {
+		later := ok && r[stagingSeqColumn].(int64) >= old[stagingSeqColumn].(int64)
+		if version != "" && ok {
+			if c := compareVersions(r[version], old[version]); c != 0 {
+				later = c > 0
+			}
+		}
+		if !ok || later {
 			latest[k] = r
 		}
 	}
@@ -357,7 +405,9 @@ func (w *fakeWrite) runQuery(sql string) error {
 		found := false
 		for i, t := range w.data[tgt] {
 			if t[tkey] == k {
-				w.data[tgt][i] = row
+				if version == "" || t[version] == nil || compareVersions(row[version], t[version]) >= 0 {
+					w.data[tgt][i] = row
+				}
 				found = true
 			}
 		}

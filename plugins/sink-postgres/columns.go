@@ -28,12 +28,14 @@ const (
 
 // column is one column the held records fill.
 type column struct {
-	name  string   // column name
-	path  []string // field path: top-level name, then struct fields (flatten)
-	typ   string   // type the records call for; "" when only nulls were seen
-	id    bool     // holds the record id (_pipeline_id)
-	key   bool     // the merge key
-	table string   // the table's type of the column, once known
+	name   string   // column name
+	path   []string // field path: top-level name, then struct fields (flatten)
+	typ    string   // type the records call for; "" when only nulls were seen
+	id     bool     // holds the record id (_pipeline_id)
+	key    bool     // the merge key
+	ver    bool     // the version (merge with version)
+	absent bool     // the version, which no held record has
+	table  string   // the table's type of the column, once known
 }
 
 // sqlType maps an Arrow type to the column type the sink creates.
@@ -144,7 +146,34 @@ func (s *Sink) plan() ([]*column, error) {
 			return nil, fmt.Errorf("key %q: the field is %s; a key must be a string or an integer", k, orNull(c.typ))
 		}
 	}
+	if v := s.cfg.Version; v != "" {
+		c := byName[v]
+		if c == nil {
+			// No record has the field: every version is null. The table's
+			// column, if any, gives the type.
+			c = &column{name: v, path: []string{v}, absent: true}
+			cols = append(cols, c)
+			byName[v] = c
+		}
+		if len(c.path) != 1 {
+			return nil, fmt.Errorf("version %q: the records have no such top-level field (column %q holds field %q)", v, c.name, strings.Join(c.path, "."))
+		}
+		if !versionType(c.typ) && c.typ != "" {
+			return nil, fmt.Errorf("version %q: the field is %s; a version must be a timestamp or a number (a string of RFC 3339 times can be declared with types = { %s = \"timestamp\" })", v, c.typ, v)
+		}
+		c.ver = true
+	}
 	return cols, nil
+}
+
+// versionType reports whether a column of this type (the records' or the
+// table's) can hold a version: a timestamp or a number, which SQL orders.
+func versionType(t string) bool {
+	switch t {
+	case tTimestamptz, "timestamp", tBigint, "integer", "smallint", tDouble, "real", "numeric":
+		return true
+	}
+	return false
 }
 
 func orNull(t string) string {

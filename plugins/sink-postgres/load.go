@@ -17,6 +17,10 @@ import (
 
 const stageTable = "_pipeline_stage"
 
+// seqColumn is the staging table's arrival order of the rows, in a merge
+// with a version.
+const seqColumn = "_pipeline_seq"
+
 func ident(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
 func (s *Sink) target() string { return ident(s.schema, s.cfg.Table) }
@@ -121,10 +125,13 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 	if err != nil {
 		return err
 	}
-	var keyCol *column
+	var keyCol, verCol *column
 	for _, c := range cols {
 		if c.key {
 			keyCol = c
+		}
+		if c.ver {
+			verCol = c
 		}
 	}
 	stats := loadStats{}
@@ -176,6 +183,19 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 			return fmt.Errorf("%s: %s; change the column or the data (nothing was loaded)", s.target(), strings.Join(problems, "; "))
 		}
 	}
+	if verCol != nil {
+		switch {
+		case verCol.table == "" && verCol.absent:
+			// Most likely a misspelt name.
+			return fmt.Errorf("version %q: the records have no such top-level field, and %s has no such column", s.cfg.Version, s.target())
+		case verCol.table == "":
+			// Null in every record, and no column yet: no row has a
+			// version, so the rows merge as without one.
+			verCol = nil
+		case !versionType(verCol.table):
+			return fmt.Errorf("version %q: column %q of %s is %s; a version column must be a timestamp or a number (nothing was loaded)", s.cfg.Version, verCol.name, s.target(), verCol.table)
+		}
+	}
 	for _, q := range ddl {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)
@@ -201,12 +221,10 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 		}
 	}
 	names := make([]string, len(load))
-	quoted := make([]string, len(load))
 	for i, c := range load {
 		names[i] = c.name
-		quoted[i] = ident(c.name)
 	}
-	src, err := s.newSource(load, keyCol)
+	src, err := s.newSource(load, keyCol, verCol)
 	if err != nil {
 		return err
 	}
@@ -216,26 +234,19 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 			return src.wrap(err, s.target())
 		}
 	} else {
-		if _, err := tx.Exec(ctx, "CREATE TEMP TABLE "+ident(stageTable)+" (LIKE "+s.target()+") ON COMMIT DROP"); err != nil {
+		stage := "CREATE TEMP TABLE " + ident(stageTable) + " (LIKE " + s.target() + ") ON COMMIT DROP"
+		if verCol != nil {
+			// Every row is staged, with its arrival order.
+			stage = "CREATE TEMP TABLE " + ident(stageTable) + " (LIKE " + s.target() + ", " + ident(seqColumn) + " bigint) ON COMMIT DROP"
+			names = append(names, seqColumn)
+		}
+		if _, err := tx.Exec(ctx, stage); err != nil {
 			return fmt.Errorf("create the staging table: %w", err)
 		}
 		if _, err = tx.CopyFrom(ctx, pgx.Identifier{stageTable}, names, src); err != nil {
 			return src.wrap(err, "the staging table")
 		}
-		var set []string
-		for _, c := range load {
-			if !c.key {
-				set = append(set, ident(c.name)+" = EXCLUDED."+ident(c.name))
-			}
-		}
-		action := "DO NOTHING"
-		if len(set) > 0 {
-			action = "DO UPDATE SET " + strings.Join(set, ", ")
-		}
-		list := strings.Join(quoted, ", ")
-		q := "INSERT INTO " + s.target() + " (" + list + ") SELECT " + list + " FROM " + ident(stageTable) +
-			" ON CONFLICT (" + ident(keyCol.name) + ") " + action
-		tag, err := tx.Exec(ctx, q)
+		tag, err := tx.Exec(ctx, mergeSQL(s.target(), load, keyCol, verCol))
 		if err != nil {
 			return fmt.Errorf("merge into %s on %q: %w", s.target(), keyCol.name, err)
 		}
@@ -248,6 +259,41 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 	}
 	s.lastLoad = stats
 	return nil
+}
+
+// mergeSQL upserts the staged rows into target on key. Without a version
+// the staging table holds one row per key (the last to arrive), and it
+// replaces the stored row. With a version the staging table holds every
+// row with its arrival order in _pipeline_seq: DISTINCT ON keeps each key's
+// row with the greatest version (nulls lowest; the last to arrive among
+// equals), and it replaces the stored row only when the stored version is
+// null or not greater.
+func mergeSQL(target string, load []*column, key, ver *column) string {
+	quoted := make([]string, len(load))
+	var set []string
+	for i, c := range load {
+		quoted[i] = ident(c.name)
+		if !c.key {
+			set = append(set, ident(c.name)+" = EXCLUDED."+ident(c.name))
+		}
+	}
+	list := strings.Join(quoted, ", ")
+	k := ident(key.name)
+	if ver == nil {
+		action := "DO NOTHING"
+		if len(set) > 0 {
+			action = "DO UPDATE SET " + strings.Join(set, ", ")
+		}
+		return "INSERT INTO " + target + " (" + list + ") SELECT " + list + " FROM " + ident(stageTable) +
+			" ON CONFLICT (" + k + ") " + action
+	}
+	v := ident(ver.name)
+	// The version is never the key, so set is not empty.
+	return "INSERT INTO " + target + " AS t (" + list + ")" +
+		" SELECT DISTINCT ON (" + k + ") " + list + " FROM " + ident(stageTable) +
+		" ORDER BY " + k + ", " + v + " DESC NULLS LAST, " + ident(seqColumn) + " DESC" +
+		" ON CONFLICT (" + k + ") DO UPDATE SET " + strings.Join(set, ", ") +
+		" WHERE t." + v + " IS NULL OR EXCLUDED." + v + " >= t." + v
 }
 
 // bookkeep records the load in _pipeline_loads, in the load's transaction.
@@ -316,12 +362,15 @@ func (s *Sink) truncateOnly(ctx context.Context) error {
 	return nil
 }
 
-// copySource feeds the held rows to COPY; in merge mode only the last row
-// of each key.
+// copySource feeds the held rows to COPY; in merge mode without a version
+// only the last row of each key, with a version every row, followed by its
+// arrival order (seqColumn).
 type copySource struct {
 	s    *Sink
 	cols []*column
 	skip [][]bool // per held batch, rows superseded by a later row of the same key
+	seq  bool     // add the arrival order after cols
+	n    int64    // rows handed out so far
 
 	enc  *arrowjson.Encoder
 	b, i int // current batch and row; i = -1 before the first Next
@@ -330,14 +379,18 @@ type copySource struct {
 	err  error
 }
 
-func (s *Sink) newSource(cols []*column, key *column) (*copySource, error) {
+func (s *Sink) newSource(cols []*column, key, ver *column) (*copySource, error) {
 	src := &copySource{s: s, cols: cols, b: 0, i: -1, vals: make([]any, len(cols))}
 	if key == nil {
 		return src, nil
 	}
-	// Find each key's last row.
+	// Find each key's last row (with a version, only check that every row
+	// has a key: the merge picks the row).
 	type pos struct{ b, i int32 }
-	last := make(map[string]pos, s.rows)
+	var last map[string]pos
+	if ver == nil {
+		last = make(map[string]pos, s.rows)
+	}
 	dups := false
 	for b, h := range s.held {
 		keyOf, err := s.keyFunc(h, key)
@@ -349,11 +402,19 @@ func (s *Sink) newSource(cols []*column, key *column) (*copySource, error) {
 			if err != nil {
 				return nil, err
 			}
+			if ver != nil {
+				continue
+			}
 			if _, seen := last[k]; seen {
 				dups = true
 			}
 			last[k] = pos{int32(b), int32(i)}
 		}
+	}
+	if ver != nil {
+		src.seq = true
+		src.vals = append(src.vals, nil)
+		return src, nil
 	}
 	if !dups {
 		return src, nil
@@ -434,6 +495,10 @@ func (c *copySource) Next() bool {
 			}
 			c.vals[j] = v
 		}
+		if c.seq {
+			c.vals[len(c.gets)] = c.n
+		}
+		c.n++
 		return true
 	}
 	return false

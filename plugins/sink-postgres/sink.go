@@ -53,6 +53,7 @@ type config struct {
 	Schema  string            `json:"schema"`
 	Table   string            `json:"table"`
 	Key     string            `json:"key"`
+	Version string            `json:"version"`
 	Mode    string            `json:"mode"`
 	Types   map[string]string `json:"types"`
 	Flatten bool              `json:"flatten"`
@@ -106,6 +107,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "schema", Type: sdk.String, Default: "", Description: "Schema of the table (default: the connection's current schema, normally public)."},
 			{Name: "table", Type: sdk.String, Required: true, Description: "The table to load; created from the records' schema on the first load."},
 			{Name: "key", Type: sdk.String, Default: "", Description: `A top-level string or integer field to upsert on, e.g. "row_id" (default: the record id, in a text column _pipeline_id).`},
+			{Name: "version", Type: sdk.String, Default: "", Description: `A top-level timestamp or number field, e.g. "updated_at" (mode "merge"): a row replaces the stored row of its key only when its version is greater than or equal to the stored one, so late, out-of-order events never overwrite newer ones; within a load the greatest version of a key wins. A null version is older than any value. Default: every load overwrites.`},
 			{Name: "mode", Type: sdk.String, Default: ModeMerge, Description: `"merge" (upsert on the key: re-runs are idempotent) or "append" (plain inserts, no key constraint).`},
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types for string fields, e.g. { created_at = "timestamp" }: RFC 3339 strings become timestamptz.`},
 			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Struct fields become one column per leaf, named by the path joined with _ (metadata_queue); lists stay jsonb. Default: a struct is one jsonb column."},
@@ -151,6 +153,18 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	}
 	if c.Key != "" && c.Mode == ModeAppend {
 		return errors.New(`key is for mode = "merge"; append inserts every row and needs no key`)
+	}
+	if c.Version != "" {
+		switch {
+		case c.Mode == ModeAppend:
+			return errors.New(`version is for mode = "merge"; append inserts every row and replaces none`)
+		case !keyName.MatchString(c.Version):
+			return fmt.Errorf("version %q: name a top-level field (a timestamp or a number), not a path", c.Version)
+		case sdk.IsReserved(c.Version):
+			return fmt.Errorf("version %q: %s* fields are the pipeline's own and are not loaded; name a timestamp or number field of the records", c.Version, sdk.ReservedPrefix)
+		case c.Version == c.Key:
+			return fmt.Errorf("version %q is also the key: name the field that orders a key's rows, such as updated_at", c.Version)
+		}
 	}
 	for field, typ := range c.Types {
 		switch strings.ToLower(typ) {

@@ -34,6 +34,7 @@ type mapper struct {
 	flatten bool
 	types   map[string]string // field path → declared type
 	key     string            // key column name
+	version string            // version column name, or ""
 	mem     memory.Allocator
 }
 
@@ -90,7 +91,53 @@ func (m *mapper) convert(b sdk.Batch) ([]loadCol, error) {
 			return nil, fmt.Errorf("key %q is null in %d of %d records: every record needs a key to be merged on", m.key, nulls, n)
 		}
 	}
+	if m.version != "" {
+		if err := m.checkVersion(rec.Schema(), cols); err != nil {
+			release()
+			return nil, err
+		}
+	}
 	return cols, nil
+}
+
+// versionField is the top-level field that holds the version.
+func (m *mapper) versionField(s *arrow.Schema) (arrow.Field, bool) {
+	for _, f := range s.Fields() {
+		if !sdk.IsReserved(f.Name) && columnName([]string{f.Name}) == m.version {
+			return f, true
+		}
+	}
+	return arrow.Field{}, false
+}
+
+// hasVersion reports whether the records have the version field, perhaps
+// only with nulls.
+func (m *mapper) hasVersion(s *arrow.Schema) bool {
+	_, ok := m.versionField(s)
+	return ok
+}
+
+// checkVersion checks that the version column, when the batch has one,
+// comes from a top-level field and holds timestamps or numbers.
+func (m *mapper) checkVersion(s *arrow.Schema, cols []loadCol) error {
+	for _, c := range cols {
+		if c.Name != m.version {
+			continue
+		}
+		f, ok := m.versionField(s)
+		if !ok {
+			return fmt.Errorf("version %q: column %s holds field %q, not a top-level field", m.version, quoteIdent(c.Name), c.Field)
+		}
+		if !versionType(c.Type) {
+			return fmt.Errorf("version %q: field %q is %s (%s); a version must be a timestamp or a number: TIMESTAMP_TZ, NUMBER or FLOAT (a string of times can be declared with types = { %q = \"timestamp\" })",
+				m.version, f.Name, c.Type, f.Type, f.Name)
+		}
+		return nil
+	}
+	if f, ok := m.versionField(s); ok && f.Type.ID() == arrow.STRUCT {
+		return fmt.Errorf("version %q: field %q is a struct (flattened into columns); a version must be a timestamp or a number", m.version, f.Name)
+	}
+	return nil // no values: null versions
 }
 
 func fieldList(s *arrow.Schema) string {

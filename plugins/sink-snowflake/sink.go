@@ -64,6 +64,7 @@ type config struct {
 	Role           string            `json:"role"`
 	Table          string            `json:"table"`
 	Key            string            `json:"key"`
+	Version        string            `json:"version"`
 	Mode           string            `json:"mode"`
 	Flatten        bool              `json:"flatten"`
 	Types          map[string]string `json:"types"`
@@ -82,6 +83,7 @@ type Sink struct {
 	db          *sql.DB
 	table       tableRef
 	key         string // key column name
+	version     string // version column name, "" without one
 	m           mapper
 	fullRefresh bool
 	secrets     []string
@@ -105,6 +107,7 @@ type Sink struct {
 type heldBatch struct {
 	cols    []loadCol
 	rows    int
+	version bool // the records have the version field (perhaps only nulls)
 	firstID string
 	lastID  string
 }
@@ -128,6 +131,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "role", Type: sdk.String, Description: "Role to use (default: the user's)."},
 			{Name: "table", Type: sdk.String, Required: true, Description: `Table to load; created on the first load. Unquoted names are upper-cased as in SQL; write "\"MixedCase\"" to keep the case.`},
 			{Name: "key", Type: sdk.String, Default: colID, Description: `Field the MERGE matches rows on (a dotted path when flatten = true). Default: the record id, kept in column _PIPELINE_ID.`},
+			{Name: "version", Type: sdk.String, Description: `A top-level timestamp or number field, e.g. "updated_at" (mode "merge"): a row replaces the stored row of its key only when its version is greater than or equal to the stored one, so late, out-of-order events never overwrite newer ones; within a load the greatest version of a key wins. A null version is older than any value. Default: every load overwrites.`},
 			{Name: "mode", Type: sdk.String, Default: ModeMerge, Description: `"merge": update the row with the same key, else insert; "append": insert every record.`},
 			{Name: "flatten", Type: sdk.Bool, Default: false, Description: "Load struct fields as one column per leaf (ADDRESS_CITY) instead of a VARIANT column."},
 			{Name: "types", Type: sdk.MapOf(sdk.String), Description: `Column types for fields that the records cannot tell: { created_at = "timestamp" } (TIMESTAMP_TZ), "date", "variant" (a string holding JSON) or "string".`},
@@ -190,6 +194,20 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		}
 		s.key = columnName(strings.Split(k, "."))
 	}
+	s.version = ""
+	if v := strings.TrimSpace(c.Version); v != "" {
+		s.version = columnName([]string{v})
+		switch {
+		case c.Mode == ModeAppend:
+			return errors.New(`version is for mode = "merge"; mode = "append" inserts every record and replaces none`)
+		case strings.Contains(v, "."):
+			return fmt.Errorf("version %q: name a top-level field (a timestamp or a number), not a path", v)
+		case sdk.IsReserved(strings.ToLower(v)):
+			return fmt.Errorf("version %q: %s* fields are the pipeline's own and are not loaded; name a timestamp or number field of the records", v, sdk.ReservedPrefix)
+		case s.version == s.key:
+			return fmt.Errorf("version %q is also the key: name the field that orders a key's rows, such as updated_at", v)
+		}
+	}
 	types := map[string]string{}
 	for f, t := range c.Types {
 		t = strings.ToLower(strings.TrimSpace(t))
@@ -200,7 +218,7 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		}
 		types[f] = t
 	}
-	s.m = mapper{flatten: c.Flatten, types: types, key: s.key, mem: memory.DefaultAllocator}
+	s.m = mapper{flatten: c.Flatten, types: types, key: s.key, version: s.version, mem: memory.DefaultAllocator}
 
 	if s.limits, err = c.Batch.Limits(DefaultBatch); err != nil {
 		return err
@@ -317,7 +335,7 @@ func (s *Sink) Write(ctx context.Context, b sdk.Batch) error {
 	if len(s.held) == 0 {
 		s.firstHeld = time.Now()
 	}
-	s.held = append(s.held, heldBatch{cols: cols, rows: n, firstID: b.ID(0), lastID: b.ID(n - 1)})
+	s.held = append(s.held, heldBatch{cols: cols, rows: n, firstID: b.ID(0), lastID: b.ID(n - 1), version: s.m.hasVersion(b.Record.Schema())})
 	s.heldRows += int64(n)
 	s.heldBytes += sdk.RecordBytes(b.Record)
 	return nil
@@ -385,6 +403,13 @@ func (s *Sink) flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.knowTables(ctx, cols); err != nil {
+		return err
+	}
+	version, cols, err := s.versionColumn(cols)
+	if err != nil {
+		return err
+	}
 	if err := s.prepareTables(ctx, cols); err != nil {
 		return err
 	}
@@ -411,7 +436,7 @@ func (s *Sink) flush(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("snowflake: begin: %w", err)
 	}
-	load := mergeSQL(s.table, cols, s.key, file)
+	load := versionMergeSQL(s.table, cols, s.key, version, file)
 	if s.cfg.Mode == ModeAppend {
 		load = insertSQL(s.table, cols, file)
 	}
@@ -442,10 +467,39 @@ func (s *Sink) exec(ctx context.Context, q string) error {
 	return nil
 }
 
-// prepareTables creates the tables on the first flush, reads their
-// columns, and adds the columns that cols has and they lack. A column
-// whose type cannot take its field stops the load.
-func (s *Sink) prepareTables(ctx context.Context, cols []column) error {
+// versionColumn is the flush's version column, "" when the merge has
+// none to compare. When no record of the flush has a version value, the
+// column comes from the table, its values all null; when the table has
+// none either, no row has a version and the flush merges without one.
+func (s *Sink) versionColumn(cols []column) (string, []column, error) {
+	if s.version == "" {
+		return "", cols, nil
+	}
+	for _, c := range cols {
+		if c.Name == s.version {
+			return s.version, cols, nil
+		}
+	}
+	have, ok := s.targetCols[s.version]
+	if ok {
+		t := canonical(have)
+		if !versionType(t) {
+			return "", nil, fmt.Errorf("version %q: column %s of table %s is %s; a version column must be a timestamp or a number (TIMESTAMP_*, NUMBER or FLOAT)", s.cfg.Version, quoteIdent(s.version), s.table, have)
+		}
+		return s.version, append(cols, column{Name: s.version, Field: strings.TrimSpace(s.cfg.Version), Type: t}), nil
+	}
+	for _, h := range s.held {
+		if h.version {
+			return "", cols, nil // only nulls
+		}
+	}
+	// Most likely a misspelt name.
+	return "", nil, fmt.Errorf("version %q: the records have no such top-level field, and table %s has no column %s", s.cfg.Version, s.table, quoteIdent(s.version))
+}
+
+// knowTables creates the tables on the run's first flush (replaces them
+// on a full refresh's) and reads their columns.
+func (s *Sink) knowTables(ctx context.Context, cols []column) error {
 	if !s.known {
 		replace := s.fullRefresh && !s.replacedOnce
 		if err := s.exec(ctx, createTableSQL(s.table, cols, replace)); err != nil {
@@ -463,6 +517,16 @@ func (s *Sink) prepareTables(ctx context.Context, cols []column) error {
 			return err
 		}
 		s.known = true
+	}
+	return nil
+}
+
+// prepareTables creates the tables on the first flush, reads their
+// columns, and adds the columns that cols has and they lack. A column
+// whose type cannot take its field stops the load.
+func (s *Sink) prepareTables(ctx context.Context, cols []column) error {
+	if err := s.knowTables(ctx, cols); err != nil {
+		return err
 	}
 	var addTarget []column
 	for i, c := range cols {

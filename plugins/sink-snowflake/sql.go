@@ -48,7 +48,11 @@ func stagingType(t string) string {
 // loadExpr is the expression that turns the staging column into the
 // target's type.
 func loadExpr(c column, alias string) string {
-	ref := alias + "." + quoteIdent(c.Name)
+	return convertExpr(c, alias+"."+quoteIdent(c.Name))
+}
+
+// convertExpr turns ref, the staging column of c, into the target's type.
+func convertExpr(c column, ref string) string {
 	switch c.Type {
 	case typeVariant:
 		return "PARSE_JSON(" + ref + ")"
@@ -186,17 +190,42 @@ func copySQL(t tableRef, file string) string {
 		"\nPURGE = TRUE"
 }
 
+// versionType reports whether a column of the sink's type t can hold a
+// version: a timestamp or a number.
+func versionType(t string) bool {
+	return t == typeTimestampTZ || t == typeNumber || t == typeFloat
+}
+
 // mergeSQL upserts the file's staging rows into the target on key, the
 // last arrival of each key winning.
 func mergeSQL(t tableRef, cols []column, key, file string) string {
+	return versionMergeSQL(t, cols, key, "", file)
+}
+
+// versionMergeSQL upserts the file's staging rows into the target on key,
+// comparing the version column (none when ""): of each key's rows, the one
+// with the greatest version (nulls lowest, the last arrival among equals)
+// replaces the stored row when the stored version is null or not greater.
+func versionMergeSQL(t tableRef, cols []column, key, version, file string) string {
 	var b strings.Builder
 	names := make([]string, len(cols))
+	var ver column
 	for i, c := range cols {
 		names[i] = quoteIdent(c.Name)
+		if c.Name == version {
+			ver = c
+		}
 	}
 	k := quoteIdent(key)
-	fmt.Fprintf(&b, "MERGE INTO %s AS t\nUSING (\n  SELECT %s\n  FROM %s\n  WHERE %s = %s\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY %s ORDER BY %s DESC) = 1\n) AS s\nON t.%s = s.%s\n",
-		t, strings.Join(names, ", "), t.staging(), quoteIdent(colFile), quoteString(file), k, quoteIdent(colSeq), k, k)
+	order := quoteIdent(colSeq) + " DESC"
+	matched := "WHEN MATCHED THEN UPDATE SET\n"
+	if version != "" {
+		v := quoteIdent(version)
+		order = convertExpr(ver, v) + " DESC NULLS LAST, " + order
+		matched = "WHEN MATCHED AND (t." + v + " IS NULL OR " + loadExpr(ver, "s") + " >= t." + v + ") THEN UPDATE SET\n"
+	}
+	fmt.Fprintf(&b, "MERGE INTO %s AS t\nUSING (\n  SELECT %s\n  FROM %s\n  WHERE %s = %s\n  QUALIFY ROW_NUMBER() OVER (PARTITION BY %s ORDER BY %s) = 1\n) AS s\nON t.%s = s.%s\n",
+		t, strings.Join(names, ", "), t.staging(), quoteIdent(colFile), quoteString(file), k, order, k, k)
 	var sets, vals []string
 	for _, c := range cols {
 		if c.Name != key {
@@ -205,7 +234,7 @@ func mergeSQL(t tableRef, cols []column, key, file string) string {
 		vals = append(vals, loadExpr(c, "s"))
 	}
 	if len(sets) > 0 {
-		b.WriteString("WHEN MATCHED THEN UPDATE SET\n" + strings.Join(sets, ",\n") + "\n")
+		b.WriteString(matched + strings.Join(sets, ",\n") + "\n")
 	}
 	fmt.Fprintf(&b, "WHEN NOT MATCHED THEN INSERT (%s)\nVALUES (%s)", strings.Join(names, ", "), strings.Join(vals, ", "))
 	return b.String()

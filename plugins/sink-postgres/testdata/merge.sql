@@ -1,0 +1,1 @@
+INSERT INTO "public"."labels" ("_pipeline_id", "label_id", "label", "updated_at") SELECT "_pipeline_id", "label_id", "label", "updated_at" FROM "_pipeline_stage" ON CONFLICT ("label_id") DO UPDATE SET "_pipeline_id" = EXCLUDED."_pipeline_id", "label" = EXCLUDED."label", "updated_at" = EXCLUDED."updated_at";
