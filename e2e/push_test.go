@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -386,4 +387,76 @@ sink "crashy" "ids" {
 		t.Error("the refused request's records reached the sink")
 	}
 	l.signal(syscall.SIGINT)
+}
+
+// pipeline serve runs a push source continuously next to the others, and
+// its metrics count requests by status, accepted and pending records.
+func TestServeRunsPushSourcesWithMetrics(t *testing.T) {
+	rcv := newReceiver(t)
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	os.MkdirAll(filepath.Join(dir, "pipelines"), 0o755)
+	writeFile(t, filepath.Join(dir, "pipelines", "push.hcl"), pushHCL(listen, rcv.srv.URL+"/crm", rcv.secret.Encode()))
+	cmd := exec.Command(bin("pipeline"), "serve", "--poll", "200ms", "--metrics-addr", "127.0.0.1:0", "pipelines")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1", "INGEST_TOKEN=tok")
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	base := "http://" + listen
+	waitFor(t, "the push API", 30*time.Second, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	auth := map[string]string{"Authorization": "Bearer tok"}
+	for i := 0; i < 3; i++ {
+		body := fmt.Sprintf(`{"row_id":"s%d","score":0.9}`+"\n"+`{"row_id":"q%d","score":0.1}`, i, i)
+		if a := post(t, base+"/v1/records", "application/x-ndjson", []byte(body), auth); a.status != http.StatusAccepted {
+			t.Fatalf("post: %d %s", a.status, a.body)
+		}
+	}
+	post(t, base+"/v1/records", "application/x-ndjson", []byte(`{"row_id":"x"}`), nil) // 401
+	waitFor(t, "the matching records", 30*time.Second, func() bool { return len(rcv.ids()) == 3 })
+
+	m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no metrics address logged:\n%s", stderr.String())
+	}
+	wants := []string{
+		`pipeline_push_requests_total{code="202",pipeline="push",source="push"} 3`,
+		`pipeline_push_requests_total{code="401",pipeline="push",source="push"} 1`,
+		`pipeline_push_records_accepted_total{pipeline="push",source="push"} 6`,
+		`pipeline_push_records_pending{pipeline="push",source="push"} 0`,
+		`pipeline_push_oldest_pending_age_seconds{pipeline="push",source="push"} 0`,
+	}
+	var body []byte
+	waitFor(t, "the push metrics", 10*time.Second, func() bool {
+		resp, err := http.Get(m[1])
+		if err != nil {
+			return false
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, w := range wants {
+			if !strings.Contains(string(body), w) {
+				return false
+			}
+		}
+		return true
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not stop on SIGTERM\n%s", stderr.String())
+	}
 }

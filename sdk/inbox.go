@@ -24,6 +24,9 @@ type Inbox interface {
 	// Status counts the stored records the pipeline has not committed past
 	// (not acked by every sink yet).
 	Status(ctx context.Context) (InboxStatus, error)
+	// ReportRequests tells the engine how many requests were answered
+	// with each HTTP status since the last report (its metrics).
+	ReportRequests(ctx context.Context, byStatus map[int]int64) error
 }
 
 // InboxEntry is the records one request brought, as JSON lines.
@@ -101,4 +104,13 @@ func (in *stateInbox) Status(ctx context.Context) (InboxStatus, error) {
 		return InboxStatus{}, err
 	}
 	return InboxStatus{Pending: resp.Pending, Oldest: fromUnixMs(resp.OldestPendingUnixMs), Last: resp.Last}, nil
+}
+
+func (in *stateInbox) ReportRequests(ctx context.Context, byStatus map[int]int64) error {
+	req := &pluginv1.InboxRequestsRequest{ByStatus: make(map[int32]int64, len(byStatus))}
+	for status, n := range byStatus {
+		req.ByStatus[int32(status)] = n
+	}
+	_, err := in.c.InboxRequests(ctx, req)
+	return err
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -274,7 +275,7 @@ func newServeMetrics(reg *prometheus.Registry, store *state.Store) *serveMetrics
 	}
 	reg.MustRegister(m)
 	reg.MustRegister(m.runs)
-	reg.MustRegister(&outboxCollector{store: store})
+	reg.MustRegister(&outboxCollector{store: store}, &pushCollector{store: store})
 	return m
 }
 
@@ -375,5 +376,44 @@ func (o *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, c := range circuits {
 		ch <- prometheus.MustNewConstMetric(descCircuit, prometheus.GaugeValue, 1, c.Pipeline, c.Sink, c.Endpoint, c.State)
+	}
+}
+
+var (
+	descPushRequests = prometheus.NewDesc("pipeline_push_requests_total", "Requests a push source (source \"http\", source \"webhook\") answered, by HTTP status code (since this process started it).", []string{"pipeline", "source", "code"}, nil)
+	descPushAccepted = prometheus.NewDesc("pipeline_push_records_accepted_total", "Records a push source stored in its inbox (over the state store's life).", []string{"pipeline", "source"}, nil)
+	descPushPending  = prometheus.NewDesc("pipeline_push_records_pending", "Accepted records not yet acked by every sink.", []string{"pipeline", "source"}, nil)
+	descPushOldest   = prometheus.NewDesc("pipeline_push_oldest_pending_age_seconds", "Age of the oldest accepted record not yet acked by every sink (0: none).", []string{"pipeline", "source"}, nil)
+)
+
+// pushCollector reads the push sources' inboxes from the store at scrape
+// time, and the request counts they reported.
+type pushCollector struct{ store *state.Store }
+
+func (c *pushCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPushRequests
+	ch <- descPushAccepted
+	ch <- descPushPending
+	ch <- descPushOldest
+}
+
+func (c *pushCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.store.PushRequests() {
+		ch <- prometheus.MustNewConstMetric(descPushRequests, prometheus.CounterValue, float64(r.N), r.Pipeline, r.Source, strconv.Itoa(r.Status))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, err := c.store.InboxCounts(ctx)
+	if err != nil {
+		return
+	}
+	for _, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descPushAccepted, prometheus.CounterValue, float64(n.Accepted), n.Pipeline, n.Source)
+		ch <- prometheus.MustNewConstMetric(descPushPending, prometheus.GaugeValue, float64(n.Pending), n.Pipeline, n.Source)
+		age := 0.0
+		if !n.Oldest.IsZero() {
+			age = time.Since(n.Oldest).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(descPushOldest, prometheus.GaugeValue, age, n.Pipeline, n.Source)
 	}
 }

@@ -300,3 +300,104 @@ func (in *Inbox) Status(ctx context.Context, now time.Time) (InboxStatus, error)
 func (in *Inbox) err(what string, err error) error {
 	return fmt.Errorf("state: inbox %s/%s: %s: %w", in.pipeline, in.source, what, err)
 }
+
+// InboxCount is what one push source's inbox holds, for metrics.
+type InboxCount struct {
+	Pipeline, Source string
+	// Accepted counts every record ever stored.
+	Accepted int64
+	Pending  int64
+	// Oldest is when the oldest pending record was stored (zero: none).
+	Oldest time.Time
+}
+
+// InboxCounts lists every push source's inbox.
+func (s *Store) InboxCounts(ctx context.Context) ([]InboxCount, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT h.pipeline, h.source, h.last, h.pruned, COALESCE(c.position, '')
+FROM inbox_heads h LEFT JOIN checkpoints c ON c.pipeline = h.pipeline AND c.source = h.source ORDER BY h.pipeline, h.source`)
+	if err != nil {
+		return nil, fmt.Errorf("state: inbox counts: %w", err)
+	}
+	var out []InboxCount
+	for rows.Next() {
+		var c InboxCount
+		var pruned int64
+		var pos []byte
+		if err := rows.Scan(&c.Pipeline, &c.Source, &c.Accepted, &pruned, &pos); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("state: inbox counts: %w", err)
+		}
+		committed := ParseInboxPosition(pos)
+		c.Pending = pending(c.Accepted, pruned, committed)
+		out = append(out, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("state: inbox counts: %w", err)
+	}
+	for i := range out {
+		if out[i].Pending == 0 {
+			continue
+		}
+		st, err := s.Inbox(out[i].Pipeline, out[i].Source).oldest(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Oldest = st
+	}
+	return out, nil
+}
+
+// oldest is when the oldest record past the committed position was stored.
+func (in *Inbox) oldest(ctx context.Context) (time.Time, error) {
+	var ms int64
+	err := in.s.db.QueryRowContext(ctx, `SELECT i.received_ms FROM inbox i
+LEFT JOIN checkpoints c ON c.pipeline = i.pipeline AND c.source = i.source
+WHERE i.pipeline = ? AND i.source = ? AND i.first + i.count - 1 > CAST(COALESCE(c.position, '0') AS INTEGER)
+ORDER BY i.first LIMIT 1`, in.pipeline, in.source).Scan(&ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, in.err("read", err)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// PushRequestCount is how many requests a push source answered with a
+// status, since this process started it.
+type PushRequestCount struct {
+	Pipeline, Source string
+	Status           int
+	N                int64
+}
+
+// pushRequests are the counts push sources reported (InboxRequests).
+type pushRequests struct {
+	mu     sync.Mutex
+	counts map[PushRequestCount]int64 // N zero in the key
+}
+
+// AddPushRequests adds what a push source reported.
+func (s *Store) AddPushRequests(pipeline, source string, byStatus map[int]int64) {
+	s.push.mu.Lock()
+	defer s.push.mu.Unlock()
+	if s.push.counts == nil {
+		s.push.counts = map[PushRequestCount]int64{}
+	}
+	for status, n := range byStatus {
+		s.push.counts[PushRequestCount{Pipeline: pipeline, Source: source, Status: status}] += n
+	}
+}
+
+// PushRequests lists the counts push sources reported to this process.
+func (s *Store) PushRequests() []PushRequestCount {
+	s.push.mu.Lock()
+	defer s.push.mu.Unlock()
+	out := make([]PushRequestCount, 0, len(s.push.counts))
+	for k, n := range s.push.counts {
+		k.N = n
+		out = append(out, k)
+	}
+	return out
+}

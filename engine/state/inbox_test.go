@@ -50,6 +50,17 @@ func TestInboxAppendReadDedupeAndPrune(t *testing.T) {
 	if err != nil || st.Pending != 3 || st.Last != 3 || !st.Oldest.Equal(now) {
 		t.Fatalf("status: %+v, %v", st, err)
 	}
+	counts, err := s.InboxCounts(ctx)
+	if err != nil || len(counts) != 1 || counts[0].Accepted != 3 || counts[0].Pending != 3 || !counts[0].Oldest.Equal(now) {
+		t.Fatalf("counts: %+v, %v", counts, err)
+	}
+	s.AddPushRequests("p", "push", map[int]int64{202: 2, 401: 1})
+	s.AddPushRequests("p", "push", map[int]int64{202: 1})
+	for _, r := range s.PushRequests() {
+		if (r.Status == 202 && r.N != 3) || (r.Status == 401 && r.N != 1) {
+			t.Errorf("push requests: %+v", r)
+		}
+	}
 	// The pipeline commits past record 2: one record pending, the first
 	// entry is pruned.
 	if err := s.Commit(ctx, "p", "push", InboxPosition(2), 2); err != nil {
@@ -68,6 +79,9 @@ func TestInboxAppendReadDedupeAndPrune(t *testing.T) {
 	}
 	if st, _ := in.Status(ctx, now.Add(4*time.Minute)); st.Pending != 1 {
 		t.Fatalf("after reset: %+v", st)
+	}
+	if counts, _ := s.InboxCounts(ctx); len(counts) != 1 || counts[0].Pending != 1 || counts[0].Oldest.IsZero() {
+		t.Fatalf("counts after reset: %+v", counts)
 	}
 	// Past its window the key stores again; numbering goes on.
 	res, _, err = in.Append(ctx, []InboxEntry{{Records: []byte("{\"a\":1}\n"), Count: 1, Key: "k1", KeyWindow: time.Hour}}, now.Add(2*time.Hour))

@@ -18,6 +18,16 @@ type InboxService struct {
 	now   func() time.Time
 }
 
+// InboxRequests implements pluginv1.StateServer.
+func (s *InboxService) InboxRequests(_ context.Context, req *pluginv1.InboxRequestsRequest) (*pluginv1.InboxRequestsResponse, error) {
+	by := make(map[int]int64, len(req.ByStatus))
+	for status, n := range req.ByStatus {
+		by[int(status)] = n
+	}
+	s.inbox.s.AddPushRequests(s.inbox.pipeline, s.inbox.source, by)
+	return &pluginv1.InboxRequestsResponse{}, nil
+}
+
 // NewInboxService serves the inbox of a pipeline's source.
 func NewInboxService(s *Store, pipeline, source string) *InboxService {
 	return &InboxService{inbox: s.Inbox(pipeline, source), now: time.Now}

@@ -29,6 +29,8 @@ type Store struct {
 	stop, stopped chan struct{}
 	// pruners prune outboxes in the background (retention.go).
 	pruners pruners
+	// push counts the requests push sources answered (inbox.go).
+	push pushRequests
 }
 
 // checkpointInterval is how often the WAL is copied into the database.

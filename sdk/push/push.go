@@ -426,19 +426,41 @@ func (s *Server) Read(ctx context.Context, from []byte, emit sdk.Emitter) error 
 	return err
 }
 
-// refreshPending follows the pipeline's commits: what every sink acked is
-// no longer pending.
+// refreshPending follows the pipeline's commits (what every sink acked is
+// no longer pending), and reports the requests answered since the last
+// report to the engine, for its metrics.
 func (s *Server) refreshPending(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	reported := map[int]int64{}
+	report := func(ctx context.Context) {
+		delta := map[int]int64{}
+		s.Counters.Requests.Range(func(k, v any) bool {
+			status, n := k.(int), v.(*atomic.Int64).Load()
+			if d := n - reported[status]; d > 0 {
+				delta[status] = d
+			}
+			return true
+		})
+		if len(delta) == 0 {
+			return
+		}
+		if err := s.inbox.ReportRequests(ctx, delta); err == nil {
+			for status, d := range delta {
+				reported[status] += d
+			}
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			report(context.WithoutCancel(ctx))
 			return
 		case <-tick.C:
 			if st, err := s.inbox.Status(ctx); err == nil {
 				s.pending.Store(st.Pending)
 			}
+			report(ctx)
 		}
 	}
 }

@@ -133,7 +133,7 @@ func (x Circuit_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Circuit_State.Descriptor instead.
 func (Circuit_State) EnumDescriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{29, 0}
+	return file_plugin_proto_rawDescGZIP(), []int{31, 0}
 }
 
 type DescribeRequest struct {
@@ -1021,6 +1021,86 @@ func (x *TransformResponse) GetLast() bool {
 	return false
 }
 
+type InboxRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ByStatus      map[int32]int64        `protobuf:"bytes,1,rep,name=by_status,json=byStatus,proto3" json:"by_status,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxRequestsRequest) Reset() {
+	*x = InboxRequestsRequest{}
+	mi := &file_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxRequestsRequest) ProtoMessage() {}
+
+func (x *InboxRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxRequestsRequest.ProtoReflect.Descriptor instead.
+func (*InboxRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *InboxRequestsRequest) GetByStatus() map[int32]int64 {
+	if x != nil {
+		return x.ByStatus
+	}
+	return nil
+}
+
+type InboxRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxRequestsResponse) Reset() {
+	*x = InboxRequestsResponse{}
+	mi := &file_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxRequestsResponse) ProtoMessage() {}
+
+func (x *InboxRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxRequestsResponse.ProtoReflect.Descriptor instead.
+func (*InboxRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{14}
+}
+
 type InboxEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The records as JSON lines: one object per line.
@@ -1041,7 +1121,7 @@ type InboxEntry struct {
 
 func (x *InboxEntry) Reset() {
 	*x = InboxEntry{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1133,7 @@ func (x *InboxEntry) String() string {
 func (*InboxEntry) ProtoMessage() {}
 
 func (x *InboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1146,7 @@ func (x *InboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxEntry.ProtoReflect.Descriptor instead.
 func (*InboxEntry) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InboxEntry) GetRecords() []byte {
@@ -1120,7 +1200,7 @@ type InboxAppendRequest struct {
 
 func (x *InboxAppendRequest) Reset() {
 	*x = InboxAppendRequest{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1212,7 @@ func (x *InboxAppendRequest) String() string {
 func (*InboxAppendRequest) ProtoMessage() {}
 
 func (x *InboxAppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1225,7 @@ func (x *InboxAppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxAppendRequest.ProtoReflect.Descriptor instead.
 func (*InboxAppendRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InboxAppendRequest) GetEntries() []*InboxEntry {
@@ -1169,7 +1249,7 @@ type InboxAppendResult struct {
 
 func (x *InboxAppendResult) Reset() {
 	*x = InboxAppendResult{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1261,7 @@ func (x *InboxAppendResult) String() string {
 func (*InboxAppendResult) ProtoMessage() {}
 
 func (x *InboxAppendResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1274,7 @@ func (x *InboxAppendResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxAppendResult.ProtoReflect.Descriptor instead.
 func (*InboxAppendResult) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InboxAppendResult) GetFirst() int64 {
@@ -1229,7 +1309,7 @@ type InboxAppendResponse struct {
 
 func (x *InboxAppendResponse) Reset() {
 	*x = InboxAppendResponse{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1321,7 @@ func (x *InboxAppendResponse) String() string {
 func (*InboxAppendResponse) ProtoMessage() {}
 
 func (x *InboxAppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1334,7 @@ func (x *InboxAppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxAppendResponse.ProtoReflect.Descriptor instead.
 func (*InboxAppendResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InboxAppendResponse) GetResults() []*InboxAppendResult {
@@ -1282,7 +1362,7 @@ type InboxReadRequest struct {
 
 func (x *InboxReadRequest) Reset() {
 	*x = InboxReadRequest{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1374,7 @@ func (x *InboxReadRequest) String() string {
 func (*InboxReadRequest) ProtoMessage() {}
 
 func (x *InboxReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1387,7 @@ func (x *InboxReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxReadRequest.ProtoReflect.Descriptor instead.
 func (*InboxReadRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InboxReadRequest) GetAfter() int64 {
@@ -1337,7 +1417,7 @@ type InboxStored struct {
 
 func (x *InboxStored) Reset() {
 	*x = InboxStored{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1429,7 @@ func (x *InboxStored) String() string {
 func (*InboxStored) ProtoMessage() {}
 
 func (x *InboxStored) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1442,7 @@ func (x *InboxStored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxStored.ProtoReflect.Descriptor instead.
 func (*InboxStored) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InboxStored) GetFirst() int64 {
@@ -1409,7 +1489,7 @@ type InboxReadResponse struct {
 
 func (x *InboxReadResponse) Reset() {
 	*x = InboxReadResponse{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1501,7 @@ func (x *InboxReadResponse) String() string {
 func (*InboxReadResponse) ProtoMessage() {}
 
 func (x *InboxReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1514,7 @@ func (x *InboxReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxReadResponse.ProtoReflect.Descriptor instead.
 func (*InboxReadResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InboxReadResponse) GetEntries() []*InboxStored {
@@ -1452,7 +1532,7 @@ type InboxStatusRequest struct {
 
 func (x *InboxStatusRequest) Reset() {
 	*x = InboxStatusRequest{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1544,7 @@ func (x *InboxStatusRequest) String() string {
 func (*InboxStatusRequest) ProtoMessage() {}
 
 func (x *InboxStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1557,7 @@ func (x *InboxStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxStatusRequest.ProtoReflect.Descriptor instead.
 func (*InboxStatusRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 type InboxStatusResponse struct {
@@ -1493,7 +1573,7 @@ type InboxStatusResponse struct {
 
 func (x *InboxStatusResponse) Reset() {
 	*x = InboxStatusResponse{}
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1585,7 @@ func (x *InboxStatusResponse) String() string {
 func (*InboxStatusResponse) ProtoMessage() {}
 
 func (x *InboxStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1598,7 @@ func (x *InboxStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxStatusResponse.ProtoReflect.Descriptor instead.
 func (*InboxStatusResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{21}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InboxStatusResponse) GetPending() int64 {
@@ -1560,7 +1640,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1652,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1665,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Delivery) GetId() string {
@@ -1646,7 +1726,7 @@ type EnqueueRequest struct {
 
 func (x *EnqueueRequest) Reset() {
 	*x = EnqueueRequest{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1738,7 @@ func (x *EnqueueRequest) String() string {
 func (*EnqueueRequest) ProtoMessage() {}
 
 func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1751,7 @@ func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueRequest.ProtoReflect.Descriptor instead.
 func (*EnqueueRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EnqueueRequest) GetDeliveries() []*Delivery {
@@ -1693,7 +1773,7 @@ type EnqueueResponse struct {
 
 func (x *EnqueueResponse) Reset() {
 	*x = EnqueueResponse{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1785,7 @@ func (x *EnqueueResponse) String() string {
 func (*EnqueueResponse) ProtoMessage() {}
 
 func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1798,7 @@ func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueResponse.ProtoReflect.Descriptor instead.
 func (*EnqueueResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EnqueueResponse) GetAdded() uint32 {
@@ -1750,7 +1830,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1842,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1855,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LeaseRequest) GetMax() uint32 {
@@ -1811,7 +1891,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1903,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1916,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LeaseResponse) GetDeliveries() []*Delivery {
@@ -1866,7 +1946,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1958,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1971,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{27}
+	return file_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Attempt) GetAtUnixMs() int64 {
@@ -1943,7 +2023,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2035,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2048,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{28}
+	return file_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Result) GetId() string {
@@ -2019,7 +2099,7 @@ type Circuit struct {
 
 func (x *Circuit) Reset() {
 	*x = Circuit{}
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2111,7 @@ func (x *Circuit) String() string {
 func (*Circuit) ProtoMessage() {}
 
 func (x *Circuit) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2124,7 @@ func (x *Circuit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Circuit.ProtoReflect.Descriptor instead.
 func (*Circuit) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{29}
+	return file_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Circuit) GetEndpoint() string {
@@ -2085,7 +2165,7 @@ type RecordRequest struct {
 
 func (x *RecordRequest) Reset() {
 	*x = RecordRequest{}
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2177,7 @@ func (x *RecordRequest) String() string {
 func (*RecordRequest) ProtoMessage() {}
 
 func (x *RecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2190,7 @@ func (x *RecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{30}
+	return file_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RecordRequest) GetResults() []*Result {
@@ -2135,7 +2215,7 @@ type RecordResponse struct {
 
 func (x *RecordResponse) Reset() {
 	*x = RecordResponse{}
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2227,7 @@ func (x *RecordResponse) String() string {
 func (*RecordResponse) ProtoMessage() {}
 
 func (x *RecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2240,7 @@ func (x *RecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordResponse.ProtoReflect.Descriptor instead.
 func (*RecordResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{31}
+	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 type PendingRequest struct {
@@ -2171,7 +2251,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2263,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2276,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{32}
+	return file_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 type PendingResponse struct {
@@ -2213,7 +2293,7 @@ type PendingResponse struct {
 
 func (x *PendingResponse) Reset() {
 	*x = PendingResponse{}
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2305,7 @@ func (x *PendingResponse) String() string {
 func (*PendingResponse) ProtoMessage() {}
 
 func (x *PendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2318,7 @@ func (x *PendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResponse.ProtoReflect.Descriptor instead.
 func (*PendingResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{33}
+	return file_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PendingResponse) GetPending() uint64 {
@@ -2288,7 +2368,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2380,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2393,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{34}
+	return file_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetRetentionRequest) GetDeliveredMs() int64 {
@@ -2345,7 +2425,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2437,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2450,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{35}
+	return file_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 var File_plugin_proto protoreflect.FileDescriptor
@@ -2441,7 +2521,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05arrow\x18\x02 \x01(\fR\x05arrow\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x03R\x04rows\x12\x12\n" +
-	"\x04last\x18\x04 \x01(\bR\x04last\"\xa6\x01\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\"\xa8\x01\n" +
+	"\x14InboxRequestsRequest\x12S\n" +
+	"\tby_status\x18\x01 \x03(\v26.pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntryR\bbyStatus\x1a;\n" +
+	"\rByStatusEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x05R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x17\n" +
+	"\x15InboxRequestsResponse\"\xa6\x01\n" +
 	"\n" +
 	"InboxEntry\x12\x18\n" +
 	"\arecords\x18\x01 \x01(\fR\arecords\x12\x14\n" +
@@ -2553,7 +2639,7 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
 	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01\x12\\\n" +
-	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xcb\x05\n" +
+	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xb1\x06\n" +
 	"\x05State\x12R\n" +
 	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
 	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
@@ -2562,7 +2648,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponse\x12^\n" +
 	"\vInboxAppend\x12&.pipeline.plugin.v1.InboxAppendRequest\x1a'.pipeline.plugin.v1.InboxAppendResponse\x12X\n" +
 	"\tInboxRead\x12$.pipeline.plugin.v1.InboxReadRequest\x1a%.pipeline.plugin.v1.InboxReadResponse\x12^\n" +
-	"\vInboxStatus\x12&.pipeline.plugin.v1.InboxStatusRequest\x1a'.pipeline.plugin.v1.InboxStatusResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
+	"\vInboxStatus\x12&.pipeline.plugin.v1.InboxStatusRequest\x1a'.pipeline.plugin.v1.InboxStatusResponse\x12d\n" +
+	"\rInboxRequests\x12(.pipeline.plugin.v1.InboxRequestsRequest\x1a).pipeline.plugin.v1.InboxRequestsResponseB3Z1github.com/pipelinehq/pipeline/sdk/proto/pluginv1b\x06proto3"
 
 var (
 	file_plugin_proto_rawDescOnce sync.Once
@@ -2577,93 +2664,99 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_plugin_proto_goTypes = []any{
-	(Outcome)(0),                 // 0: pipeline.plugin.v1.Outcome
-	(Circuit_State)(0),           // 1: pipeline.plugin.v1.Circuit.State
-	(*DescribeRequest)(nil),      // 2: pipeline.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),     // 3: pipeline.plugin.v1.DescribeResponse
-	(*Attribute)(nil),            // 4: pipeline.plugin.v1.Attribute
-	(*ConfigureRequest)(nil),     // 5: pipeline.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),    // 6: pipeline.plugin.v1.ConfigureResponse
-	(*SchemaRequest)(nil),        // 7: pipeline.plugin.v1.SchemaRequest
-	(*SchemaResponse)(nil),       // 8: pipeline.plugin.v1.SchemaResponse
-	(*ReadRequest)(nil),          // 9: pipeline.plugin.v1.ReadRequest
-	(*ReadResponse)(nil),         // 10: pipeline.plugin.v1.ReadResponse
-	(*WriteRequest)(nil),         // 11: pipeline.plugin.v1.WriteRequest
-	(*WriteResponse)(nil),        // 12: pipeline.plugin.v1.WriteResponse
-	(*TransformRequest)(nil),     // 13: pipeline.plugin.v1.TransformRequest
-	(*TransformResponse)(nil),    // 14: pipeline.plugin.v1.TransformResponse
-	(*InboxEntry)(nil),           // 15: pipeline.plugin.v1.InboxEntry
-	(*InboxAppendRequest)(nil),   // 16: pipeline.plugin.v1.InboxAppendRequest
-	(*InboxAppendResult)(nil),    // 17: pipeline.plugin.v1.InboxAppendResult
-	(*InboxAppendResponse)(nil),  // 18: pipeline.plugin.v1.InboxAppendResponse
-	(*InboxReadRequest)(nil),     // 19: pipeline.plugin.v1.InboxReadRequest
-	(*InboxStored)(nil),          // 20: pipeline.plugin.v1.InboxStored
-	(*InboxReadResponse)(nil),    // 21: pipeline.plugin.v1.InboxReadResponse
-	(*InboxStatusRequest)(nil),   // 22: pipeline.plugin.v1.InboxStatusRequest
-	(*InboxStatusResponse)(nil),  // 23: pipeline.plugin.v1.InboxStatusResponse
-	(*Delivery)(nil),             // 24: pipeline.plugin.v1.Delivery
-	(*EnqueueRequest)(nil),       // 25: pipeline.plugin.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),      // 26: pipeline.plugin.v1.EnqueueResponse
-	(*LeaseRequest)(nil),         // 27: pipeline.plugin.v1.LeaseRequest
-	(*LeaseResponse)(nil),        // 28: pipeline.plugin.v1.LeaseResponse
-	(*Attempt)(nil),              // 29: pipeline.plugin.v1.Attempt
-	(*Result)(nil),               // 30: pipeline.plugin.v1.Result
-	(*Circuit)(nil),              // 31: pipeline.plugin.v1.Circuit
-	(*RecordRequest)(nil),        // 32: pipeline.plugin.v1.RecordRequest
-	(*RecordResponse)(nil),       // 33: pipeline.plugin.v1.RecordResponse
-	(*PendingRequest)(nil),       // 34: pipeline.plugin.v1.PendingRequest
-	(*PendingResponse)(nil),      // 35: pipeline.plugin.v1.PendingResponse
-	(*SetRetentionRequest)(nil),  // 36: pipeline.plugin.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil), // 37: pipeline.plugin.v1.SetRetentionResponse
+	(Outcome)(0),                  // 0: pipeline.plugin.v1.Outcome
+	(Circuit_State)(0),            // 1: pipeline.plugin.v1.Circuit.State
+	(*DescribeRequest)(nil),       // 2: pipeline.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),      // 3: pipeline.plugin.v1.DescribeResponse
+	(*Attribute)(nil),             // 4: pipeline.plugin.v1.Attribute
+	(*ConfigureRequest)(nil),      // 5: pipeline.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),     // 6: pipeline.plugin.v1.ConfigureResponse
+	(*SchemaRequest)(nil),         // 7: pipeline.plugin.v1.SchemaRequest
+	(*SchemaResponse)(nil),        // 8: pipeline.plugin.v1.SchemaResponse
+	(*ReadRequest)(nil),           // 9: pipeline.plugin.v1.ReadRequest
+	(*ReadResponse)(nil),          // 10: pipeline.plugin.v1.ReadResponse
+	(*WriteRequest)(nil),          // 11: pipeline.plugin.v1.WriteRequest
+	(*WriteResponse)(nil),         // 12: pipeline.plugin.v1.WriteResponse
+	(*TransformRequest)(nil),      // 13: pipeline.plugin.v1.TransformRequest
+	(*TransformResponse)(nil),     // 14: pipeline.plugin.v1.TransformResponse
+	(*InboxRequestsRequest)(nil),  // 15: pipeline.plugin.v1.InboxRequestsRequest
+	(*InboxRequestsResponse)(nil), // 16: pipeline.plugin.v1.InboxRequestsResponse
+	(*InboxEntry)(nil),            // 17: pipeline.plugin.v1.InboxEntry
+	(*InboxAppendRequest)(nil),    // 18: pipeline.plugin.v1.InboxAppendRequest
+	(*InboxAppendResult)(nil),     // 19: pipeline.plugin.v1.InboxAppendResult
+	(*InboxAppendResponse)(nil),   // 20: pipeline.plugin.v1.InboxAppendResponse
+	(*InboxReadRequest)(nil),      // 21: pipeline.plugin.v1.InboxReadRequest
+	(*InboxStored)(nil),           // 22: pipeline.plugin.v1.InboxStored
+	(*InboxReadResponse)(nil),     // 23: pipeline.plugin.v1.InboxReadResponse
+	(*InboxStatusRequest)(nil),    // 24: pipeline.plugin.v1.InboxStatusRequest
+	(*InboxStatusResponse)(nil),   // 25: pipeline.plugin.v1.InboxStatusResponse
+	(*Delivery)(nil),              // 26: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),        // 27: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),       // 28: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),          // 29: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),         // 30: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),               // 31: pipeline.plugin.v1.Attempt
+	(*Result)(nil),                // 32: pipeline.plugin.v1.Result
+	(*Circuit)(nil),               // 33: pipeline.plugin.v1.Circuit
+	(*RecordRequest)(nil),         // 34: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),        // 35: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),        // 36: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),       // 37: pipeline.plugin.v1.PendingResponse
+	(*SetRetentionRequest)(nil),   // 38: pipeline.plugin.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),  // 39: pipeline.plugin.v1.SetRetentionResponse
+	nil,                           // 40: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
 	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	15, // 2: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
-	17, // 3: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
-	20, // 4: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
-	24, // 5: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	24, // 6: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	29, // 7: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
-	0,  // 8: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
-	1,  // 9: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
-	30, // 10: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
-	31, // 11: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
-	2,  // 12: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
-	5,  // 13: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
-	7,  // 14: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
-	9,  // 15: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
-	11, // 16: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
-	13, // 17: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
-	25, // 18: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
-	27, // 19: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
-	32, // 20: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
-	34, // 21: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
-	36, // 22: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
-	16, // 23: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
-	19, // 24: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
-	22, // 25: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
-	3,  // 26: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 27: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 28: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 29: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	12, // 30: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	14, // 31: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
-	26, // 32: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	28, // 33: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	33, // 34: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	35, // 35: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	37, // 36: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
-	18, // 37: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
-	21, // 38: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
-	23, // 39: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
-	26, // [26:40] is the sub-list for method output_type
-	12, // [12:26] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	40, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	17, // 3: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
+	19, // 4: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
+	22, // 5: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
+	26, // 6: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	26, // 7: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	31, // 8: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
+	0,  // 9: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
+	1,  // 10: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
+	32, // 11: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
+	33, // 12: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
+	2,  // 13: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
+	5,  // 14: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
+	7,  // 15: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
+	9,  // 16: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
+	11, // 17: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
+	13, // 18: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
+	27, // 19: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
+	29, // 20: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
+	34, // 21: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
+	36, // 22: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
+	38, // 23: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
+	18, // 24: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
+	21, // 25: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
+	24, // 26: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
+	15, // 27: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
+	3,  // 28: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 29: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 30: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 31: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	12, // 32: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	14, // 33: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
+	28, // 34: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	30, // 35: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	35, // 36: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	37, // 37: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	39, // 38: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	20, // 39: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
+	23, // 40: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
+	25, // 41: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
+	16, // 42: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
+	28, // [28:43] is the sub-list for method output_type
+	13, // [13:28] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_plugin_proto_init() }
@@ -2677,7 +2770,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

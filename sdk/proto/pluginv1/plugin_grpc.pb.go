@@ -345,14 +345,15 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	State_Enqueue_FullMethodName      = "/pipeline.plugin.v1.State/Enqueue"
-	State_Lease_FullMethodName        = "/pipeline.plugin.v1.State/Lease"
-	State_Record_FullMethodName       = "/pipeline.plugin.v1.State/Record"
-	State_Pending_FullMethodName      = "/pipeline.plugin.v1.State/Pending"
-	State_SetRetention_FullMethodName = "/pipeline.plugin.v1.State/SetRetention"
-	State_InboxAppend_FullMethodName  = "/pipeline.plugin.v1.State/InboxAppend"
-	State_InboxRead_FullMethodName    = "/pipeline.plugin.v1.State/InboxRead"
-	State_InboxStatus_FullMethodName  = "/pipeline.plugin.v1.State/InboxStatus"
+	State_Enqueue_FullMethodName       = "/pipeline.plugin.v1.State/Enqueue"
+	State_Lease_FullMethodName         = "/pipeline.plugin.v1.State/Lease"
+	State_Record_FullMethodName        = "/pipeline.plugin.v1.State/Record"
+	State_Pending_FullMethodName       = "/pipeline.plugin.v1.State/Pending"
+	State_SetRetention_FullMethodName  = "/pipeline.plugin.v1.State/SetRetention"
+	State_InboxAppend_FullMethodName   = "/pipeline.plugin.v1.State/InboxAppend"
+	State_InboxRead_FullMethodName     = "/pipeline.plugin.v1.State/InboxRead"
+	State_InboxStatus_FullMethodName   = "/pipeline.plugin.v1.State/InboxStatus"
+	State_InboxRequests_FullMethodName = "/pipeline.plugin.v1.State/InboxRequests"
 )
 
 // StateClient is the client API for State service.
@@ -401,6 +402,9 @@ type StateClient interface {
 	// InboxStatus counts the stored records the pipeline has not committed
 	// past yet (not acked by every sink), and drops what it has.
 	InboxStatus(ctx context.Context, in *InboxStatusRequest, opts ...grpc.CallOption) (*InboxStatusResponse, error)
+	// InboxRequests reports the requests a push source answered since its
+	// last report, by HTTP status (for the engine's metrics).
+	InboxRequests(ctx context.Context, in *InboxRequestsRequest, opts ...grpc.CallOption) (*InboxRequestsResponse, error)
 }
 
 type stateClient struct {
@@ -491,6 +495,16 @@ func (c *stateClient) InboxStatus(ctx context.Context, in *InboxStatusRequest, o
 	return out, nil
 }
 
+func (c *stateClient) InboxRequests(ctx context.Context, in *InboxRequestsRequest, opts ...grpc.CallOption) (*InboxRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InboxRequestsResponse)
+	err := c.cc.Invoke(ctx, State_InboxRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateServer is the server API for State service.
 // All implementations must embed UnimplementedStateServer
 // for forward compatibility.
@@ -537,6 +551,9 @@ type StateServer interface {
 	// InboxStatus counts the stored records the pipeline has not committed
 	// past yet (not acked by every sink), and drops what it has.
 	InboxStatus(context.Context, *InboxStatusRequest) (*InboxStatusResponse, error)
+	// InboxRequests reports the requests a push source answered since its
+	// last report, by HTTP status (for the engine's metrics).
+	InboxRequests(context.Context, *InboxRequestsRequest) (*InboxRequestsResponse, error)
 	mustEmbedUnimplementedStateServer()
 }
 
@@ -570,6 +587,9 @@ func (UnimplementedStateServer) InboxRead(context.Context, *InboxReadRequest) (*
 }
 func (UnimplementedStateServer) InboxStatus(context.Context, *InboxStatusRequest) (*InboxStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InboxStatus not implemented")
+}
+func (UnimplementedStateServer) InboxRequests(context.Context, *InboxRequestsRequest) (*InboxRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InboxRequests not implemented")
 }
 func (UnimplementedStateServer) mustEmbedUnimplementedStateServer() {}
 func (UnimplementedStateServer) testEmbeddedByValue()               {}
@@ -736,6 +756,24 @@ func _State_InboxStatus_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_InboxRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InboxRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).InboxRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_InboxRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).InboxRequests(ctx, req.(*InboxRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // State_ServiceDesc is the grpc.ServiceDesc for State service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -774,6 +812,10 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InboxStatus",
 			Handler:    _State_InboxStatus_Handler,
+		},
+		{
+			MethodName: "InboxRequests",
+			Handler:    _State_InboxRequests_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
