@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
@@ -27,6 +28,19 @@ type Inbox interface {
 	// ReportRequests tells the engine how many requests were answered
 	// with each HTTP status since the last report (its metrics).
 	ReportRequests(ctx context.Context, byStatus map[int]int64) error
+}
+
+// InboxPosition is a push source's position after record number n.
+func InboxPosition(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
+
+// ParseInboxPosition is the record number a push source's position is
+// after (0 for none, or for one that is not a number).
+func ParseInboxPosition(pos []byte) int64 {
+	n, err := strconv.ParseInt(string(pos), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // InboxEntry is the records one request brought, as JSON lines.

@@ -5,9 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // The inbox of a push source (source "http", source "webhook") holds the
@@ -87,18 +88,12 @@ type InboxStored struct {
 	Received time.Time
 }
 
-// InboxPosition is the source position after record n.
-func InboxPosition(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
-
-// ParseInboxPosition is the record number a position is after (0 for none
-// or one that is not a number).
-func ParseInboxPosition(pos []byte) int64 {
-	n, err := strconv.ParseInt(string(pos), 10, 64)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
-}
+// InboxPosition and ParseInboxPosition are the push sources' positions
+// (sdk.InboxPosition).
+var (
+	InboxPosition      = sdk.InboxPosition
+	ParseInboxPosition = sdk.ParseInboxPosition
+)
 
 // pruneEvery bounds how often Append and Status drop what is committed.
 const pruneEvery = time.Second

@@ -28,17 +28,8 @@ type Source struct {
 }
 
 type config struct {
-	Listen     string `json:"listen"`
-	Path       string `json:"path"`
-	Token      string `json:"token"`
-	TLS        *tls   `json:"tls"`
-	MaxBody    int64  `json:"max_body"`
-	MaxPending int64  `json:"max_pending"`
-}
-
-type tls struct {
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
+	push.ListenConfig
+	Token string `json:"token"`
 }
 
 // Info describes the plugin.
@@ -59,12 +50,9 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&s.cfg); err != nil {
 		return err
 	}
-	if err := push.CheckListen(s.cfg.Listen, s.cfg.Path); err != nil {
+	opts, err := s.cfg.Options(cfg.Name)
+	if err != nil {
 		return err
-	}
-	opts := push.Options{Listen: s.cfg.Listen, Path: s.cfg.Path, MaxBody: s.cfg.MaxBody, MaxPending: s.cfg.MaxPending, Source: cfg.Name}
-	if s.cfg.TLS != nil {
-		opts.CertFile, opts.KeyFile = s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile
 	}
 	s.server = push.New(opts, cfg.Inbox, s.accept)
 	return nil

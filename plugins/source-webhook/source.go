@@ -41,11 +41,7 @@ type Source struct {
 }
 
 type config struct {
-	Listen         string            `json:"listen"`
-	Path           string            `json:"path"`
-	TLS            *tlsConfig        `json:"tls"`
-	MaxBody        int64             `json:"max_body"`
-	MaxPending     int64             `json:"max_pending"`
+	push.ListenConfig
 	Signature      string            `json:"signature"`
 	Secret         string            `json:"secret"`
 	Secrets        []string          `json:"secrets"`
@@ -56,11 +52,6 @@ type config struct {
 	DedupeWindow   string            `json:"dedupe_window"`
 
 	tolerance, dedupeWindow time.Duration
-}
-
-type tlsConfig struct {
-	CertFile string `json:"cert_file"`
-	KeyFile  string `json:"key_file"`
 }
 
 // Info describes the plugin.
@@ -88,7 +79,8 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 	if err := cfg.Decode(&s.cfg); err != nil {
 		return err
 	}
-	if err := push.CheckListen(s.cfg.Listen, s.cfg.Path); err != nil {
+	opts, err := s.cfg.Options(cfg.Name)
+	if err != nil {
 		return err
 	}
 	scheme, err := webhook.ParseScheme(s.cfg.Signature)
@@ -132,10 +124,6 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 	}
 	if s.cfg.dedupeWindow, err = duration("dedupe_window", s.cfg.DedupeWindow, DefaultDedupeWindow); err != nil {
 		return err
-	}
-	opts := push.Options{Listen: s.cfg.Listen, Path: s.cfg.Path, MaxBody: s.cfg.MaxBody, MaxPending: s.cfg.MaxPending, Source: cfg.Name}
-	if s.cfg.TLS != nil {
-		opts.CertFile, opts.KeyFile = s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile
 	}
 	s.server = push.New(opts, cfg.Inbox, s.accept)
 	return nil

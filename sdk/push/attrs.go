@@ -24,6 +24,32 @@ func ListenAttributes(defaultPath string) []sdk.Attribute {
 	}
 }
 
+// ListenConfig decodes what ListenAttributes declare; embed it in a push
+// source's config struct.
+type ListenConfig struct {
+	Listen string `json:"listen"`
+	Path   string `json:"path"`
+	TLS    *struct {
+		CertFile string `json:"cert_file"`
+		KeyFile  string `json:"key_file"`
+	} `json:"tls"`
+	MaxBody    int64 `json:"max_body"`
+	MaxPending int64 `json:"max_pending"`
+}
+
+// Options checks the listen address and path and makes the server's
+// options for the block named source.
+func (c ListenConfig) Options(source string) (Options, error) {
+	if err := CheckListen(c.Listen, c.Path); err != nil {
+		return Options{}, err
+	}
+	opts := Options{Listen: c.Listen, Path: c.Path, MaxBody: c.MaxBody, MaxPending: c.MaxPending, Source: source}
+	if c.TLS != nil {
+		opts.CertFile, opts.KeyFile = c.TLS.CertFile, c.TLS.KeyFile
+	}
+	return opts, nil
+}
+
 // CheckListen checks a push source's listen address and path.
 func CheckListen(listen, path string) error {
 	if _, _, err := net.SplitHostPort(listen); err != nil {

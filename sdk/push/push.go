@@ -474,7 +474,7 @@ const batchRecords = 4096
 // emitStored emits the inbox's records after from, then what is stored
 // next, as it is stored.
 func (s *Server) emitStored(ctx context.Context, from []byte, emit sdk.Emitter) error {
-	after := parsePosition(from)
+	after := sdk.ParseInboxPosition(from)
 	dec := newDecoder()
 	defer dec.release()
 	for {
@@ -502,7 +502,7 @@ func (s *Server) emitStored(ctx context.Context, from []byte, emit sdk.Emitter) 
 			after = last
 			continue
 		}
-		if err := emit.EmitAt(rec, position(last), origin); err != nil {
+		if err := emit.EmitAt(rec, sdk.InboxPosition(last), origin); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -510,14 +510,4 @@ func (s *Server) emitStored(ctx context.Context, from []byte, emit sdk.Emitter) 
 		}
 		after = last
 	}
-}
-
-func position(n int64) []byte { return strconv.AppendInt(nil, n, 10) }
-
-func parsePosition(pos []byte) int64 {
-	n, err := strconv.ParseInt(string(pos), 10, 64)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
 }
