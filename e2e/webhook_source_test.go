@@ -136,3 +136,44 @@ sink "webhook" "ls" {
 		t.Errorf("exit %d after SIGTERM, want 143\n%s", code, l.stderr())
 	}
 }
+
+// pipeline validate checks push sources like any block: a bad address is an
+// error at its attribute, signature = "none" without require_headers a
+// warning at the signature; nothing listens.
+func TestValidatePushSources(t *testing.T) {
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	writeFile(t, filepath.Join(dir, "v.hcl"), fmt.Sprintf(`source "webhook" "ls" {
+  listen    = %q
+  signature = "none"
+}
+source "http" "push" {
+  listen = "nohost"
+}
+sink "file" "out" {
+  inputs = [source.ls, source.push]
+  path   = "out.jsonl"
+}
+`, listen))
+	r := pipeline(t, dir, nil, "validate", "v.hcl")
+	if r.code != 1 || !strings.Contains(r.stderr, "Warning: The source plugin \"webhook\" warns\n\n  on v.hcl:3:15") ||
+		!strings.Contains(r.stderr, "on v.hcl:6:12") || !strings.Contains(r.stderr, `"nohost" is not host:port`) {
+		t.Fatalf("validate: exit %d\n%s", r.code, r.stderr)
+	}
+	writeFile(t, filepath.Join(dir, "ok.hcl"), fmt.Sprintf(`source "webhook" "ls" {
+  listen          = %q
+  signature       = "none"
+  require_headers = { "X-Token" = "t" }
+}
+sink "file" "out" {
+  inputs = [source.ls]
+  path   = "out.jsonl"
+}
+`, listen))
+	if r := pipeline(t, dir, nil, "validate", "ok.hcl"); r.code != 0 || strings.Contains(r.stderr, "Warning") {
+		t.Fatalf("validate ok.hcl: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := http.Get("http://" + listen + "/healthz"); err == nil {
+		t.Error("validate left something listening")
+	}
+}

@@ -110,6 +110,8 @@ type Config struct {
 	// Inbox is the engine's durable inbox for a source (push sources keep
 	// what they accept there), nil when the engine serves none.
 	Inbox Inbox
+
+	warnings *[]string
 	// NoWait asks a sink with an outbox not to wait for pending deliveries
 	// when its stream ends (`pipeline run --no-wait`).
 	NoWait bool
@@ -122,6 +124,15 @@ type Config struct {
 	// path against it when the path names nothing relative to the working
 	// directory (as `source "file"` does).
 	BaseDir string
+}
+
+// Warn reports a problem with the block that does not stop it (a
+// signature check turned off, say). pipeline validate and run show it as a
+// warning at the block, at the attribute the message names first.
+func (c Config) Warn(format string, args ...any) {
+	if c.warnings != nil {
+		*c.warnings = append(*c.warnings, fmt.Sprintf(format, args...))
+	}
 }
 
 // Decode unmarshals the block's attributes into v, typically a struct with

@@ -154,7 +154,8 @@ func attributesProto(list []Attribute) ([]*pluginv1.Attribute, error) {
 }
 
 func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
-	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait, FullRefresh: req.FullRefresh, BaseDir: req.BaseDir}
+	var warnings []string
+	cfg := Config{Name: req.Name, JSON: req.ConfigJson, Templates: req.Templates, NoWait: req.NoWait, FullRefresh: req.FullRefresh, BaseDir: req.BaseDir, warnings: &warnings}
 	if req.StateBrokerId != 0 {
 		if s.broker == nil {
 			return nil, status.Error(codes.FailedPrecondition, "the engine offers a state service but the plugin has no broker")
@@ -184,7 +185,7 @@ func (s *server) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) 
 	s.mu.Lock()
 	s.configured = true
 	s.mu.Unlock()
-	return &pluginv1.ConfigureResponse{}, nil
+	return &pluginv1.ConfigureResponse{Warnings: warnings}, nil
 }
 
 func (s *server) ready() error {

@@ -70,6 +70,8 @@ type Plugin struct {
 	logs   *logTail
 	// buffered is what Describe said: the sink acks only on flushes.
 	buffered bool
+	// configWarnings are what Configure answered (sdk.Config.Warn).
+	configWarnings []string
 }
 
 // Buffered reports whether the plugin said (in Describe) that it is a
@@ -294,12 +296,17 @@ func (p *Plugin) Configure(ctx context.Context, config []byte, templates []strin
 	if opts.State != nil && p.broker != nil {
 		req.StateBrokerId = wire.ServeState(p.broker, opts.State)
 	}
-	_, err := p.rpc.Configure(ctx, req)
+	resp, err := p.rpc.Configure(ctx, req)
 	if err != nil {
 		return p.Err(err)
 	}
+	p.configWarnings = resp.Warnings
 	return nil
 }
+
+// ConfigWarnings are what the plugin warned about its block when it was
+// configured.
+func (p *Plugin) ConfigWarnings() []string { return p.configWarnings }
 
 // Schema asks a source for its schema; nil without error when it cannot
 // tell before reading.

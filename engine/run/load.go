@@ -221,7 +221,16 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			l.services = append(l.services, svc)
 			outboxes[n] = svc.Outbox()
 		}
-		if err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts); err != nil {
+		err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts)
+		for _, w := range plug.ConfigWarnings() {
+			subject, context := b.DefRange.Ptr(), (*hcl.Range)(nil)
+			if r := config.MentionedRange(b.Body, w); r != nil {
+				subject, context = r, b.DefRange.Ptr()
+			}
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagWarning, Summary: fmt.Sprintf("The %s plugin %q warns", b.Kind, b.Type),
+				Detail: w, Subject: subject, Context: context})
+		}
+		if err != nil {
 			failedConfigure[n] = true
 			msg := err.Error()
 			subject, context := b.DefRange.Ptr(), (*hcl.Range)(nil)

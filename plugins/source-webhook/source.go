@@ -101,7 +101,7 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 		return fmt.Errorf("secret: %v", err)
 	}
 	if scheme == webhook.SchemeNone && len(s.cfg.RequireHeaders) == 0 {
-		sdk.Logger().Warn(fmt.Sprintf("source webhook %q: signature = \"none\" without require_headers accepts a delivery from anyone who can reach %s; set require_headers to a shared header value, or use a signature", cfg.Name, s.cfg.Listen))
+		cfg.Warn("signature: \"none\" without require_headers accepts a delivery from anyone who can reach %s; set require_headers to a shared header value, or use a signature", s.cfg.Listen)
 	}
 	if s.cfg.IDHeader == "" {
 		switch scheme {

@@ -490,7 +490,10 @@ func (x *ConfigureRequest) GetBaseDir() string {
 }
 
 type ConfigureResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Warnings about the block that do not stop it (sdk.Config.Warn), shown
+	// by pipeline validate and run at the block.
+	Warnings      []string `protobuf:"bytes,1,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -523,6 +526,13 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
 	return file_plugin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConfigureResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 type SchemaRequest struct {
@@ -2487,8 +2497,9 @@ const file_plugin_proto_rawDesc = "" +
 	"\x0fstate_broker_id\x18\x04 \x01(\rR\rstateBrokerId\x12\x17\n" +
 	"\ano_wait\x18\x05 \x01(\bR\x06noWait\x12!\n" +
 	"\ffull_refresh\x18\x06 \x01(\bR\vfullRefresh\x12\x19\n" +
-	"\bbase_dir\x18\a \x01(\tR\abaseDir\"\x13\n" +
-	"\x11ConfigureResponse\"\x0f\n" +
+	"\bbase_dir\x18\a \x01(\tR\abaseDir\"/\n" +
+	"\x11ConfigureResponse\x12\x1a\n" +
+	"\bwarnings\x18\x01 \x03(\tR\bwarnings\"\x0f\n" +
 	"\rSchemaRequest\"3\n" +
 	"\x0eSchemaResponse\x12!\n" +
 	"\farrow_schema\x18\x01 \x01(\fR\varrowSchema\"-\n" +
