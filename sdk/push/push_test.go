@@ -46,8 +46,8 @@ func (m *memInbox) Append(_ context.Context, es []sdk.InboxEntry) ([]sdk.InboxAp
 	return out, m.last, nil
 }
 func (m *memInbox) Read(context.Context, int64, int) ([]sdk.InboxStored, error) { return nil, nil }
-func (m *memInbox) Status(context.Context) (sdk.InboxStatus, error)           { return sdk.InboxStatus{}, nil }
-func (m *memInbox) ReportRequests(context.Context, map[int]int64) error       { return nil }
+func (m *memInbox) Status(context.Context) (sdk.InboxStatus, error)             { return sdk.InboxStatus{}, nil }
+func (m *memInbox) ReportRequests(context.Context, map[int]int64) error         { return nil }
 
 func newTestServer(t *testing.T, in *memInbox, maxBody int64) (*Server, func()) {
 	t.Helper()
