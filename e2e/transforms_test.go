@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -75,6 +77,89 @@ func TestTransformCasesEndToEnd(t *testing.T) {
 	}
 	if n < 9 {
 		t.Fatalf("found %d cases in %s, want at least 9", n, root)
+	}
+}
+
+// A set expression that fails on one record (an integer modulo by zero)
+// fails the run naming the record's file and line, and commits nothing;
+// with on_error = "skip" that record is dropped and counted, and every
+// other record reaches the sink with its computed field.
+func TestTransformOnErrorSkip(t *testing.T) {
+	dir := t.TempDir()
+	ns := []int{1, 2, 0, 4, 5, 3} // line 3 has n = 0
+	var b strings.Builder
+	for i, n := range ns {
+		fmt.Fprintf(&b, `{"row_id":"r%d","n":%d}`+"\n", i+1, n)
+	}
+	input := filepath.Join(dir, "in.jsonl")
+	writeFile(t, input, b.String())
+	out := filepath.Join(dir, "out.jsonl")
+	hcl := func(onError string) string {
+		return fmt.Sprintf(`
+source "file" "in" {
+  path = %q
+}
+
+transform "enrich" {
+  inputs = [source.in]
+  set = {
+    m = "61 %% n"
+  }
+  %s
+}
+
+sink "file" "out" {
+  inputs = [transform.enrich]
+  path   = %q
+}
+`, input, onError, out)
+	}
+	p := filepath.Join(dir, "p.hcl")
+	state := filepath.Join(dir, "state.db")
+
+	writeFile(t, p, hcl(""))
+	r := pipeline(t, dir, nil, "run", "--state", state, p)
+	if r.code == 0 {
+		t.Fatalf("the run succeeded although n is 0 at %s:3\n%s", input, r.stderr)
+	}
+	for _, want := range []string{"transform enrich", input + ":3:", "divide by zero", `on_error = "skip"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Fatalf("the error does not name %q:\n%s", want, r.stderr)
+		}
+	}
+	if _, err := os.Stat(out); err == nil && len(jsonLines(t, out)) > 0 {
+		t.Fatalf("records reached the sink although the run failed: %v", jsonLines(t, out))
+	}
+
+	// The failed run committed nothing: the next run reads every record.
+	writeFile(t, p, hcl(`on_error = "skip"`))
+	r = pipeline(t, dir, nil, "run", "--json", "--state", state, p)
+	if r.code != 0 {
+		t.Fatalf("run with on_error = \"skip\": exit %d\n%s", r.code, r.stderr)
+	}
+	s := parseSummary(t, r)
+	if s.Read != 6 || s.Rejected != 1 || s.Sinks["out"] != 5 {
+		t.Fatalf("summary: read %d, rejected %d, delivered %v; want 6, 1 and 5\n%s", s.Read, s.Rejected, s.Sinks, r.stdout)
+	}
+	if !strings.Contains(r.stderr, input+":3") {
+		t.Errorf("the skipped record is not logged with its place %s:3:\n%s", input, r.stderr)
+	}
+	var got []string
+	for _, line := range jsonLines(t, out) {
+		var v struct {
+			RowID string `json:"row_id"`
+			N, M  int
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatal(err)
+		}
+		if v.M != 61%v.N {
+			t.Errorf("%s: m = %d, want 61 %% %d = %d", v.RowID, v.M, v.N, 61%v.N)
+		}
+		got = append(got, v.RowID)
+	}
+	if strings.Join(got, ",") != "r1,r2,r4,r5,r6" {
+		t.Fatalf("the sink got %v, want every record but r3", got)
 	}
 }
 

@@ -77,6 +77,57 @@ read -r tsecs rss <"$dir/time.txt"
 rate=$(awk -v n="$N" -v s="$tsecs" 'BEGIN { printf "%.0f", n / s }')
 printf "%-44s %8s s  %10s records/s  peak RSS %6d MB (largest process)\n" "with transform: 2 computed fields" "$tsecs" "$rate" $((rss / 1024))
 
+# Model calls: the same records through transform "http" (fields = ["text"],
+# batch_size 100, concurrency 8) to tools/demomodel, a stand-in model that
+# this script starts on a free loopback port (it shares the cores), then into
+# sink "file"; every record must come out classified. BENCH_MODEL=0 skips it.
+if [ "${BENCH_MODEL:-1}" != 0 ]; then
+  go build -o "$dir/demomodel" ./tools/demomodel
+  rm -f "$dir/model.log"
+  "$dir/demomodel" -addr 127.0.0.1:0 >"$dir/model.log" 2>&1 &
+  model=$!
+  trap 'kill "$model" 2>/dev/null || true' EXIT
+  url=
+  for _ in $(seq 100); do
+    url=$(grep -o 'http://[^ ]*' "$dir/model.log" 2>/dev/null || true)
+    [ -n "$url" ] && break
+    kill -0 "$model" 2>/dev/null || { cat "$dir/model.log"; exit 1; }
+    sleep 0.05
+  done
+  [ -n "$url" ] || { echo "tools/demomodel did not start" >&2; exit 1; }
+  cat >"$dir/bench-model.hcl" <<HCL
+pipeline { name = "bench-model" }
+source "file" "calls" {
+  path = "$data"
+}
+transform "http" "intent" {
+  inputs      = [source.calls]
+  url         = "$url"
+  fields      = ["text"]
+  into        = "classifications.intent"
+  batch_size  = 100
+  concurrency = 8
+  allow_private_networks = true
+}
+sink "file" "out" {
+  inputs = [transform.intent]
+  path   = "$dir/out-model.jsonl"
+}
+HCL
+  rm -rf "$dir/out-model.jsonl" "$dir/state-model.db"*
+  /usr/bin/time -f "%e %M" -o "$dir/time.txt" bin/pipeline run --json --state "$dir/state-model.db" "$dir/bench-model.hcl" >"$dir/summary.json" 2>"$dir/stderr.txt" || { cat "$dir/stderr.txt"; exit 1; }
+  kill "$model" 2>/dev/null || true
+  wait "$model" 2>/dev/null || true
+  trap - EXIT
+  read -r msecs rss <"$dir/time.txt"
+  rate=$(awk -v n="$N" -v s="$msecs" 'BEGIN { printf "%.0f", n / s }')
+  printf "%-44s %8s s  %10s records/s  peak RSS %6d MB (largest process)\n" "transform \"http\" to a model (demomodel)" "$msecs" "$rate" $((rss / 1024))
+  classified=$(grep -c '"intent":{"confidence":' "$dir/out-model.jsonl" || true)
+  if [ "$classified" != "$N" ]; then
+    echo "transform \"http\": $classified of $N records came out classified" >&2; exit 1
+  fi
+fi
+
 # Webhook deliveries (issue 3), end to end with the real binary (bin/pipeline,
 # built by make bench): `pipeline run` of source "file" → filter → sink
 # "webhook" (plugins out of process, the SQLite outbox in a temporary state

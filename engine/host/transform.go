@@ -44,9 +44,9 @@ type TransformStream struct {
 // pendingPiece is one request not fully answered yet.
 type pendingPiece struct {
 	seq uint64
-	// ids counts the record ids of the piece's rows (nil when the input
+	// ids are the record ids of the piece's rows (nil when the input
 	// carries none): each output row uses up one.
-	ids map[string]int
+	ids *idCheck
 	// token is set on the last piece of a batch given to Send.
 	token any
 	last  bool
@@ -88,18 +88,16 @@ func (t *TransformStream) Send(rec arrow.RecordBatch, token any) error {
 			pp.token = token
 		}
 		if ids != nil {
-			pp.ids = make(map[string]int, rows)
-			for i := off; i < off+int(rows); i++ {
-				// Cloned: the counts outlive rec, whose buffers the
-				// strings would otherwise point into.
-				pp.ids[strings.Clone(ids.Value(i))]++
-			}
+			// A slice of the column, which is kept (not rec's other
+			// columns) until the piece is answered.
+			pp.ids = &idCheck{ids: array.NewSlice(ids, int64(off), int64(off)+rows).(*array.String)}
 		}
 		off += int(rows)
 		t.mu.Lock()
 		if t.err != nil {
 			err := t.err
 			t.mu.Unlock()
+			pp.ids.release()
 			return err
 		}
 		t.pending = append(t.pending, pp)
@@ -153,6 +151,13 @@ func (t *TransformStream) recv(ctx context.Context) {
 	defer close(t.done)
 	defer close(t.results)
 	defer t.cancel()
+	defer func() {
+		t.mu.Lock()
+		for _, pp := range t.pending {
+			pp.ids.release()
+		}
+		t.mu.Unlock()
+	}()
 	dec := wire.NewDecoder(nil)
 	defer dec.Release()
 	var recs []arrow.RecordBatch // output of the current batch so far
@@ -202,7 +207,7 @@ func (t *TransformStream) recv(ctx context.Context) {
 				t.fail(t.protocolErr("batch %d: the message says %d rows, its batch has %d", msg.Seq, msg.Rows, rec.NumRows()))
 				return
 			}
-			if err := checkIDs(rec, head.ids); err != nil {
+			if err := head.ids.check(rec); err != nil {
 				t.fail(t.protocolErr("batch %d: %v", msg.Seq, err))
 				return
 			}
@@ -213,6 +218,7 @@ func (t *TransformStream) recv(ctx context.Context) {
 		t.mu.Lock()
 		t.pending = t.pending[1:]
 		t.mu.Unlock()
+		head.ids.release()
 		if !head.last {
 			continue // more pieces of the same batch follow
 		}
@@ -232,11 +238,29 @@ func (t *TransformStream) protocolErr(format string, args ...any) error {
 	return &Error{Plugin: t.p.spec.Label(), Msg: "transform: protocol error: " + fmt.Sprintf(format, args...)}
 }
 
-// checkIDs uses up, in ids, the id of every row of rec: a row whose id is
-// not among its input's (or more often than there) is a protocol error.
-// ids is nil when the input carried no ids.
-func checkIDs(rec arrow.RecordBatch, ids map[string]int) error {
-	if ids == nil {
+// idCheck holds the record ids of one piece sent to the transform, and
+// uses up one for each output row: a row whose id is not among them (or
+// more often than there) is a protocol error. Output rows usually keep
+// their input's order, so ids are matched in order first, and counted in a
+// map only once a row comes out of order.
+type idCheck struct {
+	ids     *array.String
+	next    int            // ids before next are used up, or in skipped
+	skipped []int          // ids before next that no output row used yet
+	left    map[string]int // once a row came out of order: the ids not used up
+}
+
+func (c *idCheck) release() {
+	if c != nil && c.ids != nil {
+		c.ids.Release()
+		c.ids = nil
+	}
+}
+
+// check uses up the id of every row of rec. c is nil when the input
+// carried no ids.
+func (c *idCheck) check(rec arrow.RecordBatch) error {
+	if c == nil {
 		return nil
 	}
 	i := rec.Schema().FieldIndices(sdk.IDColumn)
@@ -249,10 +273,39 @@ func checkIDs(rec arrow.RecordBatch, ids map[string]int) error {
 	}
 	for r := 0; r < col.Len(); r++ {
 		id := col.Value(r)
-		if col.IsNull(r) || ids[id] == 0 {
+		if col.IsNull(r) || !c.use(id) {
 			return fmt.Errorf("output row %d has record id %q, which is not one of its input batch's ids: a transform may drop rows but not add, duplicate or move them", r, id)
 		}
-		ids[id]--
 	}
 	return nil
+}
+
+// use uses up id, reporting whether it was there to use.
+func (c *idCheck) use(id string) bool {
+	if c.left == nil {
+		n := c.ids.Len()
+		for j := c.next; j < n; j++ {
+			if c.ids.Value(j) == id {
+				for k := c.next; k < j; k++ {
+					c.skipped = append(c.skipped, k)
+				}
+				c.next = j + 1
+				return true
+			}
+		}
+		// Out of order: count what is left.
+		c.left = make(map[string]int, len(c.skipped)+n-c.next)
+		for _, k := range c.skipped {
+			c.left[strings.Clone(c.ids.Value(k))]++
+		}
+		for j := c.next; j < n; j++ {
+			c.left[strings.Clone(c.ids.Value(j))]++
+		}
+		c.skipped, c.next = nil, n
+	}
+	if c.left[id] == 0 {
+		return false
+	}
+	c.left[id]--
+	return true
 }

@@ -56,6 +56,41 @@ type Stage interface {
 	Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error)
 }
 
+// AsyncStage is a Stage that takes a batch without waiting for what leaves
+// it, so that several batches are in flight at once (a transform plugin:
+// its stream takes the next batch while it works on the last). The runner
+// opens it, submits batches with Submit (as many as its window allows; the
+// window is the back-pressure on the sources) and routes each answer from
+// the stage's own goroutine, in the order of Submit; it does not call Apply
+// for it. Close says that no more batches follow: Next then returns the
+// answers still due, then io.EOF. A failure (the plugin's error, an answer
+// that breaks the protocol) ends the stage: Next returns it, the batches
+// still unanswered get no answer, and the run fails.
+type AsyncStage interface {
+	Stage
+	// Open starts the stage for a run.
+	Open(ctx context.Context) error
+	// Submit hands rec to the stage; its answer comes from Next with token.
+	// Submit does not keep rec. The caller serialises calls to Submit.
+	Submit(rec arrow.RecordBatch, token any) error
+	// Next waits for the answer to the oldest batch given to Submit and not
+	// answered yet. It returns io.EOF once the stage has ended with every
+	// batch answered, or the error that ended it. One goroutine calls it.
+	Next() (Answer, error)
+	// Close says that no more batches follow and waits until the stage has
+	// ended; it returns the error that ended it, if any.
+	Close() error
+}
+
+// Answer is what left an AsyncStage for one batch given to Submit.
+type Answer struct {
+	// Token is the one given to Submit.
+	Token any
+	// Rec holds the records that leave the stage; nil when it dropped
+	// them all. The receiver releases it.
+	Rec arrow.RecordBatch
+}
+
 // Node keys name graph nodes as HCL references do: "source.calls", "filter.high_churn".
 func SourceKey(name string) string { return "source." + name }
 func FilterKey(name string) string { return "filter." + name }

@@ -3,6 +3,7 @@ package plan
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -89,11 +90,28 @@ type TransformPlugin interface {
 	Transform(ctx context.Context) (*host.TransformStream, error)
 }
 
+// TransformStream is an open stream of batches through a transform plugin;
+// *host.TransformStream has it. Results come in the order of Send.
+type TransformStream interface {
+	Send(rec arrow.RecordBatch, token any) error
+	Results() <-chan host.TransformResult
+	CloseSend() error
+	Wait() error
+}
+
+// TransformStreamOpener is a TransformPlugin whose stream is not a plugin
+// process's (one served in the engine's process, a test's fake): a
+// PluginTransform opens its stream with OpenTransform instead.
+type TransformStreamOpener interface {
+	OpenTransform(ctx context.Context) (TransformStream, error)
+}
+
 // PluginTransform is the stage of a `transform "TYPE" "NAME"` block: a
 // transform plugin. Each batch goes to the plugin and what it answers for
-// that batch leaves the stage, so acks and checkpoints stay exact; batches
-// are sent one at a time, in order (the plugin runs its own requests for a
-// batch concurrently).
+// that batch leaves the stage, so acks and checkpoints stay exact. It is an
+// AsyncStage: the runner sends the next batches while the plugin works on
+// the first (the plugin runs its own requests for a batch concurrently),
+// and the answers come back in order.
 type PluginTransform struct {
 	Name       string
 	Type       string
@@ -101,9 +119,11 @@ type PluginTransform struct {
 	SkipErrors bool
 	Plugin     TransformPlugin
 
-	mu     sync.Mutex
-	stream *host.TransformStream
+	mu     sync.Mutex // serialises Send, and Apply's send and answer
+	stream TransformStream
 }
+
+var _ AsyncStage = (*PluginTransform)(nil)
 
 func (t *PluginTransform) NodeKey() string        { return TransformKey(t.Name) }
 func (t *PluginTransform) InputKeys() []string    { return t.Inputs }
@@ -112,7 +132,16 @@ func (t *PluginTransform) SkipsErrors() bool      { return t.SkipErrors }
 
 // Open opens the plugin's stream for a run.
 func (t *PluginTransform) Open(ctx context.Context) error {
-	s, err := t.Plugin.Transform(ctx)
+	var s TransformStream
+	var err error
+	if o, ok := t.Plugin.(TransformStreamOpener); ok {
+		s, err = o.OpenTransform(ctx)
+	} else {
+		var hs *host.TransformStream
+		if hs, err = t.Plugin.Transform(ctx); err == nil {
+			s = hs
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("transform %s: %w", t.Name, err)
 	}
@@ -122,11 +151,15 @@ func (t *PluginTransform) Open(ctx context.Context) error {
 	return nil
 }
 
-// Close ends the stream once nothing more is sent.
-func (t *PluginTransform) Close() error {
+func (t *PluginTransform) open() TransformStream {
 	t.mu.Lock()
-	s := t.stream
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	return t.stream
+}
+
+// Close ends the stream once nothing more is sent, and waits for its end.
+func (t *PluginTransform) Close() error {
+	s := t.open()
 	if s == nil {
 		return nil
 	}
@@ -134,7 +167,48 @@ func (t *PluginTransform) Close() error {
 	return s.Wait()
 }
 
-// Apply sends rec to the plugin and returns what it answered for it.
+// Submit sends rec to the plugin; its answer comes from Next with token.
+func (t *PluginTransform) Submit(rec arrow.RecordBatch, token any) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stream == nil {
+		return fmt.Errorf("transform %s: the stream is not open", t.Name)
+	}
+	return t.stream.Send(rec, token)
+}
+
+// Next waits for the plugin's answer to the oldest batch not answered yet.
+func (t *PluginTransform) Next() (Answer, error) {
+	s := t.open()
+	if s == nil {
+		return Answer{}, fmt.Errorf("transform %s: the stream is not open", t.Name)
+	}
+	res, ok := <-s.Results()
+	if !ok {
+		if err := s.Wait(); err != nil {
+			return Answer{}, err
+		}
+		return Answer{}, io.EOF
+	}
+	a := Answer{Token: res.Token}
+	switch len(res.Recs) {
+	case 0: // every record dropped
+	case 1:
+		a.Rec = res.Recs[0]
+	default:
+		rec, err := concatRecords(res.Recs)
+		releaseAll(res.Recs)
+		if err != nil {
+			return Answer{}, fmt.Errorf("transform %s %q: %w", t.Type, t.Name, err)
+		}
+		a.Rec = rec
+	}
+	return a, nil
+}
+
+// Apply sends rec to the plugin and returns what it answered for it. It is
+// the stage's synchronous form, for callers that do not use Submit and
+// Next; the two are not mixed on one stream.
 func (t *PluginTransform) Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -157,12 +231,14 @@ func (t *PluginTransform) Apply(rec arrow.RecordBatch) (arrow.RecordBatch, error
 	case 1:
 		return res.Recs[0], nil
 	}
-	defer func() {
-		for _, r := range res.Recs {
-			r.Release()
-		}
-	}()
+	defer releaseAll(res.Recs)
 	return concatRecords(res.Recs)
+}
+
+func releaseAll(recs []arrow.RecordBatch) {
+	for _, r := range recs {
+		r.Release()
+	}
 }
 
 // concatRecords joins the pieces of one answer (a large output is split on

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/expr"
 	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/plan"
 	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -58,8 +60,8 @@ type tracker struct {
 type Mark = state.Mark
 
 // entry is one batch of a source in flight. holds counts the routing still
-// in progress plus every sink send not yet acked; sinkHolds splits the sends
-// by sink.
+// in progress, every answer still due from an asynchronous stage, and every
+// sink send not yet acked; sinkHolds splits the sends by sink.
 type entry struct {
 	t         *tracker
 	position  []byte
@@ -69,7 +71,11 @@ type entry struct {
 	sinkHolds []int32
 	skip      []bool // per sink: acked in an earlier run, not sent again
 	routed    bool
-	done      bool
+	// answers counts, per sink, the answers that asynchronous stages
+	// upstream of it owe for the batch: until they are routed, the batch
+	// has not reached that sink.
+	answers []int32
+	done    bool
 	// abandoned entries were not fully routed (the run stopped): they never
 	// become done, so no position at or after them is committed.
 	abandoned bool
@@ -159,6 +165,38 @@ func (e *entry) routedAll() {
 	e.release(-1)
 }
 
+// holdAnswer counts an answer due from an asynchronous stage whose output
+// reaches sinks (their indexes): the batch stays held, and not fully routed
+// to those sinks, until the answer has been routed.
+func (e *entry) holdAnswer(sinks []int) {
+	e.t.mu.Lock()
+	e.holds++
+	for _, i := range sinks {
+		if i < e.t.sinks {
+			if e.answers == nil {
+				e.answers = make([]int32, e.t.sinks)
+			}
+			e.answers[i]++
+		}
+	}
+	e.t.mu.Unlock()
+}
+
+// answered ends holdAnswer's hold once the answer has been routed onward.
+func (e *entry) answered(sinks []int) {
+	e.t.mu.Lock()
+	for _, i := range sinks {
+		if i < len(e.answers) {
+			e.answers[i]--
+		}
+	}
+	e.t.mu.Unlock()
+	e.release(-1)
+}
+
+// due reports whether an answer for sink i is still due.
+func (e *entry) due(i int) bool { return i < len(e.answers) && e.answers[i] > 0 }
+
 // release ends a hold: sink's ack (its index), or -1 for the routing.
 func (e *entry) release(sink int) {
 	t := e.t
@@ -225,7 +263,7 @@ func (t *tracker) takeCommit() (commitState, bool) {
 			var m []Mark
 			for _, q := range t.trail {
 				skipped := i < len(q.skip) && q.skip[i] // acked in an earlier run
-				if !q.done && !skipped && (!q.routed || q.abandoned || q.sinkHolds[i] > 0) {
+				if !q.done && !skipped && (!q.routed || q.due(i) || q.abandoned || q.sinkHolds[i] > 0) {
 					break
 				}
 				m = append(m, Mark{FP: q.fp, Rows: q.rows})
@@ -343,6 +381,37 @@ type stageState struct {
 	op     Stage
 	schema *nodeSchema
 	stage  *stage
+	async  *asyncStage // set when op is a plan.AsyncStage
+}
+
+// asyncStage is an AsyncStage in a run: the batches submitted to it and
+// not answered yet, oldest first, and the state of the goroutine that
+// routes its answers (answerLoop).
+type asyncStage struct {
+	op AsyncStage
+	// sinks are the indexes of the sinks that its output reaches.
+	sinks []int
+	// window holds a token per batch in flight: when it is full, whatever
+	// feeds the stage waits (the back-pressure on the sources).
+	window chan struct{}
+	// submitMu serialises Submit so that due is in the stream's order.
+	submitMu sync.Mutex
+	mu       sync.Mutex
+	due      []*answerToken
+	failOnce sync.Once
+	failed   chan struct{} // closed once the stage failed: nothing more is routed
+	done     chan struct{} // closed when answerLoop has ended
+}
+
+// answerToken is a batch submitted to an asynchronous stage: the source
+// entry it holds and the rows it had.
+type answerToken struct {
+	e    *entry
+	rows int64
+}
+
+func newAsyncStage(op AsyncStage, window int) *asyncStage {
+	return &asyncStage{op: op, window: make(chan struct{}, window), failed: make(chan struct{}), done: make(chan struct{})}
 }
 
 type sinkState struct {
@@ -489,7 +558,8 @@ func (r *Runner) route(node string, rec arrow.RecordBatch, e *entry) error {
 	return nil
 }
 
-// applyStage runs a stage over a batch and routes what leaves it.
+// applyStage runs a stage over a batch and routes what leaves it; an
+// asynchronous stage gets the batch and routes its answer later.
 func (r *Runner) applyStage(ss *stageState, in arrow.RecordBatch, e *entry) error {
 	name := ss.stage.name
 	rec, err := ss.schema.apply(r.opts.Allocator, in)
@@ -497,6 +567,9 @@ func (r *Runner) applyStage(ss *stageState, in arrow.RecordBatch, e *entry) erro
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	defer rec.Release()
+	if ss.async != nil {
+		return r.submit(ss, rec, e)
+	}
 	return r.guarded(ss.stage, rec, e, ss.op.Apply, func(piece, out arrow.RecordBatch) error {
 		r.Stats.Filtered.Add(piece.NumRows() - out.NumRows())
 		if out.NumRows() == 0 {
@@ -504,6 +577,136 @@ func (r *Runner) applyStage(ss *stageState, in arrow.RecordBatch, e *entry) erro
 		}
 		return r.route(ss.op.NodeKey(), out, e)
 	})
+}
+
+// submit hands rec to an asynchronous stage without waiting for its answer,
+// once the stage's window has room. The entry stays held until answerLoop
+// has routed the answer to everything downstream.
+func (r *Runner) submit(ss *stageState, rec arrow.RecordBatch, e *entry) error {
+	a := ss.async
+	select {
+	case <-a.failed:
+		return fmt.Errorf("%s failed", ss.stage.name) // the run's error is the stage's own
+	default:
+	}
+	// A batch that was read goes on even during a drain, like a sink send.
+	select {
+	case a.window <- struct{}{}:
+	case <-a.failed:
+		return fmt.Errorf("%s failed", ss.stage.name)
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
+	tok := &answerToken{e: e, rows: rec.NumRows()}
+	e.holdAnswer(a.sinks)
+	a.submitMu.Lock()
+	a.mu.Lock()
+	a.due = append(a.due, tok)
+	a.mu.Unlock()
+	err := a.op.Submit(rec, tok)
+	a.submitMu.Unlock()
+	if err != nil {
+		// The stage's stream has ended: answerLoop reports why.
+		return stageErr(ss.stage, err)
+	}
+	return nil
+}
+
+// answerLoop is an asynchronous stage's goroutine: it takes the stage's
+// answers, which come in the order the batches were submitted, routes each
+// to everything downstream and then ends the batch's hold. After a failure
+// (the stage's own, an answer out of order, or routing an answer
+// downstream) it routes nothing more, and takes what the stage still
+// answers until the stage has ended (Close, or the run's end). A batch
+// whose answer was not routed keeps its hold: it is never done, so no
+// position at or after it is committed, and the sinks behind the stage
+// have no mark of it (the sinks that got it by another way do).
+func (r *Runner) answerLoop(ss *stageState) {
+	a := ss.async
+	defer close(a.done)
+	for {
+		ans, err := a.op.Next()
+		if errors.Is(err, io.EOF) {
+			a.mu.Lock()
+			n := len(a.due)
+			a.mu.Unlock()
+			if n == 0 {
+				return
+			}
+			err = fmt.Errorf("the stage ended without answering %d batches", n)
+		}
+		if err != nil {
+			r.stageFailed(ss, stageErr(ss.stage, err))
+			return
+		}
+		if err := r.routeAnswer(ss, ans); err != nil {
+			r.stageFailed(ss, err)
+		}
+	}
+}
+
+// routeAnswer routes what an asynchronous stage answered for the oldest
+// batch due, and ends that batch's hold.
+func (r *Runner) routeAnswer(ss *stageState, ans plan.Answer) error {
+	a := ss.async
+	out := ans.Rec
+	if out != nil {
+		defer out.Release()
+	}
+	a.mu.Lock()
+	var tok *answerToken
+	if len(a.due) > 0 && ans.Token == any(a.due[0]) {
+		tok = a.due[0]
+		a.due = a.due[1:]
+	}
+	a.mu.Unlock()
+	select {
+	case <-a.failed:
+		return nil // the run is failing: nothing more is routed
+	default:
+	}
+	if tok == nil {
+		return fmt.Errorf("%s: an answer came for a batch that is not the oldest one due: answers must come in the order of the batches", ss.stage.name)
+	}
+	var rows int64
+	if out != nil {
+		rows = out.NumRows()
+	}
+	r.Stats.Filtered.Add(tok.rows - rows)
+	if rows > 0 {
+		if err := r.route(ss.op.NodeKey(), out, tok.e); err != nil {
+			return err
+		}
+	}
+	tok.e.answered(a.sinks)
+	<-a.window
+	return nil
+}
+
+// stageFailed ends the run after an asynchronous stage failed. As after a
+// source's failure, reading stops and the sinks deliver (and the run
+// commits) what reached them before.
+func (r *Runner) stageFailed(ss *stageState, err error) {
+	a := ss.async
+	a.failOnce.Do(func() {
+		if r.ctx.Err() != nil {
+			r.fail(err) // the run was aborted; the stage ended with it
+		} else {
+			r.incomplete.Store(true)
+			r.failOnce.Do(func() { r.failErr = err })
+			r.stopReading()
+		}
+		close(a.failed)
+	})
+}
+
+// stageErr names the stage in its own failure; a plugin's error names the
+// plugin already.
+func stageErr(st *stage, err error) error {
+	if he := (*host.Error)(nil); errors.As(err, &he) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", st.name, err)
 }
 
 // isRecordError reports whether err is an expression failing on records

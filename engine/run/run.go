@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ import (
 type (
 	Plan         = plan.Plan
 	Stage        = plan.Stage
+	AsyncStage   = plan.AsyncStage
 	Source       = plan.Source
 	Filter       = plan.Filter
 	Sink         = plan.Sink
@@ -57,7 +59,9 @@ type Options struct {
 	Drain <-chan struct{}
 	// CommitInterval bounds how often positions are written; 200 ms by default.
 	CommitInterval time.Duration
-	// MaxInFlight is how many batches each sink may hold unacked; 8 by default.
+	// MaxInFlight is how many batches each sink may hold unacked, and how
+	// many each asynchronous stage (a transform plugin) works on at once;
+	// 8 by default.
 	MaxInFlight int
 	// Poll, when set, keeps the run going (`pipeline serve`): a drained
 	// source is read again after this pause, and sink streams stay open, so
@@ -214,6 +218,9 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 		}
 		kind, name, _ := strings.Cut(key, ".")
 		ss := &stageState{op: st, schema: newNodeSchema(in, st.ReadFields()), stage: newStage(kind, name, st.SkipsErrors())}
+		if as, ok := st.(AsyncStage); ok {
+			ss.async = newAsyncStage(as, opts.MaxInFlight)
+		}
 		r.stages[key] = ss
 		for _, in := range st.InputKeys() {
 			r.consumers[in] = append(r.consumers[in], consumer{stage: ss})
@@ -244,7 +251,34 @@ func New(plan *Plan, opts Options) (*Runner, error) {
 			r.consumers[in] = append(r.consumers[in], consumer{sink: ss})
 		}
 	}
+	for _, ss := range r.stages {
+		if ss.async != nil {
+			ss.async.sinks = r.sinksBelow(ss.op.NodeKey())
+		}
+	}
 	return r, nil
+}
+
+// sinksBelow lists the indexes of the sinks that what leaves node reaches.
+func (r *Runner) sinksBelow(node string) []int {
+	seen := map[int]bool{}
+	var walk func(node string)
+	walk = func(node string) {
+		for _, c := range r.consumers[node] {
+			if c.sink != nil {
+				seen[c.sink.idx] = true
+			} else {
+				walk(c.stage.op.NodeKey())
+			}
+		}
+	}
+	walk(node)
+	out := make([]int, 0, len(seen))
+	for i := range seen {
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // fields lists what an expression reads; one that does not parse reads
@@ -321,7 +355,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 
 	// Stages with a stream of their own (transform plugins) open it now and
-	// end it once the sources are done.
+	// end it once the sources are done. An asynchronous stage's answers are
+	// routed by a goroutine of its own from then on.
 	type opener interface {
 		Open(context.Context) error
 		Close() error
@@ -334,11 +369,22 @@ func (r *Runner) Run(ctx context.Context) error {
 				break
 			}
 			opened = append(opened, st)
+			if ss := r.stages[st.NodeKey()]; ss.async != nil {
+				go r.answerLoop(ss)
+			}
 		}
 	}
+	// closeStages ends the stages in topological order: each one's answers
+	// are all routed (into the stages after it, too) before the next one
+	// is closed, and all of them before the sinks are.
 	closeStages := func() {
 		for _, st := range opened {
-			if err := st.(opener).Close(); err != nil && ctx.Err() == nil {
+			err := st.(opener).Close()
+			if ss := r.stages[st.NodeKey()]; ss.async != nil {
+				<-ss.async.done // it has reported the error that ended the stage
+				continue
+			}
+			if err != nil && ctx.Err() == nil {
 				r.incomplete.Store(true)
 				r.failOnce.Do(func() { r.failErr = fmt.Errorf("%s: %w", st.NodeKey(), err) })
 			}

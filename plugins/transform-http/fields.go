@@ -64,50 +64,81 @@ func (n *fieldTree) child(name string) *fieldTree {
 	return c
 }
 
-// appendRow appends record i's projection to dst as a JSON object. A field
-// that is null or absent is left out, as the encoder leaves it out of a
-// whole record; so is a path through a field that is not an object.
-func (n *fieldTree) appendRow(dst []byte, enc *arrowjson.Encoder, rec arrow.RecordBatch, i int) []byte {
+// member is a fieldTree node resolved against one batch's columns, so
+// that a record's projection looks nothing up by name.
+type member struct {
+	key   []byte // the member's name as a JSON string, and the colon
+	field arrow.Field
+	arr   arrow.Array // nil for a path through a field that is not an object
+	leaf  bool
+	// children are the listed fields of the object, when it is not sent
+	// whole.
+	children []member
+}
+
+// project resolves the projection's fields among rec's columns; a field
+// that rec lacks is left out.
+func (n *fieldTree) project(rec arrow.RecordBatch) []member {
 	schema := rec.Schema()
+	var ms []member
+	for _, c := range n.children {
+		if idx := schema.FieldIndices(c.name); len(idx) > 0 {
+			ms = append(ms, c.member(schema.Field(idx[0]), rec.Column(idx[0])))
+		}
+	}
+	return ms
+}
+
+func (n *fieldTree) member(f arrow.Field, arr arrow.Array) member {
+	m := member{key: append(arrowjson.AppendString(nil, n.name), ':'), field: f, arr: arr, leaf: n.leaf}
+	if n.leaf {
+		return m
+	}
+	st, ok := arr.(*array.Struct)
+	if !ok {
+		m.arr = nil
+		return m
+	}
+	typ := st.DataType().(*arrow.StructType)
+	for _, c := range n.children {
+		if j, ok := typ.FieldIdx(c.name); ok {
+			m.children = append(m.children, c.member(typ.Field(j), st.Field(j)))
+		}
+	}
+	return m
+}
+
+// appendProjection appends record i's projection (ms, resolved against
+// its batch) to dst as a JSON object. A field that is null or absent is
+// left out, as the encoder leaves it out of a whole record; so is a path
+// through a field that is not an object.
+func appendProjection(dst []byte, enc *arrowjson.Encoder, ms []member, i int) []byte {
 	dst = append(dst, '{')
 	first := true
-	for _, c := range n.children {
-		idx := schema.FieldIndices(c.name)
-		if len(idx) == 0 {
-			continue
-		}
-		dst, first = c.appendMember(dst, enc, schema.Field(idx[0]), rec.Column(idx[0]), i, first)
+	for k := range ms {
+		dst, first = ms[k].append(dst, enc, i, first)
 	}
 	return append(dst, '}')
 }
 
-// appendMember appends `"name":value` (preceded by a comma unless first)
-// when the value at i is there; first says whether the object is still
-// without members afterwards.
-func (n *fieldTree) appendMember(dst []byte, enc *arrowjson.Encoder, f arrow.Field, arr arrow.Array, i int, first bool) ([]byte, bool) {
-	if arr.IsNull(i) {
-		return dst, first
-	}
-	st, isStruct := arr.(*array.Struct)
-	if !n.leaf && !isStruct {
+// append appends `"name":value` (preceded by a comma unless first) when the
+// value at i is there; first says whether the object is still without
+// members afterwards.
+func (m *member) append(dst []byte, enc *arrowjson.Encoder, i int, first bool) ([]byte, bool) {
+	if m.arr == nil || m.arr.IsNull(i) {
 		return dst, first
 	}
 	if !first {
 		dst = append(dst, ',')
 	}
-	dst = append(arrowjson.AppendString(dst, n.name), ':')
-	if n.leaf {
-		return enc.AppendValue(dst, f, arr, i), false
+	dst = append(dst, m.key...)
+	if m.leaf {
+		return enc.AppendValue(dst, m.field, m.arr, i), false
 	}
-	typ := st.DataType().(*arrow.StructType)
 	dst = append(dst, '{')
 	inner := true
-	for _, c := range n.children {
-		j, ok := typ.FieldIdx(c.name)
-		if !ok {
-			continue
-		}
-		dst, inner = c.appendMember(dst, enc, typ.Field(j), st.Field(j), i, inner)
+	for k := range m.children {
+		dst, inner = m.children[k].append(dst, enc, i, inner)
 	}
 	return append(dst, '}'), false
 }

@@ -141,6 +141,8 @@ func (t *Transform) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	transport := t.guard.Transport()
 	transport.MaxIdleConnsPerHost = t.cfg.Concurrency
+	// A request's headers and body go out in one write.
+	transport.WriteBufferSize = 64 << 10
 	// The transport, not an http.Client: a redirect is not followed (it is
 	// retried as a failure, then fails the run), and the timeout is the
 	// attempt's context.
@@ -182,6 +184,10 @@ func (t *Transform) Transform(ctx context.Context, b sdk.Batch) (sdk.Batch, erro
 		}
 		cancel()
 	}
+	var proj []member // the fields to send, resolved once for the batch
+	if t.fields != nil {
+		proj = t.fields.project(b.Record)
+	}
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for w := 0; w < min(t.cfg.Concurrency, reqs); w++ {
@@ -194,7 +200,7 @@ func (t *Transform) Transform(ctx context.Context, b sdk.Batch) (sdk.Batch, erro
 				from, to := r*size, min((r+1)*size, n)
 				// A fresh buffer per request: the transport may still be
 				// reading the last one after RoundTrip has returned.
-				body := t.body(make([]byte, 0, hint), enc, b, from, to)
+				body := t.body(make([]byte, 0, hint), enc, b, proj, from, to)
 				hint = len(body) + len(body)/8
 				if err := t.call(ctx, body, results[from:to]); err != nil {
 					fail(r, fmt.Errorf("%s: %w", describeRequest(b, r, reqs, from, to), err))
@@ -235,8 +241,9 @@ func describeRequest(b sdk.Batch, r, reqs, from, to int) string {
 	return s + ")"
 }
 
-// body appends the JSON array of records [from, to) to dst.
-func (t *Transform) body(dst []byte, enc *arrowjson.Encoder, b sdk.Batch, from, to int) []byte {
+// body appends the JSON array of records [from, to) to dst: whole, or
+// their fields (proj) when fields is set.
+func (t *Transform) body(dst []byte, enc *arrowjson.Encoder, b sdk.Batch, proj []member, from, to int) []byte {
 	dst = append(dst, '[')
 	for i := from; i < to; i++ {
 		if i > from {
@@ -245,7 +252,7 @@ func (t *Transform) body(dst []byte, enc *arrowjson.Encoder, b sdk.Batch, from, 
 		if t.fields == nil {
 			dst = enc.AppendRow(dst, b.Record, i)
 		} else {
-			dst = t.fields.appendRow(dst, enc, b.Record, i)
+			dst = appendProjection(dst, enc, proj, i)
 		}
 	}
 	return append(dst, ']')
@@ -311,7 +318,7 @@ func (t *Transform) post(ctx context.Context, body []byte) (status int, header h
 		return 0, nil, nil, t.describe(err)
 	}
 	defer resp.Body.Close()
-	data, err = io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	data, err = readBody(resp.Body, resp.ContentLength)
 	if err != nil {
 		return 0, nil, nil, t.describe(err) // a broken body is retried like a broken connection
 	}
@@ -321,17 +328,29 @@ func (t *Transform) post(ctx context.Context, body []byte) (status int, header h
 	return resp.StatusCode, resp.Header, data, nil
 }
 
-// parse checks a 2xx answer: a JSON array with one result per record sent.
+// parse checks a 2xx answer: a JSON array with one result per record sent,
+// which it puts into out (slices of data).
 func (t *Transform) parse(data []byte, out []json.RawMessage) error {
-	var results []json.RawMessage
-	if err := json.Unmarshal(data, &results); err != nil || results == nil {
+	n, ok := splitArray(data, out)
+	if !ok {
 		return fmt.Errorf("POST %s: the response is not a JSON array of %d results (%s): the endpoint must answer one result per record, in order", t.endpoint, len(out), snippet(data))
 	}
-	if len(results) != len(out) {
-		return fmt.Errorf("POST %s: the response has %d results for %d records: the endpoint must answer one result per record, in order", t.endpoint, len(results), len(out))
+	if n != len(out) {
+		return fmt.Errorf("POST %s: the response has %d results for %d records: the endpoint must answer one result per record, in order", t.endpoint, n, len(out))
 	}
-	copy(out, results)
 	return nil
+}
+
+// readBody reads a response body of up to MaxResponseBytes (one byte more
+// says it is larger), in one allocation when its length is known.
+func readBody(body io.Reader, length int64) ([]byte, error) {
+	if length < 0 || length > MaxResponseBytes {
+		return io.ReadAll(io.LimitReader(body, MaxResponseBytes+1))
+	}
+	// One byte more than announced, so that the end is seen in one read.
+	b := bytes.NewBuffer(make([]byte, 0, length+1))
+	_, err := b.ReadFrom(io.LimitReader(body, MaxResponseBytes+1))
+	return b.Bytes(), err
 }
 
 func statusError(status int, body []byte) error {

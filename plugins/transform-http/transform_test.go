@@ -225,7 +225,7 @@ func TestFieldTree(t *testing.T) {
 			}
 			defer recs[0].Release()
 			b := sdk.NewBatch(recs[0])
-			if got := string(tree.appendRow(nil, arrowjson.NewEncoder(), b.Record, 0)); got != tc.want {
+			if got := string(appendProjection(nil, arrowjson.NewEncoder(), tree.project(b.Record), 0)); got != tc.want {
 				t.Errorf("got %s, want %s", got, tc.want)
 			}
 		})
