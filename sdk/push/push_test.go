@@ -4,13 +4,26 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -146,4 +159,82 @@ func TestIdempotencyKey(t *testing.T) {
 	if ids[0] != sdk.IDPrefix("push", "k")+"0" || ids[1] != "r9" {
 		t.Errorf("ids %v", ids)
 	}
+}
+
+// With a certificate the server speaks HTTPS only, and Read stops when
+// its context ends.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t, dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	in := &memInbox{keys: map[string][]byte{}}
+	s := New(Options{Listen: addr, Path: "/r", CertFile: certFile, KeyFile: keyFile, Source: "push"}, in, func(r *Request) (*Accepted, error) {
+		recs, err := ParseRecords(r.Header.Get("Content-Type"), r.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &Accepted{Records: recs}, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Read(ctx, nil, nopEmitter{}) }()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err = client.Post("https://"+addr+"/r", "application/json", strings.NewReader(`{"a":1}`)); err == nil {
+			break
+		}
+	}
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("https: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if resp, err := http.Post("http://"+addr+"/r", "application/json", strings.NewReader(`{"a":1}`)); err == nil && resp.StatusCode == http.StatusAccepted {
+		t.Error("plain http was accepted by a TLS listener")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Read: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Read did not return after its context ended")
+	}
+	if in.last != 1 {
+		t.Errorf("%d records stored, want 1", in.last)
+	}
+}
+
+type nopEmitter struct{}
+
+func (nopEmitter) Emit(rec arrow.RecordBatch, _ []byte) error { rec.Release(); return nil }
+func (nopEmitter) EmitAt(rec arrow.RecordBatch, _ []byte, _ sdk.Origin) error {
+	rec.Release()
+	return nil
+}
+func (nopEmitter) Skipped(int) {}
+
+func writeSelfSigned(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
 }
