@@ -19,6 +19,8 @@ import (
 	sinkzendesk "github.com/pipelinehq/pipeline/plugins/sink-zendesk"
 	sourcefile "github.com/pipelinehq/pipeline/plugins/source-file"
 	sourcehttp "github.com/pipelinehq/pipeline/plugins/source-http"
+	sourcepostgres "github.com/pipelinehq/pipeline/plugins/source-postgres"
+	sources3 "github.com/pipelinehq/pipeline/plugins/source-s3"
 	sourcewebhook "github.com/pipelinehq/pipeline/plugins/source-webhook"
 	transformhttp "github.com/pipelinehq/pipeline/plugins/transform-http"
 )
@@ -59,6 +61,8 @@ func register(newFn func() any) {
 func init() {
 	register(func() any { return &sourcefile.Source{} })
 	register(func() any { return &sourcehttp.Source{} })
+	register(func() any { return &sources3.Source{} })
+	register(func() any { return &sourcepostgres.Source{} })
 	register(func() any { return &sourcewebhook.Source{} })
 	register(func() any { return &sinkfile.Sink{} })
 	register(func() any { return &sinkwebhook.Sink{} })

@@ -2,21 +2,15 @@ package sinks3
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"net/url"
-	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/dustin/go-humanize"
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/export"
+	"github.com/pipelinehq/pipeline/sdk/s3client"
 )
 
 // Version is the plugin's version.
@@ -24,7 +18,7 @@ const Version = "0.1.0"
 
 // DefaultRegion is used when neither the block nor the AWS configuration
 // names one.
-const DefaultRegion = "us-east-1"
+const DefaultRegion = s3client.DefaultRegion
 
 var (
 	_ sdk.Sink         = (*Sink)(nil)
@@ -34,14 +28,10 @@ var (
 )
 
 type config struct {
-	Bucket             string   `json:"bucket"`
-	Prefix             string   `json:"prefix"`
-	Endpoint           string   `json:"endpoint"`
-	Region             string   `json:"region"`
-	AccessKeyID        string   `json:"access_key_id"`
-	SecretAccessKey    string   `json:"secret_access_key"`
-	SessionToken       string   `json:"session_token"`
-	Profile            string   `json:"profile"`
+	Bucket string `json:"bucket"`
+	Prefix string `json:"prefix"`
+	// The endpoint, region and credentials attributes.
+	s3client.Config
 	Format             string   `json:"format"`
 	Compression        string   `json:"compression"`
 	ParquetCompression string   `json:"parquet_compression"`
@@ -72,15 +62,10 @@ func (s *Sink) Info() sdk.Info {
 		Type:        "s3",
 		Version:     Version,
 		Description: "Exports records as Parquet, CSV, JSON Lines or JSON objects to an S3 bucket (or MinIO and other S3-compatible stores), with a manifest per flush.",
-		Config: []sdk.Attribute{
+		Config: append(append([]sdk.Attribute{
 			{Name: "bucket", Type: sdk.String, Required: true, Description: "The bucket to write to."},
 			{Name: "prefix", Type: sdk.String, Default: "", Description: `Key prefix, e.g. "exports/{{ date }}/"; may hold {{ date }}, {{ time }}, {{ year }}, {{ month }}, {{ day }} and {{ hour }} (the flush's start, in timezone). End it with "/" for a folder.`},
-			{Name: "endpoint", Type: sdk.String, Description: `S3 API URL of an S3-compatible store such as MinIO ("http://127.0.0.1:9000"); path-style addressing is used. Default: AWS S3.`},
-			{Name: "region", Type: sdk.String, Description: `The bucket's region; default from the AWS configuration (AWS_REGION, the profile), else "us-east-1".`},
-			{Name: "access_key_id", Type: sdk.String, Description: "Access key id; without it, credentials come from the AWS chain (environment, shared files and profile, web identity, instance role)."},
-			{Name: "secret_access_key", Type: sdk.String, Description: "Secret access key, with access_key_id."},
-			{Name: "session_token", Type: sdk.String, Description: "Session token of temporary credentials, with access_key_id."},
-			{Name: "profile", Type: sdk.String, Description: "Profile of the shared AWS config and credentials files (default: AWS_PROFILE, else default)."},
+		}, s3client.Attributes()...), []sdk.Attribute{
 			{Name: "format", Type: sdk.String, Default: export.FormatParquet, Description: `"parquet", "csv", "jsonl" or "json".`},
 			{Name: "compression", Type: sdk.String, Default: export.CompressionNone, Description: `"none" or "gzip", for csv, jsonl and json (adds .gz).`},
 			{Name: "parquet_compression", Type: sdk.String, Default: export.DefaultParquetCompression, Description: `Parquet page compression: "zstd", "snappy", "gzip" or "none".`},
@@ -91,7 +76,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "roll_interval", Type: sdk.String, Description: `Flush (commit the objects and a manifest, then ack) this long after the first held record, e.g. "5m" (default: at the end of the run, or when the engine's limit of held batches is reached).`},
 			{Name: "part_size", Type: sdk.String, Default: "16MiB", Description: `Multipart upload part size, 5MiB to 5GiB; memory use is at most two parts. An object has at most 10,000 parts.`},
 			{Name: "timezone", Type: sdk.String, Default: "UTC", Description: `Time zone of the prefix's date placeholders, e.g. "Europe/Stockholm".`},
-		},
+		}...),
 	}
 }
 
@@ -103,29 +88,12 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 	}
 	c := &s.cfg
 	s.name = cfg.Name
-	s.secrets = nil
-	for _, v := range []string{c.SecretAccessKey, c.SessionToken} {
-		if v != "" {
-			s.secrets = append(s.secrets, v)
-		}
+	s.secrets = c.Secrets()
+	if err := s3client.CheckBucket(c.Bucket); err != nil {
+		return err
 	}
-	if strings.TrimSpace(c.Bucket) == "" {
-		return errors.New("bucket must not be empty")
-	}
-	if strings.Contains(c.Bucket, "/") {
-		return fmt.Errorf("bucket %q holds a /: put the folder in prefix", c.Bucket)
-	}
-	if (c.AccessKeyID == "") != (c.SecretAccessKey == "") {
-		return errors.New("access_key_id and secret_access_key go together: set both, or neither to use the AWS credential chain")
-	}
-	if c.SessionToken != "" && c.AccessKeyID == "" {
-		return errors.New("session_token needs access_key_id and secret_access_key")
-	}
-	if c.Endpoint != "" {
-		u, err := url.Parse(c.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf(`endpoint %q is not a URL such as "https://s3.example.com" or "http://127.0.0.1:9000"`, c.Endpoint)
-		}
+	if err := c.Check(); err != nil {
+		return err
 	}
 
 	opts := export.Options{
@@ -185,7 +153,7 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		partSize = int(n)
 	}
 
-	client, err := s.client(ctx)
+	client, err := c.New(ctx)
 	if err != nil {
 		return s.redact(err)
 	}
@@ -196,36 +164,6 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 		return s.redact(err)
 	}
 	return nil
-}
-
-// client builds the S3 client: explicit credentials or the AWS chain, the
-// region, and for an endpoint path-style addressing.
-func (s *Sink) client(ctx context.Context) (*s3.Client, error) {
-	c := &s.cfg
-	var load []func(*awsconfig.LoadOptions) error
-	if c.Region != "" {
-		load = append(load, awsconfig.WithRegion(c.Region))
-	}
-	if c.Profile != "" {
-		load = append(load, awsconfig.WithSharedConfigProfile(c.Profile))
-	}
-	if c.AccessKeyID != "" {
-		load = append(load, awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)))
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, load...)
-	if err != nil {
-		return nil, fmt.Errorf("load the AWS configuration: %w", err)
-	}
-	if awsCfg.Region == "" {
-		awsCfg.Region = DefaultRegion
-	}
-	endpoint := strings.TrimSuffix(c.Endpoint, "/")
-	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
-		if endpoint != "" {
-			o.BaseEndpoint = aws.String(endpoint)
-			o.UsePathStyle = true
-		}
-	}), nil
 }
 
 // Write hands the batch to the exporter, which streams it into the open

@@ -5,17 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
 
-	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/s3client"
 )
 
 // Part sizes: S3 wants every part but the last to be at least 5 MiB, and at
@@ -310,60 +307,8 @@ func (u *Upload) abortUpload(ctx context.Context) error {
 // fail describes an S3 error with the object it concerns and S3's error
 // code; throttling and server errors are marked sdk.ErrRetryable.
 func (s *Store) fail(key, op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("s3://%s/%s: %s: %w", s.bucket, key, op, err)
-	}
-	var ae smithy.APIError
-	if !errors.As(err, &ae) {
-		return &Error{Bucket: s.bucket, Key: key, Op: op, Err: err, Retryable: true}
-	}
-	e := &Error{Bucket: s.bucket, Key: key, Op: op, Code: ae.ErrorCode(), Message: ae.ErrorMessage(), Err: err}
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) {
-		e.Status = re.HTTPStatusCode()
-	}
-	switch {
-	case e.Status >= 500, e.Status == http.StatusTooManyRequests, e.Code == "SlowDown", e.Code == "RequestTimeout", e.Code == "InternalError":
-		e.Retryable = true
-	}
-	return e
+	return s3client.Fail(s.bucket, key, op, err)
 }
 
 // Error is a failed S3 request.
-type Error struct {
-	Bucket, Key, Op string
-	Code, Message   string // S3's error code and message; empty for a transport error
-	Status          int    // the HTTP status, 0 when there was no response
-	Retryable       bool
-	Err             error
-}
-
-func (e *Error) Error() string {
-	where := fmt.Sprintf("s3://%s/%s: %s", e.Bucket, e.Key, e.Op)
-	if e.Code == "" {
-		return fmt.Sprintf("%s: %v", where, e.Err)
-	}
-	msg := fmt.Sprintf("%s: %s", where, e.Code)
-	if e.Message != "" {
-		msg += ": " + e.Message
-	}
-	if e.Status != 0 {
-		msg += fmt.Sprintf(" (HTTP %d)", e.Status)
-	}
-	switch e.Code {
-	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "InvalidTokenId", "AccessDenied", "AllAccessDisabled":
-		msg += "; check the credentials (access_key_id and secret_access_key, or the AWS credential chain: environment, profile, web identity, instance role) and the bucket's policy"
-	case "NoSuchBucket":
-		msg += "; check bucket (and endpoint/region)"
-	}
-	return msg
-}
-
-// Unwrap returns the SDK's error and, for throttling and server errors,
-// sdk.ErrRetryable.
-func (e *Error) Unwrap() []error {
-	if e.Retryable {
-		return []error{e.Err, sdk.ErrRetryable}
-	}
-	return []error{e.Err}
-}
+type Error = s3client.Error

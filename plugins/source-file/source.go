@@ -1,5 +1,6 @@
 // Package sourcefile is the built-in `source "file"`: JSONL or CSV files,
-// plain or gzipped, from a path or a glob, read incrementally.
+// plain or gzipped, or Parquet files (see parquet.go), from a path or a
+// glob, read incrementally.
 package sourcefile
 
 import (
@@ -62,11 +63,11 @@ func (s *Source) Info() sdk.Info {
 		Kind:        sdk.KindSource,
 		Type:        "file",
 		Version:     Version,
-		Description: "Reads JSONL or CSV files (gzip detected), a path or a glob; re-runs read only what was appended or added.",
+		Description: "Reads JSONL or CSV files (gzip detected) or Parquet files, a path or a glob; re-runs read only what was appended or added.",
 		Config: []sdk.Attribute{
 			{Name: "path", Type: sdk.String, Required: true, Description: "A file or a glob (e.g. data/*.jsonl), relative to the working directory, or else to the pipeline file's directory."},
-			{Name: "format", Type: sdk.String, Default: "jsonl", Description: `"jsonl" or "csv".`},
-			{Name: "on_error", Type: sdk.String, Default: "fail", Description: `"fail" stops at a bad record with its file and line; "skip" logs it, counts it and goes on.`},
+			{Name: "format", Type: sdk.String, Default: "jsonl", Description: `"jsonl", "csv" or "parquet".`},
+			{Name: "on_error", Type: sdk.String, Default: "fail", Description: `"fail" stops at a bad record with its file and line; "skip" logs it, counts it and goes on (JSONL and CSV).`},
 			{Name: "batch_rows", Type: sdk.Number, Default: defaultBatchRows, Description: "Most records per batch (batches are also cut at 8 MiB of input)."},
 		},
 	}
@@ -80,9 +81,9 @@ func (s *Source) Configure(_ context.Context, cfg sdk.Config) error {
 	s.name = cfg.Name
 	s.baseDir = cfg.BaseDir
 	switch s.cfg.Format {
-	case "jsonl", "csv":
+	case "jsonl", "csv", "parquet":
 	default:
-		return fmt.Errorf(`format must be "jsonl" or "csv", not %q`, s.cfg.Format)
+		return fmt.Errorf(`format must be "jsonl", "csv" or "parquet", not %q`, s.cfg.Format)
 	}
 	switch s.cfg.OnError {
 	case "fail", "skip":
@@ -192,14 +193,42 @@ type position struct {
 type filePos struct {
 	Offset int64 `json:"offset"` // bytes consumed (uncompressed, for gzip)
 	Line   int64 `json:"line"`   // lines consumed
+
+	// Parquet (see parquet.go): the rows read, and what identifies the
+	// file: its size and its footer's fingerprint. Replaced says the file
+	// was rewritten after an earlier version of it was read.
+	Row      int64  `json:"row,omitempty"`
+	Size     int64  `json:"size,omitempty"`
+	Footer   string `json:"footer,omitempty"`
+	Replaced bool   `json:"replaced,omitempty"`
+}
+
+// MarshalJSON writes only the fields of the file's format.
+func (p filePos) MarshalJSON() ([]byte, error) {
+	if p.Footer != "" {
+		return json.Marshal(struct {
+			Row      int64  `json:"row"`
+			Size     int64  `json:"size"`
+			Footer   string `json:"footer"`
+			Replaced bool   `json:"replaced,omitempty"`
+		}{p.Row, p.Size, p.Footer, p.Replaced})
+	}
+	return json.Marshal(struct {
+		Offset int64 `json:"offset"`
+		Line   int64 `json:"line"`
+	}{p.Offset, p.Line})
 }
 
 // Schema samples the first lines of the files. The schema is marked as a
 // sample (sdk.SampledSchema): a field that first appears later in a file, or
 // in a file past the sampled ones, or in a file that is still empty, is not
 // in it, and the engine then warns about expressions that read it instead
-// of failing.
+// of failing. Parquet files' schema is their footers', exactly (see
+// parquetSchema).
 func (s *Source) Schema(ctx context.Context) (*arrow.Schema, error) {
+	if s.cfg.Format == "parquet" {
+		return s.parquetSchema(ctx)
+	}
 	files, err := s.files()
 	if err != nil {
 		return nil, err
@@ -276,9 +305,12 @@ func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error 
 			return err
 		}
 		var err error
-		if s.cfg.Format == "csv" {
+		switch s.cfg.Format {
+		case "csv":
 			err = s.readCSV(ctx, f, &pos, emit)
-		} else {
+		case "parquet":
+			err = s.readParquet(ctx, f, &pos, emit)
+		default:
 			err = s.readJSONL(ctx, f, &pos, emit)
 		}
 		if err != nil {
@@ -293,15 +325,26 @@ func (p *position) encode() []byte {
 	return b
 }
 
-// open opens a file, decompressing it when it starts with gzip's magic.
+// open opens a file, decompressing it when it starts with gzip's magic. A
+// Parquet file (its magic at both ends) is an error that says to set the
+// format.
 func open(path string) (io.Reader, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(f, 1<<20)
-	magic, _ := br.Peek(2)
-	if bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+	magic, _ := br.Peek(4)
+	if string(magic) == "PAR1" {
+		var end [4]byte
+		if st, err := f.Stat(); err == nil && st.Size() >= 8 {
+			if _, err := f.ReadAt(end[:], st.Size()-4); err == nil && string(end[:]) == "PAR1" {
+				f.Close()
+				return nil, nil, fmt.Errorf(`%s is a Parquet file: set format = "parquet"`, path)
+			}
+		}
+	}
+	if bytes.Equal(magic[:min(2, len(magic))], []byte{0x1f, 0x8b}) {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			f.Close()
