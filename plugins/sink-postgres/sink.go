@@ -16,10 +16,10 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/batching"
+	"github.com/pipelinehq/pipeline/sdk/pgdsn"
 )
 
 // Version is the plugin's version.
@@ -182,7 +182,7 @@ func (s *Sink) Configure(ctx context.Context, cfg sdk.Config) error {
 
 	pgcfg, err := pgx.ParseConfig(c.DSN)
 	if err != nil {
-		return dsnError(c.DSN, err)
+		return pgdsn.Error(c.DSN, err)
 	}
 	if pgcfg.Password != "" {
 		s.secrets = append(s.secrets, pgcfg.Password)
@@ -271,52 +271,3 @@ func (s *Sink) release() {
 // redact replaces the dsn and password in err's text, keeping err for
 // errors.Is and errors.As.
 func (s *Sink) redact(err error) error { return sdk.Redact(err, s.secrets...) }
-
-// dsnError says which part of a DSN pgx could not parse ("invalid port",
-// "failed to configure TLS (sslmode is invalid)"), never the DSN itself:
-// pgx's message quotes it, and its masking of the password is best effort.
-func dsnError(dsn string, err error) error {
-	var why string
-	var pe *pgconn.ParseConfigError
-	if errors.As(err, &pe) {
-		// The message is "cannot parse `<dsn, masked>`: <why>"; make the
-		// same prefix to cut it off.
-		const mark = "\x00"
-		prefix := strings.TrimSuffix(pgconn.NewParseConfigError(pe.ConnString, mark, nil).Error(), mark)
-		if rest, ok := strings.CutPrefix(pe.Error(), prefix); ok {
-			why = rest
-		}
-	}
-	for _, pw := range dsnPasswords(dsn) {
-		why = strings.ReplaceAll(why, pw, "xxxxx")
-	}
-	const want = `a PostgreSQL connection string such as "postgres://user@host:5432/db" or "host=... dbname=..."`
-	if why == "" || strings.Contains(why, dsn) {
-		return errors.New("dsn is not " + want)
-	}
-	return fmt.Errorf("dsn: %s; want %s", why, want)
-}
-
-var (
-	kvPassword  = regexp.MustCompile(`password\s*=\s*('(?:[^'\\]|\\.)*'?|\S+)`)
-	urlPassword = regexp.MustCompile(`^[a-z]+://[^/?#@:]*:([^/?#]*)@`)
-)
-
-// dsnPasswords finds what may be passwords in a DSN that did not parse,
-// generously, so that an error message can mask them.
-func dsnPasswords(dsn string) []string {
-	var out []string
-	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
-		out = append(out, m[1], strings.Trim(m[1], "'"))
-	}
-	if m := urlPassword.FindStringSubmatch(dsn); m != nil {
-		out = append(out, m[1])
-	}
-	kept := out[:0]
-	for _, pw := range out {
-		if pw != "" {
-			kept = append(kept, pw)
-		}
-	}
-	return kept
-}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/arrowjson"
+	"github.com/pipelinehq/pipeline/sdk/pgdsn"
 )
 
 // Version is the plugin's version.
@@ -171,7 +172,7 @@ func (s *Source) Configure(_ context.Context, cfg sdk.Config) error {
 	}
 	pgcfg, err := pgx.ParseConfig(c.DSN)
 	if err != nil {
-		return dsnError(c.DSN, err)
+		return pgdsn.Error(c.DSN, err)
 	}
 	if pgcfg.Password != "" {
 		s.secrets = append(s.secrets, pgcfg.Password)

@@ -1,4 +1,7 @@
-package sourcepostgres
+// Package pgdsn keeps PostgreSQL connection strings out of messages: the
+// postgres source and sink report a DSN that does not parse by what is
+// wrong with it, and mask what may be its password.
+package pgdsn
 
 import (
 	"errors"
@@ -9,11 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// dsnError says which part of a DSN pgx could not parse ("invalid port",
+// Error says which part of a DSN pgx could not parse ("invalid port",
 // "failed to configure TLS (sslmode is invalid)"), never the DSN itself:
 // pgx's message quotes it, and its masking of the password is best effort.
-// (The same rule as sink "postgres"; plugins share only sdk/.)
-func dsnError(dsn string, err error) error {
+func Error(dsn string, err error) error {
 	var why string
 	var pe *pgconn.ParseConfigError
 	if errors.As(err, &pe) {
@@ -25,7 +27,7 @@ func dsnError(dsn string, err error) error {
 			why = rest
 		}
 	}
-	for _, pw := range dsnPasswords(dsn) {
+	for _, pw := range Passwords(dsn) {
 		why = strings.ReplaceAll(why, pw, "xxxxx")
 	}
 	const want = `a PostgreSQL connection string such as "postgres://user@host:5432/db" or "host=... dbname=..."`
@@ -40,9 +42,9 @@ var (
 	urlPassword = regexp.MustCompile(`^[a-z]+://[^/?#@:]*:([^/?#]*)@`)
 )
 
-// dsnPasswords finds what may be passwords in a DSN, generously, so that
-// error messages can mask them.
-func dsnPasswords(dsn string) []string {
+// Passwords finds what may be passwords in a DSN, also one that does not
+// parse, generously, so that error messages can mask them.
+func Passwords(dsn string) []string {
 	var out []string
 	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
 		out = append(out, m[1], strings.Trim(m[1], "'"))
