@@ -772,6 +772,42 @@ func TestDecimalMatchesText(t *testing.T) {
 	}
 }
 
+func TestNumericTypmods(t *testing.T) {
+	d := newDB(t)
+	var version int
+	if err := d.conn.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range map[string]string{
+		"numeric":        "utf8",
+		"numeric(38,0)":  "decimal(38, 0)",
+		"numeric(38,38)": "decimal(38, 38)",
+		"numeric(39,2)":  "utf8",
+		"numeric(1,0)":   "decimal(1, 0)",
+		"numeric(3,5)":   "utf8", // scale above precision (PostgreSQL 15)
+		"numeric(5,-2)":  "utf8", // negative scale (PostgreSQL 15)
+	} {
+		var oid uint32
+		var typmod int32
+		if (typ == "numeric(3,5)" || typ == "numeric(5,-2)") && version < 150000 {
+			continue
+		}
+		d.exec(`CREATE TEMP TABLE n (v ` + typ + `)`)
+		err := d.conn.QueryRow(context.Background(), `SELECT atttypid, atttypmod FROM pg_attribute WHERE attrelid = 'pg_temp.n'::regclass AND attnum = 1`).Scan(&oid, &typmod)
+		d.exec(`DROP TABLE n`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := resolveType(context.Background(), d.conn, oid, typmod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pt.arrowType().String(); got != want {
+			t.Errorf("%s: %s, want %s", typ, got, want)
+		}
+	}
+}
+
 func TestCompactJSON(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"a": 1, "b": [1, 2]}`:          `{"a":1,"b":[1,2]}`,

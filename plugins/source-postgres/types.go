@@ -30,7 +30,7 @@ const (
 	kFloat8
 	kDecimal     // numeric(p,s) with 0 <= s <= p <= 38: decimal128(p, s)
 	kNumericText // any other numeric: its exact text, utf8
-	kText        // text, varchar, char(n), name, "char", citext, enums
+	kText        // text, varchar, char(n), name, citext, enums
 	kChar        // "char": one byte
 	kBytea
 	kTimestamptz
@@ -155,8 +155,7 @@ func resolveType(ctx context.Context, conn *pgx.Conn, oid uint32, typmod int32) 
 	return nil, errUnmapped
 }
 
-// arrowType is the Arrow type of t; rawJSON says json values stay JSON text
-// (marked as such), else the caller decodes them.
+// arrowType is the Arrow type of a column of type t (json as its text).
 func (t *pgType) arrowType() arrow.DataType {
 	switch t.kind {
 	case kBool:
