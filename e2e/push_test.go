@@ -167,8 +167,11 @@ func TestHTTPPushToWebhook(t *testing.T) {
 	// n4, n5, n6 (score > 0.5), a1, and the gzip'd record.
 	want := []string{"n4", "n5", "n6", "a1", ids[len(ids)-1]}
 	waitFor(t, "the matching records at the receiver", 30*time.Second, func() bool { return len(rcv.ids()) >= len(want) })
-	time.Sleep(300 * time.Millisecond) // nothing else may come
+	// A marker posted last: once it is there, the records read before it
+	// have been routed too (instead of sleeping for what may still come).
+	marker(t, url, auth, "m1", rcv)
 	got := rcv.ids()
+	delete(got, "m1")
 	if len(got) != len(want) {
 		t.Errorf("the receiver got %v, want %v", sortedKeys(got), want)
 	}
@@ -200,11 +203,23 @@ func TestHTTPPushToWebhook(t *testing.T) {
 	before := rcv.total()
 	l = startLive(t, dir, []string{"INGEST_TOKEN=s3cret"}, nil, "run", "--state", filepath.Join(dir, "state.db"), "push.hcl")
 	waitHealthy(t, base, l)
-	time.Sleep(500 * time.Millisecond)
-	if n := rcv.total(); n != before {
-		t.Errorf("a restart sent %d deliveries again", n-before)
+	// The restarted run reads the inbox from its checkpoint in order: by
+	// the time a new marker arrives, anything it re-read has been sent.
+	marker(t, url, auth, "m2", rcv)
+	if n := rcv.total(); n != before+1 {
+		t.Errorf("a restart sent %d deliveries again", n-before-1)
 	}
 	l.signal(syscall.SIGTERM)
+}
+
+// marker posts one matching record with row_id id and waits until it
+// arrives at rcv.
+func marker(t *testing.T, url string, auth map[string]string, id string, rcv *receiver) {
+	t.Helper()
+	if a := post(t, url, "application/x-ndjson", []byte(`{"row_id":"`+id+`","score":0.99}`), auth); a.status != http.StatusAccepted {
+		t.Fatalf("marker %s: %d %s", id, a.status, a.body)
+	}
+	waitFor(t, "marker "+id, 30*time.Second, func() bool { return rcv.ids()[id] })
 }
 
 // The engine's process group is SIGKILLed while a client posts, retrying
