@@ -150,7 +150,8 @@ type Breaker struct {
 type circuit struct {
 	// closed
 	failures     int       // since the last success
-	failingSince time.Time // the first of them
+	failingSince time.Time // the earliest of them
+	lastFailure  time.Time // the latest of them
 	downSince    time.Time // while open or half-open: the first failure of the run that opened it
 
 	// open or half-open
@@ -291,11 +292,16 @@ func (b *Breaker) Record(key string, success bool, now time.Time) {
 		// window ran out meanwhile without anyone asking.
 		delete(b.circuits, key)
 	case !c.open:
-		if c.failures == 0 {
+		// Concurrent answers arrive in any order, each with the time it
+		// came back: the failures span the earliest to the latest.
+		if c.failures == 0 || now.Before(c.failingSince) {
 			c.failingSince = now
 		}
+		if c.failures == 0 || now.After(c.lastFailure) {
+			c.lastFailure = now
+		}
 		c.failures++
-		b.check(c, now)
+		b.check(c, c.lastFailure)
 	case now.Before(c.until):
 		// Open: a late answer to a request sent before the circuit opened.
 	case success:

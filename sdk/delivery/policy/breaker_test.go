@@ -120,6 +120,17 @@ func TestBreaker(t *testing.T) {
 			),
 		},
 		{
+			// Concurrent answers reach Record in any order, each with the
+			// time it came back: the window runs from the earliest
+			// failure to the latest.
+			name: "failures reported out of order: the window spans the earliest to the latest",
+			steps: join(
+				fails(BreakerClosed, 30, 0, 10, 20),
+				fails(BreakerOpen, 25),
+				[]bStep{{"allow", "e", 30, false, 60, BreakerOpen}},
+			),
+		},
+		{
 			name: "open: turned away until the cooldown ends, per key",
 			steps: join(down, []bStep{
 				{"allow", "e", 30, false, 60, BreakerOpen},
