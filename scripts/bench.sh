@@ -176,3 +176,56 @@ if [ "${BENCH_PUSH:-1}" != 0 ]; then
   echo
   go run ./tools/benchpush -pipeline bin/pipeline
 fi
+
+# Sources (issue 13). Parquet input: the benchmark records converted once
+# to Parquet with sink "file", then source "file" { format = "parquet" } →
+# sink "file" (JSONL, no filter), checked byte-identical to the input; the
+# Postgres source (tools/benchpgsource: 1M rows loaded once into schema
+# benchpgsource, then source "postgres" → sink "file") for flat columns and
+# jsonb; a 2 GiB JSONL object streamed from a real MinIO by source "s3"
+# (tools/benchs3source). BENCH_SOURCES=0 skips them.
+if [ "${BENCH_SOURCES:-1}" != 0 ]; then
+  echo
+  pq="$dir/calls-$N.parquet"
+  if [ ! -s "$pq" ]; then
+    cat >"$dir/to-parquet.hcl" <<HCL
+pipeline { name = "to-parquet" }
+source "file" "calls" {
+  path = "$data"
+}
+sink "file" "out" {
+  inputs = [source.calls]
+  path   = "$pq"
+  format = "parquet"
+}
+HCL
+    rm -rf "$dir/state-pq.db"*
+    bin/pipeline run --state "$dir/state-pq.db" "$dir/to-parquet.hcl" 2>/dev/null
+  fi
+  cat >"$dir/from-parquet.hcl" <<HCL
+pipeline { name = "from-parquet" }
+source "file" "calls" {
+  path   = "$pq"
+  format = "parquet"
+}
+sink "file" "out" {
+  inputs = [source.calls]
+  path   = "$dir/out-parquet.jsonl"
+}
+HCL
+  rm -rf "$dir/out-parquet.jsonl" "$dir/state-pq.db"*
+  /usr/bin/time -f "%e %M" -o "$dir/time.txt" bin/pipeline run --json --state "$dir/state-pq.db" "$dir/from-parquet.hcl" >"$dir/summary.json" 2>"$dir/stderr.txt" || { cat "$dir/stderr.txt"; exit 1; }
+  read -r secs rss <"$dir/time.txt"
+  rate=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  printf "%-44s %8s s  %10s records/s  peak RSS %6d MB (largest process)\n" "Parquet file ($(du -m "$pq" | cut -f1) MB) → JSONL" "$secs" "$rate" $((rss / 1024))
+  if ! cmp -s "$data" "$dir/out-parquet.jsonl"; then
+    echo "the Parquet round trip differs from the input!" >&2; exit 1
+  fi
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    go run ./tools/benchpgsource -n "$N" -input "$data" -bin bin/pipeline -shape flat
+    go run ./tools/benchpgsource -n "$N" -input "$data" -bin bin/pipeline -shape jsonb
+  else
+    echo "PostgreSQL is not running at 127.0.0.1:5432: skipping the Postgres source benchmark"
+  fi
+  go run ./tools/benchs3source -pipeline bin/pipeline
+fi
