@@ -8,7 +8,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 STATICCHECK        := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TOOLS    := $(CURDIR)/.cache/tools
 
-.PHONY: build demo demo-classify test minio test-integration fuzz bench lint generate generate-check clean
+.PHONY: build demo demo-classify test test-ui minio test-integration fuzz bench lint generate generate-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/pipeline
@@ -28,6 +28,27 @@ test: minio
 
 minio:
 	@$(GO) run ./internal/testminio/cmd/testminio >/dev/null
+
+# The admin console in headless Chromium (e2e/ui/console.mjs, driven by
+# e2e/console_test.go): Debian's chromium (installed with apt-get when
+# missing and we are root), Node's playwright-core from e2e/ui's lock file
+# (no browser download), then the test, which fails rather than skips here.
+test-ui:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "test-ui needs Debian's chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; fi; \
+	fi
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== installing nodejs and npm (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "test-ui needs node (>= 20) and npm: sudo apt-get install nodejs npm"; exit 1; fi; \
+	fi
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix e2e/ui --no-audit --no-fund
+	$(GO) build -o $(BIN) ./cmd/pipeline
+	PIPELINE_UI_TEST=require $(GO) test -race -count=1 -v -timeout 10m -run '^TestConsole$$' ./e2e/
 
 # Tests that need outside services; they skip with a message when absent.
 test-integration:

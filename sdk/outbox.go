@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
 )
@@ -166,12 +168,31 @@ type OutboxStatus struct {
 	// StopWaiting: the run was interrupted; a sink waiting for its pending
 	// deliveries at the end of its stream stops and leaves them queued.
 	StopWaiting bool
+	// Paused: the sink is paused (`pipeline pause`); the outbox hands out
+	// nothing until it is resumed, so a sink waiting for its pending
+	// deliveries at the end of its stream stops and leaves them queued.
+	Paused bool
+}
+
+// PauseReporter is an Outbox whose sink can be paused by the operator: the
+// engine's (`pipeline pause`, the admin API of `pipeline serve`). While a
+// sink is paused its outbox still stores what Enqueue gets (the batch may
+// be acked) but leases nothing, at Enqueue or Lease. sdk/delivery's
+// Deliverer type-asserts for it and, while it says so, hands back the
+// deliveries it holds leased and has not started.
+type PauseReporter interface {
+	// Paused reports whether the sink is paused; the answer may be up to
+	// half a second old.
+	Paused(ctx context.Context) (bool, error)
 }
 
 // stateOutbox is the Outbox the engine serves over the plugin broker.
 type stateOutbox struct{ c pluginv1.StateClient }
 
-var _ RetentionSetter = (*stateOutbox)(nil)
+var (
+	_ RetentionSetter = (*stateOutbox)(nil)
+	_ PauseReporter   = (*stateOutbox)(nil)
+)
 
 // dialState connects to the State service the engine serves the plugin:
 // a sink's outbox, a source's inbox.
@@ -250,7 +271,18 @@ func (o *stateOutbox) Pending(ctx context.Context) (OutboxStatus, error) {
 	if err != nil {
 		return OutboxStatus{}, err
 	}
-	return OutboxStatus{Pending: int(resp.Pending), Dead: int(resp.Dead), StopWaiting: resp.StopWaiting}, nil
+	return OutboxStatus{Pending: int(resp.Pending), Dead: int(resp.Dead), StopWaiting: resp.StopWaiting, Paused: resp.Paused}, nil
+}
+
+func (o *stateOutbox) Paused(ctx context.Context) (bool, error) {
+	resp, err := o.c.Paused(ctx, &pluginv1.PausedRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		return false, nil // an engine without pauses
+	}
+	if err != nil {
+		return false, err
+	}
+	return resp.Paused, nil
 }
 
 func (o *stateOutbox) SetRetention(ctx context.Context, r Retention) error {

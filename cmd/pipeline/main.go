@@ -94,6 +94,7 @@ Progress is checkpointed, so a re-run only processes what is new.`,
 		newStateCmd(g),
 		newDeliveriesCmd(g),
 		newReplayCmd(g),
+		newPauseCmd(g), newResumeCmd(g),
 		newServeCmd(g),
 	)
 	return root

@@ -27,6 +27,7 @@ type scheduledPipeline struct {
 	drain <-chan struct{}
 	m     *serveMetrics
 	log   *slog.Logger
+	e     *entry // what the admin API shows of it
 }
 
 // job makes the pipeline a scheduler job.
@@ -55,6 +56,7 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 		attrs = append(attrs, "scheduled", at.In(sp.p.Location).Format(time.RFC3339))
 	}
 	var stats *run.Stats
+	var runner *run.Runner
 	var sinks []string
 	var pipeline string
 	err := func() error {
@@ -71,7 +73,7 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 		x, err := execute(sp.ctx, sp.g, []string{sp.file}, run.LoadOptions{Store: sp.store, NoWait: true},
 			run.Options{Store: sp.store, Drain: sp.drain, Logger: sp.log}, func(x *run.Execution) {
 				if x.Config.Schedule != sp.p.Schedule || x.Config.Location.String() != sp.p.Location.String() {
-					sp.log.Warn("the schedule in the file changed: restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
+					sp.log.Warn("the schedule in the file changed: reload (the admin API's POST /api/reload) or restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
 						"schedule", sp.p.Schedule, "timezone", sp.p.Location.String())
 				}
 				pipeline = x.Plan.Pipeline
@@ -80,6 +82,8 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 				}
 				stats = x.Runner.Stats
 				sp.m.startRun(sp.p.Name, x.Runner.Stats)
+				sp.e.begin(x.Runner)
+				runner = x.Runner
 			})
 		if stats != nil {
 			sp.m.endRun(sp.p.Name, stats)
@@ -99,6 +103,7 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 		outcome = "failed"
 	}
 	sp.m.scheduledRun(sp.p.Name, outcome)
+	sp.e.end(runner, err, outcome == "interrupted")
 
 	attrs = append(attrs, "status", outcome)
 	if stats != nil {

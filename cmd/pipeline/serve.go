@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,13 +22,12 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/run"
-	"github.com/pipelinehq/pipeline/engine/schedule"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
 
 func newServeCmd(g *globals) *cobra.Command {
 	var poll, logEvery time.Duration
-	var metricsAddr string
+	var metricsAddr, adminAddr string
 	cmd := &cobra.Command{
 		Use:   "serve DIR|FILE...",
 		Short: "Run pipelines continuously: new records as they appear, webhook retries from the outbox, metrics",
@@ -90,63 +88,43 @@ pipelines go on.`,
 				}
 			}()
 
-			reg := prometheus.NewRegistry()
-			m := newServeMetrics(reg, store)
+			promReg := prometheus.NewRegistry()
+			m := newServeMetrics(promReg, store)
 			if metricsAddr != "" {
 				ln, err := net.Listen("tcp", metricsAddr)
 				if err != nil {
 					return &exitError{code: 1, err: fmt.Errorf("--metrics-addr: %w", err)}
 				}
-				srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+				srv := &http.Server{Handler: promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 				go srv.Serve(ln)
 				defer srv.Close()
 				log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 			}
 
-			var wg sync.WaitGroup
-			sched := schedule.New(nil, log)
-			scheduled := 0
-			var continuous, unstarted atomic.Int64
-			for _, f := range files {
-				if p := configs[f]; p.ScheduleSpec != nil {
-					sp := &scheduledPipeline{g: g, file: f, p: p, store: store, ctx: ctx, drain: drain, m: m, log: log}
-					sched.Add(sp.job())
-					scheduled++
-					log.Info("scheduled", "pipeline", p.Name, "file", f, "schedule", p.Schedule, "timezone", p.Location.String(),
-						"next", schedule.Next(p.ScheduleSpec, p.Location, time.Now()).In(p.Location).Format(time.RFC3339))
-					continue
+			reg := newRegistry(g, args, store, poll, logEvery, ctx, drain, m, log)
+			if adminAddr != "" {
+				stopAdmin, err := serveAdmin(adminAddr, store, reg, promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}), log)
+				if err != nil {
+					return &exitError{code: 1, err: err}
 				}
-				wg.Add(1)
-				continuous.Add(1)
-				go func() {
-					defer wg.Done()
-					if !servePipeline(ctx, g, f, configs[f].Name, store, poll, logEvery, drain, m, log) {
-						unstarted.Add(1)
-					}
-				}()
+				defer stopAdmin()
 			}
-			if scheduled > 0 {
-				// The first signal stops the firings; the runs going on
-				// drain (they watch drain themselves) and Run waits for them.
-				schedCtx, stopScheduling := context.WithCancel(ctx)
-				go func() {
-					select {
-					case <-drain:
-					case <-schedCtx.Done():
-					}
-					stopScheduling()
-				}()
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer stopScheduling()
-					if err := sched.Run(schedCtx); err != nil {
-						log.Error("scheduler failed", "error", err)
-					}
-				}()
+			started := make(chan bool, len(files))
+			continuous := 0
+			for _, f := range files {
+				if configs[f].ScheduleSpec == nil {
+					continuous++
+				}
+				reg.start(f, configs[f], started)
 			}
-			wg.Wait()
-			if scheduled == 0 && unstarted.Load() == continuous.Load() {
+			unstarted := 0
+			for range files {
+				if !<-started {
+					unstarted++
+				}
+			}
+			reg.wait()
+			if continuous == len(files) && unstarted == continuous {
 				return &exitError{code: exitLocked, err: errors.New("no pipeline could start: each is already running on this state store")}
 			}
 			return nil
@@ -155,6 +133,7 @@ pipelines go on.`,
 	cmd.Flags().DurationVar(&poll, "poll", 5*time.Second, "how often drained sources are read again")
 	cmd.Flags().DurationVar(&logEvery, "log-every", 30*time.Second, "how often each pipeline logs its counters")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "where to serve Prometheus metrics (empty: off)")
+	cmd.Flags().StringVar(&adminAddr, "admin-addr", "", "where to serve the admin API and web console, e.g. 127.0.0.1:8700 (empty: off); requests need PIPELINE_ADMIN_TOKEN")
 	return cmd
 }
 
@@ -187,16 +166,17 @@ func pipelineFiles(args []string) ([]string, error) {
 // failure. It holds the pipeline's run lock all along; when another process
 // holds it, the pipeline does not start (the others go on) and it returns
 // false.
-func servePipeline(ctx context.Context, g *globals, file, name string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) (started bool) {
+func servePipeline(ctx context.Context, g *globals, file, name string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger, e *entry) (started bool) {
 	lock, err := state.LockPipeline(g.statePath, name)
 	if err != nil {
 		log.Error("pipeline failed to start", "pipeline", name, "file", file, "error", err)
+		e.end(nil, err, false)
 		return false
 	}
 	defer lock.Close()
 	backoff := 5 * time.Second
 	for {
-		err := serveOnce(ctx, g, file, store, poll, logEvery, drain, m, log)
+		err := serveOnce(ctx, g, file, store, poll, logEvery, drain, m, log, e)
 		select {
 		case <-drain:
 			return true
@@ -216,7 +196,7 @@ func servePipeline(ctx context.Context, g *globals, file, name string, store *st
 	}
 }
 
-func serveOnce(ctx context.Context, g *globals, file string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger) error {
+func serveOnce(ctx context.Context, g *globals, file string, store *state.Store, poll, logEvery time.Duration, drain chan struct{}, m *serveMetrics, log *slog.Logger, e *entry) error {
 	// NoWait: on shutdown, pending deliveries stay in the outbox for the
 	// next start instead of holding the process.
 	stop := make(chan struct{})
@@ -226,6 +206,7 @@ func serveOnce(ctx context.Context, g *globals, file string, store *state.Store,
 		run.Options{Store: store, Drain: drain, Poll: poll, Logger: log}, func(x *run.Execution) {
 			name, stats = x.Plan.Pipeline, x.Runner.Stats
 			m.track(name, stats)
+			e.begin(x.Runner)
 			log.Info("serving", "pipeline", name, "file", file)
 			go func() {
 				tick := time.NewTicker(logEvery)
@@ -243,7 +224,11 @@ func serveOnce(ctx context.Context, g *globals, file string, store *state.Store,
 	close(stop)
 	if x.Runner == nil && err == nil {
 		printExecDiags(x)
-		return errors.New("the pipeline has errors")
+		err = errors.New("the pipeline has errors")
+	}
+	e.end(x.Runner, err, errors.Is(err, run.ErrInterrupted) || ctx.Err() != nil)
+	if x.Runner == nil {
+		return err
 	}
 	if stats != nil {
 		log.Info("stopped: "+run.FormatLine(stats.Snapshot()), "pipeline", name)

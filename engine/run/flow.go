@@ -544,6 +544,7 @@ func (sr *sourceReader) read(ctx context.Context) error {
 
 // route hands rec, which came out of node, to everything that reads node.
 func (r *Runner) route(node string, rec arrow.RecordBatch, e *entry) error {
+	r.tapped(node, rec)
 	for _, c := range r.consumers[node] {
 		var err error
 		if c.stage != nil {
@@ -764,6 +765,7 @@ func (r *Runner) sinkTemplates(ss *sinkState, rec arrow.RecordBatch, e *entry) e
 func (r *Runner) send(ss *sinkState, rec arrow.RecordBatch, e *entry) error {
 	// A batch that was read is delivered even during a drain; only the
 	// run's end (failure, abort) drops it, and then it stays unacked.
+	r.tapped("sink."+ss.s.Name, rec)
 	e.hold(ss.idx)
 	select {
 	case ss.in <- sinkItem{rec: rec, e: e}:

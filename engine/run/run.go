@@ -168,6 +168,7 @@ type Runner struct {
 	reach      map[string]map[string]bool // source -> sinks its batches reach
 	ctx        context.Context            // the run's: ends on failure or abort, not on a drain
 	cancel     context.CancelFunc
+	taps       taps // the admin API's tails (tap.go)
 }
 
 type consumer struct {
@@ -308,6 +309,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.Stats.Started = time.Now()
 	ctx, r.cancel = context.WithCancel(ctx)
 	defer r.cancel()
+	defer r.CloseTaps()
 	r.ctx = ctx
 	// Sources stop on a drain; sinks keep going until what was sent is acked.
 	readCtx, stopReading := context.WithCancel(ctx)

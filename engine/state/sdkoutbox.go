@@ -42,8 +42,16 @@ func (a sdkOutbox) Record(ctx context.Context, rs []sdk.Result, cs []sdk.Circuit
 
 func (a sdkOutbox) Pending(ctx context.Context) (sdk.OutboxStatus, error) {
 	p, d, _, err := a.o.Pending(ctx)
-	return sdk.OutboxStatus{Pending: p, Dead: d, StopWaiting: a.o.stopWaiting.Load()}, err
+	if err != nil {
+		return sdk.OutboxStatus{}, err
+	}
+	paused, err := a.o.Paused(ctx)
+	return sdk.OutboxStatus{Pending: p, Dead: d, StopWaiting: a.o.stopWaiting.Load(), Paused: paused}, err
 }
+
+var _ sdk.PauseReporter = sdkOutbox{}
+
+func (a sdkOutbox) Paused(ctx context.Context) (bool, error) { return a.o.Paused(ctx) }
 
 var _ sdk.RetentionSetter = sdkOutbox{}
 

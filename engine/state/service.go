@@ -139,11 +139,25 @@ func (s *Service) Pending(ctx context.Context, _ *pluginv1.PendingRequest) (*plu
 	if err != nil {
 		return nil, grpcErr(err)
 	}
-	resp := &pluginv1.PendingResponse{Pending: uint64(pending), Dead: uint64(dead), StopWaiting: s.outbox.stopWaiting.Load()}
+	paused, err := s.outbox.Paused(ctx)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	resp := &pluginv1.PendingResponse{Pending: uint64(pending), Dead: uint64(dead), StopWaiting: s.outbox.stopWaiting.Load(), Paused: paused}
 	if !next.IsZero() {
 		resp.NextDueUnixMs = next.UnixMilli()
 	}
 	return resp, nil
+}
+
+// Paused implements pluginv1.StateServer: whether the sink is paused (the
+// session's cached flag, at most pauseTTL old).
+func (s *Service) Paused(ctx context.Context, _ *pluginv1.PausedRequest) (*pluginv1.PausedResponse, error) {
+	paused, err := s.outbox.Paused(ctx)
+	if err != nil {
+		return nil, grpcErr(err)
+	}
+	return &pluginv1.PausedResponse{Paused: paused}, nil
 }
 
 // SetRetention implements pluginv1.StateServer: the sink's retention is

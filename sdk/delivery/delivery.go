@@ -323,7 +323,9 @@ const drainPoll = 100 * time.Millisecond
 
 // Drain waits until nothing is pending (delivered or dead), the engine asks
 // it to stop waiting (the run was interrupted: it returns nil and the rest
-// stays queued), or ctx ends.
+// stays queued), the sink is paused (`pipeline pause`: nothing would go out
+// until it is resumed, so it returns nil and the rest stays queued), or
+// ctx ends.
 func (d *Deliverer) Drain(ctx context.Context) error {
 	d.Start()
 	tick := time.NewTicker(drainPoll)
@@ -333,7 +335,10 @@ func (d *Deliverer) Drain(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if st.Pending == 0 || st.StopWaiting {
+		if st.Pending == 0 || st.StopWaiting || st.Paused {
+			if st.Paused && st.Pending > 0 {
+				d.opts.Log.Info("sink paused: not waiting for its pending deliveries; they stay queued until it is resumed", "pending", st.Pending)
+			}
 			return nil
 		}
 		select {
@@ -382,7 +387,19 @@ func (d *Deliverer) loop(ctx context.Context) {
 	var emptySkip string
 	var emptyGen uint64
 	timedOut := false
+	pauses, _ := d.out.(sdk.PauseReporter)
+	var pauseChecked time.Time
 	for ctx.Err() == nil {
+		// A sink paused while it holds leased deliveries that have not
+		// started hands them back: the outbox leases nothing more, and
+		// these stay pending until it is resumed. (Real time: a check is
+		// cheap, and a test's clock may stand still.)
+		if pauses != nil && time.Since(pauseChecked) >= pauseCheck && d.holdsQueued() {
+			pauseChecked = time.Now()
+			if paused, err := pauses.Paused(ctx); err == nil && paused {
+				d.handBack()
+			}
+		}
 		wake := d.dispatch(ctx)
 		skip, free, ready := d.blocked()
 		sort.Strings(skip)
@@ -443,6 +460,45 @@ func (d *Deliverer) loop(ctx context.Context) {
 			timedOut = true
 		}
 		timer.Stop()
+	}
+}
+
+// pauseCheck is how often the loop asks a PauseReporter outbox whether its
+// sink is paused, while it holds deliveries that have not started.
+const pauseCheck = 500 * time.Millisecond
+
+// holdsQueued reports whether deliveries are leased and not started.
+func (d *Deliverer) holdsQueued() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.queued) > 0
+}
+
+// handBack releases the deliveries leased and not started (the sink is
+// paused): they are due again now, attempts unchanged, and the outbox
+// hands them out once the sink is resumed. Attempts under way finish.
+func (d *Deliverer) handBack() {
+	d.mu.Lock()
+	queued := d.queued
+	d.queued = map[string][]sdk.Delivery{}
+	n := 0
+	for _, q := range queued {
+		for _, del := range q {
+			d.held -= len(del.Payload)
+			n++
+		}
+	}
+	rec := d.rec
+	d.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	d.opts.Log.Info("sink paused: handing back the deliveries not started", "deliveries", n)
+	now := d.opts.Now()
+	for _, q := range queued {
+		for _, del := range q {
+			rec.add(del, sdk.Result{ID: del.ID, Outcome: sdk.Release, Next: now, Prior: del.Attempts})
+		}
 	}
 }
 

@@ -2296,7 +2296,11 @@ type PendingResponse struct {
 	NextDueUnixMs int64                  `protobuf:"varint,3,opt,name=next_due_unix_ms,json=nextDueUnixMs,proto3" json:"next_due_unix_ms,omitempty"`
 	// The run was interrupted: a sink waiting for pending deliveries at the
 	// end of its stream stops waiting and ends it; they stay queued.
-	StopWaiting   bool `protobuf:"varint,4,opt,name=stop_waiting,json=stopWaiting,proto3" json:"stop_waiting,omitempty"`
+	StopWaiting bool `protobuf:"varint,4,opt,name=stop_waiting,json=stopWaiting,proto3" json:"stop_waiting,omitempty"`
+	// The sink is paused (`pipeline pause`): nothing pending is handed out
+	// until it is resumed, so a sink waiting at the end of its stream stops
+	// waiting and ends it; the deliveries stay queued.
+	Paused        bool `protobuf:"varint,5,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2355,6 +2359,13 @@ func (x *PendingResponse) GetNextDueUnixMs() int64 {
 func (x *PendingResponse) GetStopWaiting() bool {
 	if x != nil {
 		return x.StopWaiting
+	}
+	return false
+}
+
+func (x *PendingResponse) GetPaused() bool {
+	if x != nil {
+		return x.Paused
 	}
 	return false
 }
@@ -2461,6 +2472,86 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
 	return file_plugin_proto_rawDescGZIP(), []int{37}
+}
+
+type PausedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PausedRequest) Reset() {
+	*x = PausedRequest{}
+	mi := &file_plugin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PausedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PausedRequest) ProtoMessage() {}
+
+func (x *PausedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PausedRequest.ProtoReflect.Descriptor instead.
+func (*PausedRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{38}
+}
+
+type PausedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paused        bool                   `protobuf:"varint,1,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PausedResponse) Reset() {
+	*x = PausedResponse{}
+	mi := &file_plugin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PausedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PausedResponse) ProtoMessage() {}
+
+func (x *PausedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PausedResponse.ProtoReflect.Descriptor instead.
+func (*PausedResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PausedResponse) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
 }
 
 var File_plugin_proto protoreflect.FileDescriptor
@@ -2627,18 +2718,22 @@ const file_plugin_proto_rawDesc = "" +
 	"\aresults\x18\x01 \x03(\v2\x1a.pipeline.plugin.v1.ResultR\aresults\x127\n" +
 	"\bcircuits\x18\x02 \x03(\v2\x1b.pipeline.plugin.v1.CircuitR\bcircuits\"\x10\n" +
 	"\x0eRecordResponse\"\x10\n" +
-	"\x0ePendingRequest\"\x8b\x01\n" +
+	"\x0ePendingRequest\"\xa3\x01\n" +
 	"\x0fPendingResponse\x12\x18\n" +
 	"\apending\x18\x01 \x01(\x04R\apending\x12\x12\n" +
 	"\x04dead\x18\x02 \x01(\x04R\x04dead\x12'\n" +
 	"\x10next_due_unix_ms\x18\x03 \x01(\x03R\rnextDueUnixMs\x12!\n" +
-	"\fstop_waiting\x18\x04 \x01(\bR\vstopWaiting\"r\n" +
+	"\fstop_waiting\x18\x04 \x01(\bR\vstopWaiting\x12\x16\n" +
+	"\x06paused\x18\x05 \x01(\bR\x06paused\"r\n" +
 	"\x13SetRetentionRequest\x12!\n" +
 	"\fdelivered_ms\x18\x01 \x01(\x03R\vdeliveredMs\x12\x1f\n" +
 	"\vattempts_ms\x18\x02 \x01(\x03R\n" +
 	"attemptsMs\x12\x17\n" +
 	"\adead_ms\x18\x03 \x01(\x03R\x06deadMs\"\x16\n" +
-	"\x14SetRetentionResponse*:\n" +
+	"\x14SetRetentionResponse\"\x0f\n" +
+	"\rPausedRequest\"(\n" +
+	"\x0ePausedResponse\x12\x16\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused*:\n" +
 	"\aOutcome\x12\r\n" +
 	"\tDELIVERED\x10\x00\x12\t\n" +
 	"\x05RETRY\x10\x01\x12\b\n" +
@@ -2650,13 +2745,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
 	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01\x12\\\n" +
-	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xb1\x06\n" +
+	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\x82\a\n" +
 	"\x05State\x12R\n" +
 	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
 	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
 	"\x06Record\x12!.pipeline.plugin.v1.RecordRequest\x1a\".pipeline.plugin.v1.RecordResponse\x12R\n" +
 	"\aPending\x12\".pipeline.plugin.v1.PendingRequest\x1a#.pipeline.plugin.v1.PendingResponse\x12a\n" +
-	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponse\x12^\n" +
+	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponse\x12O\n" +
+	"\x06Paused\x12!.pipeline.plugin.v1.PausedRequest\x1a\".pipeline.plugin.v1.PausedResponse\x12^\n" +
 	"\vInboxAppend\x12&.pipeline.plugin.v1.InboxAppendRequest\x1a'.pipeline.plugin.v1.InboxAppendResponse\x12X\n" +
 	"\tInboxRead\x12$.pipeline.plugin.v1.InboxReadRequest\x1a%.pipeline.plugin.v1.InboxReadResponse\x12^\n" +
 	"\vInboxStatus\x12&.pipeline.plugin.v1.InboxStatusRequest\x1a'.pipeline.plugin.v1.InboxStatusResponse\x12d\n" +
@@ -2675,7 +2771,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_plugin_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipeline.plugin.v1.Outcome
 	(Circuit_State)(0),            // 1: pipeline.plugin.v1.Circuit.State
@@ -2717,12 +2813,14 @@ var file_plugin_proto_goTypes = []any{
 	(*PendingResponse)(nil),       // 37: pipeline.plugin.v1.PendingResponse
 	(*SetRetentionRequest)(nil),   // 38: pipeline.plugin.v1.SetRetentionRequest
 	(*SetRetentionResponse)(nil),  // 39: pipeline.plugin.v1.SetRetentionResponse
-	nil,                           // 40: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	(*PausedRequest)(nil),         // 40: pipeline.plugin.v1.PausedRequest
+	(*PausedResponse)(nil),        // 41: pipeline.plugin.v1.PausedResponse
+	nil,                           // 42: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
 	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	40, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	42, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
 	17, // 3: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
 	19, // 4: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
 	22, // 5: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
@@ -2744,27 +2842,29 @@ var file_plugin_proto_depIdxs = []int32{
 	34, // 21: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
 	36, // 22: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
 	38, // 23: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
-	18, // 24: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
-	21, // 25: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
-	24, // 26: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
-	15, // 27: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
-	3,  // 28: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 29: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 30: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 31: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	12, // 32: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	14, // 33: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
-	28, // 34: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	30, // 35: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	35, // 36: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	37, // 37: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	39, // 38: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
-	20, // 39: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
-	23, // 40: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
-	25, // 41: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
-	16, // 42: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
-	28, // [28:43] is the sub-list for method output_type
-	13, // [13:28] is the sub-list for method input_type
+	40, // 24: pipeline.plugin.v1.State.Paused:input_type -> pipeline.plugin.v1.PausedRequest
+	18, // 25: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
+	21, // 26: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
+	24, // 27: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
+	15, // 28: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
+	3,  // 29: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 30: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 31: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 32: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	12, // 33: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	14, // 34: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
+	28, // 35: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	30, // 36: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	35, // 37: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	37, // 38: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	39, // 39: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	41, // 40: pipeline.plugin.v1.State.Paused:output_type -> pipeline.plugin.v1.PausedResponse
+	20, // 41: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
+	23, // 42: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
+	25, // 43: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
+	16, // 44: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
+	29, // [29:45] is the sub-list for method output_type
+	13, // [13:29] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -2781,7 +2881,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -350,6 +350,7 @@ const (
 	State_Record_FullMethodName        = "/pipeline.plugin.v1.State/Record"
 	State_Pending_FullMethodName       = "/pipeline.plugin.v1.State/Pending"
 	State_SetRetention_FullMethodName  = "/pipeline.plugin.v1.State/SetRetention"
+	State_Paused_FullMethodName        = "/pipeline.plugin.v1.State/Paused"
 	State_InboxAppend_FullMethodName   = "/pipeline.plugin.v1.State/InboxAppend"
 	State_InboxRead_FullMethodName     = "/pipeline.plugin.v1.State/InboxRead"
 	State_InboxStatus_FullMethodName   = "/pipeline.plugin.v1.State/InboxStatus"
@@ -372,7 +373,9 @@ type StateClient interface {
 	Enqueue(ctx context.Context, in *EnqueueRequest, opts ...grpc.CallOption) (*EnqueueResponse, error)
 	// Lease hands out up to `max` pending deliveries that are due, oldest
 	// first, and holds them for this session until their result is recorded.
-	// A lease is not written to disk: a new session starts with none.
+	// A lease is not written to disk: a new session starts with none. While
+	// the sink is paused it hands out nothing and says the next is due in a
+	// second, so that the sink asks again.
 	Lease(ctx context.Context, in *LeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
 	// Record stores the results of many attempts in one durable write (group
 	// commit) and appends them to the delivery log, and notes the endpoints
@@ -386,6 +389,12 @@ type StateClient interface {
 	// engine stores it (so `pipeline state vacuum` uses it too) and prunes
 	// in the background. A sink that never calls it gets the defaults.
 	SetRetention(ctx context.Context, in *SetRetentionRequest, opts ...grpc.CallOption) (*SetRetentionResponse, error)
+	// Paused says whether the operator paused this sink (`pipeline pause`,
+	// or the admin API of `pipeline serve`). While it is, Lease hands out
+	// nothing and Enqueue leases nothing (deliveries are still stored and
+	// their batches acked); a sink hands back what it holds leased and has
+	// not started. The answer may be up to half a second old.
+	Paused(ctx context.Context, in *PausedRequest, opts ...grpc.CallOption) (*PausedResponse, error)
 	// The inbox of a push source (source "http", source "webhook"): records
 	// accepted over the network, kept until every sink acked them. Records are
 	// numbered from 1 in the order stored; the source's position is the
@@ -465,6 +474,16 @@ func (c *stateClient) SetRetention(ctx context.Context, in *SetRetentionRequest,
 	return out, nil
 }
 
+func (c *stateClient) Paused(ctx context.Context, in *PausedRequest, opts ...grpc.CallOption) (*PausedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PausedResponse)
+	err := c.cc.Invoke(ctx, State_Paused_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stateClient) InboxAppend(ctx context.Context, in *InboxAppendRequest, opts ...grpc.CallOption) (*InboxAppendResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InboxAppendResponse)
@@ -521,7 +540,9 @@ type StateServer interface {
 	Enqueue(context.Context, *EnqueueRequest) (*EnqueueResponse, error)
 	// Lease hands out up to `max` pending deliveries that are due, oldest
 	// first, and holds them for this session until their result is recorded.
-	// A lease is not written to disk: a new session starts with none.
+	// A lease is not written to disk: a new session starts with none. While
+	// the sink is paused it hands out nothing and says the next is due in a
+	// second, so that the sink asks again.
 	Lease(context.Context, *LeaseRequest) (*LeaseResponse, error)
 	// Record stores the results of many attempts in one durable write (group
 	// commit) and appends them to the delivery log, and notes the endpoints
@@ -535,6 +556,12 @@ type StateServer interface {
 	// engine stores it (so `pipeline state vacuum` uses it too) and prunes
 	// in the background. A sink that never calls it gets the defaults.
 	SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error)
+	// Paused says whether the operator paused this sink (`pipeline pause`,
+	// or the admin API of `pipeline serve`). While it is, Lease hands out
+	// nothing and Enqueue leases nothing (deliveries are still stored and
+	// their batches acked); a sink hands back what it holds leased and has
+	// not started. The answer may be up to half a second old.
+	Paused(context.Context, *PausedRequest) (*PausedResponse, error)
 	// The inbox of a push source (source "http", source "webhook"): records
 	// accepted over the network, kept until every sink acked them. Records are
 	// numbered from 1 in the order stored; the source's position is the
@@ -578,6 +605,9 @@ func (UnimplementedStateServer) Pending(context.Context, *PendingRequest) (*Pend
 }
 func (UnimplementedStateServer) SetRetention(context.Context, *SetRetentionRequest) (*SetRetentionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetRetention not implemented")
+}
+func (UnimplementedStateServer) Paused(context.Context, *PausedRequest) (*PausedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Paused not implemented")
 }
 func (UnimplementedStateServer) InboxAppend(context.Context, *InboxAppendRequest) (*InboxAppendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InboxAppend not implemented")
@@ -702,6 +732,24 @@ func _State_SetRetention_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_Paused_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PausedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Paused(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Paused_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Paused(ctx, req.(*PausedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _State_InboxAppend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InboxAppendRequest)
 	if err := dec(in); err != nil {
@@ -800,6 +848,10 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetRetention",
 			Handler:    _State_SetRetention_Handler,
+		},
+		{
+			MethodName: "Paused",
+			Handler:    _State_Paused_Handler,
 		},
 		{
 			MethodName: "InboxAppend",
