@@ -47,7 +47,11 @@ DROP INDEX IF EXISTS deliveries_order;
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (pipeline, sink, next_at) WHERE status = 'pending' AND leased = 0;
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (pipeline, sink) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_pending_key ON deliveries (pipeline, sink, order_key) WHERE status = 'pending' AND order_key != '';
-CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (pipeline, sink) WHERE status = 'dead';
+-- Dead deliveries by sink and last change (admin.go): a page of the dead
+-- letter, a replay, a prune of dead ones and Pending's count read only
+-- those. (It replaces deliveries_dead, on (pipeline, sink) alone.)
+DROP INDEX IF EXISTS deliveries_dead;
+CREATE INDEX IF NOT EXISTS deliveries_dead_changed ON deliveries (pipeline, sink, updated_at) WHERE status = 'dead';
 CREATE TABLE IF NOT EXISTS attempts (
 	pipeline    TEXT NOT NULL,
 	sink        TEXT NOT NULL,
@@ -69,7 +73,7 @@ CREATE TABLE IF NOT EXISTS circuits (
 	reason      TEXT NOT NULL,
 	updated_at  INTEGER NOT NULL,
 	PRIMARY KEY (pipeline, sink, endpoint)
-);`
+);` + pauseSchema + adminSchema
 
 // Delivery statuses.
 const (
@@ -125,6 +129,7 @@ type Outbox struct {
 	circuits   map[string]sdk.Circuit // endpoints whose circuit is not closed
 
 	stopWaiting atomic.Bool
+	pause       pauseCache // whether the sink is paused (pause.go)
 	pruner      *pruner // the background prune of this session (retention.go); guarded by s.pruners.mu
 }
 
@@ -139,6 +144,11 @@ type Progress struct {
 	// Circuits are the endpoints whose circuit is open, half-open or
 	// disabled (410 Gone), as the sink last reported them.
 	Circuits []sdk.Circuit `json:"circuits,omitempty"`
+	// Paused: the sink is paused (`pipeline pause`); its pending
+	// deliveries wait in the outbox until `pipeline resume`. As last read
+	// by the session (a lease, an enqueue or a Pending), so up to a
+	// second or two old.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // Used reports whether the session's outbox holds or handled anything: the
@@ -208,6 +218,11 @@ func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (add
 	// A write that has begun finishes (and the driver then spends no
 	// goroutine per statement watching for a cancellation).
 	ctx = context.WithoutCancel(ctx)
+	// A paused sink's deliveries are stored, not leased. (Read before the
+	// transaction: the store has one connection. When the flag cannot be
+	// read, nothing is leased either: they wait for a Lease.)
+	paused, perr := o.Paused(ctx)
+	paused = paused || perr != nil
 	tx, err := o.s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, nil, o.wrap("enqueue", err)
@@ -221,7 +236,7 @@ func (o *Outbox) Enqueue(ctx context.Context, ds []Delivery, now time.Time) (add
 		if d.NotBefore.After(now) {
 			due = d.NotBefore
 		}
-		lease := d.Lease && d.OrderKey == "" && !due.After(now)
+		lease := d.Lease && !paused && d.OrderKey == "" && !due.After(now)
 		res, err := stmt.ExecContext(ctx, o.pipeline, o.sink, d.ID, d.Endpoint, d.OrderKey, d.Payload, ms(due), lease, ms(now), ms(now))
 		if err != nil {
 			return 0, nil, o.wrap("enqueue", err)
@@ -292,10 +307,17 @@ const orderFree = `(d.order_key = '' OR NOT EXISTS (SELECT 1 FROM deliveries e
 // perEndpoint of one endpoint (0: no limit), and holds them for this
 // session until Record. A delivery waits while an earlier pending one has
 // the same order key. It also returns when the next not-yet-due delivery is
-// due (zero when nothing else is pending).
+// due (zero when nothing else is pending). While the sink is paused it
+// hands out nothing and says the next is due in pausedRetry, so that the
+// caller asks again and sees a resume soon.
 func (o *Outbox) Lease(ctx context.Context, now time.Time, max, perEndpoint int, skipEndpoints []string) ([]Delivery, time.Time, error) {
 	o.leaseMu.Lock()
 	defer o.leaseMu.Unlock()
+	if paused, err := o.Paused(ctx); err != nil {
+		return nil, time.Time{}, o.wrap("lease", err)
+	} else if paused {
+		return nil, now.Add(pausedRetry), nil
+	}
 	// Every endpoint with work is skipped: nothing to hand out, and nothing
 	// due that the caller wants to hear about.
 	o.mu.Lock()
@@ -534,6 +556,7 @@ func (o *Outbox) Progress() Progress {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	p := o.live
+	p.Paused = o.pause.last.Load()
 	p.Circuits = make([]sdk.Circuit, 0, len(o.circuits))
 	for _, c := range o.circuits {
 		p.Circuits = append(p.Circuits, c)
@@ -569,6 +592,11 @@ type DeliveryFilter struct {
 	Status   string    // "" for all; pending, delivered, failed or dead
 	Since    time.Time // last change at or after; zero for all
 	ID       string    // "" for all
+	// Q, when set, keeps the deliveries whose id, endpoint, last error or
+	// payload contains it, ignoring the case of ASCII letters (SQLite's
+	// lower(); other letters match as written). Every row is read: it is
+	// not an indexed search.
+	Q string
 }
 
 func (f DeliveryFilter) where() (string, []any, error) {
@@ -583,7 +611,9 @@ func (f DeliveryFilter) where() (string, []any, error) {
 	switch f.Status {
 	case "":
 	case StatusPending, StatusDelivered, StatusDead:
-		conds, args = append(conds, "status = ?"), append(args, f.Status)
+		// Written out, not bound: the partial indexes (deliveries_dead_changed,
+		// deliveries_pending) then match whatever the plan.
+		conds = append(conds, "status = '"+f.Status+"'")
 	case StatusFailed:
 		conds = append(conds, "status = 'pending' AND last_error != ''")
 	default:
@@ -594,6 +624,14 @@ func (f DeliveryFilter) where() (string, []any, error) {
 	}
 	if f.ID != "" {
 		conds, args = append(conds, "id = ?"), append(args, f.ID)
+	}
+	if f.Q != "" {
+		// instr over lower(): the payload is binary (NUL bytes would end a
+		// LIKE), and nothing in q needs escaping.
+		q := asciiLower(f.Q)
+		conds = append(conds, `(instr(lower(id), ?) > 0 OR instr(lower(endpoint), ?) > 0 OR instr(lower(last_error), ?) > 0
+			OR instr(lower(CAST(payload AS TEXT)), ?) > 0)`)
+		args = append(args, q, q, q, q)
 	}
 	return strings.Join(conds, " AND "), args, nil
 }
@@ -620,49 +658,12 @@ type DeliveryRecord struct {
 // Deliveries lists deliveries matching f, newest change first, each with its
 // attempts.
 func (s *Store) Deliveries(ctx context.Context, f DeliveryFilter, limit int) ([]DeliveryRecord, error) {
-	where, args, err := f.where()
+	out, _, err := s.listRecords(ctx, f, nil, limit)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT pipeline, sink, id, endpoint, status, attempts, next_at, created_at, updated_at, last_code, last_error, pruned_at
-		FROM deliveries WHERE `+where+` ORDER BY updated_at DESC, rowid DESC LIMIT ?`, append(args, limit)...)
-	if err != nil {
-		return nil, fmt.Errorf("state: list deliveries: %w", err)
-	}
-	var out []DeliveryRecord
-	for rows.Next() {
-		var d DeliveryRecord
-		var next, created, updated, pruned int64
-		if err := rows.Scan(&d.Pipeline, &d.Sink, &d.ID, &d.Endpoint, &d.Status, &d.Attempts, &next, &created, &updated, &d.LastCode, &d.LastError, &pruned); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("state: list deliveries: %w", err)
-		}
-		if pruned > 0 {
-			t := time.UnixMilli(pruned).UTC()
-			d.Pruned = &t
-		}
-		d.NextAt, d.CreatedAt, d.UpdatedAt = time.UnixMilli(next).UTC(), time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
-		out = append(out, d)
-	}
-	rows.Close()
-	for i := range out {
-		d := &out[i]
-		arows, err := s.db.QueryContext(ctx, `SELECT n, at, status_code, latency_ms, error, response FROM attempts
-			WHERE pipeline = ? AND sink = ? AND id = ? ORDER BY n`, d.Pipeline, d.Sink, d.ID)
-		if err != nil {
-			return nil, fmt.Errorf("state: list attempts: %w", err)
-		}
-		for arows.Next() {
-			var a Attempt
-			var at, lat int64
-			if err := arows.Scan(&a.N, &at, &a.StatusCode, &lat, &a.Error, &a.Response); err != nil {
-				arows.Close()
-				return nil, fmt.Errorf("state: list attempts: %w", err)
-			}
-			a.At, a.Latency = time.UnixMilli(at).UTC(), time.Duration(lat)*time.Millisecond
-			d.Log = append(d.Log, a)
-		}
-		arows.Close()
+	if err := s.withLog(ctx, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
