@@ -229,3 +229,12 @@ HCL
   fi
   go run ./tools/benchs3source -pipeline bin/pipeline
 fi
+
+# Admin API (issue 14): the delivery-log queries behind GET /api/deliveries
+# and POST /api/deliveries/replay, on a state store holding 1,000,000
+# deliveries (10% dead, 2 pipelines × 2 sinks, 1-3 attempts each; built
+# once per run, ~45 s). BENCH_ADMIN=0 skips it.
+if [ "${BENCH_ADMIN:-1}" != 0 ]; then
+  echo
+  go test -run '^$' -bench 'DeliveryPageDead1M|Replay10kDead|DeliveryQueries1M' -benchtime 1s -count 1 ./engine/state/ | grep -E '^Benchmark|ok|FAIL'
+fi

@@ -180,7 +180,9 @@ func printOutbox(outbox map[string]state.Progress, left bool) {
 	for _, n := range names {
 		p := outbox[n]
 		fmt.Fprintf(os.Stderr, "  sink %s: %d delivered, %d dead, %d pending\n", n, p.Delivered, p.Dead, p.Pending)
-		if p.Pending > 0 && left {
+		if p.Paused && p.Pending > 0 {
+			fmt.Fprintf(os.Stderr, "  sink %s is paused: its %d pending deliveries stay queued until `pipeline resume FILE --sink %s`\n", n, p.Pending, n)
+		} else if p.Pending > 0 && left {
 			fmt.Fprintf(os.Stderr, "  %d deliveries of sink %s stay queued: the next run or `pipeline serve` sends them\n", p.Pending, n)
 		}
 		for _, c := range p.Circuits {

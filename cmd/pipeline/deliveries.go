@@ -18,8 +18,8 @@ import (
 
 // deliveryFlags select deliveries for `deliveries` and `replay`.
 type deliveryFlags struct {
-	pipeline, sink, status, id string
-	since                      time.Duration
+	pipeline, sink, status, id, q string
+	since                         time.Duration
 }
 
 func (f *deliveryFlags) register(cmd *cobra.Command, defaultStatus string) {
@@ -28,10 +28,11 @@ func (f *deliveryFlags) register(cmd *cobra.Command, defaultStatus string) {
 	cmd.Flags().StringVar(&f.status, "status", defaultStatus, "pending, delivered, failed (pending after a failed attempt) or dead")
 	cmd.Flags().DurationVar(&f.since, "since", 0, "only deliveries changed within this long, e.g. 1h")
 	cmd.Flags().StringVar(&f.id, "id", "", "only this delivery (its webhook-id)")
+	cmd.Flags().StringVar(&f.q, "q", "", "only deliveries whose id, endpoint, last error or payload contains this text (any case)")
 }
 
 func (f *deliveryFlags) filter(args []string) (state.DeliveryFilter, error) {
-	df := state.DeliveryFilter{Pipeline: f.pipeline, Sink: f.sink, Status: f.status, ID: f.id}
+	df := state.DeliveryFilter{Pipeline: f.pipeline, Sink: f.sink, Status: f.status, ID: f.id, Q: f.q}
 	if len(args) == 1 && df.Pipeline == "" {
 		p, diags := config.Load(args[0])
 		if diags.HasErrors() {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agext/levenshtein"
 	"github.com/spf13/cobra"
 
 	"github.com/pipelinehq/pipeline/engine/config"
@@ -114,7 +113,7 @@ func checkActionSink(ctx context.Context, p *config.Pipeline, store *state.Store
 		if len(names) == 0 {
 			return fmt.Errorf("%s (it has no sinks)", msg)
 		}
-		if s := closest(name, names); s != "" {
+		if s := config.Suggest(name, names); s != "" {
 			return fmt.Errorf("%s; did you mean %q?", msg, s)
 		}
 		return fmt.Errorf("%s; its sinks are %s", msg, strings.Join(names, ", "))
@@ -143,16 +142,4 @@ func checkActionSink(ctx context.Context, p *config.Pipeline, store *state.Store
 			name, sk.Type)
 	}
 	return fmt.Errorf("sink %s: unknown plugin type %q", name, sk.Type)
-}
-
-// closest is the name nearest to given when it is likely a typo (the
-// measure config's own suggestions use), or "".
-func closest(given string, names []string) string {
-	best, bestDist := "", 3
-	for _, n := range names {
-		if d := levenshtein.Distance(given, n, nil); d < bestDist {
-			best, bestDist = n, d
-		}
-	}
-	return best
 }

@@ -327,7 +327,7 @@ func checkSampled(p *Pipeline, n Node, e *Expr, paths [][]string, in *arrow.Sche
 		}
 		detail := fmt.Sprintf("%s, and %s. Until records carry it, %s reads as null (a comparison with it is false). Check the spelling if no record will ever have it.",
 			whose, none, name)
-		if s := suggest(missing[len(missing)-1], siblings); s != "" {
+		if s := Suggest(missing[len(missing)-1], siblings); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", strings.Join(append(append([]string(nil), missing[:len(missing)-1]...), s), "."))
 		}
 		subject := e.Range

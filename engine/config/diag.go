@@ -140,9 +140,9 @@ func CompactDiagnostic(d *hcl.Diagnostic) string {
 	return b.String()
 }
 
-// suggest returns the candidate closest to given when it is close enough to
+// Suggest returns the candidate closest to given when it is close enough to
 // be a likely typo, or "". HCL's own suggestions use the same measure.
-func suggest(given string, candidates []string) string {
+func Suggest(given string, candidates []string) string {
 	best, bestDist := "", 3
 	for _, c := range candidates {
 		if d := levenshtein.Distance(given, c, nil); d < bestDist {

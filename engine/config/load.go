@@ -406,7 +406,7 @@ func (d *decoder) plugin(b *hcl.Block) {
 	ok := true
 	if pd.Kind != sdk.KindSource && pd.Kind != sdk.KindSink && pd.Kind != sdk.KindTransform {
 		detail := fmt.Sprintf("A plugin is a %q, a %q or a %q, not %q.", sdk.KindSource, sdk.KindTransform, sdk.KindSink, pd.Kind)
-		if s := suggest(string(pd.Kind), []string{string(sdk.KindSource), string(sdk.KindTransform), string(sdk.KindSink)}); s != "" {
+		if s := Suggest(string(pd.Kind), []string{string(sdk.KindSource), string(sdk.KindTransform), string(sdk.KindSink)}); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
 		d.errorf(&pd.KindRange, "Invalid plugin kind", detail)
@@ -597,7 +597,7 @@ func (d *decoder) inputs(b *Block, attr *hcl.Attribute) {
 			continue
 		default:
 			detail := fmt.Sprintf("%q is not a kind of block. %s", root, kinds)
-			if s := suggest(root, []string{"source", "filter"}); s != "" {
+			if s := Suggest(root, []string{"source", "filter"}); s != "" {
 				detail += fmt.Sprintf(" Did you mean %q?", s)
 			}
 			d.errorf(&rng, "Invalid input reference", detail)
@@ -696,7 +696,7 @@ func (d *decoder) didYouMean(r ref) string {
 			}
 		}
 	}
-	if s := suggest(r.name, names); s != "" {
+	if s := Suggest(r.name, names); s != "" {
 		return fmt.Sprintf(" Did you mean %s.%s?", r.kind, s)
 	}
 	if other {

@@ -56,8 +56,8 @@ func CheckPluginTypes(p *Pipeline, known []PluginType) hcl.Diagnostics {
 			other = sdk.KindSource
 		}
 		switch {
-		case suggest(b.Type, byKind[kind]) != "":
-			detail += fmt.Sprintf(" Did you mean %q?", suggest(b.Type, byKind[kind]))
+		case Suggest(b.Type, byKind[kind]) != "":
+			detail += fmt.Sprintf(" Did you mean %q?", Suggest(b.Type, byKind[kind]))
 		case has[PluginType{Kind: other, Type: b.Type}]:
 			detail += fmt.Sprintf(" %q is a %s plugin.", b.Type, other)
 		case len(byKind[kind]) > 0:

@@ -83,7 +83,7 @@ func parseSchedule(src string, loc *time.Location) (cron.Schedule, string) {
 		detail := fmt.Sprintf("schedule %q: %s. %s", src, msg, scheduleHelp)
 		if strings.HasPrefix(trimmed, "@") {
 			word, _, _ := strings.Cut(trimmed, " ")
-			if s := suggest(word, descriptors); s != "" && s != word {
+			if s := Suggest(word, descriptors); s != "" && s != word {
 				detail += fmt.Sprintf(" Did you mean %q?", s)
 			}
 		}

@@ -270,7 +270,7 @@ func (d *decoder) resolveTests() {
 		return out
 	}
 	hint := func(kind Kind, name string) string {
-		if s := suggest(name, names(kind)); s != "" {
+		if s := Suggest(name, names(kind)); s != "" {
 			return fmt.Sprintf(" Did you mean %q?", s)
 		}
 		if len(names(kind)) > 0 {

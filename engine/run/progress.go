@@ -123,6 +123,9 @@ func FormatOutbox(name string, p state.Progress) string {
 		fmt.Fprintf(&b, " (%s retrying)", count(p.Retrying))
 	}
 	fmt.Fprintf(&b, ", dead %s", count(p.Dead))
+	if p.Paused {
+		b.WriteString(", paused")
+	}
 	var open, disabled []sdk.Circuit
 	for _, c := range p.Circuits {
 		switch c.State {

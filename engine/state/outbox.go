@@ -130,7 +130,7 @@ type Outbox struct {
 
 	stopWaiting atomic.Bool
 	pause       pauseCache // whether the sink is paused (pause.go)
-	pruner      *pruner // the background prune of this session (retention.go); guarded by s.pruners.mu
+	pruner      *pruner    // the background prune of this session (retention.go); guarded by s.pruners.mu
 }
 
 // Progress is what a sink's outbox did in this session and holds now, for
