@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,16 +18,6 @@ type adminAPI struct {
 	t     *testing.T
 	base  string
 	token string
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func (a adminAPI) call(method, path string, v any) int {
@@ -101,7 +90,7 @@ func TestAdminAPIReplayPauseAcrossRestartReload(t *testing.T) {
   }`)
 	writeFile(t, filepath.Join(pdir, "faults.hcl"), hcl)
 	state := filepath.Join(dir, "state.db")
-	api := adminAPI{t: t, base: "http://" + freePort(t), token: "e2e-admin-token"}
+	api := adminAPI{t: t, base: "http://" + freeAddr(t), token: "e2e-admin-token"}
 	env := append(ep.env(), "PIPELINE_ADMIN_TOKEN="+api.token)
 	serve := func() *liveRun {
 		l := startLive(t, dir, env, nil, "serve", "--state", state, "--metrics-addr", "", "--poll", "200ms",

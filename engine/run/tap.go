@@ -166,20 +166,7 @@ func (r *Runner) tapped(node string, rec arrow.RecordBatch) {
 
 // tapRows encodes up to n rows of rec, redacted.
 func tapRows(node string, rec arrow.RecordBatch, n int) []Tapped {
-	var ids *array.String
-	templates := map[string]*array.String{}
-	for i, f := range rec.Schema().Fields() {
-		col, ok := rec.Column(i).(*array.String)
-		if !ok {
-			continue
-		}
-		switch {
-		case f.Name == sdk.IDColumn:
-			ids = col
-		case strings.HasPrefix(f.Name, sdk.TemplateColumnPrefix):
-			templates[strings.TrimPrefix(f.Name, sdk.TemplateColumnPrefix)] = col
-		}
-	}
+	ids, templates := ReservedColumns(rec)
 	enc := arrowjson.NewEncoder()
 	rows := min(n, int(rec.NumRows()))
 	out := make([]Tapped, 0, rows)
@@ -248,3 +235,24 @@ func (r *Runner) Plan() *Plan { return r.plan }
 // SecretName reports whether a field or parameter named name is redacted
 // where records are shown (tokens, passwords, keys, signatures).
 func SecretName(name string) bool { return secretName.MatchString(name) }
+
+// ReservedColumns finds the record-id column and the rendered template
+// columns (by template name) of a batch on its way to a sink.
+func ReservedColumns(rec arrow.RecordBatch) (ids *array.String, templates map[string]*array.String) {
+	for i, f := range rec.Schema().Fields() {
+		col, ok := rec.Column(i).(*array.String)
+		if !ok {
+			continue
+		}
+		switch {
+		case f.Name == sdk.IDColumn:
+			ids = col
+		case strings.HasPrefix(f.Name, sdk.TemplateColumnPrefix):
+			if templates == nil {
+				templates = map[string]*array.String{}
+			}
+			templates[strings.TrimPrefix(f.Name, sdk.TemplateColumnPrefix)] = col
+		}
+	}
+	return ids, templates
+}

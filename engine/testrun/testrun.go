@@ -19,7 +19,6 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/pipelinehq/pipeline/engine/config"
@@ -289,7 +288,7 @@ func check(files map[string]*hcl.File, ex *config.TestExpect, c *capture, pred *
 				mask = nil
 			}
 		}
-		ids, templates := reserved(rec)
+		ids, templates := run.ReservedColumns(rec)
 		for row := 0; row < int(rec.NumRows()); row++ {
 			out := Record{Fields: json.RawMessage(enc.AppendRow(nil, rec, row))}
 			if ids != nil && ids.IsValid(row) {
@@ -322,28 +321,6 @@ func check(files map[string]*hcl.File, ex *config.TestExpect, c *capture, pred *
 		er.Failures = append(er.Failures, fmt.Sprintf("where %q is false for %d of the %d received %s", ex.Where.Src, failing, len(er.Received), plural(len(er.Received), "record")))
 	}
 	return er
-}
-
-// reserved finds the id and template columns of a captured batch.
-func reserved(rec arrow.RecordBatch) (*array.String, map[string]*array.String) {
-	var ids *array.String
-	var templates map[string]*array.String
-	for i, f := range rec.Schema().Fields() {
-		col, ok := rec.Column(i).(*array.String)
-		if !ok {
-			continue
-		}
-		switch {
-		case f.Name == sdk.IDColumn:
-			ids = col
-		case strings.HasPrefix(f.Name, sdk.TemplateColumnPrefix):
-			if templates == nil {
-				templates = map[string]*array.String{}
-			}
-			templates[strings.TrimPrefix(f.Name, sdk.TemplateColumnPrefix)] = col
-		}
-	}
-	return ids, templates
 }
 
 func plural(n int, word string) string {
