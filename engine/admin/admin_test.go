@@ -79,7 +79,7 @@ func (b *fakeBackend) Reload(context.Context) ReloadReport {
 
 // fixture is an admin server over a real state store.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	store   *state.Store
 	backend *fakeBackend
 	srv     *httptest.Server
@@ -88,7 +88,7 @@ type fixture struct {
 	doc     *openapi3.T
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := state.Open(filepath.Join(dir, "state.db"))
