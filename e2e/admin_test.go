@@ -209,3 +209,57 @@ func TestAdminRefusesNonLoopbackWithoutToken(t *testing.T) {
 		t.Errorf("exit %d:\n%s", res.code, res.stderr)
 	}
 }
+
+// A reload applies a changed schedule: a pipeline that would fire once a
+// year fires every second once its file says so and serve reloads it.
+func TestAdminReloadAppliesANewSchedule(t *testing.T) {
+	dir := t.TempDir()
+	pdir := filepath.Join(dir, "pipelines")
+	os.MkdirAll(pdir, 0o755)
+	in, out := filepath.Join(dir, "in.jsonl"), filepath.Join(dir, "out.jsonl")
+	writeFile(t, in, `{"row_id":"r1"}`+"\n"+`{"row_id":"r2"}`+"\n")
+	file := func(schedule string) string {
+		return fmt.Sprintf(`pipeline {
+  name     = "sched"
+  schedule = %q
+}
+source "file" "in" {
+  path = %q
+}
+sink "file" "out" {
+  inputs = [source.in]
+  path   = %q
+}
+`, schedule, in, out)
+	}
+	writeFile(t, filepath.Join(pdir, "sched.hcl"), file("@yearly"))
+	api := adminAPI{t: t, base: "http://" + freeAddr(t), token: "e2e-admin-token"}
+	l := startLive(t, dir, []string{"PIPELINE_ADMIN_TOKEN=" + api.token}, nil, "serve", "--state", filepath.Join(dir, "state.db"),
+		"--metrics-addr", "", "--admin-addr", strings.TrimPrefix(api.base, "http://"), pdir)
+	waitFor(t, "the admin API", 30*time.Second, func() bool { return api.call("GET", "/healthz", nil) == 200 })
+	type runs struct {
+		State, Schedule string
+		Runs            []struct{ Outcome string }
+	}
+	var p runs
+	api.call("GET", "/api/pipelines/sched", &p)
+	if p.State != "idle" || p.Schedule != "@yearly" || len(p.Runs) != 0 {
+		t.Fatalf("before the reload: %+v", p)
+	}
+	writeFile(t, filepath.Join(pdir, "sched.hcl"), file("@every 1s"))
+	var rl struct{ Reloaded []string }
+	if code := api.call("POST", "/api/reload", &rl); code != 200 || len(rl.Reloaded) != 1 || rl.Reloaded[0] != "sched" {
+		t.Fatalf("reload: %d %+v\n%s", code, rl, l.stderr())
+	}
+	waitFor(t, "a firing on the new schedule", 20*time.Second, func() bool {
+		api.call("GET", "/api/pipelines/sched", &p)
+		return len(p.Runs) > 0 && p.Runs[len(p.Runs)-1].Outcome == "succeeded"
+	})
+	if p.Schedule != "@every 1s" {
+		t.Errorf("schedule after the reload: %q", p.Schedule)
+	}
+	if data, _ := os.ReadFile(out); strings.Count(string(data), "\n") != 2 {
+		t.Errorf("out.jsonl after the firing: %q", data)
+	}
+	l.signal(syscall.SIGTERM)
+}

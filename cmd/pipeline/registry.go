@@ -220,6 +220,10 @@ func (r *registry) Pipelines() []admin.Pipeline {
 func (r *registry) Reload(ctx context.Context) admin.ReloadReport {
 	r.reloading.Lock()
 	defer r.reloading.Unlock()
+	// serve runs until every pipeline stopped: between stopping a changed
+	// pipeline and starting its new version, none may be running.
+	r.wg.Add(1)
+	defer r.wg.Done()
 	var rep admin.ReloadReport
 	select {
 	case <-r.drain:
