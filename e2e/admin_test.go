@@ -134,6 +134,21 @@ func TestAdminAPIReplayPauseAcrossRestartReload(t *testing.T) {
 	if p := api.pipeline("faults"); p.State != "paused" || len(p.Sinks) != 1 || !p.Sinks[0].Paused {
 		t.Errorf("after the restart: %+v, want the sink still paused", p)
 	}
+	// The run before the restart is still listed: it was interrupted (by
+	// SIGTERM), after reading the 20 records.
+	var withRuns struct {
+		Runs []struct {
+			Outcome string
+			Counts  struct{ Read int }
+		}
+	}
+	waitFor(t, "the new run in the run log", 15*time.Second, func() bool {
+		api.call("GET", "/api/pipelines/faults", &withRuns)
+		return len(withRuns.Runs) == 2 && withRuns.Runs[0].Outcome == "running"
+	})
+	if r := withRuns.Runs[1]; r.Outcome != "interrupted" || r.Counts.Read != 20 {
+		t.Errorf("the run before the restart: %+v", r)
+	}
 	f, _ := os.OpenFile(input, os.O_APPEND|os.O_WRONLY, 0)
 	for i := range 5 {
 		fmt.Fprintf(f, `{"row_id":"p%d","score":0.95,"text":"late"}`+"\n", i)

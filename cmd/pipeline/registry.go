@@ -38,9 +38,6 @@ type registry struct {
 	entries   map[string]*entry // by file
 }
 
-// keepRuns is how many runs of a pipeline the API shows.
-const keepRuns = 20
-
 // entry is one pipeline file that serve runs.
 type entry struct {
 	file string
@@ -52,7 +49,6 @@ type entry struct {
 	mu     sync.Mutex
 	state  string // running, idle, failed
 	err    string
-	runs   []admin.Run // newest first
 	runner *run.Runner
 	read   int64 // records read by its finished runs
 }
@@ -138,7 +134,8 @@ func (r *registry) start(file string, p *config.Pipeline, started chan<- bool) *
 // wait returns once every pipeline stopped.
 func (r *registry) wait() { r.wg.Wait() }
 
-// begin notes that a run of e started.
+// begin notes that a run of e started. (The run log is the state
+// store's: run.Execute writes it.)
 func (e *entry) begin(x *run.Runner) {
 	if e == nil {
 		return
@@ -146,10 +143,6 @@ func (e *entry) begin(x *run.Runner) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.runner, e.state, e.err = x, "running", ""
-	e.runs = append([]admin.Run{{StartedAt: time.Now().UTC(), Outcome: "running"}}, e.runs...)
-	if len(e.runs) > keepRuns {
-		e.runs = e.runs[:keepRuns]
-	}
 }
 
 // end notes that the run begun last ended (or that the pipeline could not
@@ -160,22 +153,8 @@ func (e *entry) end(x *run.Runner, err error, interrupted bool) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := time.Now().UTC()
-	outcome := "succeeded"
-	switch {
-	case interrupted:
-		outcome = "interrupted"
-	case err != nil:
-		outcome = "failed"
-	}
-	if x != nil && len(e.runs) > 0 && e.runner == x {
-		last := &e.runs[0]
-		last.EndedAt, last.Outcome = &now, outcome
-		last.Counts = admin.CountsOf(x.Stats.Snapshot())
-		if err != nil {
-			last.Error = err.Error()
-		}
-		e.read += last.Counts.Read
+	if x != nil && e.runner == x {
+		e.read += x.Stats.Snapshot().Read
 	}
 	e.runner = nil
 	switch {
@@ -198,13 +177,9 @@ func (r *registry) Pipelines() []admin.Pipeline {
 	for _, e := range entries {
 		e.mu.Lock()
 		p := admin.Pipeline{Name: e.cfg.Name, File: e.file, Schedule: e.cfg.Schedule, State: e.state, Error: e.err,
-			Config: e.cfg, Runs: append([]admin.Run(nil), e.runs...), Runner: e.runner, Read: e.read}
+			Config: e.cfg, Runner: e.runner, Read: e.read}
 		if e.runner != nil {
-			snap := e.runner.Stats.Snapshot()
-			p.Read += snap.Read
-			if len(p.Runs) > 0 && p.Runs[0].EndedAt == nil {
-				p.Runs[0].Counts = admin.CountsOf(snap)
-			}
+			p.Read += e.runner.Stats.Snapshot().Read
 		}
 		e.mu.Unlock()
 		out = append(out, p)
@@ -292,12 +267,12 @@ func (r *registry) Reload(ctx context.Context) admin.ReloadReport {
 		}
 		ne := r.start(c.file, c.p, nil)
 		if c.old != nil {
-			// Keep the runs of the version it replaces.
+			// The rate goes on counting from the version it replaces.
 			c.old.mu.Lock()
-			runs, read := c.old.runs, c.old.read
+			read := c.old.read
 			c.old.mu.Unlock()
 			ne.mu.Lock()
-			ne.runs, ne.read = append(ne.runs, runs...), ne.read+read
+			ne.read += read
 			ne.mu.Unlock()
 		}
 	}

@@ -48,10 +48,8 @@ type Pipeline struct {
 	Error string
 	// Config is the version of the file that runs.
 	Config *config.Pipeline
-	// Runs are the latest runs, newest first (a continuous pipeline's run
-	// lasts until it stops).
-	Runs []Run
-	// Runner is the run going on, nil between runs.
+	// Runner is the run going on, nil between runs. (The runs themselves
+	// are in the state store's run log.)
 	Runner *run.Runner
 	// Read counts the records read by every run serve made of it, for
 	// the rate.
@@ -76,9 +74,30 @@ type Counts struct {
 	Delivered int64 `json:"delivered"`
 }
 
-// CountsOf turns a run's snapshot into Counts.
-func CountsOf(s run.Snapshot) Counts {
-	return Counts{Read: s.Read, Filtered: s.Filtered, Skipped: s.Skipped, Rejected: s.Rejected, Delivered: s.Delivered}
+// runsShown is how many runs GET /api/pipelines/{name} lists.
+const runsShown = 20
+
+// runs reads a pipeline's last runs from the run log; the one going on
+// gets its live counters.
+func (s *Server) runs(ctx context.Context, p Pipeline, limit int) ([]Run, error) {
+	recs, err := s.opts.Store.Runs(ctx, p.Name, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Run, 0, len(recs))
+	for i, r := range recs {
+		run := Run{StartedAt: r.StartedAt, Outcome: r.Outcome, Error: r.Error, Counts: Counts{Read: r.Counts.Read,
+			Filtered: r.Counts.Filtered, Skipped: r.Counts.Skipped, Rejected: r.Counts.Rejected, Delivered: r.Counts.Delivered}}
+		if !r.EndedAt.IsZero() {
+			run.EndedAt = &r.EndedAt
+		}
+		if i == 0 && r.Outcome == "running" && p.Runner != nil {
+			snap := p.Runner.Stats.Snapshot()
+			run.Counts = Counts{Read: snap.Read, Filtered: snap.Filtered, Skipped: snap.Skipped, Rejected: snap.Rejected, Delivered: snap.Delivered}
+		}
+		out = append(out, run)
+	}
+	return out, nil
 }
 
 // ReloadReport says what a reload did.

@@ -104,9 +104,19 @@ func newFixture(t testing.TB) *fixture {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
+	// The run log: an earlier run that succeeded, and one that a crash cut
+	// short (its process died: the next run marks it interrupted).
+	ctx := context.Background()
 	started := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
-	b := &fakeBackend{ps: []Pipeline{{Name: "churn", File: file, State: "running", Config: p,
-		Runs: []Run{{StartedAt: started, Outcome: "running", Counts: Counts{Read: 10, Filtered: 4, Delivered: 6}}}}}}
+	id, err := st.BeginRun(ctx, "churn", started)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.EndRun(ctx, id, started.Add(time.Minute), "succeeded", "", state.RunCounts{Read: 10, Filtered: 4, Delivered: 6}); err != nil {
+		t.Fatal(err)
+	}
+	st.BeginRun(ctx, "churn", started.Add(time.Hour))
+	b := &fakeBackend{ps: []Pipeline{{Name: "churn", File: file, State: "running", Config: p}}}
 	f := &fixture{t: t, store: st, backend: b, now: time.Now().UTC().Truncate(time.Millisecond)}
 	s := New(Options{Store: st, Backend: b, Token: token, Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "pipeline_records_read_total 10")
@@ -313,7 +323,7 @@ func TestPipelines(t *testing.T) {
 		t.Fatalf("%d pipelines", len(list.Pipelines))
 	}
 	p := list.Pipelines[0]
-	if p.Name != "churn" || p.State != "running" || p.LastRun == nil || p.LastRun.Counts.Read != 10 || p.Graph != nil {
+	if p.Name != "churn" || p.State != "running" || p.LastRun == nil || p.LastRun.Outcome != "running" || p.LastRun.EndedAt != nil || p.Graph != nil || p.Runs != nil {
 		t.Errorf("pipeline: %+v", p)
 	}
 	var crm *sinkJSON
@@ -345,8 +355,17 @@ func TestPipelines(t *testing.T) {
 	if got := strings.Join(edges, " "); got != "filter.high>sink.out filter.high>transform.enrich source.calls>filter.high transform.enrich>sink.crm" {
 		t.Errorf("edges: %s", got)
 	}
-	if len(one.Runs) != 1 {
-		t.Errorf("runs: %+v", one.Runs)
+	if one.Runs == nil || len(*one.Runs) != 2 {
+		t.Fatalf("runs: %+v", one.Runs)
+	}
+	if r := (*one.Runs)[1]; r.Outcome != "succeeded" || r.Counts.Read != 10 || r.EndedAt == nil || !r.EndedAt.Equal(time.Date(2026, 12, 1, 9, 1, 0, 0, time.UTC)) {
+		t.Errorf("the earlier run: %+v", r)
+	}
+	// A new run marks the one still logged as running interrupted.
+	f.store.BeginRun(context.Background(), "churn", time.Now())
+	f.json("GET", "/api/pipelines/churn", 200, &one)
+	if runs := *one.Runs; len(runs) != 3 || runs[0].Outcome != "running" || runs[1].Outcome != "interrupted" || runs[1].Error == "" {
+		t.Errorf("after another run began: %+v", runs)
 	}
 	if code, _ := f.do("GET", "/api/pipelines/nope", token); code != 404 {
 		t.Errorf("an unknown pipeline: %d", code)

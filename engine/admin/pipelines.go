@@ -25,7 +25,7 @@ type pipelineJSON struct {
 	Sinks       []sinkJSON       `json:"sinks"`
 	// GET /api/pipelines/{name} only.
 	Graph *graphJSON `json:"graph,omitempty"`
-	Runs  []Run      `json:"runs,omitempty"`
+	Runs  *[]Run     `json:"runs,omitempty"`
 }
 
 type checkpointJSON struct {
@@ -125,9 +125,16 @@ func (s *Server) pipeline(r *http.Request, p Pipeline, detail bool) (pipelineJSO
 	} else if p.Runner != nil {
 		pj.Rate = p.Runner.Stats.Snapshot().Rate
 	}
-	if len(p.Runs) > 0 {
-		last := p.Runs[0]
-		pj.LastRun = &last
+	limit := 1
+	if detail {
+		limit = runsShown
+	}
+	runs, err := s.runs(ctx, p, limit)
+	if err != nil {
+		return pj, err
+	}
+	if len(runs) > 0 {
+		pj.LastRun = &runs[0]
 	}
 	cps, err := s.opts.Store.List(ctx, p.Name)
 	if err != nil {
@@ -177,10 +184,7 @@ func (s *Server) pipeline(r *http.Request, p Pipeline, detail bool) (pipelineJSO
 		}
 	}
 	if detail {
-		pj.Runs = p.Runs
-		if pj.Runs == nil {
-			pj.Runs = []Run{}
-		}
+		pj.Runs = &runs
 		pj.Graph = graph(p.Config)
 	}
 	return pj, nil

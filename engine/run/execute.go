@@ -2,8 +2,12 @@ package run
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/pipelinehq/pipeline/engine/state"
 )
 
 // Execution is one run of a pipeline file: loaded, built and run by Execute.
@@ -41,8 +45,27 @@ func Execute(ctx context.Context, files []string, lopts LoadOptions, ropts Optio
 		return x, err
 	}
 	x.Runner = r
+	// The run log (state.Store.Runs): what the admin API shows as the
+	// pipeline's last runs. A failure to log does not stop the run.
+	var logged int64
+	if ropts.Store != nil {
+		logged, _ = ropts.Store.BeginRun(ctx, l.Plan.Pipeline, time.Now())
+	}
 	if ready != nil {
 		ready(x)
 	}
-	return x, r.Run(ctx)
+	err = r.Run(ctx)
+	if logged > 0 {
+		outcome, text := "succeeded", ""
+		switch {
+		case errors.Is(err, ErrInterrupted) || (err != nil && ctx.Err() != nil):
+			outcome = "interrupted"
+		case err != nil:
+			outcome, text = "failed", err.Error()
+		}
+		snap := r.Stats.Snapshot()
+		ropts.Store.EndRun(ctx, logged, time.Now(), outcome, text, state.RunCounts{Read: snap.Read, Filtered: snap.Filtered,
+			Skipped: snap.Skipped, Rejected: snap.Rejected, Delivered: snap.Delivered})
+	}
+	return x, err
 }

@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS circuits (
 	reason      TEXT NOT NULL,
 	updated_at  INTEGER NOT NULL,
 	PRIMARY KEY (pipeline, sink, endpoint)
-);` + pauseSchema + adminSchema
+);` + pauseSchema + adminSchema + runsSchema
 
 // Delivery statuses.
 const (
