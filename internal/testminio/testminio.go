@@ -260,6 +260,12 @@ func start(t testing.TB, bin string) (*Server, error) {
 
 // waitReady polls the health endpoints until the server serves requests.
 func (s *Server) waitReady(exited <-chan struct{}, timeout time.Duration) error {
+	return WaitReady(s.Endpoint, exited, timeout)
+}
+
+// WaitReady polls a MinIO's health endpoints until it serves requests, it
+// exits (exited is closed; nil: not watched) or timeout passes.
+func WaitReady(endpoint string, exited <-chan struct{}, timeout time.Duration) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(timeout)
 	for _, path := range []string{"/minio/health/live", "/minio/health/ready"} {
@@ -269,7 +275,7 @@ func (s *Server) waitReady(exited <-chan struct{}, timeout time.Duration) error 
 				return errors.New("MinIO exited before it was ready")
 			default:
 			}
-			resp, err := client.Get(s.Endpoint + path)
+			resp, err := client.Get(endpoint + path)
 			if err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
@@ -278,7 +284,7 @@ func (s *Server) waitReady(exited <-chan struct{}, timeout time.Duration) error 
 				}
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("MinIO was not ready (GET %s) within %s", path, timeout)
+				return fmt.Errorf("MinIO at %s was not ready (GET %s) within %s", endpoint, path, timeout)
 			}
 			time.Sleep(25 * time.Millisecond)
 		}
@@ -325,6 +331,16 @@ func (s *Server) MakeBucket(t testing.TB, name string) {
 		}
 		t.Fatalf("make bucket %s: %v", name, err)
 	}
+}
+
+// FreeAddr is a loopback address with a port nothing listens on.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func freePort() (int, error) {

@@ -8,8 +8,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,11 +44,11 @@ func run(in string, n int64, pipelineBin, work string) error {
 	if err := os.MkdirAll(filepath.Join(work, "data"), 0o755); err != nil {
 		return err
 	}
-	addr, err := freeAddr()
+	addr, err := testminio.FreeAddr()
 	if err != nil {
 		return err
 	}
-	console, err := freeAddr()
+	console, err := testminio.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -63,7 +61,7 @@ func run(in string, n int64, pipelineBin, work string) error {
 	}
 	defer syscall.Kill(-minio.Process.Pid, syscall.SIGKILL)
 	endpoint := "http://" + addr
-	if err := waitReady(endpoint); err != nil {
+	if err := testminio.WaitReady(endpoint, nil, 30*time.Second); err != nil {
 		return err
 	}
 	client := s3.New(s3.Options{Region: testminio.Region, BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
@@ -123,28 +121,4 @@ sink "s3" "lake" {
 			format, secs, float64(n)/secs, rss, float64(bytes)/1e6, objects, float64(bytes)/float64(n))
 	}
 	return nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func waitReady(endpoint string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(endpoint + "/minio/health/live")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("MinIO at %s was not ready in 30 s", endpoint)
 }

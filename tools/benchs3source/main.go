@@ -27,8 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,11 +80,11 @@ func run(size int64, pipelineBin, work string) error {
 	if out, err := exec.Command("go", "build", "-o", gencalls, "./tools/gencalls").CombinedOutput(); err != nil {
 		return fmt.Errorf("build tools/gencalls: %v\n%s", err, out)
 	}
-	addr, err := freeAddr()
+	addr, err := testminio.FreeAddr()
 	if err != nil {
 		return err
 	}
-	console, err := freeAddr()
+	console, err := testminio.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -103,7 +101,7 @@ func run(size int64, pipelineBin, work string) error {
 		os.RemoveAll(data)
 	}()
 	endpoint := "http://" + addr
-	if err := waitReady(endpoint); err != nil {
+	if err := testminio.WaitReady(endpoint, nil, 30*time.Second); err != nil {
 		return err
 	}
 	client := s3.New(s3.Options{Region: testminio.Region, BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
@@ -292,28 +290,4 @@ func countLines(path string) (int64, error) {
 			return n, err
 		}
 	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func waitReady(endpoint string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(endpoint + "/minio/health/live")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("MinIO at %s was not ready in 30 s", endpoint)
 }
