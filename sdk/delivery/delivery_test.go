@@ -3,6 +3,7 @@ package delivery_test
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -453,21 +454,30 @@ func TestBreakerPausesWithoutUsingAttempts(t *testing.T) {
 }
 
 // recordingBreaker is a policy.Breaker that notes what the Deliverer asks
-// of it and when the circuit opens.
+// of it and when the circuit opens, in the order the calls happened (the
+// times they carry need not be in order: concurrent answers report their
+// own).
 type recordingBreaker struct {
 	*policy.Breaker
 	mu      sync.Mutex
-	allowed []time.Time // every Allow that said yes
-	trips   []time.Time // every Record after which the circuit was open
-	records []time.Time
+	seq     int
+	allowed []event // every Allow that said yes
+	trips   []event // every Record after which the circuit was open; at is the end of the cooldown
+	records []event
+}
+
+type event struct {
+	seq int
+	at  time.Time
 }
 
 func (b *recordingBreaker) Allow(ep string, now time.Time) (bool, time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	ok, at := b.Breaker.Allow(ep, now)
 	if ok {
-		b.mu.Lock()
-		b.allowed = append(b.allowed, now)
-		b.mu.Unlock()
+		b.seq++
+		b.allowed = append(b.allowed, event{b.seq, now})
 	}
 	return ok, at
 }
@@ -479,9 +489,10 @@ func (b *recordingBreaker) Record(ep string, success bool, now time.Time) {
 	defer b.mu.Unlock()
 	before := b.Breaker.Status(ep, now).State
 	b.Breaker.Record(ep, success, now)
-	b.records = append(b.records, now)
-	if before != policy.BreakerOpen && b.Breaker.Status(ep, now).State == policy.BreakerOpen {
-		b.trips = append(b.trips, now)
+	b.seq++
+	b.records = append(b.records, event{b.seq, now})
+	if st := b.Breaker.Status(ep, now); before != policy.BreakerOpen && st.State == policy.BreakerOpen {
+		b.trips = append(b.trips, event{b.seq, st.OpenUntil})
 	}
 }
 
@@ -533,27 +544,30 @@ func TestBreakerProbe(t *testing.T) {
 			// is the probe, and nothing else is allowed until it is reported.
 			for k, trip := range b.trips {
 				cd := cooldown << k // doubles after a failed probe
-				var probe time.Time
-				for _, at := range b.allowed {
-					if at.After(trip) {
-						probe = at
+				var probe event
+				for _, a := range b.allowed {
+					if a.seq > trip.seq {
+						probe = a
 						break
 					}
 				}
-				if probe.IsZero() || probe.Sub(trip) < cd {
-					t.Errorf("circuit opened at +%v: next attempt allowed %v later, want after the %v cooldown", trip.Sub(sends[0].start), probe.Sub(trip), cd)
+				if probe.seq == 0 || probe.at.Before(trip.at) {
+					t.Errorf("circuit opened until +%v (a %v cooldown): the next attempt was allowed %v before that", trip.at.Sub(sends[0].start), cd, trip.at.Sub(probe.at))
 					continue
 				}
-				var report time.Time
-				for _, at := range b.records {
-					if !at.Before(probe) {
-						report = at
+				if open := trip.at.Sub(b.records[slices.IndexFunc(b.records, func(r event) bool { return r.seq == trip.seq })].at); open < cd-time.Millisecond {
+					t.Errorf("circuit %d opened for %v, want %v", k+1, open, cd)
+				}
+				report := math.MaxInt
+				for _, r := range b.records {
+					if r.seq > probe.seq {
+						report = r.seq
 						break
 					}
 				}
-				for _, at := range b.allowed {
-					if at.After(probe) && at.Before(report) {
-						t.Errorf("an attempt was allowed %v after the probe, before its result", at.Sub(probe))
+				for _, a := range b.allowed {
+					if a.seq > probe.seq && a.seq < report {
+						t.Errorf("an attempt was allowed %v after the probe, before its result", a.at.Sub(probe.at))
 					}
 				}
 			}
