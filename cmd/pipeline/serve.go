@@ -117,6 +117,10 @@ pipelines go on.`,
 				}
 				reg.start(f, configs[f], started)
 			}
+			// A continuous pipeline reports once it stopped (false: it never
+			// got its run lock), a scheduled one at once; so this waits, like
+			// reg.wait, until serve is done, and counts the pipelines that
+			// could not start.
 			unstarted := 0
 			for range files {
 				if !<-started {

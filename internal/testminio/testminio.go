@@ -333,6 +333,30 @@ func (s *Server) MakeBucket(t testing.TB, name string) {
 	}
 }
 
+// IsolateAWS keeps the machine's AWS configuration out of a test: no
+// credentials from the environment or files, and no instance metadata
+// lookups (which would go to a link-local address).
+func IsolateAWS(t testing.TB) {
+	dir := t.TempDir()
+	for k, v := range map[string]string{
+		"AWS_EC2_METADATA_DISABLED":   "true",
+		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
+		"AWS_ACCESS_KEY_ID":           "",
+		"AWS_SECRET_ACCESS_KEY":       "",
+		"AWS_SESSION_TOKEN":           "",
+		"AWS_PROFILE":                 "",
+		"AWS_REGION":                  "",
+		"AWS_DEFAULT_REGION":          "",
+		"AWS_WEB_IDENTITY_TOKEN_FILE": "",
+		"AWS_ROLE_ARN":                "",
+		"AWS_ENDPOINT_URL":            "",
+		"AWS_ENDPOINT_URL_S3":         "",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
 // FreeAddr is a loopback address with a port nothing listens on.
 func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -28,34 +27,10 @@ import (
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
 
-// isolateAWS keeps the machine's AWS configuration out of a test: no
-// credentials from the environment or files, and no instance metadata
-// lookups (which would go to a link-local address).
-func isolateAWS(t *testing.T) {
-	dir := t.TempDir()
-	for k, v := range map[string]string{
-		"AWS_EC2_METADATA_DISABLED":   "true",
-		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
-		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
-		"AWS_ACCESS_KEY_ID":           "",
-		"AWS_SECRET_ACCESS_KEY":       "",
-		"AWS_SESSION_TOKEN":           "",
-		"AWS_PROFILE":                 "",
-		"AWS_REGION":                  "",
-		"AWS_DEFAULT_REGION":          "",
-		"AWS_WEB_IDENTITY_TOKEN_FILE": "",
-		"AWS_ROLE_ARN":                "",
-		"AWS_ENDPOINT_URL":            "",
-		"AWS_ENDPOINT_URL_S3":         "",
-	} {
-		t.Setenv(k, v)
-	}
-}
-
 // minio starts a server with a bucket "out".
 func minio(t *testing.T) *testminio.Server {
 	t.Helper()
-	isolateAWS(t)
+	testminio.IsolateAWS(t)
 	srv := testminio.Start(t)
 	srv.MakeBucket(t, "out")
 	return srv
@@ -470,7 +445,7 @@ func TestThroughTheProtocol(t *testing.T) {
 }
 
 func TestConfigureErrors(t *testing.T) {
-	isolateAWS(t)
+	testminio.IsolateAWS(t)
 	base := map[string]any{"bucket": "out", "endpoint": "http://127.0.0.1:9"}
 	for _, tc := range []struct {
 		attrs map[string]any

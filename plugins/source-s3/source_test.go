@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"slices"
@@ -30,28 +29,6 @@ import (
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
 )
 
-// isolateAWS keeps the machine's AWS configuration out of a test.
-func isolateAWS(t *testing.T) {
-	dir := t.TempDir()
-	for k, v := range map[string]string{
-		"AWS_EC2_METADATA_DISABLED":   "true",
-		"AWS_CONFIG_FILE":             filepath.Join(dir, "config"),
-		"AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "credentials"),
-		"AWS_ACCESS_KEY_ID":           "",
-		"AWS_SECRET_ACCESS_KEY":       "",
-		"AWS_SESSION_TOKEN":           "",
-		"AWS_PROFILE":                 "",
-		"AWS_REGION":                  "",
-		"AWS_DEFAULT_REGION":          "",
-		"AWS_WEB_IDENTITY_TOKEN_FILE": "",
-		"AWS_ROLE_ARN":                "",
-		"AWS_ENDPOINT_URL":            "",
-		"AWS_ENDPOINT_URL_S3":         "",
-	} {
-		t.Setenv(k, v)
-	}
-}
-
 // lake is a MinIO server with a bucket "lake".
 type lake struct {
 	t      *testing.T
@@ -61,7 +38,7 @@ type lake struct {
 
 func newLake(t *testing.T) *lake {
 	t.Helper()
-	isolateAWS(t)
+	testminio.IsolateAWS(t)
 	srv := testminio.Start(t)
 	srv.MakeBucket(t, "lake")
 	return &lake{t: t, srv: srv, client: srv.Client(t)}
@@ -573,7 +550,7 @@ func TestBadRecords(t *testing.T) {
 }
 
 func TestConfigureErrors(t *testing.T) {
-	isolateAWS(t)
+	testminio.IsolateAWS(t)
 	base := map[string]any{"bucket": "lake", "endpoint": "http://127.0.0.1:9"}
 	for _, tc := range []struct {
 		attrs map[string]any
