@@ -228,9 +228,15 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 	if err != nil {
 		return err
 	}
+	copyInto := func(table pgx.Identifier) (int64, error) {
+		if !s.pgxCopy && binaryCopyable(load) {
+			return copyBinary(ctx, tx, table.Sanitize(), names, src)
+		}
+		return tx.CopyFrom(ctx, table, names, src)
+	}
 	var n int64
 	if s.cfg.Mode == ModeAppend {
-		if n, err = tx.CopyFrom(ctx, pgx.Identifier{s.schema, s.cfg.Table}, names, src); err != nil {
+		if n, err = copyInto(pgx.Identifier{s.schema, s.cfg.Table}); err != nil {
 			return src.wrap(err, s.target())
 		}
 	} else {
@@ -243,7 +249,7 @@ func (s *Sink) loadTx(ctx context.Context, tx pgx.Tx, cols []*column) error {
 		if _, err := tx.Exec(ctx, stage); err != nil {
 			return fmt.Errorf("create the staging table: %w", err)
 		}
-		if _, err = tx.CopyFrom(ctx, pgx.Identifier{stageTable}, names, src); err != nil {
+		if _, err = copyInto(pgx.Identifier{stageTable}); err != nil {
 			return src.wrap(err, "the staging table")
 		}
 		tag, err := tx.Exec(ctx, mergeSQL(s.target(), load, keyCol, verCol))

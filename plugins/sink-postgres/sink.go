@@ -69,6 +69,7 @@ type held struct {
 // Sink loads records into a PostgreSQL table.
 type Sink struct {
 	cfg         config
+	pgxCopy     bool // COPY through pgx's CopyFrom even where copyBinary could (tests compare the two)
 	name        string
 	fullRefresh bool
 	pgcfg       *pgx.ConnConfig
