@@ -51,7 +51,9 @@ func allTypes(t *testing.T) arrow.RecordBatch {
 			}
 			f()
 		}
-		app(b.Field(0), func() { b.Field(0).(*array.StringBuilder).Append([]string{"plain", "åäö ✓ \"quoted\"\n", "", ""}[i]) })
+		app(b.Field(0), func() {
+			b.Field(0).(*array.StringBuilder).Append([]string{"plain", "åäö ✓ \"quoted\"\n", "", ""}[i])
+		})
 		app(b.Field(1), func() { b.Field(1).(*array.Int64Builder).Append([]int64{0, -9_000_000_000_000, 0, 42}[i]) })
 		app(b.Field(2), func() { b.Field(2).(*array.Int32Builder).Append([]int32{-7, 1 << 30, 0, 3}[i]) })
 		app(b.Field(3), func() { b.Field(3).(*array.Uint64Builder).Append([]uint64{1, 1 << 62, 0, 5}[i]) })
