@@ -7,9 +7,11 @@ package wire
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
@@ -133,8 +135,11 @@ func dataBytes(d arrow.ArrayData) int {
 }
 
 // Decoder turns the bytes produced by an Encoder back into record batches.
+// The batches it returns share the memory of the bytes given to Decode
+// (IPC bodies are not copied), so those bytes must not be changed or reused
+// while a batch lives; gRPC hands each received message its own slice.
 type Decoder struct {
-	src msgReader
+	src sliceReader
 	r   *ipc.Reader
 	mem memory.Allocator
 }
@@ -152,7 +157,8 @@ func (d *Decoder) Decode(data []byte) (arrow.RecordBatch, error) {
 	d.src.data = data
 	for {
 		if d.r == nil {
-			r, err := ipc.NewReader(&d.src, ipc.WithAllocator(d.mem))
+			d.src.Retain() // the reader releases it
+			r, err := ipc.NewReaderFromMessageReader(&d.src, ipc.WithAllocator(d.mem))
 			if err != nil {
 				return nil, fmt.Errorf("decode arrow schema: %w", err)
 			}
@@ -177,6 +183,68 @@ func (d *Decoder) Decode(data []byte) (arrow.RecordBatch, error) {
 			return nil, errors.New("decode arrow batch: message holds no record batch")
 		}
 	}
+}
+
+// sliceReader is an ipc.MessageReader over bytes in memory: each message's
+// metadata and body are slices of data, not copies (ipc.NewReader would
+// read them into fresh, zeroed buffers). A body that is not 8-byte aligned
+// in memory, which the Encoder's output never is, is copied, since Arrow's
+// typed views of buffers need the alignment.
+type sliceReader struct {
+	data []byte
+	msg  *ipc.Message
+}
+
+// The reader is owned by its Decoder; reference counts are not needed.
+func (r *sliceReader) Retain()  {}
+func (r *sliceReader) Release() {}
+
+func (r *sliceReader) Message() (msg *ipc.Message, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			msg, err = nil, fmt.Errorf("arrow/ipc: invalid message metadata: %v", p)
+		}
+	}()
+	if r.msg != nil {
+		r.msg.Release()
+		r.msg = nil
+	}
+	b := r.data
+	if len(b) < 4 {
+		if len(b) == 0 {
+			return nil, io.EOF
+		}
+		return nil, io.ErrUnexpectedEOF
+	}
+	n, off := binary.LittleEndian.Uint32(b), 4
+	if n == 0xFFFFFFFF { // continuation token, then the length
+		if len(b) < 8 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		n, off = binary.LittleEndian.Uint32(b[4:]), 8
+	}
+	if n == 0 { // end of stream
+		r.data = b[off:]
+		return nil, io.EOF
+	}
+	if n < 4 || uint64(n) > uint64(len(b)-off) {
+		return nil, fmt.Errorf("arrow/ipc: invalid message metadata length %d", n)
+	}
+	meta := memory.NewBufferBytes(b[off : off+int(n)])
+	rest := b[off+int(n):]
+	head := ipc.NewMessage(meta, memory.NewBufferBytes(nil))
+	bodyLen := head.BodyLen()
+	head.Release()
+	if bodyLen < 0 || bodyLen > int64(len(rest)) {
+		return nil, fmt.Errorf("arrow/ipc: invalid message body length %d", bodyLen)
+	}
+	body := rest[:bodyLen]
+	if len(body) > 0 && uintptr(unsafe.Pointer(&body[0]))%8 != 0 {
+		body = bytes.Clone(body)
+	}
+	r.data = rest[bodyLen:]
+	r.msg = ipc.NewMessage(meta, memory.NewBufferBytes(body))
+	return r.msg, nil
 }
 
 // Release frees the decoder's reader.
@@ -205,17 +273,6 @@ func DecodeSchema(data []byte) (*arrow.Schema, error) {
 	}
 	defer r.Release()
 	return r.Schema(), nil
-}
-
-type msgReader struct{ data []byte }
-
-func (m *msgReader) Read(p []byte) (int, error) {
-	if len(m.data) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, m.data)
-	m.data = m.data[n:]
-	return n, nil
 }
 
 // GRPCPlugin is the go-plugin glue for the one service of the protocol. The

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -111,4 +112,55 @@ func TestDecodeGarbageFails(t *testing.T) {
 	if _, err := NewDecoder(nil).Decode([]byte("not arrow at all")); err == nil {
 		t.Fatal("want error")
 	}
+}
+
+// A decoded batch's buffers are the message's bytes, not a copy of them;
+// a body that is not 8-byte aligned in memory is copied, and decodes the
+// same (under -race, checkptr would catch a misaligned view).
+func TestDecodeSharesTheMessageBytes(t *testing.T) {
+	want := intBatch(t, memory.DefaultAllocator, []string{"a", "b"}, 100)
+	defer want.Release()
+	enc := NewEncoder(nil)
+	data, err := enc.Encode(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	within := func(buf, in []byte) bool {
+		p := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+		lo := uintptr(unsafe.Pointer(unsafe.SliceData(in)))
+		return p >= lo && p < lo+uintptr(len(in))
+	}
+	for _, shift := range []int{0, 8, 3} {
+		msg := make([]byte, shift+len(data))[shift:]
+		copy(msg, data)
+		got, err := NewDecoder(nil).Decode(msg)
+		if err != nil {
+			t.Fatalf("shift %d: %v", shift, err)
+		}
+		if !array.RecordEqual(want, got) {
+			t.Fatalf("shift %d: got %v", shift, got)
+		}
+		values := got.Column(1).Data().Buffers()[1].Bytes()
+		if aliased := within(values, msg); aliased != (shift%8 == 0) {
+			t.Fatalf("shift %d: values within the message bytes: %v", shift, aliased)
+		}
+		got.Release()
+	}
+}
+
+// A truncated message fails with an error, never a panic.
+func TestDecodeTruncatedFails(t *testing.T) {
+	rec := intBatch(t, memory.DefaultAllocator, []string{"a"}, 10)
+	defer rec.Release()
+	data, err := NewEncoder(nil).Encode(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < len(data); n++ {
+		if got, err := NewDecoder(nil).Decode(append([]byte(nil), data[:n]...)); err == nil {
+			got.Release()
+			t.Fatalf("%d of %d bytes: decoded", n, len(data))
+		}
+	}
+
 }
