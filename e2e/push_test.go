@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -134,13 +136,21 @@ func TestHTTPPushToWebhook(t *testing.T) {
 		}
 	}
 
+	// Each record as posted, in the order the 202s name their ids.
+	var posted []string
 	var lines strings.Builder
 	for i := 1; i <= 6; i++ {
-		fmt.Fprintf(&lines, `{"row_id":"n%d","score":%.1f,"meta":{"k":"v%d"}}`+"\n", i, float64(i)/6, i)
+		rec := fmt.Sprintf(`{"row_id":"n%d","score":%.1f,"meta":{"k":"v%d","tags":["t%d",null],"n":%d.5},"ok":%t}`, i, float64(i)/6, i, i, i, i%2 == 0)
+		posted = append(posted, rec)
+		lines.WriteString(rec + "\n")
 	}
+	array := []string{`{"row_id":"a1","score":0.7,"text":"caf\u00e9 \"quoted\"\nline"}`, `{"row_id":"a2","score":0.2}`}
+	posted = append(posted, array...)
+	single := `{"score": 0.99, "text": "no row_id: the id comes from the request", "when": "2026-12-03T10:00:00Z"}`
+	posted = append(posted, single)
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte(`{"score": 0.99, "text": "no row_id: the id comes from the request"}`))
+	zw.Write([]byte(single))
 	zw.Close()
 	posts := []struct {
 		ct     string
@@ -149,7 +159,7 @@ func TestHTTPPushToWebhook(t *testing.T) {
 		n      int
 	}{
 		{"application/x-ndjson", []byte(lines.String()), auth, 6},
-		{"application/json", []byte(`[{"row_id":"a1","score":0.7},{"row_id":"a2","score":0.2}]`), auth, 2},
+		{"application/json", []byte("[" + strings.Join(array, ",\n ") + "]"), auth, 2},
 		{"application/json", gz.Bytes(), map[string]string{"Authorization": "Bearer s3cret", "Content-Encoding": "gzip"}, 1},
 	}
 	var ids []string
@@ -163,6 +173,16 @@ func TestHTTPPushToWebhook(t *testing.T) {
 			t.Fatalf("post: %d %s; want 202 with %d ids", a.status, a.body, p.n)
 		}
 		ids = append(ids, got.IDs...)
+	}
+	postedByID := map[string]string{}
+	fields := map[string]bool{} // every field of any posted record
+	for i, id := range ids {
+		postedByID[id] = posted[i]
+		var m map[string]any
+		json.Unmarshal([]byte(posted[i]), &m)
+		for k := range m {
+			fields[k] = true
+		}
 	}
 	// n4, n5, n6 (score > 0.5), a1, and the gzip'd record.
 	want := []string{"n4", "n5", "n6", "a1", ids[len(ids)-1]}
@@ -181,14 +201,9 @@ func TestHTTPPushToWebhook(t *testing.T) {
 			t.Errorf("%s did not arrive (got %v)", id, sortedKeys(got))
 			continue
 		}
-		var rec map[string]any
-		json.Unmarshal(body, &rec)
-		if rec["score"] == nil {
-			t.Errorf("%s arrived as %s", id, body)
+		if diff := fieldDiff([]byte(postedByID[id]), body, fields); diff != "" {
+			t.Errorf("%s: the delivered body differs from the posted record: %s\nposted:    %s\ndelivered: %s", id, diff, postedByID[id], body)
 		}
-	}
-	if b, _ := rcv.body("n5"); !strings.Contains(string(b), `"meta":{"k":"v5"}`) {
-		t.Errorf("n5's body %s lacks the posted fields", b)
 	}
 
 	// SIGINT: stops accepting, drains, commits, exits 130.
@@ -210,6 +225,43 @@ func TestHTTPPushToWebhook(t *testing.T) {
 		t.Errorf("a restart sent %d deliveries again", n-before-1)
 	}
 	l.signal(syscall.SIGTERM)
+}
+
+// fieldDiff compares a delivered body with the record as posted, field for
+// field, by JSON value: "" when every posted field arrived with its value
+// and nothing else did, except a null field that another record posted
+// (records read in one batch share its merged schema).
+func fieldDiff(posted, delivered []byte, others map[string]bool) string {
+	var p, d map[string]any
+	if err := json.Unmarshal(posted, &p); err != nil {
+		return "posted: " + err.Error()
+	}
+	if err := json.Unmarshal(delivered, &d); err != nil {
+		return "delivered: " + err.Error()
+	}
+	var diffs []string
+	for k, v := range p {
+		dv, ok := d[k]
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("%s is missing", k))
+			continue
+		}
+		if pj, dj := mustJSON(v), mustJSON(dv); pj != dj {
+			diffs = append(diffs, fmt.Sprintf("%s is %s, posted %s", k, dj, pj))
+		}
+	}
+	for k, v := range d {
+		if _, ok := p[k]; !ok && (v != nil || !others[k]) {
+			diffs = append(diffs, fmt.Sprintf("%s = %s was not posted", k, mustJSON(v)))
+		}
+	}
+	sort.Strings(diffs)
+	return strings.Join(diffs, "; ")
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 // marker posts one matching record with row_id id and waits until it
@@ -405,16 +457,26 @@ sink "crashy" "ids" {
 }
 
 // pipeline serve runs a push source continuously next to the others, and
-// its metrics count requests by status, accepted and pending records.
+// its metrics count requests by status, accepted and pending records: while
+// a sink holds the records they are pending, and the oldest has an age;
+// once it acks them, nothing is.
 func TestServeRunsPushSourcesWithMetrics(t *testing.T) {
 	rcv := newReceiver(t)
 	dir := t.TempDir()
 	listen := freeAddr(t)
+	hold := filepath.Join(dir, "sink-is-held")
+	writeFile(t, hold, "")
 	os.MkdirAll(filepath.Join(dir, "pipelines"), 0o755)
-	writeFile(t, filepath.Join(dir, "pipelines", "push.hcl"), pushHCL(listen, rcv.srv.URL+"/crm", rcv.secret.Encode()))
+	writeFile(t, filepath.Join(dir, "pipelines", "push.hcl"), pushHCL(listen, rcv.srv.URL+"/crm", rcv.secret.Encode())+fmt.Sprintf(`
+plugin "sink" "crashy" { command = %q }
+sink "crashy" "held" {
+  inputs = [source.push]
+  path   = %q
+}
+`, bin("sink-crashy"), filepath.Join(dir, "held.txt")))
 	cmd := exec.Command(bin("pipeline"), "serve", "--poll", "200ms", "--metrics-addr", "127.0.0.1:0", "pipelines")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1", "INGEST_TOKEN=tok")
+	cmd.Env = append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1", "INGEST_TOKEN=tok", "CRASHY_HOLD_WHILE="+hold)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -444,6 +506,33 @@ func TestServeRunsPushSourcesWithMetrics(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no metrics address logged:\n%s", stderr.String())
 	}
+	metrics := func() string {
+		resp, err := http.Get(m[1])
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	gauge := func(body, name string) float64 {
+		g := regexp.MustCompile(`(?m)^` + name + `\{pipeline="push",source="push"\} (\S+)$`).FindStringSubmatch(body)
+		if g == nil {
+			return -1
+		}
+		v, err := strconv.ParseFloat(g[1], 64)
+		if err != nil {
+			return -1
+		}
+		return v
+	}
+	// The held sink has acked nothing: all 6 records are pending, the
+	// oldest since the first post.
+	waitFor(t, "6 pending records with an age in the metrics", 10*time.Second, func() bool {
+		body := metrics()
+		return gauge(body, "pipeline_push_records_pending") == 6 && gauge(body, "pipeline_push_oldest_pending_age_seconds") > 0
+	})
+	os.Remove(hold)
 	wants := []string{
 		`pipeline_push_requests_total{code="202",pipeline="push",source="push"} 3`,
 		`pipeline_push_requests_total{code="401",pipeline="push",source="push"} 1`,
@@ -473,5 +562,93 @@ func TestServeRunsPushSourcesWithMetrics(t *testing.T) {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("serve did not stop on SIGTERM\n%s", stderr.String())
+	}
+}
+
+// SIGINT while a sink holds what was read: the push API stops accepting
+// (503 with Retry-After, /healthz 503) but keeps listening while the run
+// drains and commits; once the sink acks, the run exits 130 and every
+// record that got a 202 reached the sink.
+func TestHTTPPush503WhileDraining(t *testing.T) {
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	hold := filepath.Join(dir, "sink-is-held")
+	writeFile(t, hold, "")
+	out := filepath.Join(dir, "ids.txt")
+	writeFile(t, filepath.Join(dir, "push.hcl"), fmt.Sprintf(`
+pipeline { name = "push-drain" }
+plugin "sink" "crashy" { command = %q }
+source "http" "push" { listen = %q }
+sink "crashy" "ids" {
+  inputs = [source.push]
+  path   = %q
+}
+`, bin("sink-crashy"), listen, out))
+	l := startLive(t, dir, []string{"CRASHY_HOLD_WHILE=" + hold}, nil,
+		"run", "--progress-interval", "50ms", "--state", filepath.Join(dir, "state.db"), "push.hcl")
+	base := "http://" + listen
+	waitHealthy(t, base, l)
+	url := base + "/v1/records"
+	var accepted []string
+	for k := 0; k < 3; k++ {
+		var b strings.Builder
+		for i := 0; i < 10; i++ {
+			fmt.Fprintf(&b, `{"row_id":"d%d-%d","n":%d}`+"\n", k, i, i)
+		}
+		a := post(t, url, "application/x-ndjson", []byte(b.String()), nil)
+		var got struct {
+			IDs []string `json:"ids"`
+		}
+		if a.status != http.StatusAccepted || json.Unmarshal([]byte(a.body), &got) != nil || len(got.IDs) != 10 {
+			t.Fatalf("post %d: %d %s", k, a.status, a.body)
+		}
+		accepted = append(accepted, got.IDs...)
+	}
+	// Every accepted record was read into the run (the sink holds it)
+	// before the signal: they are what the drain delivers.
+	l.waitLine("the 30 records read", 30*time.Second, func(s string) bool { return strings.Contains(s, "read 30 ") })
+	signalled := time.Now()
+	if err := l.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	l.waitUntil("/healthz to say the source is shutting down", 30*time.Second, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			t.Fatalf("/healthz during the drain: %v (the listener must stay open until the run has committed)", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "shutting down")
+	})
+	for i := 0; i < 3; i++ {
+		a := post(t, url, "application/x-ndjson", []byte(`{"row_id":"late"}`), nil)
+		if a.status != http.StatusServiceUnavailable || a.header.Get("Retry-After") == "" {
+			t.Fatalf("a post during the drain: %d (Retry-After %q) %s; want 503 with Retry-After", a.status, a.header.Get("Retry-After"), a.body)
+		}
+	}
+	select {
+	case <-l.exited:
+		t.Fatalf("the run exited (%d) while the sink still held its records\n%s", l.code, l.stderr())
+	default:
+	}
+	os.Remove(hold)
+	if code, _ := l.await(signalled); code != 130 {
+		t.Fatalf("exit %d after SIGINT, want 130\n%s", code, l.stderr())
+	}
+	b, _ := os.ReadFile(out)
+	seen := map[string]bool{}
+	for _, id := range strings.Fields(string(b)) {
+		seen[id] = true
+	}
+	for _, id := range accepted {
+		if !seen[id] {
+			t.Errorf("%s got a 202 before the signal but did not reach the sink", id)
+		}
+	}
+	if seen["late"] {
+		t.Error("a record refused with 503 reached the sink")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("the push API still answers after the run ended")
 	}
 }

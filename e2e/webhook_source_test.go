@@ -97,6 +97,14 @@ sink "webhook" "ls" {
 	if a := ls("wrong", created); a.status != http.StatusUnauthorized {
 		t.Errorf("label studio without the shared header: %d, want 401", a.status)
 	}
+	// The body must be JSON, as for source "http": another type is 415 and
+	// stores nothing; a +json type is read.
+	if a := post(t, "http://"+lsAddr+"/ls", "text/plain", []byte(created), map[string]string{"X-LS-Token": "t0k"}); a.status != http.StatusUnsupportedMediaType || !strings.Contains(a.body, "text/plain") {
+		t.Errorf("a text/plain delivery: %d %s, want 415", a.status, a.body)
+	}
+	if a := post(t, "http://"+lsAddr+"/ls", "application/vnd.labelstudio+json", []byte(updated), map[string]string{"X-LS-Token": "t0k"}); a.status != http.StatusAccepted {
+		t.Errorf("an application/vnd.labelstudio+json delivery: %d %s, want 202", a.status, a.body)
+	}
 
 	waitFor(t, "the deliveries", 30*time.Second, func() bool { return rcv.total() >= 2 })
 	// A Labelbox delivery posted last: once it has arrived, what came

@@ -54,18 +54,26 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 	if err != nil {
 		return err
 	}
+	opts.CheckHeader = s.checkHeader
 	s.server = push.New(opts, cfg.Inbox, s.accept)
 	return nil
 }
 
-// accept checks the token and splits the body into records.
-func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
+// checkHeader checks the token, then the content type, before anything of
+// the body is read or decompressed: a client without the token gets 401
+// whatever it sent.
+func (s *Source) checkHeader(h http.Header) error {
 	if s.cfg.Token != "" {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		got, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.Token)) != 1 {
-			return nil, push.Errorf(http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
+			return push.Errorf(http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 		}
 	}
+	return push.CheckContentType(h.Get("Content-Type"))
+}
+
+// accept splits the body into records (the token is checked already).
+func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
 	recs, err := push.ParseRecords(r.Header.Get("Content-Type"), r.Body)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pipelinehq/pipeline/sdk"
@@ -38,6 +39,9 @@ type Source struct {
 	cfg      config
 	verifier webhook.Verifier
 	server   *push.Server
+	// noIDWarned is when a delivery without its id_header was last logged
+	// (unix nanoseconds).
+	noIDWarned atomic.Int64
 }
 
 type config struct {
@@ -66,7 +70,7 @@ func (s *Source) Info() sdk.Info {
 			sdk.Attribute{Name: "secret", Type: sdk.String, Description: "The shared secret: whsec_<base64> for standard, the string itself for github and hub-sha1."},
 			sdk.Attribute{Name: "secrets", Type: sdk.ListOf(sdk.String), Description: "Several secrets during a rotation: a delivery signed with any of them is accepted."},
 			sdk.Attribute{Name: "tolerance", Type: sdk.Duration, Default: "5m", Description: "standard: how far webhook-timestamp may be from now (replay protection)."},
-			sdk.Attribute{Name: "id_header", Type: sdk.String, Description: "The header holding the delivery's id, the dedupe key (default: webhook-id for standard, X-GitHub-Delivery for github; none for the others)."},
+			sdk.Attribute{Name: "id_header", Type: sdk.String, Description: "The header holding the delivery's id, the dedupe key (default: webhook-id for standard, X-GitHub-Delivery for github; none for the others). A delivery without it is accepted without dedupe, with a warning in the log."},
 			sdk.Attribute{Name: "event_header", Type: sdk.String, Description: "The header naming the event (default: webhook-event-type for standard, X-GitHub-Event for github)."},
 			sdk.Attribute{Name: "require_headers", Type: sdk.MapOf(sdk.String), Description: "Headers every delivery must carry with exactly these values (compared in constant time), e.g. a shared token for senders that do not sign (Label Studio)."},
 			sdk.Attribute{Name: "dedupe_window", Type: sdk.Duration, Default: "72h", Description: "A delivery whose id was accepted this recently is answered 200 and not stored again."},
@@ -125,6 +129,7 @@ func (s *Source) Configure(ctx context.Context, cfg sdk.Config) error {
 	if s.cfg.dedupeWindow, err = duration("dedupe_window", s.cfg.DedupeWindow, DefaultDedupeWindow); err != nil {
 		return err
 	}
+	opts.CheckHeader = s.checkHeader
 	s.server = push.New(opts, cfg.Inbox, s.accept)
 	return nil
 }
@@ -140,26 +145,42 @@ func duration(name, text string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// accept verifies a delivery and makes it one record.
-func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
-	// Required headers first, in constant time, then the signature over
-	// the body exactly as it was sent.
+// checkHeader checks the required headers, in constant time, before the
+// body is read: a delivery without them is 401 whatever it sent.
+func (s *Source) checkHeader(h http.Header) error {
 	names := make([]string, 0, len(s.cfg.RequireHeaders))
 	for name := range s.cfg.RequireHeaders {
 		names = append(names, name)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get(name)), []byte(s.cfg.RequireHeaders[name])) != 1 {
-			return nil, push.Errorf(http.StatusUnauthorized, "missing or wrong %s header", name)
+		if subtle.ConstantTimeCompare([]byte(h.Get(name)), []byte(s.cfg.RequireHeaders[name])) != 1 {
+			return push.Errorf(http.StatusUnauthorized, "missing or wrong %s header", name)
 		}
+	}
+	return nil
+}
+
+// accept verifies a delivery and makes it one record.
+func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
+	// The required headers (again: accept is also called on its own), then
+	// the signature over the body exactly as it was sent, then what the
+	// body is: an unauthenticated sender learns nothing but 401.
+	if err := s.checkHeader(r.Header); err != nil {
+		return nil, err
 	}
 	if err := s.verifier.Verify(r.Header, r.Raw, webhook.WithTolerance(s.cfg.tolerance), webhook.WithClock(func() time.Time { return r.Received })); err != nil {
 		return nil, push.Errorf(http.StatusUnauthorized, "signature: %v", err)
 	}
+	if ct := r.Header.Get("Content-Type"); !push.IsJSON(ct) {
+		return nil, push.Errorf(http.StatusUnsupportedMediaType, "Content-Type %q is not supported: a webhook's body is one JSON object (application/json, or a +json type)", ct)
+	}
 	id := ""
 	if s.cfg.IDHeader != "" {
 		id = r.Header.Get(s.cfg.IDHeader)
+		if id == "" {
+			s.warnNoID()
+		}
 	}
 	event := ""
 	if s.cfg.EventHeader != "" {
@@ -174,6 +195,19 @@ func (s *Source) accept(r *push.Request) (*push.Accepted, error) {
 		acc.Key, acc.KeyWindow = "delivery:"+id, s.cfg.dedupeWindow
 	}
 	return acc, nil
+}
+
+// warnNoID logs, at most once a minute, that a delivery came without its
+// id_header. It is accepted all the same, without dedupe: refusing it
+// would lose a verified delivery (a sender that never sends the header
+// retries until it gives up), while a redelivery stored twice is at worst
+// a duplicate, as at-least-once allows; the log says why one appears.
+func (s *Source) warnNoID() {
+	now, last := time.Now().UnixNano(), s.noIDWarned.Load()
+	if now-last < int64(time.Minute) || !s.noIDWarned.CompareAndSwap(last, now) {
+		return
+	}
+	sdk.Logger().Warn("a delivery came without its id header: it is accepted, but a redelivery of it will be stored again (no dedupe); check id_header", "header", s.cfg.IDHeader)
 }
 
 // Record makes a delivery's body one record: the body's fields, and the

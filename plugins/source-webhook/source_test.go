@@ -119,3 +119,66 @@ func FuzzRecord(f *testing.F) {
 		}
 	})
 }
+
+// A delivery's body is JSON: application/json, a +json type or no type at
+// all is read; any other type is 415 (after the sender is authenticated:
+// without the required header it is 401 whatever it sent).
+func TestContentType(t *testing.T) {
+	s, err := configure(t, map[string]any{"listen": "127.0.0.1:0", "path": "/h", "signature": "none", "require_headers": map[string]string{"X-Token": "t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"action":"ANNOTATION_CREATED"}`)
+	for _, c := range []struct {
+		ct, token string
+		status    int
+	}{
+		{"application/json", "t", 0},
+		{"application/json; charset=utf-8", "t", 0},
+		{"application/vnd.labelbox+json", "t", 0},
+		{"", "t", 0},
+		{"text/plain", "t", http.StatusUnsupportedMediaType},
+		{"application/x-www-form-urlencoded", "t", http.StatusUnsupportedMediaType},
+		{"application/json+x", "t", http.StatusUnsupportedMediaType},
+		{"application/json; =", "t", http.StatusUnsupportedMediaType},
+		{"text/plain", "", http.StatusUnauthorized},
+	} {
+		h := http.Header{}
+		if c.ct != "" {
+			h.Set("Content-Type", c.ct)
+		}
+		if c.token != "" {
+			h.Set("X-Token", c.token)
+		}
+		acc, err := s.accept(&push.Request{Header: h, Body: body, Raw: body, Received: time.Now()})
+		var he *push.Error
+		switch {
+		case c.status == 0 && (err != nil || len(acc.Records) != 1):
+			t.Errorf("Content-Type %q: %v, want the delivery accepted", c.ct, err)
+		case c.status != 0 && (!errors.As(err, &he) || he.Status != c.status):
+			t.Errorf("Content-Type %q, X-Token %q: %v, want %d", c.ct, c.token, err, c.status)
+		}
+	}
+	if err := s.checkHeader(http.Header{}); err == nil {
+		t.Error("checkHeader (before the body is read) let a delivery without X-Token in")
+	}
+}
+
+// A delivery without its id_header is accepted, without dedupe (its
+// record id comes from the request), rather than refused: see the README.
+func TestMissingIDHeaderIsAcceptedWithoutDedupe(t *testing.T) {
+	s, err := configure(t, map[string]any{"listen": "127.0.0.1:0", "path": "/h", "signature": "none", "id_header": "X-Labelbox-Id", "require_headers": map[string]string{"X-Token": "t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{"X-Token": {"t"}, "Content-Type": {"application/json"}}
+	body := []byte(`{"a":1}`)
+	acc, err := s.accept(&push.Request{Header: h, Body: body, Raw: body, Received: time.Now()})
+	if err != nil || acc.Key != "" || len(acc.Records) != 1 || strings.Contains(string(acc.Records[0]), `"id"`) {
+		t.Fatalf("%+v, %v; want one record, no dedupe key, no webhook.id", acc, err)
+	}
+	h.Set("X-Labelbox-Id", "d1")
+	if acc, err := s.accept(&push.Request{Header: h, Body: body, Raw: body, Received: time.Now()}); err != nil || acc.Key != "delivery:d1" {
+		t.Fatalf("with the header: %+v, %v", acc, err)
+	}
+}

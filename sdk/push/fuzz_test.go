@@ -1,8 +1,11 @@
 package push
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -10,8 +13,9 @@ import (
 )
 
 // FuzzParseRecords: whatever the body, ParseRecords never panics, refuses
-// with a 400 or 415 *Error, and every record it accepts is one line the
-// source's decoder reads back.
+// with a 400 or 415 *Error whose line and column (when it names them) are
+// in the body, and every record it accepts is one line the source's
+// decoder reads back.
 func FuzzParseRecords(f *testing.F) {
 	for _, s := range []string{
 		`{"a":1}`, `[{"a":1},{"b":[1,2,{"c":null}]}]`, "{\"a\":1}\n{\"a\":\"x\"}\n", "{\"a\":1}\r\n\r\n{}", `[]`, `[1]`, `{"_pipeline_id":"x"}`,
@@ -27,6 +31,7 @@ func FuzzParseRecords(f *testing.F) {
 			if !errors.As(err, &he) || (he.Status != http.StatusBadRequest && he.Status != http.StatusUnsupportedMediaType) {
 				t.Fatalf("error %v is not a 400 or 415", err)
 			}
+			checkPosition(t, []byte(body), he.Msg)
 			return
 		}
 		dec := arrowjson.NewDecoder(arrowjson.Options{})
@@ -48,6 +53,24 @@ func FuzzParseRecords(f *testing.F) {
 	})
 }
 
+var position = regexp.MustCompile(`^line (\d+), column (\d+): `)
+
+// checkPosition fails unless the line and column msg names, if any, are in
+// body: an existing line, and a column from 1 to one past its last byte.
+func checkPosition(t *testing.T, body []byte, msg string) {
+	t.Helper()
+	m := position.FindStringSubmatch(msg)
+	if m == nil {
+		return
+	}
+	line, _ := strconv.Atoi(m[1])
+	col, _ := strconv.Atoi(m[2])
+	lines := bytes.Split(body, []byte{'\n'})
+	if line < 1 || line > len(lines) || col < 1 || col > len(lines[line-1])+1 {
+		t.Fatalf("%q names line %d, column %d, outside the body %q (%d lines)", msg, line, col, body, len(lines))
+	}
+}
+
 func TestParseRecordsErrors(t *testing.T) {
 	for _, c := range []struct {
 		ct, body string
@@ -60,13 +83,29 @@ func TestParseRecordsErrors(t *testing.T) {
 		{"application/json", `{"_pipeline_x":1}`, 400, "_pipeline_"},
 		{"application/json", ``, 400, "empty"},
 		{"text/plain", `{}`, 415, "text/plain"},
-		{"application/json", `{"a":1} x`, 400, "line 1"},
+		{"application/json", `{"a":1} x`, 400, "line 1, column 9: invalid JSON: invalid character 'x' after top-level value"},
+		// A single object, an array: the line and column of the byte where
+		// the body stops being JSON, as for JSON lines.
+		{"application/json", "{\"a\":1,\n \"b\": }", 400, "line 2, column 7: invalid JSON: invalid character '}'"},
+		{"application/json", "\r\n  \n{\"a\":\n tru}", 400, "line 4, column 5: "},
+		{"application/json", "{\"a\":\n\"\\u12\"}", 400, "line 2, column 6: "},
+		{"application/json", "{\"a\":\n1", 400, "line 2, column 2: the JSON ends too soon"},
+		{"application/json", "{\"a\":1,\n\n", 400, "line 1, column 8: the JSON ends too soon"},
+		{"application/json", "{\"a\":[1,2,}", 400, "line 1, column 11: "},
+		{"application/json", "[{\"a\":1},\n {\"b\": }]", 400, "line 2, column 8: invalid JSON: invalid character '}' looking for beginning of value (record 2)"},
+		{"application/json", "[{\"a\":1},\n {\"b\" 2}]", 400, "line 2, column 7: invalid JSON: invalid character '2' after object key (record 2)"},
+		{"application/json", "[{\"a\":1}\n x]", 400, "line 2, column 2: "},
+		{"application/json", "[{\"a\":1}] \n x", 400, "line 2, column 2: invalid JSON: invalid character 'x' after top-level value"},
+		{"application/json", "[\n{\"a\":1},\n{\"b\":", 400, "line 3, column 6: the JSON ends too soon (record 2)"},
+		{"application/json", "[\n {\"a\":1},\n 3]", 400, "line 3, column 2: "},
 	} {
 		_, err := ParseRecords(c.ct, []byte(c.body))
 		var he *Error
 		if !errors.As(err, &he) || he.Status != c.status || !strings.Contains(he.Msg, c.says) {
 			t.Errorf("%s %q: %v; want %d saying %q", c.ct, c.body, err, c.status, c.says)
+			continue
 		}
+		checkPosition(t, []byte(c.body), he.Msg)
 	}
 	recs, err := ParseRecords("application/json; charset=utf-8", []byte("[ {\"a\": 1,\n \"b\": [1, 2]} ]"))
 	if err != nil || len(recs) != 1 || string(recs[0]) != `{"a":1,"b":[1,2]}` {

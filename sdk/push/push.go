@@ -12,9 +12,14 @@
 //   - A request with a dedupe key (Idempotency-Key, a webhook's delivery
 //     id) seen within its window stores nothing and is answered as the
 //     first was (or with the Handler's status for duplicates).
-//   - 413 over MaxBody, 429 with Retry-After while more than MaxPending
+//   - 413 over MaxBody, 429 with Retry-After while MaxPending or more
 //     accepted records are not acked by every sink, 503 with Retry-After
 //     while shutting down; nothing is stored for any of them.
+//   - Shutting down keeps listening: once Read's context ends, requests get
+//     503 (and /healthz 503) until the process exits, so clients are told
+//     to retry instead of being refused a connection while the engine
+//     drains and commits; requests accepted before that are answered as
+//     usual.
 package push
 
 import (
@@ -54,12 +59,22 @@ type Options struct {
 	// MaxBody bounds a request's body, after decompression (default 10 MiB).
 	MaxBody int64
 	// MaxPending bounds the accepted records not yet acked by every sink
-	// (default 100,000): past it, requests get 429.
+	// (default 100,000). It is checked when a request arrives: while
+	// MaxPending or more are pending (counting those of requests being
+	// stored), requests get 429. A request that arrives below it is stored
+	// whole, however many records it holds, so the count passes MaxPending
+	// by less than one request, and no request is refused for its size
+	// alone (MaxBody bounds that).
 	MaxPending int64
 	// Source is the block's name: record ids derive from it.
 	Source string
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// CheckHeader, when set, sees a request's headers before its body is
+	// read: an *Error it returns (401 for a missing token, 415 for a
+	// content type) refuses the request without reading or decompressing
+	// anything.
+	CheckHeader func(http.Header) error
 }
 
 // Request is a request as the Handler sees it: its headers and its exact
@@ -111,11 +126,26 @@ type Server struct {
 	inbox   sdk.Inbox
 	handler Handler
 
-	appends  chan *appendReq
-	notify   chan struct{}
-	pending  atomic.Int64
-	closing  atomic.Bool
+	appends chan *appendReq
+	notify  chan struct{}
+	pending atomic.Int64
+	// reserved counts the records of requests admitted but not stored
+	// yet, so that concurrent requests see each other (admit).
+	reserved atomic.Int64
+	admitMu  sync.Mutex
 	Counters Counters
+
+	mu       sync.Mutex
+	closing  bool          // answering 503: Read is not running
+	inflight int           // requests let in, not answered yet
+	idle     chan struct{} // closed when inflight drops to 0 while closing
+	srv      *http.Server  // listening since the first Read, until Close
+	serveErr chan error
+	stop     context.CancelFunc // ends the commits
+	stopped  chan struct{}      // closed by Close
+	// reported counts, by status, the requests reported to the engine
+	// (refreshPending, then Read once it ends: one at a time).
+	reported map[int]int64
 }
 
 // Counters count what the server did, for progress and metrics.
@@ -141,7 +171,8 @@ func New(opts Options, inbox sdk.Inbox, handler Handler) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Server{opts: opts, inbox: inbox, handler: handler, appends: make(chan *appendReq, 1024), notify: make(chan struct{}, 1)}
+	return &Server{opts: opts, inbox: inbox, handler: handler, appends: make(chan *appendReq, 1024), notify: make(chan struct{}, 1),
+		closing: true, stopped: make(chan struct{}), reported: map[int]int64{}}
 }
 
 // appendReq is one request's entry waiting for the group commit.
@@ -196,6 +227,10 @@ func (s *Server) commits(ctx context.Context) {
 			default:
 			}
 		}
+		// Stored (or refused): pending counts them now, or nothing does.
+		for _, r := range group {
+			s.reserved.Add(-int64(r.entry.Count))
+		}
 		for i, r := range group {
 			if err != nil {
 				r.done <- appendRes{err: err}
@@ -206,22 +241,39 @@ func (s *Server) commits(ctx context.Context) {
 	}
 }
 
-// Serve listens and serves until ctx ends; then it answers 503 to what
-// still comes, waits for requests in progress and returns. The records it
-// stores go to the inbox; Read reads them into the pipeline.
-func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+// listen starts the HTTP server, and the commits that store what it
+// accepts, unless they run already: they outlive a Read, answering 503
+// until the next Read or Close (the process's exit, in a plugin), so that
+// a client is told to retry while the engine drains rather than refused a
+// connection.
+func (s *Server) listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return nil
+	}
+	select {
+	case <-s.stopped:
+		return fmt.Errorf("the push server on %s is closed", s.opts.Listen)
+	default:
+	}
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %v", s.opts.Listen, err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if s.closing.Load() {
+		if s.isClosing() {
+			w.Header().Set("Retry-After", strconv.Itoa(retryClosing))
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc(s.opts.Path, s.handle)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() {
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.serveErr = make(chan error, 1)
+	go func(srv *http.Server, errc chan<- error) {
 		var err error
 		if s.opts.CertFile != "" {
 			err = srv.ServeTLS(ln, s.opts.CertFile, s.opts.KeyFile)
@@ -232,17 +284,93 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 			err = nil
 		}
 		errc <- err
-	}()
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		return err
-	}
-	s.closing.Store(true)
-	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv.Shutdown(shut)
+	}(s.srv, s.serveErr)
+	// The commits run as long as the server: a request let in just before
+	// Read ended is still stored and answered.
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	go s.commits(ctx)
 	return nil
+}
+
+// retryClosing is the Retry-After of a 503 while shutting down, in seconds.
+const retryClosing = 5
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// accepting lets requests in again (Read started).
+func (s *Server) accepting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = false
+	s.srv.SetKeepAlivesEnabled(true)
+}
+
+// stopAccepting answers 503 to every request from now on; the channel is
+// closed once the requests let in before are answered.
+func (s *Server) stopAccepting() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	if s.srv != nil {
+		// Clients reconnect (to another instance, or to this one once it
+		// restarted) rather than keep an idle connection to a server that
+		// refuses.
+		s.srv.SetKeepAlivesEnabled(false)
+	}
+	idle := make(chan struct{})
+	if s.inflight == 0 {
+		close(idle)
+	} else {
+		s.idle = idle
+	}
+	return idle
+}
+
+// enter lets a request in unless the server is shutting down.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.inflight++
+	return true
+}
+
+func (s *Server) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inflight--
+	if s.inflight == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// Close stops listening and storing. A plugin need not call it: the
+// listener stays open, answering 503, until the process exits after the
+// engine has committed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopped:
+		return nil
+	default:
+	}
+	close(s.stopped)
+	s.closing = true
+	if s.srv == nil {
+		return nil
+	}
+	err := s.srv.Close()
+	s.stop()
+	return err
 }
 
 // response is the body of a 202.
@@ -267,12 +395,20 @@ func (s *Server) fail(w http.ResponseWriter, status int, msg string, retryAfter 
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
-	if s.closing.Load() {
-		return s.fail(w, http.StatusServiceUnavailable, "the pipeline is shutting down; retry", 5)
+	if !s.enter() {
+		return s.fail(w, http.StatusServiceUnavailable, "the pipeline is shutting down; retry", retryClosing)
 	}
+	defer s.leave()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return s.fail(w, http.StatusMethodNotAllowed, "POST records to "+s.opts.Path, 0)
+	}
+	// What the headers alone refuse (a token, a content type) costs no
+	// read of the body.
+	if s.opts.CheckHeader != nil {
+		if err := s.opts.CheckHeader(r.Header); err != nil {
+			return s.refuse(w, err)
+		}
 	}
 	if r.ContentLength > s.opts.MaxBody {
 		return s.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over the limit of %d bytes (max_body)", s.opts.MaxBody), 0)
@@ -306,15 +442,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
 	req := &Request{Header: r.Header, Body: body, Raw: raw, Received: s.opts.Now()}
 	acc, err := s.handler(req)
 	if err != nil {
-		var he *Error
-		if errors.As(err, &he) {
-			return s.fail(w, he.Status, he.Msg, 0)
-		}
-		return s.fail(w, http.StatusInternalServerError, err.Error(), 0)
+		return s.refuse(w, err)
 	}
 	n := len(acc.Records)
-	if s.pending.Load()+int64(n) > s.opts.MaxPending && n > 0 {
-		return s.fail(w, http.StatusTooManyRequests, fmt.Sprintf("%d accepted records are waiting for the sinks (max_pending %d); retry later", s.pending.Load(), s.opts.MaxPending), 1)
+	if n > 0 {
+		if waiting, ok := s.admit(n); !ok {
+			return s.fail(w, http.StatusTooManyRequests, fmt.Sprintf("%d accepted records are waiting for the sinks (max_pending %d); retry later", waiting, s.opts.MaxPending), 1)
+		}
 	}
 	origin := acc.Key
 	if origin == "" {
@@ -332,9 +466,18 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
 	select {
 	case s.appends <- ar:
 	case <-r.Context().Done():
+		s.reserved.Add(-int64(n))
 		return s.fail(w, http.StatusServiceUnavailable, "the request was cancelled before its records were stored", 1)
+	case <-s.stopped:
+		s.reserved.Add(-int64(n))
+		return s.fail(w, http.StatusServiceUnavailable, "the pipeline is shutting down; retry", retryClosing)
 	}
-	res := <-ar.done
+	var res appendRes
+	select {
+	case res = <-ar.done:
+	case <-s.stopped:
+		return s.fail(w, http.StatusServiceUnavailable, "the pipeline stopped before the records were known to be stored; retry (a retry with the same dedupe key stores nothing twice)", retryClosing)
+	}
 	if res.err != nil {
 		return s.fail(w, http.StatusServiceUnavailable, "storing the records failed; nothing was stored, retry: "+res.err.Error(), 1)
 	}
@@ -353,6 +496,30 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
 	w.WriteHeader(http.StatusAccepted)
 	w.Write(body202)
 	return http.StatusAccepted
+}
+
+// refuse answers a Handler's or CheckHeader's refusal.
+func (s *Server) refuse(w http.ResponseWriter, err error) int {
+	var he *Error
+	if errors.As(err, &he) {
+		return s.fail(w, he.Status, he.Msg, 0)
+	}
+	return s.fail(w, http.StatusInternalServerError, err.Error(), 0)
+}
+
+// admit lets a request of n records in while fewer than MaxPending records
+// are pending or being stored, and reserves its n; else it reports how many
+// are waiting. A request is never refused for its size alone: one larger
+// than MaxPending is admitted once the inbox is below the limit.
+func (s *Server) admit(n int) (waiting int64, ok bool) {
+	s.admitMu.Lock()
+	defer s.admitMu.Unlock()
+	waiting = s.pending.Load() + s.reserved.Load()
+	if waiting >= s.opts.MaxPending {
+		return waiting, false
+	}
+	s.reserved.Add(int64(n))
+	return waiting, true
 }
 
 // RecordIDs are the ids the sinks see for records that came in a request
@@ -388,79 +555,96 @@ func rowID(rec []byte) string {
 
 // Read serves requests and emits what is stored, from the position from,
 // until ctx ends. It returns an error when it cannot listen.
+//
+// When ctx ends, the server answers 503 with Retry-After (and /healthz
+// 503) but keeps listening: the engine is draining what was read and
+// committing it, and a client told to retry does better than one refused
+// a connection. Read returns once the requests let in before are
+// answered; the listener closes with the process (or Close), after the
+// engine committed. A later Read accepts again on the same listener.
 func (s *Server) Read(ctx context.Context, from []byte, emit sdk.Emitter) error {
 	if s.inbox == nil {
 		return fmt.Errorf("a push source needs the engine's state store to keep what it accepts; run it with pipeline run or pipeline serve")
 	}
-	ln, err := net.Listen("tcp", s.opts.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %v", s.opts.Listen, err)
-	}
 	if st, err := s.inbox.Status(ctx); err == nil {
 		s.pending.Store(st.Pending)
 	}
+	if err := s.listen(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(3)
-	commitCtx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
-	go func() { defer wg.Done(); s.commits(commitCtx) }()
-	serveErr := make(chan error, 1)
-	go func() {
-		defer wg.Done()
-		err := s.serve(ctx, ln)
-		// Requests are answered: no more appends come.
-		stopCommits()
-		serveErr <- err
-	}()
-	go func() { defer wg.Done(); s.refreshPending(ctx) }()
-	err = s.emitStored(ctx, from, emit)
-	cancel()
-	wg.Wait()
-	if serr := <-serveErr; serr != nil && err == nil {
-		err = serr
+	s.accepting()
+	refreshed := make(chan struct{})
+	go func() { defer close(refreshed); s.refreshPending(ctx) }()
+	emitted := make(chan error, 1)
+	go func() { emitted <- s.emitStored(ctx, from, emit) }()
+	var err error
+	select {
+	case err = <-emitted:
+		cancel()
+	case err = <-s.serveErr:
+		if err == nil {
+			err = fmt.Errorf("the push server on %s stopped", s.opts.Listen)
+		}
+		cancel()
+		<-emitted
 	}
+	idle := s.stopAccepting()
+	// Requests let in before are answered (their records stored, their
+	// answers sent) before their statuses are counted for the last time.
+	select {
+	case <-idle:
+	case <-time.After(drainRequests):
+	}
+	<-refreshed
+	s.report(context.WithoutCancel(ctx))
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
+// drainRequests bounds how long Read waits, once its context ended, for
+// the requests it let in (a client slow to send its body).
+const drainRequests = 10 * time.Second
+
 // refreshPending follows the pipeline's commits (what every sink acked is
 // no longer pending), and reports the requests answered since the last
-// report to the engine, for its metrics.
+// report to the engine, for its metrics, until ctx ends.
 func (s *Server) refreshPending(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	reported := map[int]int64{}
-	report := func(ctx context.Context) {
-		delta := map[int]int64{}
-		s.Counters.Requests.Range(func(k, v any) bool {
-			status, n := k.(int), v.(*atomic.Int64).Load()
-			if d := n - reported[status]; d > 0 {
-				delta[status] = d
-			}
-			return true
-		})
-		if len(delta) == 0 {
-			return
-		}
-		if err := s.inbox.ReportRequests(ctx, delta); err == nil {
-			for status, d := range delta {
-				reported[status] += d
-			}
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
-			report(context.WithoutCancel(ctx))
 			return
 		case <-tick.C:
 			if st, err := s.inbox.Status(ctx); err == nil {
 				s.pending.Store(st.Pending)
 			}
-			report(ctx)
+			s.report(ctx)
+		}
+	}
+}
+
+// report tells the engine the requests answered since the last report.
+func (s *Server) report(ctx context.Context) {
+	reported := s.reported
+	delta := map[int]int64{}
+	s.Counters.Requests.Range(func(k, v any) bool {
+		status, n := k.(int), v.(*atomic.Int64).Load()
+		if d := n - reported[status]; d > 0 {
+			delta[status] = d
+		}
+		return true
+	})
+	if len(delta) == 0 {
+		return
+	}
+	if err := s.inbox.ReportRequests(ctx, delta); err == nil {
+		for status, d := range delta {
+			reported[status] += d
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -29,24 +30,57 @@ const (
 // accepts. A problem is a 400 *Error naming the line and column (and the
 // record's place); an unknown content type is a 415.
 func ParseRecords(contentType string, body []byte) ([][]byte, error) {
-	mt := ContentJSON
-	if contentType != "" {
-		t, _, err := mime.ParseMediaType(contentType)
-		if err != nil {
-			return nil, Errorf(http.StatusUnsupportedMediaType, "Content-Type %q is not valid: send application/json or application/x-ndjson", contentType)
-		}
-		mt = t
+	lines, err := recordsType(contentType)
+	if err != nil {
+		return nil, err
 	}
 	v := validators.Get().(*validator)
 	defer validators.Put(v)
 	defer v.reset()
-	switch mt {
-	case ContentJSON:
-		return v.parseJSON(body)
-	case ContentNDJSON, "application/jsonl", "application/x-jsonlines", "application/jsonlines":
+	if lines {
 		return v.parseLines(body)
 	}
-	return nil, Errorf(http.StatusUnsupportedMediaType, "Content-Type %q is not supported: send application/json (an object or an array of objects) or application/x-ndjson (one object per line)", mt)
+	return v.parseJSON(body)
+}
+
+// CheckContentType is ParseRecords' 415 for a content type it does not
+// read, without a body: a source checks it before reading one.
+func CheckContentType(contentType string) error {
+	_, err := recordsType(contentType)
+	return err
+}
+
+// recordsType tells JSON lines (true) from JSON (false, also when
+// contentType is empty), or is a 415.
+func recordsType(contentType string) (lines bool, err error) {
+	if contentType == "" {
+		return false, nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false, Errorf(http.StatusUnsupportedMediaType, "Content-Type %q is not valid: send application/json or application/x-ndjson", contentType)
+	}
+	switch mt {
+	case ContentJSON:
+		return false, nil
+	case ContentNDJSON, "application/jsonl", "application/x-jsonlines", "application/jsonlines":
+		return true, nil
+	}
+	return false, Errorf(http.StatusUnsupportedMediaType, "Content-Type %q is not supported: send application/json (an object or an array of objects) or application/x-ndjson (one object per line)", mt)
+}
+
+// IsJSON reports whether contentType is JSON: application/json, a
+// structured syntax type such as application/vnd.api+json, or none at all
+// (senders that do not say).
+func IsJSON(contentType string) bool {
+	if contentType == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == ContentJSON || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
 }
 
 // validator checks records with the decoder the source uses to read them,
@@ -126,10 +160,16 @@ func (v *validator) parseJSON(body []byte) ([][]byte, error) {
 		line, col := lineCol(body, offset)
 		return Errorf(http.StatusBadRequest, "line %d, column %d: %s", line, col, fmt.Sprintf(format, args...))
 	}
+	// invalid names where the body stops being JSON: encoding/json's
+	// Compact and Decoder report offsets that are not the body's.
+	invalid := func(err error, suffix string) error {
+		offset, msg := syntaxErrorAt(body, err)
+		return bad(offset, "%s%s", msg, suffix)
+	}
 	if trimmed[0] != '[' {
 		var rec bytes.Buffer
 		if err := json.Compact(&rec, trimmed); err != nil {
-			return nil, bad(start+syntaxOffset(err), "%s", jsonMessage(err))
+			return nil, invalid(err, "")
 		}
 		if err := v.check(rec.Bytes()); err != nil {
 			return nil, bad(start, "%s", message(err))
@@ -138,20 +178,20 @@ func (v *validator) parseJSON(body []byte) ([][]byte, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil { // [
-		return nil, bad(int(dec.InputOffset()), "%s", jsonMessage(err))
+		return nil, invalid(err, "")
 	}
 	var out [][]byte
 	for dec.More() {
 		at := int(dec.InputOffset())
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, bad(at+syntaxOffset(err), "%s (record %d)", jsonMessage(err), len(out)+1)
+			return nil, invalid(err, fmt.Sprintf(" (record %d)", len(out)+1))
 		}
 		// The element starts after the separator and spaces.
-		elemAt := at + bytes.Index(body[at:], bytes.TrimLeft(raw[:1], " "))
+		elemAt := at + bytes.Index(body[at:], raw[:1])
 		var rec bytes.Buffer
 		if err := json.Compact(&rec, raw); err != nil {
-			return nil, bad(elemAt, "%s (record %d)", jsonMessage(err), len(out)+1)
+			return nil, invalid(err, fmt.Sprintf(" (record %d)", len(out)+1))
 		}
 		if err := v.check(rec.Bytes()); err != nil {
 			return nil, bad(elemAt, "%s (record %d)", message(err), len(out)+1)
@@ -159,10 +199,10 @@ func (v *validator) parseJSON(body []byte) ([][]byte, error) {
 		out = append(out, rec.Bytes())
 	}
 	if _, err := dec.Token(); err != nil { // ]
-		return nil, bad(int(dec.InputOffset()), "%s", jsonMessage(err))
+		return nil, invalid(err, "")
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, bad(int(dec.InputOffset()), "unexpected data after the array")
+		return nil, invalid(err, "")
 	}
 	if len(out) == 0 {
 		return nil, Errorf(http.StatusBadRequest, "the array holds no records")
@@ -170,12 +210,26 @@ func (v *validator) parseJSON(body []byte) ([][]byte, error) {
 	return out, nil
 }
 
-func syntaxOffset(err error) int {
+// syntaxErrorAt is the byte offset in body where it stops being JSON, and
+// what is wrong there; err is what the parse that failed said, used when
+// the body as a whole turns out valid (data after a complete array).
+func syntaxErrorAt(body []byte, err error) (int, string) {
+	// Unmarshal checks the whole body first, counting every byte: its
+	// offsets are the body's.
+	var raw json.RawMessage
+	verr := json.Unmarshal(body, &raw)
 	var se *json.SyntaxError
-	if errors.As(err, &se) && se.Offset > 0 {
-		return int(se.Offset) - 1
+	if errors.As(verr, &se) {
+		if se.Error() == "unexpected end of JSON input" {
+			// The JSON ends too soon: say so where its text ends.
+			return len(bytes.TrimRight(body, " \t\r\n")), jsonMessage(io.ErrUnexpectedEOF)
+		}
+		return max(int(se.Offset)-1, 0), jsonMessage(verr)
 	}
-	return 0
+	if err == nil {
+		return len(body), "unexpected data after the array"
+	}
+	return len(body), jsonMessage(err)
 }
 
 func jsonMessage(err error) string {
