@@ -109,7 +109,38 @@ func FormatLine(s Snapshot) string {
 		b.WriteString(" · ")
 		b.WriteString(FormatOutbox(n, s.Outbox[n]))
 	}
+	pushes := make([]string, 0, len(s.Push))
+	for n := range s.Push {
+		pushes = append(pushes, n)
+	}
+	sort.Strings(pushes)
+	for _, n := range pushes {
+		b.WriteString(" · ")
+		b.WriteString(FormatPush(n, s.Push[n]))
+	}
 	fmt.Fprintf(&b, " · %s records/s · %s", count(int64(s.Rate)), s.Elapsed.Round(100*time.Millisecond))
+	return b.String()
+}
+
+// FormatPush renders one push source's counters: "calls: accepted 1,200,
+// pending 6 (oldest 3.1s), requests 202: 40, 429: 2".
+func FormatPush(name string, p PushProgress) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: accepted %s, pending %s", name, count(p.Accepted), count(p.Pending))
+	if p.Pending > 0 {
+		fmt.Fprintf(&b, " (oldest %s)", (time.Duration(p.OldestPending * float64(time.Second))).Round(100*time.Millisecond))
+	}
+	if len(p.Requests) > 0 {
+		codes := make([]string, 0, len(p.Requests))
+		for c := range p.Requests {
+			codes = append(codes, c)
+		}
+		sort.Strings(codes)
+		for i, c := range codes {
+			codes[i] = c + ": " + count(p.Requests[c])
+		}
+		fmt.Fprintf(&b, ", requests %s", strings.Join(codes, ", "))
+	}
 	return b.String()
 }
 

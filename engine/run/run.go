@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,77 @@ type Stats struct {
 	mu       sync.Mutex
 	sink     map[string]int64
 	outboxes map[string]*state.Outbox
+	push     *pushWatch
+}
+
+// pushWatch reads what the pipeline's push sources (those with an inbox in
+// the store) accepted and hold, for progress.
+type pushWatch struct {
+	store    *state.Store
+	pipeline string
+	base     map[string]int64 // records accepted before the run, per source
+}
+
+// watchPush makes snapshots report the pipeline's push sources.
+func (s *Stats) watchPush(ctx context.Context, store *state.Store, pipeline string) {
+	w := &pushWatch{store: store, pipeline: pipeline, base: map[string]int64{}}
+	counts, _ := store.InboxCounts(ctx)
+	for _, c := range counts {
+		if c.Pipeline == pipeline {
+			w.base[c.Source] = c.Accepted
+		}
+	}
+	s.mu.Lock()
+	s.push = w
+	s.mu.Unlock()
+}
+
+// PushProgress is what one push source (source "http", source "webhook")
+// did in a run.
+type PushProgress struct {
+	// Accepted counts the records stored (answered 202) during the run.
+	Accepted int64 `json:"accepted"`
+	// Pending counts the accepted records not yet acked by every sink.
+	Pending int64 `json:"pending"`
+	// OldestPending is the age of the oldest of them, in seconds.
+	OldestPending float64 `json:"oldest_pending_seconds"`
+	// Requests counts the requests answered, by HTTP status code.
+	Requests map[string]int64 `json:"requests,omitempty"`
+}
+
+func (w *pushWatch) snapshot() map[string]PushProgress {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	counts, err := w.store.InboxCounts(ctx)
+	if err != nil {
+		return nil
+	}
+	out := map[string]PushProgress{}
+	for _, c := range counts {
+		if c.Pipeline != w.pipeline {
+			continue
+		}
+		p := PushProgress{Accepted: c.Accepted - w.base[c.Source], Pending: c.Pending}
+		if !c.Oldest.IsZero() {
+			p.OldestPending = time.Since(c.Oldest).Seconds()
+		}
+		out[c.Source] = p
+	}
+	for _, r := range w.store.PushRequests() {
+		if r.Pipeline != w.pipeline {
+			continue
+		}
+		p := out[r.Source]
+		if p.Requests == nil {
+			p.Requests = map[string]int64{}
+		}
+		p.Requests[strconv.Itoa(r.Status)] += r.N
+		out[r.Source] = p
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // Snapshot is a copy of Stats at one moment.
@@ -104,10 +176,12 @@ type Snapshot struct {
 	Sinks     map[string]int64 `json:"sinks"`
 	// Outbox holds, for each sink that used its outbox (action sinks), what
 	// was queued, delivered, retried and dead.
-	Outbox  map[string]state.Progress `json:"outbox,omitempty"`
-	Elapsed time.Duration             `json:"-"`
-	Seconds float64                   `json:"seconds"`
-	Rate    float64                   `json:"records_per_second"`
+	Outbox map[string]state.Progress `json:"outbox,omitempty"`
+	// Push holds, for each push source, what it accepted and holds.
+	Push    map[string]PushProgress `json:"push,omitempty"`
+	Elapsed time.Duration           `json:"-"`
+	Seconds float64                 `json:"seconds"`
+	Rate    float64                 `json:"records_per_second"`
 }
 
 // Snapshot copies the counters.
@@ -117,8 +191,11 @@ func (s *Stats) Snapshot() Snapshot {
 	for k, v := range s.sink {
 		snap.Sinks[k] = v
 	}
-	outboxes := s.outboxes
+	outboxes, push := s.outboxes, s.push
 	s.mu.Unlock()
+	if push != nil {
+		snap.Push = push.snapshot()
+	}
 	for name, o := range outboxes {
 		if p := o.Progress(); p.Used() {
 			if snap.Outbox == nil {
@@ -307,6 +384,9 @@ func (r *Runner) fail(err error) {
 // drain is requested. Whatever was acked is committed in every case.
 func (r *Runner) Run(ctx context.Context) error {
 	r.Stats.Started = time.Now()
+	if r.opts.Store != nil {
+		r.Stats.watchPush(ctx, r.opts.Store, r.plan.Pipeline)
+	}
 	ctx, r.cancel = context.WithCancel(ctx)
 	defer r.cancel()
 	defer r.CloseTaps()
