@@ -280,3 +280,99 @@ func TestShippedPipelineTests(t *testing.T) {
 		t.Fatalf("pipeline test pipelines/: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// `pipeline test` checks the file as validate does before it runs a test:
+// a built-in sink whose plugin rejects its block (a webhook without its
+// secret, csv's columns on a jsonl file) fails with validate's errors at
+// their line and column, and no test runs. A sink whose secret comes from
+// an env() variable that is not set is not judged by its stand-in "".
+func TestPipelineTestChecksSinksAsValidateDoes(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.hcl"), `source "file" "calls" {
+  path = "does-not-exist.jsonl"
+}
+
+sink "webhook" "crm" {
+  inputs = [source.calls]
+  url    = "https://crm.example.com/hook"
+}
+
+sink "file" "out" {
+  inputs  = [source.calls]
+  path    = "out.jsonl"
+  columns = ["row_id"]
+}
+
+sink "webhook" "audit" {
+  inputs = [source.calls]
+  url    = "https://audit.example.com/hook"
+  secret = env("AUDIT_SECRET_NOT_SET_IN_TESTS")
+}
+
+test "every record reaches the CRM" {
+  input "calls" { records = [{ row_id = "r1" }] }
+  expect "crm" { count = 1 }
+}
+`)
+	wants := []string{
+		`on p.hcl:5:1, in sink "webhook" "crm"`,
+		`The sink plugin "webhook" says: secret: signature = "standard" needs a secret (or set signature = "none").`,
+		`on p.hcl:13:13, in sink "file" "out"`,
+		`The sink plugin "file" says: columns applies to csv; jsonl writes every field.`,
+	}
+	// validate (with the audit secret set) says the same.
+	r := pipeline(t, dir, []string{"AUDIT_SECRET_NOT_SET_IN_TESTS=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, "validate", "p.hcl")
+	for _, want := range wants {
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Fatalf("validate: exit %d, want 1 and %q\n%s", r.code, want, r.stderr)
+		}
+	}
+	r = pipeline(t, dir, nil, "test", "p.hcl")
+	if r.code != 1 {
+		t.Fatalf("test: exit %d, want 1\n%s", r.code, r.stderr)
+	}
+	for _, want := range append(wants, "FAIL p.hcl: the pipeline has errors; no test ran") {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("test: the report lacks %q\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, `"audit"`) || strings.Contains(r.stderr, "--- PASS") {
+		t.Errorf("test: the audit sink, whose secret is a stand-in, was judged, or a test ran:\n%s", r.stderr)
+	}
+	r = pipeline(t, dir, nil, "test", "--json", "p.hcl")
+	var reports []struct {
+		Passed bool     `json:"passed"`
+		Errors []string `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &reports); err != nil || r.code != 1 {
+		t.Fatalf("--json: exit %d, %v\n%s", r.code, err, r.stdout)
+	}
+	if len(reports) != 1 || reports[0].Passed || len(reports[0].Errors) != 2 ||
+		!strings.HasPrefix(reports[0].Errors[0], "p.hcl:5:1: error: Invalid sink configuration") ||
+		!strings.HasPrefix(reports[0].Errors[1], "p.hcl:13:13: error: Invalid sink configuration") {
+		t.Fatalf("--json: %+v; want the two errors at p.hcl:5:1 and p.hcl:13:13", reports)
+	}
+	for _, f := range []string{"out.jsonl", ".pipeline"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("pipeline test created %s", f)
+		}
+	}
+
+	// With the two blocks fixed the test runs and passes.
+	fixed := strings.Replace(strings.Replace(mustRead(t, filepath.Join(dir, "p.hcl")),
+		`  url    = "https://crm.example.com/hook"`, `  url       = "https://crm.example.com/hook"`+"\n"+`  signature = "none"`, 1),
+		`  columns = ["row_id"]`+"\n", "", 1)
+	writeFile(t, filepath.Join(dir, "p.hcl"), fixed)
+	if r := pipeline(t, dir, nil, "test", "p.hcl"); r.code != 0 || !strings.Contains(r.stderr, "--- PASS: every record reaches the CRM") {
+		t.Fatalf("test of the fixed file: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

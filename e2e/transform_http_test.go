@@ -9,6 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,18 +21,24 @@ import (
 
 // model is a local classification endpoint: it answers each POSTed array of
 // {"text": …} with one {"label": …} per record, in order. fail makes its
-// next answers 503; short makes it answer one result too few.
+// next answers 503; a request holding the record numbered shortAt (see
+// classifyInput) gets one result too few.
 type model struct {
 	mu       sync.Mutex
 	delay    time.Duration
 	fail     int
-	short    bool
+	shortAt  int // -1: never
 	requests int
 	seen     map[string]int // texts classified, with how often
+	// numbers are the records classified, by their number, in the order
+	// the requests came; reset by the test between runs.
+	numbers []int
 }
 
+var numberRE = regexp.MustCompile(`\d+`)
+
 func newModel(t *testing.T) (*model, string) {
-	m := &model{seen: map[string]int{}}
+	m := &model{seen: map[string]int{}, shortAt: -1}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		m.mu.Lock()
@@ -49,7 +58,11 @@ func newModel(t *testing.T) (*model, string) {
 			return
 		}
 		out := make([]map[string]string, 0, len(recs))
+		short := false
 		for _, rec := range recs {
+			n, _ := strconv.Atoi(numberRE.FindString(rec.Text))
+			m.numbers = append(m.numbers, n)
+			short = short || n == m.shortAt
 			m.seen[rec.Text]++
 			label := "other"
 			if strings.Contains(strings.ToLower(rec.Text), "cancel") {
@@ -57,7 +70,7 @@ func newModel(t *testing.T) (*model, string) {
 			}
 			out = append(out, map[string]string{"label": label})
 		}
-		if m.short {
+		if short {
 			out = out[:len(out)-1]
 		}
 		json.NewEncoder(w).Encode(out)
@@ -67,12 +80,17 @@ func newModel(t *testing.T) (*model, string) {
 }
 
 func classifyHCL(input, url, out string) string {
+	return classifyHCLRows(input, url, out, 40)
+}
+
+// classifyHCLRows is classifyHCL with the source's batches of batchRows.
+func classifyHCLRows(input, url, out string, batchRows int) string {
 	return fmt.Sprintf(`
 pipeline { name = "classify" }
 
 source "file" "calls" {
   path       = %q
-  batch_rows = 40
+  batch_rows = %d
 }
 
 transform "http" "intent" {
@@ -92,21 +110,52 @@ sink "file" "out" {
   when   = "classifications.intent.label == 'cancel'"
   path   = %q
 }
-`, input, url, out)
+`, input, batchRows, url, out)
+}
+
+// classifyText is the text of record i of classifyInput: every third one
+// asks to cancel. The number in it is the record's.
+func classifyText(i int) string {
+	if i%3 == 0 {
+		return fmt.Sprintf("I want to cancel, call %d", i)
+	}
+	return fmt.Sprintf("question %d about my bill", i)
 }
 
 func classifyInput(t *testing.T, dir string, n int) string {
 	var b strings.Builder
 	for i := 0; i < n; i++ {
-		text := fmt.Sprintf("question %d about my bill", i)
-		if i%3 == 0 {
-			text = fmt.Sprintf("I want to cancel, call %d", i)
-		}
-		fmt.Fprintf(&b, `{"row_id":"r%03d","text":%q}`+"\n", i, text)
+		fmt.Fprintf(&b, `{"row_id":"r%03d","text":%q}`+"\n", i, classifyText(i))
 	}
 	path := filepath.Join(dir, "calls.jsonl")
 	writeFile(t, path, b.String())
 	return path
+}
+
+// cancellations are the whole records classifyHCL's sink gets for records
+// from to to-1 of classifyInput: the cancellations, each as read with its
+// classification merged in, in input order.
+func cancellations(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		if i%3 == 0 {
+			out = append(out, fmt.Sprintf(`{"row_id":"r%03d","text":%q,"classifications":{"intent":{"label":"cancel"}}}`, i, classifyText(i)))
+		}
+	}
+	return out
+}
+
+// checkRecords compares every field of every line of got with want, in order.
+func checkRecords(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d records, want %d\ngot:\n%s\nwant:\n%s", what, len(got), len(want), strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for i := range want {
+		if !jsonEqual([]byte(got[i]), []byte(want[i])) {
+			t.Errorf("%s: record %d is\n%s\nwant\n%s", what, i+1, got[i], want[i])
+		}
+	}
 }
 
 // The records pass through a model endpoint (transform "http"), each gets
@@ -127,32 +176,9 @@ func TestTransformHTTPClassifiesThroughAModelEndpoint(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
 	}
-	var got []string
-	for _, line := range jsonLines(t, out) {
-		var v struct {
-			RowID           string `json:"row_id"`
-			Text            string `json:"text"`
-			Classifications struct {
-				Intent struct {
-					Label string `json:"label"`
-				} `json:"intent"`
-			} `json:"classifications"`
-		}
-		if err := json.Unmarshal([]byte(line), &v); err != nil {
-			t.Fatal(err)
-		}
-		if v.Classifications.Intent.Label != "cancel" || !strings.Contains(v.Text, "cancel") {
-			t.Fatalf("record %s reached the sink with intent %q: %s", v.RowID, v.Classifications.Intent.Label, line)
-		}
-		got = append(got, v.RowID)
-	}
-	var want []string
-	for i := 0; i < 100; i += 3 {
-		want = append(want, fmt.Sprintf("r%03d", i))
-	}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("the sink got %v, want %v", got, want)
-	}
+	// Every field of every record: nothing lost, added or changed but the
+	// classification, merged under into.
+	checkRecords(t, "out.jsonl", jsonLines(t, out), cancellations(0, 100))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for text, n := range m.seen {
@@ -165,41 +191,62 @@ func TestTransformHTTPClassifiesThroughAModelEndpoint(t *testing.T) {
 	}
 }
 
-// A response of the wrong length fails the run naming the request and the
-// endpoint, and nothing is checkpointed past it: the next run, against a
-// fixed endpoint, sends every record.
+// A response of the wrong length, to a later batch of the source, fails
+// the run naming the request and the endpoint. What came before it is
+// delivered and committed, nothing at or past it: the checkpoint is exactly
+// before the failed batch, so the next run, against a fixed endpoint, sends
+// the model that batch and what follows, nothing earlier, and the sink ends
+// with every record once.
 func TestTransformHTTPWrongLengthFailsWithNothingCheckpointed(t *testing.T) {
 	dir := t.TempDir()
 	m, url := newModel(t)
-	m.short = true
-	input := classifyInput(t, dir, 30)
+	// Batches of 10 records, two requests of 5 each: the first request of
+	// the fourth batch (records 30 to 34) gets a short answer.
+	m.shortAt = 32
+	input := classifyInput(t, dir, 60)
 	out := filepath.Join(dir, "out.jsonl")
 	hcl := filepath.Join(dir, "p.hcl")
-	writeFile(t, hcl, classifyHCL(input, url, out))
+	writeFile(t, hcl, strings.Replace(classifyHCLRows(input, url, out, 10), "batch_size = 15", "batch_size = 5", 1))
 	state := filepath.Join(dir, "state.db")
 	r := pipeline(t, dir, nil, "run", "--state", state, hcl)
 	if r.code == 0 {
 		t.Fatalf("the run succeeded on a short answer\n%s", r.stderr)
 	}
-	// Requests for a batch run concurrently: whichever fails first is named.
-	for _, want := range []string{`transform "http" "intent"`, strings.TrimSuffix(url, "/classify"), `(records `, `ids "r0`} {
+	for _, want := range []string{`transform "http" "intent"`, strings.TrimSuffix(url, "/classify"), `request 1 of 2 (records 1-5 of the batch, ids "r030" to "r034")`} {
 		if !strings.Contains(r.stderr, want) {
 			t.Fatalf("the error does not name %q:\n%s", want, r.stderr)
 		}
 	}
-	if _, err := os.Stat(out); err == nil && len(jsonLines(t, out)) > 0 {
-		t.Fatalf("records reached the sink past a failed transform: %v", jsonLines(t, out))
+	// The three batches before the failed one reached the sink, whole.
+	checkRecords(t, "out.jsonl after the failed run", jsonLines(t, out), cancellations(0, 30))
+	show := pipeline(t, dir, nil, "state", "show", "--state", state, hcl)
+	if show.code != 0 {
+		t.Fatalf("state show: exit %d\n%s", show.code, show.stderr)
 	}
+	if !regexp.MustCompile(`(?m)^classify\s+calls\s+30\s`).MatchString(show.stdout) {
+		t.Fatalf("the checkpoint is not at 30 records, the end of the batch before the failed one:\n%s", show.stdout)
+	}
+
 	m.mu.Lock()
-	m.short = false
+	m.shortAt = -1
+	m.numbers = nil
 	m.mu.Unlock()
 	r = pipeline(t, dir, nil, "run", "--state", state, hcl)
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s", r.code, r.stderr)
 	}
-	if got := len(jsonLines(t, out)); got != 10 {
-		t.Fatalf("after the fix the sink has %d records, want all 10 cancellations", got)
+	m.mu.Lock()
+	sent := append([]int(nil), m.numbers...)
+	m.mu.Unlock()
+	slices.Sort(sent)
+	var want []int
+	for i := 30; i < 60; i++ {
+		want = append(want, i)
 	}
+	if !slices.Equal(sent, want) {
+		t.Fatalf("the rerun sent the model records %v; want 30 to 59, each once (from the failed batch on)", sent)
+	}
+	checkRecords(t, "out.jsonl after the rerun", jsonLines(t, out), cancellations(0, 60))
 }
 
 // SIGKILL while records are in the model, then a rerun: every record

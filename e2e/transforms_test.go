@@ -16,7 +16,9 @@ import (
 // with want.err reports each of those diagnostics at its line and column.
 // engine/config checks want.err against the complete schema of input.jsonl;
 // `source "file"` reports a sample, so there a field the sample lacks is a
-// warning (issue 10), which is what the binary must say for such lines.
+// warning (issue 10) at the same line and column, which is what the binary
+// must say for such lines. A field a transform removed is absent whatever
+// the sample: reading it downstream is an error through the binary too.
 func TestTransformCasesEndToEnd(t *testing.T) {
 	root := filepath.Join(repoRoot(), "testdata", "transforms")
 	entries, err := os.ReadDir(root)
@@ -165,34 +167,69 @@ sink "file" "out" {
 
 var wantErrRE = regexp.MustCompile(`^([^:]+):(\d+):(\d+): (error|warning): ([^:]+): (.*)$`)
 
+// cliDiag is one diagnostic as the CLI renders it: "Error: SUMMARY", then
+// "on FILE:LINE:COL, in …", the source line, and the detail.
+type cliDiag struct {
+	severity, summary string
+	// flat is the rest of it with runs of white space made one space.
+	flat string
+}
+
+func cliDiagnostics(stderr string) []cliDiag {
+	var out []cliDiag
+	var body []string
+	flush := func() {
+		if len(out) > 0 {
+			out[len(out)-1].flat = strings.Join(strings.Fields(strings.Join(body, "\n")), " ")
+		}
+		body = nil
+	}
+	for _, l := range strings.Split(stderr, "\n") {
+		sev, summary, ok := strings.Cut(l, ": ")
+		if ok && (sev == "Error" || sev == "Warning") {
+			flush()
+			out = append(out, cliDiag{severity: sev, summary: summary})
+			continue
+		}
+		body = append(body, l)
+	}
+	flush()
+	return out
+}
+
+// missingFieldRE matches the details of errors about a field that the
+// complete schema of input.jsonl lacks: against the sample the binary reads
+// they are warnings. A field a transform removed is no such field.
+var missingFieldRE = regexp.MustCompile(`^(unknown field|unknown name|there is no field) `)
+
 // checkDiagnostic finds a want.err line (FILE:LINE:COL: SEVERITY: SUMMARY:
-// DETAIL) in the CLI's diagnostics and reports whether it is an error
-// there. A line about a field the input lacks may be a warning about the
-// sample instead, at the same place.
+// DETAIL) in the CLI's diagnostics, with that severity, summary and detail
+// at that line and column, and reports whether it is an error there. An
+// error about a field the input lacks (missingFieldRE) may instead be the
+// warning that the sample lacks it, at the same line and column.
 func checkDiagnostic(t *testing.T, stderr, line string) bool {
 	t.Helper()
 	m := wantErrRE.FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("want.err line %q is not FILE:LINE:COL: SEVERITY: SUMMARY: DETAIL", line)
 	}
-	at := "on " + m[1] + ":" + m[2] + ":" + m[3]
-	flat := strings.Join(strings.Fields(stderr), " ")
-	for _, block := range strings.Split(stderr, "\n\n") {
-		if !strings.Contains(block, at) && !strings.Contains(block, "on "+m[1]+":"+m[2]+":") {
-			continue
-		}
-		sev := map[string]string{"error": "Error", "warning": "Warning"}[m[4]]
-		if strings.Contains(stderr, sev+": "+m[5]) && strings.Contains(stderr, at) {
-			if detail := strings.TrimSpace(m[6]); detail != "" && !strings.Contains(flat, strings.Join(strings.Fields(detail), " ")) {
-				t.Errorf("stderr lacks the detail %q:\n%s", detail, stderr)
-			}
+	at := regexp.MustCompile(`(^| )on ` + regexp.QuoteMeta(m[1]+":"+m[2]+":"+m[3]) + `\D`)
+	sev := map[string]string{"error": "Error", "warning": "Warning"}[m[4]]
+	detail := strings.Join(strings.Fields(m[6]), " ")
+	diags := cliDiagnostics(stderr)
+	for _, d := range diags {
+		if d.severity == sev && d.summary == m[5] && at.MatchString(d.flat) && strings.Contains(d.flat, detail) {
 			return m[4] == "error"
 		}
 	}
-	if strings.Contains(stderr, "Warning: ") && strings.Contains(flat, "sample") && strings.Contains(stderr, "on "+m[1]+":"+m[2]+":") {
-		return false // the field is missing from the sample: a warning
+	if m[4] == "error" && missingFieldRE.MatchString(m[6]) {
+		for _, d := range diags {
+			if d.severity == "Warning" && strings.Contains(d.summary, "is not in the sample") && at.MatchString(d.flat) {
+				return false
+			}
+		}
 	}
-	t.Errorf("stderr lacks %q at %s (from %q):\n%s", m[5], at, line, stderr)
+	t.Errorf("stderr lacks %s %q with %q at %s:%s:%s (from %q):\n%s", m[4], m[5], detail, m[1], m[2], m[3], line, stderr)
 	return false
 }
 
@@ -212,4 +249,82 @@ func jsonLines(t *testing.T, path string) []string {
 		}
 	}
 	return out
+}
+
+// A sink with incremental = false behind a transform exports every record
+// again each run (its source is read from the start), as it does behind a
+// filter; and a source that reaches it through a transform cannot feed an
+// incremental sink too.
+func TestTransformFullExportRereadsEveryRun(t *testing.T) {
+	dir := t.TempDir()
+	input := filepath.Join(dir, "in.jsonl")
+	writeFile(t, input, `{"row_id":"a","n":1}`+"\n"+`{"row_id":"b","n":2}`+"\n")
+	out := filepath.Join(dir, "snapshot.jsonl")
+	writeFile(t, filepath.Join(dir, "full.hcl"), fmt.Sprintf(`
+pipeline { name = "snapshot" }
+source "file" "in" { path = %q }
+transform "double" {
+  inputs = [source.in]
+  set    = { m = "n * 2" }
+  drop   = ["n"]
+}
+sink "file" "snapshot" {
+  inputs      = [transform.double]
+  path        = %q
+  incremental = false
+}
+`, input, out))
+	state := filepath.Join(dir, "state.db")
+	for run, want := range [][]string{
+		{`{"row_id":"a","m":2}`, `{"row_id":"b","m":4}`},
+		{`{"row_id":"a","m":2}`, `{"row_id":"b","m":4}`, `{"row_id":"c","m":6}`},
+	} {
+		if run == 1 {
+			f, err := os.OpenFile(input, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString(`{"row_id":"c","n":3}` + "\n")
+			f.Close()
+		}
+		r := pipeline(t, dir, nil, "run", "--json", "--state", state, "full.hcl")
+		if r.code != 0 {
+			t.Fatalf("run %d exited %d\n%s", run+1, r.code, r.stderr)
+		}
+		if s := parseSummary(t, r); s.Read != int64(len(want)) {
+			t.Errorf("run %d read %d records, want all %d", run+1, s.Read, len(want))
+		}
+		got := jsonLines(t, out)
+		if len(got) != len(want) {
+			t.Fatalf("after run %d the snapshot holds %d records, want %d:\n%s", run+1, len(got), len(want), strings.Join(got, "\n"))
+		}
+		for i := range want {
+			if !jsonEqual([]byte(got[i]), []byte(want[i])) {
+				t.Errorf("after run %d record %d is %s, want %s", run+1, i+1, got[i], want[i])
+			}
+		}
+	}
+
+	writeFile(t, filepath.Join(dir, "mixed.hcl"), fmt.Sprintf(`
+pipeline { name = "mixed" }
+source "file" "in" { path = %q }
+transform "double" {
+  inputs = [source.in]
+  set    = { m = "n * 2" }
+}
+sink "file" "snapshot" {
+  inputs      = [transform.double]
+  path        = "a.jsonl"
+  incremental = false
+}
+sink "file" "log" {
+  inputs = [transform.double]
+  path   = "b.jsonl"
+}
+`, input))
+	r := pipeline(t, dir, nil, "validate", "mixed.hcl")
+	if r.code == 0 || !strings.Contains(r.stderr, "Incremental and full exports share a source") ||
+		!strings.Contains(r.stderr, "mixed.hcl:8:") || !strings.Contains(r.stderr, `sink "file" "log"`) {
+		t.Fatalf("validate exited %d; want the shared-source error at mixed.hcl:8 naming the incremental sink\n%s", r.code, r.stderr)
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,13 +10,17 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/host"
+	"github.com/pipelinehq/pipeline/engine/plan"
 	"github.com/pipelinehq/pipeline/engine/run"
 	"github.com/pipelinehq/pipeline/engine/testrun"
+	"github.com/pipelinehq/pipeline/plugins"
+	"github.com/pipelinehq/pipeline/sdk"
 )
 
 // testSuffix marks a file of test blocks for the pipeline file beside it:
@@ -45,11 +50,15 @@ Tests live in the pipeline file or beside it: churn.test.hcl holds tests of
 churn.hcl. FILE is a pipeline file (its NAME.test.hcl is read too) or a test
 file (its pipeline is read too); DIR tests every pipeline file in it.
 
-The filters and transforms run in this process as they do in a run; every
-sink is replaced by a capture of what it would receive: nothing is sent, no
-state is read or written, no plugin process starts for sources or built-in
-sinks. Transform plugins (transform "http") run and call their endpoints.
-An env() variable that is not set reads as "".
+The files are checked first as validate checks them, each built-in sink's
+block by its plugin in this process (it configures, connects to nothing);
+a file with errors runs no test. The sources are not: a test gives their
+records. The filters and transforms run in this process as they do in a
+run; every sink is replaced by a capture of what it would receive: nothing
+is sent, no state is read or written, no plugin process starts for sources
+or built-in sinks. Transform plugins (transform "http") run and call their
+endpoints. An env() variable that is not set reads as ""; a sink block that
+reads one is not checked by its plugin, which would judge a stand-in.
 
 Exit status: 0 when every test passed, 1 when a test failed or a file has
 errors.`,
@@ -70,7 +79,10 @@ errors.`,
 			failed := false
 			var reports []testReport
 			for _, files := range sets {
-				s := testrun.Run(cmd.Context(), files, opts)
+				s := checkFiles(cmd.Context(), files, opts.Load)
+				if !s.Failed() {
+					s = testrun.Run(cmd.Context(), files, opts)
+				}
 				if s.Failed() {
 					failed = true
 				}
@@ -95,6 +107,43 @@ errors.`,
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the results as JSON on stdout")
 	return cmd
+}
+
+// checkFiles checks files as `pipeline validate` does, but for what a test
+// replaces: the sources are not configured or read (a test gives their
+// records), env() of a variable that is not set reads as "", and each
+// built-in sink's block is checked by its plugin's Configure in this process
+// (configureBuiltinSink) rather than in a plugin process. The Suite holds
+// the diagnostics and no results.
+func checkFiles(ctx context.Context, files []string, lopts run.LoadOptions) *testrun.Suite {
+	lopts.Loader = &config.Loader{UnsetEnvEmpty: true}
+	lopts.Store = nil
+	lopts.Substitute = &run.Substitute{
+		Source:        func(*config.Source) (plan.SourcePlugin, *arrow.Schema) { return nil, nil },
+		Sink:          func(*config.Sink) plan.SinkPlugin { return nil },
+		ConfigureSink: configureBuiltinSink,
+	}
+	l, diags := run.Load(ctx, files, lopts)
+	if l == nil {
+		return &testrun.Suite{Diags: diags}
+	}
+	l.Close()
+	return &testrun.Suite{Pipeline: l.Config.Name, Config: l.Config, Diags: diags}
+}
+
+// configureBuiltinSink configures a fresh instance of the built-in sink of
+// s's type with cfg, as its plugin process would be: Configure only checks
+// and keeps the block's values, so nothing is connected to or sent.
+func configureBuiltinSink(ctx context.Context, s *config.Sink, cfg sdk.Config) error {
+	b, ok := plugins.Lookup(string(sdk.KindSink) + "-" + s.Type)
+	if !ok {
+		return nil
+	}
+	sink, ok := b.New().(sdk.Sink)
+	if !ok {
+		return nil
+	}
+	return sink.Configure(ctx, cfg)
 }
 
 // testFileSets turns the arguments into pipelines to test: each a pipeline

@@ -74,7 +74,10 @@ type Compiled struct {
 // schema is a sample (sdk.IsSampled), each field an expression reads that
 // the sample lacks is a warning naming the field and the sampled sources,
 // and the expression is compiled with the field as null; type errors
-// against the fields the sample has are errors still.
+// against the fields the sample has are errors still. A field that a
+// transform upstream removed (dropped, left out of its keep, renamed) is
+// known to be absent: reading it, or naming it in a later drop, keep or
+// rename, is an error naming that transform, sampled schema or not.
 func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostics) {
 	compilePred := opts.Compiler.Predicate
 	if compilePred == nil {
@@ -132,7 +135,36 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		return u
 	}
 
-	sampled := func(n Node, e *Expr, paths [][]string, in *arrow.Schema) *arrow.Schema {
+	// gone is what each node's output is known to lack because a
+	// transform removed it; into the same for what flows into a node.
+	gone := map[Node]removals{}
+	into := map[Node]removals{}
+	removedIn := func(n Node) removals {
+		b, inputs := n.Base(), n.Upstream()
+		if b.broken || len(inputs) == 0 {
+			return nil
+		}
+		rs := make([]removals, len(inputs))
+		schemas := make([]*arrow.Schema, len(inputs))
+		for i, in := range inputs {
+			if schemas[i] = out[in.Node]; schemas[i] == nil {
+				return nil
+			}
+			rs[i] = gone[in.Node]
+		}
+		return unionRemovals(rs, schemas)
+	}
+
+	// against is the schema to compile e, an expression of n that reads
+	// paths, against: in, where a field that a transform upstream removed
+	// is an error (summary) and a field a sample lacks a warning, each then
+	// read as null so that the compiler does not report it again.
+	against := func(n Node, e *Expr, summary string, paths [][]string, in *arrow.Schema) *arrow.Schema {
+		if in == nil {
+			return nil
+		}
+		in, d := checkRemoved(p, n, e, summary, paths, in, into[n])
+		diags = append(diags, d...)
 		if !sdk.IsSampled(in) {
 			return in
 		}
@@ -149,6 +181,7 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		if t, ok := n.(*Transform); ok {
 			in := inputSchema(&t.Block, t.Inputs)
 			c.InputSchema[t] = in
+			into[t] = removedIn(t)
 			if t.broken {
 				continue
 			}
@@ -157,12 +190,15 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 				// come out of it: what reads it is checked for syntax only.
 				continue
 			}
-			tr, schema, d := checkTransform(p, t, in, sampled)
+			tr, schema, d := checkTransform(p, t, in, into[t], against)
 			diags = append(diags, d...)
 			if tr != nil {
 				c.Transforms[t] = tr
 				c.OutputSchema[t] = schema
 				out[t] = schema
+				if schema != nil {
+					gone[t] = transformRemovals(t, in, schema, into[t])
+				}
 			}
 			continue
 		}
@@ -170,10 +206,12 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		in := inputSchema(&f.Block, f.Inputs)
 		c.InputSchema[f] = in
 		out[f] = in
+		into[f] = removedIn(f)
+		gone[f] = into[f]
 		if f.Where == nil {
 			continue
 		}
-		pred, err := predFor("where", f.Where.Src, sampled(f, f.Where, exprFields(f.Where.Src), in))
+		pred, err := predFor("where", f.Where.Src, against(f, f.Where, "Invalid filter expression", exprFields(f.Where.Src), in))
 		if err != nil {
 			diags = append(diags, exprDiag(p.Files, "Invalid filter expression", f.Where, err))
 			continue
@@ -183,8 +221,9 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 	for _, s := range p.Sinks {
 		in := inputSchema(&s.Block, s.Inputs)
 		c.InputSchema[s] = in
+		into[s] = removedIn(s)
 		if s.When != nil {
-			pred, err := predFor("when", s.When.Src, sampled(s, s.When, exprFields(s.When.Src), in))
+			pred, err := predFor("when", s.When.Src, against(s, s.When, "Invalid sink condition", exprFields(s.When.Src), in))
 			if err != nil {
 				diags = append(diags, exprDiag(p.Files, "Invalid sink condition", s.When, err))
 			} else {
@@ -193,7 +232,11 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 		}
 		for _, t := range opts.Configs[s].Templates {
 			paths, _ := expr.TemplateFields(t.TemplateSrc())
-			tmpl, err := compileTmpl(t.TemplateSrc(), sampled(s, &t.Expr, paths, in))
+			summary := "Invalid template"
+			if t.Expression {
+				summary = "Invalid expression"
+			}
+			tmpl, err := compileTmpl(t.TemplateSrc(), against(s, &t.Expr, summary, paths, in))
 			if err != nil {
 				var xe *expr.Error
 				if t.Expression && errors.As(err, &xe) && xe.Line == 1 {
@@ -201,10 +244,6 @@ func CheckExpressions(p *Pipeline, opts CheckOptions) (*Compiled, hcl.Diagnostic
 					shifted := *xe
 					shifted.Column = max(1, xe.Column-3)
 					err = &shifted
-				}
-				summary := "Invalid template"
-				if t.Expression {
-					summary = "Invalid expression"
 				}
 				diags = append(diags, exprDiag(p.Files, summary, &t.Expr, err))
 				continue
@@ -330,16 +369,7 @@ func checkSampled(p *Pipeline, n Node, e *Expr, paths [][]string, in *arrow.Sche
 		if s := Suggest(missing[len(missing)-1], siblings); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", strings.Join(append(append([]string(nil), missing[:len(missing)-1]...), s), "."))
 		}
-		subject := e.Range
-		if line, col, ok := wordAt(e.Src, name); ok {
-			// From the name's first character to its last.
-			first := e.RangeAt(p.Files, line, col)
-			last := e.RangeAt(p.Files, line, col+utf8.RuneCountInString(name)-1)
-			subject = first
-			if first != e.Range && last.End.Byte > first.Start.Byte {
-				subject = hcl.Range{Filename: first.Filename, Start: first.Start, End: last.End}
-			}
-		}
+		subject := fieldRange(p, e, missing)
 		diags = append(diags, &hcl.Diagnostic{
 			Severity: hcl.DiagWarning,
 			Summary:  fmt.Sprintf("Field %q is not in the sample of %s", name, of),
@@ -399,6 +429,27 @@ func padPath(fields []arrow.Field, path []string) []arrow.Field {
 		leaf = arrow.Field{Name: path[j], Type: arrow.StructOf(leaf), Nullable: true}
 	}
 	return append(out, leaf)
+}
+
+// fieldRange is where e reads the field at missing, a path up to the first
+// name that is not there: that name, from its first character to its last,
+// as the compiler places an unknown field (so that the warning against a
+// sample and the error against a complete schema point at one place). It
+// is e's whole range when the path is not found in e's source.
+func fieldRange(p *Pipeline, e *Expr, missing []string) hcl.Range {
+	name := strings.Join(missing, ".")
+	line, col, ok := wordAt(e.Src, name)
+	if !ok {
+		return e.Range
+	}
+	last := missing[len(missing)-1]
+	col += utf8.RuneCountInString(name) - utf8.RuneCountInString(last)
+	first := e.RangeAt(p.Files, line, col)
+	end := e.RangeAt(p.Files, line, col+utf8.RuneCountInString(last)-1)
+	if first != e.Range && end.End.Byte > first.Start.Byte {
+		return hcl.Range{Filename: first.Filename, Start: first.Start, End: end.End}
+	}
+	return first
 }
 
 // wordAt finds the dotted name in src as a whole word and returns its

@@ -15,7 +15,9 @@
 //     transform (engine/transform) against the record schema that flows
 //     into its block; a transform's output schema flows on to its readers. A field that a sampled
 //     schema (sdk.SampledSchema) lacks is a warning; one that a complete
-//     schema lacks is an error.
+//     schema lacks is an error, and so is one that a transform upstream
+//     removed (drop, keep, rename), whatever the sampling: it names the
+//     transform.
 //
 // Every diagnostic carries the file, line and column it is about; render them
 // with WriteDiagnostics. Every stage runs whatever the earlier ones reported,
@@ -42,6 +44,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +122,10 @@ type Node interface {
 	Addr() string
 	// Base returns the attributes every block has.
 	Base() *Block
+	// Upstream is the block's resolved inputs list: what it reads (nil for
+	// a source). Whatever walks the graph walks it through Upstream, so a
+	// new kind of block is walked as soon as it is a Node.
+	Upstream() []Input
 }
 
 // Block is what sources, filters and sinks have in common.
@@ -148,6 +155,28 @@ type Block struct {
 	// broken is set when some input of the block could not be resolved or
 	// lies on a cycle: its input schema is then unknown.
 	broken bool
+	// unsetEnv collects the env() variables read as "" (UnsetEnvEmpty).
+	unsetEnv *[]string
+}
+
+// UnsetEnv names the environment variables that the block's expressions
+// read with env() and that were not set, so that they read as "" (only
+// with Loader.UnsetEnvEmpty, as `pipeline test` loads), in the order first
+// read. It covers what has been evaluated so far: the engine's attributes
+// once loaded, the plugin's once DecodePluginBody decoded the body. A
+// block that has any holds stand-ins for those values: a plugin's check of
+// them says nothing about the real ones.
+func (b *Block) UnsetEnv() []string {
+	if b.unsetEnv == nil {
+		return nil
+	}
+	var out []string
+	for _, n := range *b.unsetEnv {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Addr implements Node.
@@ -160,6 +189,18 @@ func (b *Block) Base() *Block { return b }
 type Source struct {
 	Block
 }
+
+// Upstream implements Node: a source reads no other block.
+func (*Source) Upstream() []Input { return nil }
+
+// Upstream implements Node.
+func (f *Filter) Upstream() []Input { return f.Inputs }
+
+// Upstream implements Node.
+func (t *Transform) Upstream() []Input { return t.Inputs }
+
+// Upstream implements Node.
+func (s *Sink) Upstream() []Input { return s.Inputs }
 
 // Filter is a filter block: filter "NAME" { inputs = [...]; where = "..." }.
 type Filter struct {

@@ -18,15 +18,17 @@ func (l *Loader) evalContext(dir string) *hcl.EvalContext {
 	return &hcl.EvalContext{
 		Variables: map[string]cty.Value{},
 		Functions: map[string]function.Function{
-			"env":  l.envFunc(),
+			"env":  l.envFunc(nil),
 			"file": l.fileFunc(dir),
 		},
 	}
 }
 
 // envFunc is env("NAME") or env("NAME", "default"). A variable that is set
-// to the empty string is set: env returns "".
-func (l *Loader) envFunc() function.Function {
+// to the empty string is set: env returns "". With UnsetEnvEmpty, the name
+// of each variable read as "" because it is not set is added to unset
+// (when not nil).
+func (l *Loader) envFunc(unset *[]string) function.Function {
 	return function.New(&function.Spec{
 		Description: "Returns the value of an environment variable, or the default when it is not set.",
 		Params: []function.Parameter{{
@@ -50,6 +52,9 @@ func (l *Loader) envFunc() function.Function {
 				return args[1], nil
 			}
 			if l.UnsetEnvEmpty {
+				if unset != nil {
+					*unset = append(*unset, name)
+				}
 				return cty.StringVal(""), nil
 			}
 			return cty.UnknownVal(cty.String), fmt.Errorf("environment variable %s is not set; set it, or give a default: env(%q, \"...\")", name, name)

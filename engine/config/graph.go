@@ -23,7 +23,7 @@ func (d *decoder) order() {
 	visit = func(n Node) {
 		state[n] = visiting
 		path = append(path, n)
-		for _, in := range inputsOf(n) {
+		for _, in := range n.Upstream() {
 			if !isStage(in.Node) {
 				continue
 			}
@@ -55,7 +55,7 @@ func (d *decoder) order() {
 	}
 
 	for _, n := range d.p.Stages {
-		for _, in := range inputsOf(n) {
+		for _, in := range n.Upstream() {
 			d.p.readers[in.Node] = append(d.p.readers[in.Node], n)
 		}
 	}
@@ -162,7 +162,7 @@ func (p *Pipeline) SourcesOf(n Node) []*Source {
 			return
 		}
 		seen[n] = true
-		for _, in := range inputsOf(n) {
+		for _, in := range n.Upstream() {
 			walk(in.Node)
 		}
 	}
@@ -199,16 +199,4 @@ func (p *Pipeline) SinksOf(n Node) []*Sink {
 		}
 	}
 	return out
-}
-
-func inputsOf(n Node) []Input {
-	switch n := n.(type) {
-	case *Filter:
-		return n.Inputs
-	case *Transform:
-		return n.Inputs
-	case *Sink:
-		return n.Inputs
-	}
-	return nil
 }

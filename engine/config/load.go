@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
 
 	"github.com/pipelinehq/pipeline/sdk"
 )
@@ -331,7 +332,8 @@ func (d *decoder) onError(attr *hcl.Attribute, ctx *hcl.EvalContext) OnError {
 
 // header fills in the labels and ranges of a source, filter or sink block.
 func (d *decoder) header(b *hcl.Block, kind Kind) Block {
-	h := Block{Kind: kind, DefRange: b.DefRange, EvalCtx: d.evalContext(b.DefRange.Filename)}
+	h := Block{Kind: kind, DefRange: b.DefRange}
+	h.EvalCtx, h.unsetEnv = d.blockContext(b.DefRange.Filename)
 	if kind == KindFilter || kind == KindTransform {
 		h.Name, h.NameRange = b.Labels[0], b.LabelRanges[0]
 	} else {
@@ -339,6 +341,20 @@ func (d *decoder) header(b *hcl.Block, kind Kind) Block {
 		h.Name, h.NameRange = b.Labels[1], b.LabelRanges[1]
 	}
 	return h
+}
+
+// blockContext is the evaluation context of a block in filename: the file's,
+// and with Loader.UnsetEnvEmpty one of its own whose env() records the
+// variables it reads as "" in the list returned (Block.UnsetEnv).
+func (d *decoder) blockContext(filename string) (*hcl.EvalContext, *[]string) {
+	ctx := d.evalContext(filename)
+	if !d.l.UnsetEnvEmpty {
+		return ctx, nil
+	}
+	unset := new([]string)
+	child := ctx.NewChild()
+	child.Functions = map[string]function.Function{"env": d.l.envFunc(unset)}
+	return child, unset
 }
 
 func (d *decoder) evalContext(filename string) *hcl.EvalContext {

@@ -24,8 +24,9 @@ var pluginTransformSchema = &hcl.BodySchema{
 // pluginTransform decodes transform "TYPE" "NAME" { inputs = [...] ... }: a
 // transform plugin, whose other attributes belong to the plugin.
 func (d *decoder) pluginTransform(b *hcl.Block) {
-	t := &Transform{Block: Block{Kind: KindTransform, DefRange: b.DefRange, EvalCtx: d.evalContext(b.DefRange.Filename),
+	t := &Transform{Block: Block{Kind: KindTransform, DefRange: b.DefRange,
 		Type: b.Labels[0], TypeRange: b.LabelRanges[0], Name: b.Labels[1], NameRange: b.LabelRanges[1]}}
+	t.EvalCtx, t.unsetEnv = d.blockContext(b.DefRange.Filename)
 	if !d.checkName(&t.Block) {
 		return
 	}
@@ -184,15 +185,22 @@ func (d *decoder) pathListAttr(attr *hcl.Attribute, ctx *hcl.EvalContext) []Path
 
 // checkTransform compiles t against in, the schema flowing into it, and
 // returns the compiled transform (nil when it does not compile) and the
-// schema it emits (nil when unknown).
-func checkTransform(p *Pipeline, t *Transform, in *arrow.Schema, sampled func(Node, *Expr, [][]string, *arrow.Schema) *arrow.Schema) (*transform.Transform, *arrow.Schema, hcl.Diagnostics) {
+// schema it emits (nil when unknown). gone are the fields a transform
+// upstream removed: a drop, keep or rename of one is an error naming it.
+// against gives the schema to compile each set expression against (see
+// CheckExpressions).
+func checkTransform(p *Pipeline, t *Transform, in *arrow.Schema, gone removals, against func(Node, *Expr, string, [][]string, *arrow.Schema) *arrow.Schema) (*transform.Transform, *arrow.Schema, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	isSample := sdk.IsSampled(in)
 	orig := in
+	// An entry of drop, keep or rename naming a field removed upstream is
+	// checked against the input as it is, before the set expressions pad it.
+	removed, reported := checkRemovedEntries(t, orig, gone)
+	diags = append(diags, removed...)
 	if in != nil {
 		for _, s := range t.Set {
 			paths, _ := expr.Fields(s.Expr.Src)
-			in = sampled(t, s.Expr, paths, in)
+			in = against(t, s.Expr, "Invalid computed field", paths, in)
 		}
 	}
 	schemaOf := func(tr *transform.Transform) (*arrow.Schema, error) {
@@ -205,14 +213,14 @@ func checkTransform(p *Pipeline, t *Transform, in *arrow.Schema, sampled func(No
 	tr, err := transform.Compile(t.Spec(), in)
 	if err == nil {
 		if in == nil {
-			return tr, nil, nil
+			return tr, nil, diags
 		}
 		outSchema, err := schemaOf(tr)
 		if err != nil {
 			return nil, nil, append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid transform",
 				Detail: err.Error(), Subject: t.DefRange.Ptr()})
 		}
-		return tr, outSchema, nil
+		return tr, outSchema, diags
 	}
 	var errs transform.Errors
 	if !errors.As(err, &errs) {
@@ -222,6 +230,9 @@ func checkTransform(p *Pipeline, t *Transform, in *arrow.Schema, sampled func(No
 	onlyMissing := true
 	for _, e := range errs {
 		missing := errors.Is(e, transform.ErrNoField)
+		if missing && reported[entryKey(e.Attr, e.Index, e.Key)] {
+			continue // removed upstream: reported already
+		}
 		sev := hcl.DiagError
 		if missing && isSample {
 			// The sample may lack a field that records will carry.
@@ -240,6 +251,44 @@ func checkTransform(p *Pipeline, t *Transform, in *arrow.Schema, sampled func(No
 		}
 	}
 	return nil, nil, diags
+}
+
+// checkRemovedEntries reports each entry of t's drop, keep and rename that
+// names a field in lacks because a transform upstream removed it (gone): an
+// error whatever the sampling. It returns the entries reported, as keys of
+// entryKey, for the compiler's errors about them to be left out.
+func checkRemovedEntries(t *Transform, in *arrow.Schema, gone removals) (hcl.Diagnostics, map[string]bool) {
+	if in == nil || len(gone) == 0 {
+		return nil, nil
+	}
+	var diags hcl.Diagnostics
+	reported := map[string]bool{}
+	check := func(key, path string, rng hcl.Range) {
+		p := strings.Split(path, ".")
+		if missing, _ := missingPath(in.Fields(), p); missing == nil {
+			return
+		}
+		if r, ok := gone.find(p); ok {
+			reported[key] = true
+			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid transform",
+				Detail: r.detail(path, t), Subject: rng.Ptr()})
+		}
+	}
+	for i, d := range t.Drop {
+		check(entryKey("drop", i, ""), d.Path, d.Range)
+	}
+	for i, k := range t.Keep {
+		check(entryKey("keep", i, ""), k.Path, k.Range)
+	}
+	for _, r := range t.Rename {
+		check(entryKey("rename", -1, r.From), r.From, r.Range)
+	}
+	return diags, reported
+}
+
+// entryKey names an entry of a transform's attributes as transform.Error does.
+func entryKey(attr string, index int, key string) string {
+	return fmt.Sprintf("%s/%d/%s", attr, index, key)
 }
 
 // unpad removes from out the top-level null fields that checkSampled added

@@ -156,7 +156,7 @@ func TestTransformCases(t *testing.T) {
 				out[s] = []arrow.RecordBatch{rec}
 			}
 			for _, n := range p.Stages {
-				for _, in := range inputsOf(n) {
+				for _, in := range n.Upstream() {
 					for _, b := range out[in.Node] {
 						var next arrow.RecordBatch
 						var err error

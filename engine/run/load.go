@@ -41,15 +41,25 @@ type LoadOptions struct {
 }
 
 // Substitute replaces a pipeline's sources and sinks by stand-ins in the
-// engine's process (`pipeline test`). Their plugins are neither started nor
-// configured, except that a custom sink plugin is started to describe its
-// config, so that the block and its templates are checked; nothing reads
-// the sources' inputs or writes anything. Stages run as they do in a run.
+// engine's process (`pipeline test`). Their plugins are not started, except
+// that a custom sink plugin is started to describe its config, so that the
+// block and its templates are checked; nothing reads the sources' inputs or
+// writes anything. Stages run as they do in a run.
 type Substitute struct {
 	// Source gives a source's stand-in and the schema of what it reads
 	// (nil when unknown: what reads it is then checked for syntax only).
 	Source func(*config.Source) (plan.SourcePlugin, *arrow.Schema)
 	Sink   func(*config.Sink) plan.SinkPlugin
+	// ConfigureSink, when set, makes the load a check as `pipeline validate`
+	// does it, whose Loaded is not run: it checks the block of each built-in
+	// sink as its plugin's Configure does, in the engine's process (a
+	// built-in's Configure checks and keeps its config; it connects to
+	// nothing and sends nothing), and reports its error at the block, or at
+	// the attribute it names, as validate does. A block that read an env()
+	// variable that is not set (config.Block.UnsetEnv) is not checked, nor
+	// configured if it is a transform plugin: its values are stand-ins that
+	// its plugin would judge.
+	ConfigureSink func(ctx context.Context, s *config.Sink, cfg sdk.Config) error
 }
 
 // Loaded is a checked pipeline with its plugins started and configured.
@@ -222,6 +232,9 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			outboxes[n] = svc.Outbox()
 		}
 		err := plug.Configure(ctx, cfg.JSON, cfg.Templates, copts)
+		if he, ok := err.(*host.Error); ok && he.Exit == "" {
+			err = pluginSays{he.Msg}
+		}
 		for _, w := range plug.ConfigWarnings() {
 			subject, context := b.DefRange.Ptr(), (*hcl.Range)(nil)
 			if r := config.MentionedRange(b.Body, w); r != nil {
@@ -232,17 +245,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 		if err != nil {
 			failedConfigure[n] = true
-			msg := err.Error()
-			subject, context := b.DefRange.Ptr(), (*hcl.Range)(nil)
-			if he, ok := err.(*host.Error); ok && he.Exit == "" {
-				msg = fmt.Sprintf("The %s plugin %q says: %s.", b.Kind, b.Type, he.Msg)
-				// Point at the attribute the message is about.
-				if r := config.MentionedRange(b.Body, he.Msg); r != nil {
-					subject, context = r, b.DefRange.Ptr()
-				}
-			}
-			diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError,
-				Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: msg, Subject: subject, Context: context})
+			diags = append(diags, configureDiag(b, err))
 		}
 	}
 	schemas := map[string]*arrow.Schema{}
@@ -266,6 +269,20 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			configure(s)
 		}
 	}
+	if sub != nil && sub.ConfigureSink != nil {
+		for _, s := range p.Sinks {
+			cfg, decoded := configs[s]
+			_, builtin := builtins[config.PluginType{Kind: sdk.KindSink, Type: s.Type}]
+			if !decoded || !builtin || started[s] != nil || len(s.UnsetEnv()) > 0 {
+				continue // errors reported already, a custom plugin, or stand-ins
+			}
+			sc := cfg.SDKConfig(s.Name)
+			sc.NoWait, sc.FullRefresh, sc.BaseDir = opts.NoWait, opts.FullRefresh || !s.Incremental, baseDir(s.DefRange.Filename)
+			if err := sub.ConfigureSink(ctx, s, sc); err != nil {
+				diags = append(diags, configureDiag(&s.Block, pluginSays{err.Error()}))
+			}
+		}
+	}
 	standIns := map[*config.Source]plan.SourcePlugin{}
 	if sub != nil {
 		for _, s := range p.Sources {
@@ -277,7 +294,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		}
 	}
 	for _, t := range p.Transforms {
-		if t.IsPlugin() {
+		if t.IsPlugin() && !(sub != nil && sub.ConfigureSink != nil && len(t.UnsetEnv()) > 0) {
 			configure(t)
 		}
 	}
@@ -329,29 +346,36 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	return l, diags
 }
 
+// pluginSays is a plugin's own answer to Configure: what is wrong with its
+// block, rather than a failure to ask it.
+type pluginSays struct{ msg string }
+
+func (e pluginSays) Error() string { return e.msg }
+
+// configureDiag is the error of a block whose plugin's Configure failed: at
+// the attribute the plugin's message names, else at the block.
+func configureDiag(b *config.Block, err error) *hcl.Diagnostic {
+	msg := err.Error()
+	subject, context := b.DefRange.Ptr(), (*hcl.Range)(nil)
+	if says, ok := err.(pluginSays); ok {
+		msg = fmt.Sprintf("The %s plugin %q says: %s.", b.Kind, b.Type, says.msg)
+		if r := config.MentionedRange(b.Body, says.msg); r != nil {
+			subject, context = r, b.DefRange.Ptr()
+		}
+	}
+	return &hcl.Diagnostic{Severity: hcl.DiagError,
+		Summary: fmt.Sprintf("Invalid %s configuration", b.Kind), Detail: msg, Subject: subject, Context: context}
+}
+
 // nonIncremental finds the sources that feed a sink with incremental =
 // false: they are read from the start every run. Such a source must feed no
 // incremental sink, which would get the same records again and again.
 func nonIncremental(p *config.Pipeline) (map[string]bool, hcl.Diagnostics) {
+	// SourcesOf walks every block's inputs (config.Node.Upstream), whatever
+	// kind of stage lies between a sink and its sources.
 	feeds := map[*config.Sink][]*config.Source{}
 	for _, sk := range p.Sinks {
-		seen := map[config.Node]bool{}
-		var walk func(in []config.Input)
-		walk = func(in []config.Input) {
-			for _, x := range in {
-				if seen[x.Node] {
-					continue
-				}
-				seen[x.Node] = true
-				switch n := x.Node.(type) {
-				case *config.Source:
-					feeds[sk] = append(feeds[sk], n)
-				case *config.Filter:
-					walk(n.Inputs)
-				}
-			}
-		}
-		walk(sk.Inputs)
+		feeds[sk] = p.SourcesOf(sk)
 	}
 	fromStart := map[string]*config.Sink{}
 	for _, sk := range p.Sinks {
