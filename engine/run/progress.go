@@ -3,6 +3,8 @@ package run
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -100,21 +102,11 @@ func FormatLine(s Snapshot) string {
 		}
 		fmt.Fprintf(&b, " (%s)", strings.Join(parts, ", "))
 	}
-	outboxes := make([]string, 0, len(s.Outbox))
-	for n := range s.Outbox {
-		outboxes = append(outboxes, n)
-	}
-	sort.Strings(outboxes)
-	for _, n := range outboxes {
+	for _, n := range slices.Sorted(maps.Keys(s.Outbox)) {
 		b.WriteString(" · ")
 		b.WriteString(FormatOutbox(n, s.Outbox[n]))
 	}
-	pushes := make([]string, 0, len(s.Push))
-	for n := range s.Push {
-		pushes = append(pushes, n)
-	}
-	sort.Strings(pushes)
-	for _, n := range pushes {
+	for _, n := range slices.Sorted(maps.Keys(s.Push)) {
 		b.WriteString(" · ")
 		b.WriteString(FormatPush(n, s.Push[n]))
 	}
@@ -131,11 +123,7 @@ func FormatPush(name string, p PushProgress) string {
 		fmt.Fprintf(&b, " (oldest %s)", (time.Duration(p.OldestPending * float64(time.Second))).Round(100*time.Millisecond))
 	}
 	if len(p.Requests) > 0 {
-		codes := make([]string, 0, len(p.Requests))
-		for c := range p.Requests {
-			codes = append(codes, c)
-		}
-		sort.Strings(codes)
+		codes := slices.Sorted(maps.Keys(p.Requests))
 		for i, c := range codes {
 			codes[i] = c + ": " + count(p.Requests[c])
 		}

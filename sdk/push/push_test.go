@@ -28,6 +28,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/pipelinehq/pipeline/internal/testminio"
 	"github.com/pipelinehq/pipeline/sdk"
 )
 
@@ -253,12 +254,11 @@ func writeSelfSigned(t *testing.T, dir string) (string, string) {
 // freeAddr is a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testminio.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // startRead runs s.Read until the returned cancel is called, and waits
