@@ -794,14 +794,31 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	}
 	s, out, clock := configureClocked(t, f, map[string]any{"add_tags": []string{"churn_risk"}})
 	deliver(t, s, batch(t, false, records(2, 41)...))
+	// The first call got the 429; the retries carry each ticket once
+	// more. They usually go in one call; under load the deliverer may find
+	// one ready before the other and send two.
 	up := updates(f.snapshot())
-	if len(up) != 2 {
-		t.Fatalf("%d update_many calls, want 2", len(up))
+	if len(up) < 2 || len(up) > 3 {
+		t.Fatalf("update_many calls %v, want the 429'd one, then a retry of each ticket", ids(up))
+	}
+	var retried []int64
+	for _, c := range up[1:] {
+		retried = append(retried, c.ids...)
+	}
+	if slices.Sort(retried); !slices.Equal(retried, []int64{41, 42}) {
+		t.Fatalf("retried tickets %v, want each of 41 and 42 once", retried)
 	}
 	// Retry-After paused the account: the retry waited 1 s for it (then
 	// its job was polled every poll_interval, 10 ms).
-	if got, want := clock.slept(), []time.Duration{time.Second, 10 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}; !slices.Equal(got, want) {
-		t.Errorf("waits %v, want %v: 1s for Retry-After before the retry, then the job's polls", got, want)
+	got := clock.slept()
+	if len(got) < 2 || got[0] != time.Second {
+		t.Errorf("waits %v: want 1s for Retry-After before the retry, then the job's polls", got)
+	}
+	for _, d := range got[1:] {
+		if d != time.Second && d != 10*time.Millisecond {
+			t.Errorf("waits %v: want only 1s (Retry-After) and 10ms (polls)", got)
+			break
+		}
 	}
 	for _, r := range records(2, 41) {
 		if log := out.Log[r.id]; out.Status(r.id) != "delivered" || len(log) != 2 || log[0].StatusCode != 429 {
