@@ -47,6 +47,29 @@ if ! cmp -s <(sort "$dir/out.jsonl") <(sort "$dir/out-inproc.jsonl"); then
 fi
 echo "outputs identical: $(wc -l <"$dir/out.jsonl") records kept"
 
+# Small records (DESIGN.md's ~150-byte shape; issue 15's first target): the
+# same pipeline, and a grep -c scan of the same file in the same run, the
+# floor the target is set against (pipeline ≤ 3× grep).
+small="$dir/calls-small-$N.jsonl"
+if [ ! -s "$small" ]; then
+  echo "generating $N small records into $small"
+  go run ./tools/gencalls -n "$N" -seed 7 -small -o "$small"
+fi
+sed -e "s|$data|$small|" -e "s|$dir/out.jsonl|$dir/out-small.jsonl|" "$dir/bench.hcl" >"$dir/bench-small.hcl"
+rm -rf "$dir/out-small.jsonl" "$dir/state-small.db"*
+/usr/bin/time -f "%e %M" -o "$dir/time.txt" bin/pipeline run --state "$dir/state-small.db" "$dir/bench-small.hcl" >/dev/null 2>"$dir/stderr.txt" || { cat "$dir/stderr.txt"; exit 1; }
+read -r secs rss <"$dir/time.txt"
+# (not into /dev/null: GNU grep stops at the first match when it sees that)
+LC_ALL=C /usr/bin/time -f "%e" -o "$dir/time-grep.txt" grep -cE '"confidence":0\.(8[1-9]|9)' "$small" >"$dir/grep-count.txt"
+read -r gsecs <"$dir/time-grep.txt"
+rate=$(awk -v n="$N" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+ratio=$(awk -v a="$secs" -v b="$gsecs" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }')
+printf "%-44s %8s s  %10s records/s  peak RSS %6d MB  (grep -c: %s s, %s×)\n" "small records ($(du -m "$small" | cut -f1) MB), pipeline run" "$secs" "$rate" $((rss / 1024)) "$gsecs" "$ratio"
+# The grep pattern matches exactly the records the filter keeps.
+if [ "$(wc -l <"$dir/out-small.jsonl")" != "$(cat "$dir/grep-count.txt")" ]; then
+  echo "the small-record run kept $(wc -l <"$dir/out-small.jsonl") records, grep counted $(cat "$dir/grep-count.txt")" >&2; exit 1
+fi
+
 # Computed fields (issue 11): the same pipeline with a transform of two set
 # fields between the filter and the sink; the target is < 15% over the run
 # without it.

@@ -490,6 +490,7 @@ type generator struct {
 	ts      time.Time
 	row     int
 	dataset []byte
+	small   bool // Config.Small
 
 	// The conversation the next record belongs to: its first row, the
 	// customer, and how many more records it has.
@@ -502,6 +503,7 @@ func newGenerator(cfg Config) *generator {
 		ts:      cfg.Start.UTC(),
 		row:     cfg.FirstRow,
 		dataset: appendString(nil, cfg.DatasetID),
+		small:   cfg.Small,
 	}
 }
 
@@ -592,6 +594,9 @@ func (g *generator) next(b []byte) []byte {
 	missing := -1
 	if g.chance(missingModelChance) {
 		missing = r.IntN(numModels)
+	}
+	if g.small {
+		return g.appendSmall(b, row, churnLabel, churnConf, 10000+r.IntN(90000), queues[reason][queueWeights[reason].pick(r)].s)
 	}
 
 	b = append(b, `{"event":"classification.completed","timestamp":"`...)
@@ -688,5 +693,23 @@ func appendConfidence(b []byte, h int) []byte {
 	if h%10 != 0 {
 		b = append(b, byte('0'+h%10))
 	}
+	return b
+}
+
+// appendSmall appends the small shape (~150 bytes): the record's id, its
+// churn risk, its customer and queue, as DESIGN.md's performance notes
+// measure.
+func (g *generator) appendSmall(b []byte, row int, churn string, churnConf, customer int, queue string) []byte {
+	b = append(b, `{"row_id":"row_`...)
+	b = strconv.AppendInt(b, int64(row), 10)
+	b = append(b, `","classifications":{"churn_risk":{"label":"`...)
+	b = append(b, churn...)
+	b = append(b, `","confidence":`...)
+	b = appendConfidence(b, churnConf)
+	b = append(b, `}},"metadata":{"customer_id":"cust_`...)
+	b = strconv.AppendInt(b, int64(customer), 10)
+	b = append(b, `","queue":"`...)
+	b = append(b, queue...)
+	b = append(b, "\"}}\n"...)
 	return b
 }

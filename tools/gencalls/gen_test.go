@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -354,5 +355,47 @@ func BenchmarkGenerate(b *testing.B) {
 		if err := Generate(io.Discard, Config{N: n, Seed: 1}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The small shape is DESIGN.md's ~150-byte record: valid JSON with an id,
+// the churn risk the benchmark filters on, and the same share of high
+// churn as the whole records.
+func TestGenerateSmall(t *testing.T) {
+	var buf bytes.Buffer
+	const n = 20000
+	if err := Generate(&buf, Config{N: n, Seed: 7, Small: true}); err != nil {
+		t.Fatal(err)
+	}
+	if avg := buf.Len() / n; avg < 135 || avg > 165 {
+		t.Fatalf("%d bytes a record on average, want about 150", avg)
+	}
+	kept := 0
+	for i, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		var r struct {
+			RowID           string `json:"row_id"`
+			Classifications struct {
+				ChurnRisk struct {
+					Label      string   `json:"label"`
+					Confidence *float64 `json:"confidence"`
+				} `json:"churn_risk"`
+			} `json:"classifications"`
+			Metadata struct {
+				CustomerID string `json:"customer_id"`
+				Queue      string `json:"queue"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %d: %v: %s", i+1, err, line)
+		}
+		if r.RowID != fmt.Sprintf("row_%d", i+1) || r.Classifications.ChurnRisk.Confidence == nil || r.Metadata.Queue == "" || r.Metadata.CustomerID == "" {
+			t.Fatalf("line %d: %s", i+1, line)
+		}
+		if *r.Classifications.ChurnRisk.Confidence > 0.8 {
+			kept++
+		}
+	}
+	if share := float64(kept) / n; share < 0.4 || share > 0.7 {
+		t.Errorf("%.2f of the records have churn_risk.confidence > 0.8, want about the whole records' 0.54", share)
 	}
 }

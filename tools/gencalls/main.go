@@ -32,6 +32,7 @@ func run(args []string, stdout io.Writer) error {
 	start := fs.String("start", DefaultStart.Format(time.RFC3339), "timestamp of the first record (RFC 3339)")
 	firstRow := fs.Int("first-row", 1, "number of the first row_id (row_<n>); use it to make a follow-up file with new ids")
 	dataset := fs.String("dataset", DefaultDatasetID, "dataset_id of every record")
+	small := fs.Bool("small", false, "the small shape (~150 bytes: row_id, churn_risk, contact_reason, metadata.queue)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,7 +46,7 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("-start: %w", err)
 	}
-	cfg := Config{N: *n, Seed: *seed, Start: t0, FirstRow: *firstRow, DatasetID: *dataset}
+	cfg := Config{N: *n, Seed: *seed, Start: t0, FirstRow: *firstRow, DatasetID: *dataset, Small: *small}
 
 	if *out == "" || *out == "-" {
 		return Generate(stdout, cfg)
@@ -76,6 +77,7 @@ type Config struct {
 	Start     time.Time // timestamp of the first record; zero: DefaultStart
 	FirstRow  int       // n of the first row_id "row_<n>"; zero: 1
 	DatasetID string    // zero: DefaultDatasetID
+	Small     bool      // the small shape (~150 bytes) instead of the whole record
 }
 
 // Generate writes cfg.N records to w, one JSON object per line.
