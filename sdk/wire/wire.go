@@ -65,10 +65,12 @@ func NewEncoder(mem memory.Allocator) *Encoder {
 	return &Encoder{mem: mem, SplitAt: SplitBytes}
 }
 
-// Encode returns the bytes that carry rec. The slice is valid until the next
-// call to Encode.
+// Encode returns the bytes that carry rec. Each call returns a slice of its
+// own, never reused: gRPC sends it as it is (codec) and may read it after
+// SendMsg returned.
 func (e *Encoder) Encode(rec arrow.RecordBatch) ([]byte, error) {
-	e.out.Reset()
+	e.out = bytes.Buffer{}
+	e.out.Grow(estimateBytes(rec) + 64<<10)
 	if e.w == nil || !e.schema.Equal(rec.Schema()) {
 		if e.w != nil {
 			// Closing writes the end-of-stream marker; a new IPC stream
@@ -334,6 +336,7 @@ const (
 // gRPC server.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(MaxMessageBytes),
 		grpc.InitialWindowSize(windowBytes), grpc.InitialConnWindowSize(windowBytes),
 		grpc.WriteBufferSize(bufferBytes), grpc.ReadBufferSize(bufferBytes),
@@ -344,7 +347,7 @@ func ServerOptions() []grpc.ServerOption {
 // client.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec()), grpc.MaxCallRecvMsgSize(MaxMessageBytes), grpc.MaxCallSendMsgSize(MaxMessageBytes)),
 		grpc.WithInitialWindowSize(windowBytes), grpc.WithInitialConnWindowSize(windowBytes),
 		grpc.WithWriteBufferSize(bufferBytes), grpc.WithReadBufferSize(bufferBytes),
 	}
