@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -116,36 +115,17 @@ func TestConsole(t *testing.T) {
 	hcl := filepath.Join(dir, "churn.hcl")
 	writeFile(t, hcl, consoleHCL(input))
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	const token = "console-test-token-5f1c"
 	base := "http://" + addr + "/"
 
-	cmd := exec.Command(bin("pipeline"), "serve", "--state", filepath.Join(dir, "state.db"), "--metrics-addr", "",
-		"--poll", "500ms", "--admin-addr", addr, hcl)
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1", "PIPELINE_ADMIN_TOKEN="+token), ep.env()...)
-	var stderr lockedBuffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
+	l := startLive(t, dir, append([]string{"PIPELINE_ADMIN_TOKEN=" + token}, ep.env()...), nil,
+		"serve", "--state", filepath.Join(dir, "state.db"), "--metrics-addr", "", "--poll", "500ms", "--admin-addr", addr, hcl)
 	alive := func() {
 		t.Helper()
 		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("pipeline serve exited (%v):\n%s", err, stderr.String())
+		case <-l.exited:
+			t.Fatalf("pipeline serve exited (%d):\n%s", l.code, l.stderr())
 		default:
 		}
 	}
@@ -205,7 +185,7 @@ func TestConsole(t *testing.T) {
 	out, err := ui.CombinedOutput()
 	t.Logf("node e2e/ui/console.mjs:\n%s", out)
 	if err != nil {
-		t.Fatalf("the browser test failed (%v); screenshots in %s\npipeline serve's log:\n%s", err, shots, stderr.String())
+		t.Fatalf("the browser test failed (%v); screenshots in %s\npipeline serve's log:\n%s", err, shots, l.stderr())
 	}
 
 	// The replay went out again with the same webhook-id, and was accepted.
@@ -229,14 +209,7 @@ func TestConsole(t *testing.T) {
 		t.Errorf("after the resume the API says %+v (%v), want sink crm not paused", p, err)
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Errorf("serve exited with %v after SIGTERM\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Errorf("serve did not stop within 15 s of SIGTERM\n%s", stderr.String())
+	if code, _ := l.signal(syscall.SIGTERM); code != 0 {
+		t.Errorf("serve exited %d after SIGTERM\n%s", code, l.stderr())
 	}
 }

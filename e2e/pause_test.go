@@ -81,22 +81,14 @@ func TestPauseHoldsDeliveriesUntilResumeWhileServing(t *testing.T) {
 		t.Fatalf("pause: exit %d\n%s", res.code, res.stderr)
 	}
 
-	cmd := exec.Command(bin("pipeline"), "serve", "--poll", "200ms", "pipelines")
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1"), ep.env()...)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	l := startLive(t, dir, ep.env(), nil, "serve", "--poll", "200ms", "pipelines")
 
 	want := wantHighChurn(t)
 	waitFor(t, "every matching record queued", 30*time.Second, func() bool { return pendingDeliveries(t, dir) == len(want) })
 	// Queued, not sent: for a couple of seconds more, nothing arrives.
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if n := ep.total(); n != 0 {
-			t.Fatalf("%d deliveries arrived while the sink was paused\n%s", n, stderr.String())
+			t.Fatalf("%d deliveries arrived while the sink was paused\n%s", n, l.stderr())
 		}
 	}
 	if n := pendingDeliveries(t, dir); n != len(want) {
@@ -115,16 +107,8 @@ func TestPauseHoldsDeliveriesUntilResumeWhileServing(t *testing.T) {
 	}
 	waitFor(t, "nothing pending after resume", 10*time.Second, func() bool { return pendingDeliveries(t, dir) == 0 })
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("serve did not stop within 15 s of SIGTERM\n%s", stderr.String())
+	if code, _ := l.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("serve exited %d after SIGTERM\n%s", code, l.stderr())
 	}
 	if n := ep.total(); n != len(want) {
 		t.Fatalf("%d attempts arrived for %d deliveries", n, len(want))

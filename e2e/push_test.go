@@ -474,15 +474,7 @@ sink "crashy" "held" {
   path   = %q
 }
 `, bin("sink-crashy"), filepath.Join(dir, "held.txt")))
-	cmd := exec.Command(bin("pipeline"), "serve", "--poll", "200ms", "--metrics-addr", "127.0.0.1:0", "pipelines")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1", "INGEST_TOKEN=tok", "CRASHY_HOLD_WHILE="+hold)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	l := startLive(t, dir, []string{"INGEST_TOKEN=tok", "CRASHY_HOLD_WHILE=" + hold}, nil, "serve", "--poll", "200ms", "--metrics-addr", "127.0.0.1:0", "pipelines")
 	base := "http://" + listen
 	waitFor(t, "the push API", 30*time.Second, func() bool {
 		resp, err := http.Get(base + "/healthz")
@@ -502,9 +494,9 @@ sink "crashy" "held" {
 	post(t, base+"/v1/records", "application/x-ndjson", []byte(`{"row_id":"x"}`), nil) // 401
 	waitFor(t, "the matching records", 30*time.Second, func() bool { return len(rcv.ids()) == 3 })
 
-	m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(stderr.String())
+	m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(l.stderr())
 	if m == nil {
-		t.Fatalf("no metrics address logged:\n%s", stderr.String())
+		t.Fatalf("no metrics address logged:\n%s", l.stderr())
 	}
 	metrics := func() string {
 		resp, err := http.Get(m[1])
@@ -555,14 +547,7 @@ sink "crashy" "held" {
 		}
 		return true
 	})
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("serve did not stop on SIGTERM\n%s", stderr.String())
-	}
+	l.signal(syscall.SIGTERM)
 }
 
 // SIGINT while a sink holds what was read: the push API stops accepting

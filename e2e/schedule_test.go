@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -38,14 +37,7 @@ sink "file" "out" {
 }
 `, in, out))
 
-	cmd := exec.Command(bin("pipeline"), "serve", "pipelines", "--metrics-addr=")
-	cmd.Dir = dir
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	l := startLive(t, dir, nil, nil, "serve", "pipelines", "--metrics-addr=")
 
 	// rows returns the row_ids in the output, in order.
 	rows := func() []string {
@@ -61,7 +53,7 @@ sink "file" "out" {
 		}
 		return ids
 	}
-	summaries := func() int { return strings.Count(stderr.String(), `msg="scheduled run succeeded"`) }
+	summaries := func() int { return strings.Count(l.stderr(), `msg="scheduled run succeeded"`) }
 
 	waitFor(t, "the first run's records", 10*time.Second, func() bool { return len(rows()) >= 3 })
 	waitFor(t, "the first run's summary", 5*time.Second, func() bool { return summaries() >= 1 })
@@ -92,7 +84,7 @@ sink "file" "out" {
 		want = append(want, line(i))
 	}
 	if len(got) != len(want) {
-		t.Fatalf("%d records out, want %d (exactly once each):\n%s\nstderr:\n%s", len(got), len(want), strings.Join(got, "\n"), stderr.String())
+		t.Fatalf("%d records out, want %d (exactly once each):\n%s\nstderr:\n%s", len(got), len(want), strings.Join(got, "\n"), l.stderr())
 	}
 	for i := range want {
 		if !jsonEqual([]byte(got[i]), []byte(want[i])) {
@@ -100,7 +92,7 @@ sink "file" "out" {
 		}
 	}
 
-	log := stderr.String()
+	log := l.stderr()
 	for _, s := range []string{
 		`msg=scheduled pipeline=sched`,
 		`schedule="@every 2s"`,
@@ -126,24 +118,16 @@ sink "file" "out" {
 		t.Fatal(err)
 	}
 	writeFile(t, hcl, string(good)+"\nsink \"file\" \"broken\" {\n")
-	waitFor(t, "a failed run", 10*time.Second, func() bool { return strings.Contains(stderr.String(), `msg="scheduled run failed"`) })
-	if !strings.Contains(stderr.String(), `error="the pipeline has errors"`) {
-		t.Errorf("the failed run's summary lacks its error:\n%s", stderr.String())
+	waitFor(t, "a failed run", 10*time.Second, func() bool { return strings.Contains(l.stderr(), `msg="scheduled run failed"`) })
+	if !strings.Contains(l.stderr(), `error="the pipeline has errors"`) {
+		t.Errorf("the failed run's summary lacks its error:\n%s", l.stderr())
 	}
 	writeFile(t, hcl, string(good))
 	before = summaries()
 	waitFor(t, "a run after the failed one", 10*time.Second, func() bool { return summaries() > before })
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, stderr.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("serve did not stop within 5 s of SIGTERM\n%s", stderr.String())
+	if code, _ := l.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("serve exited %d after SIGTERM\n%s", code, l.stderr())
 	}
 	if n := len(rows()); n != 5 {
 		t.Errorf("%d records out after shutdown, want 5", n)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -50,15 +49,7 @@ func TestServeKeepsDeliveringAndExposesMetrics(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "pipelines"), 0o755)
 	writeFile(t, filepath.Join(dir, "pipelines", "churn.hcl"), outboxHCL(input))
 
-	cmd := exec.Command(bin("pipeline"), "serve", "--poll", "200ms", "--metrics-addr", "127.0.0.1:0", "pipelines")
-	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "PIPELINE_ALLOW_PRIVATE_NETWORKS=1"), ep.env()...)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	l := startLive(t, dir, ep.env(), nil, "serve", "--poll", "200ms", "--metrics-addr", "127.0.0.1:0", "pipelines")
 
 	want := wantHighChurn(t)
 	// (Failed attempts are logged at debug level: read them from the log.)
@@ -75,9 +66,9 @@ func TestServeKeepsDeliveringAndExposesMetrics(t *testing.T) {
 	f.Close()
 	waitFor(t, "the appended record", 20*time.Second, func() bool { return ep.ids()["row_live_1"] })
 
-	m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(stderr.String())
+	m := regexp.MustCompile(`url=(http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(l.stderr())
 	if m == nil {
-		t.Fatalf("no metrics address logged:\n%s", stderr.String())
+		t.Fatalf("no metrics address logged:\n%s", l.stderr())
 	}
 	resp, err := http.Get(m[1])
 	if err != nil {
@@ -94,15 +85,7 @@ func TestServeKeepsDeliveringAndExposesMetrics(t *testing.T) {
 		}
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("serve did not stop within 15 s of SIGTERM\n%s", stderr.String())
+	if code, _ := l.signal(syscall.SIGTERM); code != 0 {
+		t.Fatalf("serve exited %d after SIGTERM\n%s", code, l.stderr())
 	}
 }
