@@ -17,7 +17,9 @@ import (
 // message, appends the field's tag and length, and hands gRPC the batch's
 // bytes as a second buffer. gRPC may still read them after SendMsg
 // returns, so the bytes must never be reused: the Encoder gives every
-// message its own. Receiving is gRPC's own.
+// message its own. Marshal clears the field while it encodes the rest and
+// sets it back, so a message must not be marshalled by two goroutines at
+// once (each Send builds its own). Receiving is gRPC's own.
 type codec struct{ std encoding.CodecV2 }
 
 // aliasBytes is the size from which the Arrow bytes are sent as they are;
