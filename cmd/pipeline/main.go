@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 
 	"github.com/spf13/cobra"
 )
@@ -46,10 +47,19 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	// PIPELINE_TRACE=file writes an execution trace of this process, in the
+	// same way (read it with go tool trace): where each process waits.
+	if path := os.Getenv("PIPELINE_TRACE"); path != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid())); err == nil {
+			trace.Start(f)
+			defer trace.Stop()
+		}
+	}
 	root := newRoot()
 	err := root.Execute()
 	if err != nil {
 		pprof.StopCPUProfile()
+		trace.Stop()
 	}
 	if err == nil {
 		return
