@@ -11,8 +11,8 @@
 // it (Source.Read), to it (Sink.Write) or through it (Transform.Transform).
 //
 // Optional abilities are separate interfaces that the SDK type-asserts for,
-// in the manner of database/sql/driver: SchemaSource, SinkCloser,
-// SinkAborter and BufferedSink.
+// in the manner of database/sql/driver: SchemaSource, Partitioner and
+// PartitionReader, SinkCloser, SinkAborter and BufferedSink.
 package sdk
 
 import (
@@ -221,6 +221,38 @@ func IDPrefix(source, origin string) string {
 // arrives.
 type SchemaSource interface {
 	Schema(ctx context.Context) (*arrow.Schema, error)
+}
+
+// Partitioner is a Source whose input splits into partitions, each read on
+// its own with a checkpoint of its own, so that several workers share the
+// source (`pipeline serve --cluster` gives each partition to one worker at
+// a time): the files of a glob, the objects under a prefix. A Source that
+// implements Partitioner must implement PartitionReader too. A Source
+// without it is one partition, named "", read with Read.
+type Partitioner interface {
+	// Partitions lists the partitions there are now, after Configure. Each
+	// name must be stable (the same part of the input has the same name in
+	// every call and every process, since the engine keeps the partition's
+	// checkpoint under it) and not empty: a file path as the glob names it,
+	// an object key. A part that is gone is left out; a new one is a new
+	// name. The SDK sorts the names and drops duplicates. The engine calls
+	// it again whenever it wants to see new partitions, so it should be as
+	// cheap as a listing.
+	Partitions(ctx context.Context) ([]string, error)
+}
+
+// PartitionReader is a Source that reads one partition (a name Partitions
+// returned) on its own. ReadPartition is Read restricted to that partition:
+// it emits the partition's records from after the position `from` (nil:
+// from the partition's beginning), which is a position that this same
+// partition's ReadPartition emitted, and returns nil once the partition is
+// drained. The positions it emits cover this partition alone. A record
+// must get the same origin (name and place) as Read gives it, so that its
+// id does not depend on whether the source was read whole or by
+// partitions. A partition that no longer exists (its file was removed)
+// reads nothing and is not an error.
+type PartitionReader interface {
+	ReadPartition(ctx context.Context, partition string, from []byte, emit Emitter) error
 }
 
 // Sink consumes records.

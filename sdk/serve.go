@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,11 @@ var logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
 func NewServer(p any) (pluginv1.PluginServer, error) {
 	switch p.(type) {
 	case Source, Sink, Transform:
+		if _, ok := p.(Partitioner); ok {
+			if _, ok := p.(PartitionReader); !ok {
+				return nil, fmt.Errorf("sdk: %T is a sdk.Partitioner but not a sdk.PartitionReader: a source that lists partitions must read them", p)
+			}
+		}
 		return &server{impl: p}, nil
 	}
 	return nil, fmt.Errorf("sdk: %T is neither a sdk.Source, a sdk.Sink nor a sdk.Transform", p)
@@ -216,6 +222,34 @@ func (s *server) Schema(ctx context.Context, _ *pluginv1.SchemaRequest) (*plugin
 	return &pluginv1.SchemaResponse{ArrowSchema: data}, nil
 }
 
+// Partitions answers a Partitioner's partitions, sorted and without
+// duplicates, and partitioned = false for any other source.
+func (s *server) Partitions(ctx context.Context, _ *pluginv1.PartitionsRequest) (*pluginv1.PartitionsResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if _, ok := s.impl.(Source); !ok {
+		return nil, status.Error(codes.Unimplemented, "plugin is not a source")
+	}
+	pt, ok := s.impl.(Partitioner)
+	if !ok {
+		return &pluginv1.PartitionsResponse{}, nil
+	}
+	parts, err := pt.Partitions(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	parts = slices.Clone(parts)
+	slices.Sort(parts)
+	parts = slices.Compact(parts)
+	if len(parts) > 0 && parts[0] == "" {
+		return nil, status.Error(codes.Unknown, "a partition has an empty name (the name of the one partition of a source that is not partitioned)")
+	}
+	return &pluginv1.PartitionsResponse{Partitions: parts, Partitioned: true}, nil
+}
+
+// Read reads the whole source (partition ""), or one partition of a
+// PartitionReader.
 func (s *server) Read(req *pluginv1.ReadRequest, stream pluginv1.Plugin_ReadServer) error {
 	if err := s.ready(); err != nil {
 		return err
@@ -224,12 +258,22 @@ func (s *server) Read(req *pluginv1.ReadRequest, stream pluginv1.Plugin_ReadServ
 	if !ok {
 		return status.Error(codes.Unimplemented, "plugin is not a source")
 	}
+	read := src.Read
+	if req.Partition != "" {
+		pr, ok := s.impl.(PartitionReader)
+		if !ok {
+			return status.Errorf(codes.InvalidArgument, "source %q cannot read partition %q: it is not partitioned (it reads as one partition, named \"\")", src.Info().Type, req.Partition)
+		}
+		read = func(ctx context.Context, from []byte, emit Emitter) error {
+			return pr.ReadPartition(ctx, req.Partition, from, emit)
+		}
+	}
 	em := &emitter{stream: stream, enc: wire.NewEncoder(nil)}
 	var from []byte
 	if len(req.Checkpoint) > 0 {
 		from = req.Checkpoint
 	}
-	if err := src.Read(stream.Context(), from, em); err != nil {
+	if err := read(stream.Context(), from, em); err != nil {
 		return toStatus(err)
 	}
 	if em.skipped > 0 {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,6 +73,11 @@ type Plugin struct {
 	buffered bool
 	// configWarnings are what Configure answered (sdk.Config.Warn).
 	configWarnings []string
+
+	// partMu guards partitioned: what Partitions answered, once asked
+	// (0 not yet, 1 partitioned, 2 not).
+	partMu      sync.Mutex
+	partitioned int
 }
 
 // Buffered reports whether the plugin said (in Describe) that it is a
@@ -343,10 +349,73 @@ type ReadMsg struct {
 	IDs []string
 }
 
+// Partitions asks a configured source which partitions it splits into now
+// (sorted, each a stable name; sdk.Partitioner). partitioned is false for
+// a source that cannot split: it is one partition, named "", read with
+// Read. A plugin built before partitions existed answers Unimplemented,
+// which is partitioned = false too.
+func (p *Plugin) Partitions(ctx context.Context) (parts []string, partitioned bool, err error) {
+	resp, err := p.rpc.Partitions(ctx, &pluginv1.PartitionsRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		p.notePartitioned(false)
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, p.errOp("partitions", err)
+	}
+	p.notePartitioned(resp.Partitioned)
+	if !resp.Partitioned {
+		return nil, false, nil
+	}
+	if !slices.IsSorted(resp.Partitions) {
+		return nil, false, p.Err(fmt.Errorf("partitions: the plugin's partitions are not sorted: %q", resp.Partitions))
+	}
+	return resp.Partitions, true, nil
+}
+
+func (p *Plugin) notePartitioned(yes bool) {
+	p.partMu.Lock()
+	defer p.partMu.Unlock()
+	p.partitioned = 2
+	if yes {
+		p.partitioned = 1
+	}
+}
+
 // Read streams a source's batches from the checkpoint to fn. It returns when
 // the source is drained, fn fails, or ctx ends.
 func (p *Plugin) Read(ctx context.Context, checkpoint []byte, fn func(ReadMsg) error) error {
-	stream, err := p.rpc.Read(ctx, &pluginv1.ReadRequest{Checkpoint: checkpoint})
+	return p.read(ctx, &pluginv1.ReadRequest{Checkpoint: checkpoint}, fn)
+}
+
+// ReadPartition is Read of one partition (a name Partitions gave), from
+// a position that this partition's read emitted (nil: its beginning); the
+// positions it hands fn cover that partition alone. Partition "" is the
+// whole source, as Read. A source that is not partitioned is refused
+// before anything is read: a plugin built before partitions would not
+// understand the request and would read everything.
+func (p *Plugin) ReadPartition(ctx context.Context, partition string, from []byte, fn func(ReadMsg) error) error {
+	if partition != "" {
+		p.partMu.Lock()
+		known := p.partitioned
+		p.partMu.Unlock()
+		if known == 0 {
+			if _, _, err := p.Partitions(ctx); err != nil {
+				return err
+			}
+			p.partMu.Lock()
+			known = p.partitioned
+			p.partMu.Unlock()
+		}
+		if known != 1 {
+			return &Error{Plugin: p.spec.Label(), Msg: fmt.Sprintf("read partition %q: the source is not partitioned (it reads as one partition, named \"\")", partition)}
+		}
+	}
+	return p.read(ctx, &pluginv1.ReadRequest{Checkpoint: from, Partition: partition}, fn)
+}
+
+func (p *Plugin) read(ctx context.Context, req *pluginv1.ReadRequest, fn func(ReadMsg) error) error {
+	stream, err := p.rpc.Read(ctx, req)
 	if err != nil {
 		return p.errOp("read", err)
 	}

@@ -18,7 +18,9 @@ import (
 // pattern): with PIPELINE_HOST_TEST_PLUGIN set it serves a source, or a
 // transform for the modes starting with "transform".
 func TestMain(m *testing.M) {
-	if mode := os.Getenv("PIPELINE_HOST_TEST_PLUGIN"); strings.HasPrefix(mode, "transform") {
+	if mode := os.Getenv("PIPELINE_HOST_TEST_PLUGIN"); servePartitionModes(mode) {
+		os.Exit(0)
+	} else if strings.HasPrefix(mode, "transform") {
 		sdk.Serve(&testTransform{mode: mode})
 		os.Exit(0)
 	} else if mode != "" {

@@ -185,6 +185,27 @@ type SourcePlugin interface {
 	Read(ctx context.Context, checkpoint []byte, fn func(host.ReadMsg) error) error
 }
 
+// PartitionedSource is a SourcePlugin that may split into partitions, each
+// read on its own with a checkpoint of its own (`pipeline serve --cluster`
+// gives each to one worker at a time). The engine type-asserts for it on
+// Source.Plugin; *host.Plugin has it. Having it does not make a source
+// partitioned: Partitions says whether it is.
+type PartitionedSource interface {
+	SourcePlugin
+	// Partitions lists the source's partitions now, sorted, each a stable
+	// name. partitioned is false for a source that cannot split (a table,
+	// a push source, a plugin built before partitions): it is one
+	// partition, named "", read with Read.
+	Partitions(ctx context.Context) (parts []string, partitioned bool, err error)
+	// ReadPartition reads one partition from a position that the same
+	// partition's ReadPartition emitted (nil: its beginning); the positions
+	// it emits cover that partition alone. Partition "" is Read. A
+	// partition that no longer exists reads nothing.
+	ReadPartition(ctx context.Context, partition string, from []byte, fn func(host.ReadMsg) error) error
+}
+
+var _ PartitionedSource = (*host.Plugin)(nil)
+
 // SinkPlugin opens a sink's stream.
 type SinkPlugin interface {
 	OpenStream(ctx context.Context) (SinkStream, error)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -39,6 +40,8 @@ const (
 
 var _ sdk.Source = (*Source)(nil)
 var _ sdk.SchemaSource = (*Source)(nil)
+var _ sdk.Partitioner = (*Source)(nil)
+var _ sdk.PartitionReader = (*Source)(nil)
 
 // Source reads files.
 type Source struct {
@@ -112,7 +115,7 @@ func (s *Source) files() ([]string, error) {
 		return out, nil
 	}
 	if filepath.IsAbs(s.cfg.Path) {
-		return nil, fmt.Errorf("path %q matches no files", s.cfg.Path)
+		return nil, &noFilesError{fmt.Sprintf("path %q matches no files", s.cfg.Path)}
 	}
 	abs, _ := filepath.Abs(s.cfg.Path)
 	looked := []string{abs}
@@ -124,8 +127,13 @@ func (s *Source) files() ([]string, error) {
 			looked = append(looked, there)
 		}
 	}
-	return nil, fmt.Errorf("path %q matches no files (looked in %s)", s.cfg.Path, strings.Join(looked, " and "))
+	return nil, &noFilesError{fmt.Sprintf("path %q matches no files (looked in %s)", s.cfg.Path, strings.Join(looked, " and "))}
 }
+
+// noFilesError is files' error when the path matches no file.
+type noFilesError struct{ msg string }
+
+func (e *noFilesError) Error() string { return e.msg }
 
 // glob lists the regular files that pattern matches, sorted.
 func glob(pattern string) ([]string, error) {
@@ -287,14 +295,9 @@ func (s *Source) Schema(ctx context.Context) (*arrow.Schema, error) {
 
 // Read reads every file from where the checkpoint left it.
 func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error {
-	pos := position{Files: map[string]filePos{}}
-	if len(from) > 0 {
-		if err := json.Unmarshal(from, &pos); err != nil {
-			return fmt.Errorf("checkpoint is not one this plugin wrote (%v); reset it with `pipeline state reset`", err)
-		}
-		if pos.Files == nil {
-			pos.Files = map[string]filePos{}
-		}
+	pos, err := decodePosition(from)
+	if err != nil {
+		return err
 	}
 	files, err := s.files()
 	if err != nil {
@@ -304,20 +307,93 @@ func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var err error
-		switch s.cfg.Format {
-		case "csv":
-			err = s.readCSV(ctx, f, &pos, emit)
-		case "parquet":
-			err = s.readParquet(ctx, f, &pos, emit)
-		default:
-			err = s.readJSONL(ctx, f, &pos, emit)
-		}
-		if err != nil {
+		if err := s.readFile(ctx, f, &pos, emit); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readFile reads one file from where pos has it, in the source's format.
+func (s *Source) readFile(ctx context.Context, path string, pos *position, emit sdk.Emitter) error {
+	switch s.cfg.Format {
+	case "csv":
+		return s.readCSV(ctx, path, pos, emit)
+	case "parquet":
+		return s.readParquet(ctx, path, pos, emit)
+	default:
+		return s.readJSONL(ctx, path, pos, emit)
+	}
+}
+
+// Partitions are the files the path matches now, one partition each, named
+// as positions and record origins name them (see origin), sorted. A path
+// that matches no file is the same error as for Read.
+func (s *Source) Partitions(context.Context) ([]string, error) {
+	files, err := s.files()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = s.origin(f)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// ReadPartition reads one file, the one the path matches now under the
+// name partition, from where from has it, exactly as Read reads it (the
+// same batches, origins and places); its positions hold that file alone, in
+// Read's encoding. from may also be a whole-source checkpoint: only the
+// file's own entry is taken from it. A file that is no longer there reads
+// nothing.
+func (s *Source) ReadPartition(ctx context.Context, partition string, from []byte, emit sdk.Emitter) error {
+	all, err := decodePosition(from)
+	if err != nil {
+		return err
+	}
+	files, err := s.files()
+	var none *noFilesError
+	if err != nil && !errors.As(err, &none) {
+		return err
+	}
+	path := ""
+	for _, f := range files {
+		if s.origin(f) == partition {
+			path = f
+			break
+		}
+	}
+	if path == "" {
+		sdk.Logger().Warn("the partition's file is no longer there (removed or renamed); nothing to read", "partition", partition, "path", s.cfg.Path)
+		return nil
+	}
+	pos := position{Files: map[string]filePos{}}
+	if fp, ok := all.Files[partition]; ok {
+		pos.Files[partition] = fp
+	}
+	err = s.readFile(ctx, path, &pos, emit)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed between the listing and opening it.
+		sdk.Logger().Warn("the partition's file is no longer there (removed or renamed); nothing to read", "partition", partition, "file", path)
+		return nil
+	}
+	return err
+}
+
+// decodePosition reads a checkpoint; nil or empty is the beginning.
+func decodePosition(from []byte) (position, error) {
+	pos := position{Files: map[string]filePos{}}
+	if len(from) > 0 {
+		if err := json.Unmarshal(from, &pos); err != nil {
+			return pos, fmt.Errorf("checkpoint is not one this plugin wrote (%v); reset it with `pipeline state reset`", err)
+		}
+		if pos.Files == nil {
+			pos.Files = map[string]filePos{}
+		}
+	}
+	return pos, nil
 }
 
 func (p *position) encode() []byte {
@@ -483,7 +559,11 @@ func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit s
 		fp.Offset, fp.Line = int64(len(header)), 1
 	}
 	base, baseLine := fp.Offset, fp.Line
-	cr, err := arrowcsv.NewReader(io.MultiReader(bytes.NewReader(header), body), arrowcsv.ReaderOptions{})
+	// The lines consumed are counted by newline, not taken from the start
+	// line of the last record: a quoted field may span lines.
+	nl := &newlines{r: io.MultiReader(bytes.NewReader(header), body)}
+	headerLines := int64(bytes.Count(header, []byte("\n")))
+	cr, err := arrowcsv.NewReader(nl, arrowcsv.ReaderOptions{})
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
@@ -506,7 +586,7 @@ func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit s
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		fp.Offset = base + cr.Offset() - int64(len(header))
-		fp.Line = baseLine + int64(cr.Line()) - 1
+		fp.Line = baseLine + nl.before(cr.Offset()) - headerLines
 		pos.Files[name] = fp
 		lines := append([]int64(nil), cr.Lines()...)
 		for i := range lines {
@@ -519,4 +599,40 @@ func (s *Source) readCSV(ctx context.Context, path string, pos *position, emit s
 			return err
 		}
 	}
+}
+
+// newlines counts the newlines of what is read through it, so that the
+// lines before an offset the CSV reader reports are known (the reader
+// reads ahead of the records it returns).
+type newlines struct {
+	r       io.Reader
+	off     int64   // bytes read
+	pending []int64 // offsets just past each newline not yet counted
+	counted int64
+}
+
+func (n *newlines) Read(p []byte) (int, error) {
+	k, err := n.r.Read(p)
+	for i := 0; i < k; {
+		j := bytes.IndexByte(p[i:k], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		n.pending = append(n.pending, n.off+int64(i))
+	}
+	n.off += int64(k)
+	return k, err
+}
+
+// before is the number of newlines before offset; offsets must not
+// decrease from call to call.
+func (n *newlines) before(offset int64) int64 {
+	k := 0
+	for k < len(n.pending) && n.pending[k] <= offset {
+		k++
+	}
+	n.counted += int64(k)
+	n.pending = append(n.pending[:0], n.pending[k:]...)
+	return n.counted
 }

@@ -283,3 +283,31 @@ func TestSourceConformance(t *testing.T) {
 		Want: []string{`{"row_id":"a","n":1}`, `{"row_id":"b","m":{"q":"x"}}`, `{"row_id":"c"}`},
 	})
 }
+
+// A batch that ends with a record spanning lines (a quoted newline) leaves
+// a position that counts all its lines, so a resumed run gives the records
+// after it the lines (and so the ids) a run from the start gives them.
+func TestCSVResumeAfterAMultiLineRecordKeepsLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "calls.csv")
+	write(t, path, "id,text\n1,one\n2,\"two\nlines\"\n3,three\n")
+	s := newSource(t, map[string]any{"path": path, "format": "csv"})
+	whole := &positionsEmitter{}
+	if err := s.Read(context.Background(), nil, whole); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := json.Marshal(whole.places); string(got) != "[2,3,5]" {
+		t.Fatalf("lines %s, want [2,3,5]", got)
+	}
+	rest := &collect{}
+	if err := s.Read(context.Background(), whole.pos[0], rest); err != nil {
+		t.Fatal(err)
+	}
+	if len(rest.places) != 1 || rest.places[0] != 5 {
+		t.Fatalf("resumed after the multi-line record: lines %v, want [5]", rest.places)
+	}
+	var pos position
+	json.Unmarshal(whole.pos[0], &pos)
+	if fp := pos.Files[path]; fp.Line != 4 || fp.Offset != 28 {
+		t.Errorf("position after the multi-line record: %+v, want line 4, offset 28", fp)
+	}
+}

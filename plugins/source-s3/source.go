@@ -46,8 +46,10 @@ const (
 )
 
 var (
-	_ sdk.Source       = (*Source)(nil)
-	_ sdk.SchemaSource = (*Source)(nil)
+	_ sdk.Source          = (*Source)(nil)
+	_ sdk.SchemaSource    = (*Source)(nil)
+	_ sdk.Partitioner     = (*Source)(nil)
+	_ sdk.PartitionReader = (*Source)(nil)
 )
 
 // Source reads the objects under a prefix.
@@ -232,6 +234,66 @@ func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error 
 		}
 	}
 	return nil
+}
+
+// Partitions are the objects under the prefix now, one partition each,
+// named by key (the records' origin), in key order; hidden ones are left
+// out, as Read leaves them.
+func (s *Source) Partitions(ctx context.Context) ([]string, error) {
+	objs, err := s.list(ctx, "", 0)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	return keys, nil
+}
+
+// ReadPartition reads one object, the current version of the key
+// partition, exactly as Read reads it (the same batches, origins and
+// places), from where from has it: a position this partition's read
+// emitted, or a whole-source checkpoint, of which only what concerns this
+// object counts. Its positions are in Read's encoding and hold this object
+// alone: its cursor while inside it, then its hash as finished. An object
+// that is not there (deleted) reads nothing.
+func (s *Source) ReadPartition(ctx context.Context, partition string, from []byte, emit sdk.Emitter) error {
+	all, err := decodePosition(from, s.cfg.TrackObjects)
+	if err != nil {
+		return err
+	}
+	o, ok, err := s.lookup(ctx, partition)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		sdk.Logger().Warn("the partition's object is no longer there (deleted); nothing to read", "object", s.url(partition))
+		return nil
+	}
+	if all.finished(o) {
+		return nil
+	}
+	t := &tracker{pos: position{V: positionVersion, Cur: all.resume(o)}, limit: s.cfg.TrackObjects, keys: map[uint64]string{}}
+	return s.readObject(ctx, o, t, emit)
+}
+
+// lookup finds the object key as a listing shows it, if it is one that
+// the source reads.
+func (s *Source) lookup(ctx context.Context, key string) (object, bool, error) {
+	if key == "" || !strings.HasPrefix(key, s.cfg.Prefix) || s.hidden(key) {
+		return object{}, false, nil
+	}
+	out, err := s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(key), MaxKeys: aws.Int32(1)})
+	if err != nil {
+		return object{}, false, s.fail(key, "list objects", err)
+	}
+	if len(out.Contents) == 0 || aws.ToString(out.Contents[0].Key) != key {
+		return object{}, false, nil
+	}
+	c := out.Contents[0]
+	etag := strings.Trim(aws.ToString(c.ETag), `"`)
+	return object{Key: key, ETag: etag, Size: aws.ToInt64(c.Size), hash: objectHash(key, etag)}, true, nil
 }
 
 // readObject reads one object from its cursor, or from the start.

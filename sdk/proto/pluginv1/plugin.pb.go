@@ -133,7 +133,7 @@ func (x Circuit_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Circuit_State.Descriptor instead.
 func (Circuit_State) EnumDescriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{31, 0}
+	return file_plugin_proto_rawDescGZIP(), []int{33, 0}
 }
 
 type DescribeRequest struct {
@@ -616,17 +616,119 @@ func (x *SchemaResponse) GetArrowSchema() []byte {
 	return nil
 }
 
+type PartitionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionsRequest) Reset() {
+	*x = PartitionsRequest{}
+	mi := &file_plugin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionsRequest) ProtoMessage() {}
+
+func (x *PartitionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionsRequest.ProtoReflect.Descriptor instead.
+func (*PartitionsRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{7}
+}
+
+type PartitionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The partitions there are now, sorted, each named stably: the same part
+	// of the input has the same name in every call and every process (a file
+	// path as the glob names it, an object key), so a checkpoint kept under
+	// the name stays its own. A part that disappears is left out; one that
+	// appears is a new name. Empty when partitioned and nothing is there yet.
+	Partitions []string `protobuf:"bytes,1,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// False: the source cannot be split (a table, a push source's inbox); it
+	// is one partition, named "", read as a whole, and partitions is empty.
+	Partitioned   bool `protobuf:"varint,2,opt,name=partitioned,proto3" json:"partitioned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionsResponse) Reset() {
+	*x = PartitionsResponse{}
+	mi := &file_plugin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionsResponse) ProtoMessage() {}
+
+func (x *PartitionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionsResponse.ProtoReflect.Descriptor instead.
+func (*PartitionsResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PartitionsResponse) GetPartitions() []string {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *PartitionsResponse) GetPartitioned() bool {
+	if x != nil {
+		return x.Partitioned
+	}
+	return false
+}
+
 type ReadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The position of the last committed batch; empty to start from the beginning.
-	Checkpoint    []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Empty: read the whole source, as it always has been. Otherwise read
+	// only this partition (a name from Partitions), starting after
+	// checkpoint, which is a position that this partition's Read emitted (or
+	// empty: from its beginning); the positions emitted then cover this
+	// partition alone. A partition that no longer exists reads nothing. A
+	// source that cannot read partitions answers INVALID_ARGUMENT.
+	Partition     string `protobuf:"bytes,2,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_plugin_proto_msgTypes[7]
+	mi := &file_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +740,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[7]
+	mi := &file_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +753,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{7}
+	return file_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadRequest) GetCheckpoint() []byte {
@@ -659,6 +761,13 @@ func (x *ReadRequest) GetCheckpoint() []byte {
 		return x.Checkpoint
 	}
 	return nil
+}
+
+func (x *ReadRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
 }
 
 type ReadResponse struct {
@@ -689,7 +798,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_plugin_proto_msgTypes[8]
+	mi := &file_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +810,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[8]
+	mi := &file_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +823,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReadResponse) GetArrow() []byte {
@@ -790,7 +899,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +911,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[9]
+	mi := &file_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +924,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WriteRequest) GetSeq() uint64 {
@@ -856,7 +965,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +977,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[10]
+	mi := &file_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +990,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WriteResponse) GetSeq() uint64 {
@@ -904,7 +1013,7 @@ type TransformRequest struct {
 
 func (x *TransformRequest) Reset() {
 	*x = TransformRequest{}
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1025,7 @@ func (x *TransformRequest) String() string {
 func (*TransformRequest) ProtoMessage() {}
 
 func (x *TransformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[11]
+	mi := &file_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1038,7 @@ func (x *TransformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformRequest.ProtoReflect.Descriptor instead.
 func (*TransformRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{11}
+	return file_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransformRequest) GetSeq() uint64 {
@@ -975,7 +1084,7 @@ type TransformResponse struct {
 
 func (x *TransformResponse) Reset() {
 	*x = TransformResponse{}
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1096,7 @@ func (x *TransformResponse) String() string {
 func (*TransformResponse) ProtoMessage() {}
 
 func (x *TransformResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[12]
+	mi := &file_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1109,7 @@ func (x *TransformResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransformResponse.ProtoReflect.Descriptor instead.
 func (*TransformResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{12}
+	return file_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransformResponse) GetSeq() uint64 {
@@ -1040,7 +1149,7 @@ type InboxRequestsRequest struct {
 
 func (x *InboxRequestsRequest) Reset() {
 	*x = InboxRequestsRequest{}
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1161,7 @@ func (x *InboxRequestsRequest) String() string {
 func (*InboxRequestsRequest) ProtoMessage() {}
 
 func (x *InboxRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[13]
+	mi := &file_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1174,7 @@ func (x *InboxRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxRequestsRequest.ProtoReflect.Descriptor instead.
 func (*InboxRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{13}
+	return file_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InboxRequestsRequest) GetByStatus() map[int32]int64 {
@@ -1083,7 +1192,7 @@ type InboxRequestsResponse struct {
 
 func (x *InboxRequestsResponse) Reset() {
 	*x = InboxRequestsResponse{}
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1204,7 @@ func (x *InboxRequestsResponse) String() string {
 func (*InboxRequestsResponse) ProtoMessage() {}
 
 func (x *InboxRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[14]
+	mi := &file_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1217,7 @@ func (x *InboxRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxRequestsResponse.ProtoReflect.Descriptor instead.
 func (*InboxRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{14}
+	return file_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 type InboxEntry struct {
@@ -1131,7 +1240,7 @@ type InboxEntry struct {
 
 func (x *InboxEntry) Reset() {
 	*x = InboxEntry{}
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1252,7 @@ func (x *InboxEntry) String() string {
 func (*InboxEntry) ProtoMessage() {}
 
 func (x *InboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[15]
+	mi := &file_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1265,7 @@ func (x *InboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxEntry.ProtoReflect.Descriptor instead.
 func (*InboxEntry) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{15}
+	return file_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InboxEntry) GetRecords() []byte {
@@ -1210,7 +1319,7 @@ type InboxAppendRequest struct {
 
 func (x *InboxAppendRequest) Reset() {
 	*x = InboxAppendRequest{}
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1331,7 @@ func (x *InboxAppendRequest) String() string {
 func (*InboxAppendRequest) ProtoMessage() {}
 
 func (x *InboxAppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[16]
+	mi := &file_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1344,7 @@ func (x *InboxAppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxAppendRequest.ProtoReflect.Descriptor instead.
 func (*InboxAppendRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{16}
+	return file_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *InboxAppendRequest) GetEntries() []*InboxEntry {
@@ -1259,7 +1368,7 @@ type InboxAppendResult struct {
 
 func (x *InboxAppendResult) Reset() {
 	*x = InboxAppendResult{}
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1380,7 @@ func (x *InboxAppendResult) String() string {
 func (*InboxAppendResult) ProtoMessage() {}
 
 func (x *InboxAppendResult) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[17]
+	mi := &file_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1393,7 @@ func (x *InboxAppendResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxAppendResult.ProtoReflect.Descriptor instead.
 func (*InboxAppendResult) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{17}
+	return file_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InboxAppendResult) GetFirst() int64 {
@@ -1319,7 +1428,7 @@ type InboxAppendResponse struct {
 
 func (x *InboxAppendResponse) Reset() {
 	*x = InboxAppendResponse{}
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1440,7 @@ func (x *InboxAppendResponse) String() string {
 func (*InboxAppendResponse) ProtoMessage() {}
 
 func (x *InboxAppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[18]
+	mi := &file_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1453,7 @@ func (x *InboxAppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxAppendResponse.ProtoReflect.Descriptor instead.
 func (*InboxAppendResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{18}
+	return file_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InboxAppendResponse) GetResults() []*InboxAppendResult {
@@ -1372,7 +1481,7 @@ type InboxReadRequest struct {
 
 func (x *InboxReadRequest) Reset() {
 	*x = InboxReadRequest{}
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1493,7 @@ func (x *InboxReadRequest) String() string {
 func (*InboxReadRequest) ProtoMessage() {}
 
 func (x *InboxReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[19]
+	mi := &file_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1506,7 @@ func (x *InboxReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxReadRequest.ProtoReflect.Descriptor instead.
 func (*InboxReadRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{19}
+	return file_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InboxReadRequest) GetAfter() int64 {
@@ -1427,7 +1536,7 @@ type InboxStored struct {
 
 func (x *InboxStored) Reset() {
 	*x = InboxStored{}
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1548,7 @@ func (x *InboxStored) String() string {
 func (*InboxStored) ProtoMessage() {}
 
 func (x *InboxStored) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[20]
+	mi := &file_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1561,7 @@ func (x *InboxStored) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxStored.ProtoReflect.Descriptor instead.
 func (*InboxStored) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{20}
+	return file_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InboxStored) GetFirst() int64 {
@@ -1499,7 +1608,7 @@ type InboxReadResponse struct {
 
 func (x *InboxReadResponse) Reset() {
 	*x = InboxReadResponse{}
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1620,7 @@ func (x *InboxReadResponse) String() string {
 func (*InboxReadResponse) ProtoMessage() {}
 
 func (x *InboxReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[21]
+	mi := &file_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1633,7 @@ func (x *InboxReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxReadResponse.ProtoReflect.Descriptor instead.
 func (*InboxReadResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{21}
+	return file_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InboxReadResponse) GetEntries() []*InboxStored {
@@ -1542,7 +1651,7 @@ type InboxStatusRequest struct {
 
 func (x *InboxStatusRequest) Reset() {
 	*x = InboxStatusRequest{}
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1663,7 @@ func (x *InboxStatusRequest) String() string {
 func (*InboxStatusRequest) ProtoMessage() {}
 
 func (x *InboxStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[22]
+	mi := &file_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1676,7 @@ func (x *InboxStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxStatusRequest.ProtoReflect.Descriptor instead.
 func (*InboxStatusRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{22}
+	return file_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 type InboxStatusResponse struct {
@@ -1583,7 +1692,7 @@ type InboxStatusResponse struct {
 
 func (x *InboxStatusResponse) Reset() {
 	*x = InboxStatusResponse{}
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1704,7 @@ func (x *InboxStatusResponse) String() string {
 func (*InboxStatusResponse) ProtoMessage() {}
 
 func (x *InboxStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[23]
+	mi := &file_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1717,7 @@ func (x *InboxStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboxStatusResponse.ProtoReflect.Descriptor instead.
 func (*InboxStatusResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{23}
+	return file_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InboxStatusResponse) GetPending() int64 {
@@ -1650,7 +1759,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1771,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[24]
+	mi := &file_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1784,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{24}
+	return file_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Delivery) GetId() string {
@@ -1736,7 +1845,7 @@ type EnqueueRequest struct {
 
 func (x *EnqueueRequest) Reset() {
 	*x = EnqueueRequest{}
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1857,7 @@ func (x *EnqueueRequest) String() string {
 func (*EnqueueRequest) ProtoMessage() {}
 
 func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[25]
+	mi := &file_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1870,7 @@ func (x *EnqueueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueRequest.ProtoReflect.Descriptor instead.
 func (*EnqueueRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{25}
+	return file_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnqueueRequest) GetDeliveries() []*Delivery {
@@ -1783,7 +1892,7 @@ type EnqueueResponse struct {
 
 func (x *EnqueueResponse) Reset() {
 	*x = EnqueueResponse{}
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1795,7 +1904,7 @@ func (x *EnqueueResponse) String() string {
 func (*EnqueueResponse) ProtoMessage() {}
 
 func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[26]
+	mi := &file_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1808,7 +1917,7 @@ func (x *EnqueueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnqueueResponse.ProtoReflect.Descriptor instead.
 func (*EnqueueResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{26}
+	return file_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EnqueueResponse) GetAdded() uint32 {
@@ -1840,7 +1949,7 @@ type LeaseRequest struct {
 
 func (x *LeaseRequest) Reset() {
 	*x = LeaseRequest{}
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +1961,7 @@ func (x *LeaseRequest) String() string {
 func (*LeaseRequest) ProtoMessage() {}
 
 func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[27]
+	mi := &file_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +1974,7 @@ func (x *LeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{27}
+	return file_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LeaseRequest) GetMax() uint32 {
@@ -1901,7 +2010,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2022,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[28]
+	mi := &file_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2035,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{28}
+	return file_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LeaseResponse) GetDeliveries() []*Delivery {
@@ -1956,7 +2065,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2077,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[29]
+	mi := &file_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2090,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{29}
+	return file_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Attempt) GetAtUnixMs() int64 {
@@ -2033,7 +2142,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2154,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[30]
+	mi := &file_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2167,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{30}
+	return file_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Result) GetId() string {
@@ -2109,7 +2218,7 @@ type Circuit struct {
 
 func (x *Circuit) Reset() {
 	*x = Circuit{}
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2230,7 @@ func (x *Circuit) String() string {
 func (*Circuit) ProtoMessage() {}
 
 func (x *Circuit) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[31]
+	mi := &file_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2243,7 @@ func (x *Circuit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Circuit.ProtoReflect.Descriptor instead.
 func (*Circuit) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{31}
+	return file_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Circuit) GetEndpoint() string {
@@ -2175,7 +2284,7 @@ type RecordRequest struct {
 
 func (x *RecordRequest) Reset() {
 	*x = RecordRequest{}
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2296,7 @@ func (x *RecordRequest) String() string {
 func (*RecordRequest) ProtoMessage() {}
 
 func (x *RecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[32]
+	mi := &file_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2309,7 @@ func (x *RecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{32}
+	return file_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RecordRequest) GetResults() []*Result {
@@ -2225,7 +2334,7 @@ type RecordResponse struct {
 
 func (x *RecordResponse) Reset() {
 	*x = RecordResponse{}
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2346,7 @@ func (x *RecordResponse) String() string {
 func (*RecordResponse) ProtoMessage() {}
 
 func (x *RecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[33]
+	mi := &file_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2359,7 @@ func (x *RecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordResponse.ProtoReflect.Descriptor instead.
 func (*RecordResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{33}
+	return file_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 type PendingRequest struct {
@@ -2261,7 +2370,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2382,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[34]
+	mi := &file_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2395,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{34}
+	return file_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 type PendingResponse struct {
@@ -2307,7 +2416,7 @@ type PendingResponse struct {
 
 func (x *PendingResponse) Reset() {
 	*x = PendingResponse{}
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2428,7 @@ func (x *PendingResponse) String() string {
 func (*PendingResponse) ProtoMessage() {}
 
 func (x *PendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[35]
+	mi := &file_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2441,7 @@ func (x *PendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingResponse.ProtoReflect.Descriptor instead.
 func (*PendingResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{35}
+	return file_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PendingResponse) GetPending() uint64 {
@@ -2389,7 +2498,7 @@ type SetRetentionRequest struct {
 
 func (x *SetRetentionRequest) Reset() {
 	*x = SetRetentionRequest{}
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2510,7 @@ func (x *SetRetentionRequest) String() string {
 func (*SetRetentionRequest) ProtoMessage() {}
 
 func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[36]
+	mi := &file_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2523,7 @@ func (x *SetRetentionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionRequest.ProtoReflect.Descriptor instead.
 func (*SetRetentionRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{36}
+	return file_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetRetentionRequest) GetDeliveredMs() int64 {
@@ -2446,7 +2555,7 @@ type SetRetentionResponse struct {
 
 func (x *SetRetentionResponse) Reset() {
 	*x = SetRetentionResponse{}
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2567,7 @@ func (x *SetRetentionResponse) String() string {
 func (*SetRetentionResponse) ProtoMessage() {}
 
 func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[37]
+	mi := &file_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2580,7 @@ func (x *SetRetentionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRetentionResponse.ProtoReflect.Descriptor instead.
 func (*SetRetentionResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{37}
+	return file_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 type PausedRequest struct {
@@ -2482,7 +2591,7 @@ type PausedRequest struct {
 
 func (x *PausedRequest) Reset() {
 	*x = PausedRequest{}
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2603,7 @@ func (x *PausedRequest) String() string {
 func (*PausedRequest) ProtoMessage() {}
 
 func (x *PausedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[38]
+	mi := &file_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2616,7 @@ func (x *PausedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PausedRequest.ProtoReflect.Descriptor instead.
 func (*PausedRequest) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{38}
+	return file_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 type PausedResponse struct {
@@ -2519,7 +2628,7 @@ type PausedResponse struct {
 
 func (x *PausedResponse) Reset() {
 	*x = PausedResponse{}
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2640,7 @@ func (x *PausedResponse) String() string {
 func (*PausedResponse) ProtoMessage() {}
 
 func (x *PausedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plugin_proto_msgTypes[39]
+	mi := &file_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2653,7 @@ func (x *PausedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PausedResponse.ProtoReflect.Descriptor instead.
 func (*PausedResponse) Descriptor() ([]byte, []int) {
-	return file_plugin_proto_rawDescGZIP(), []int{39}
+	return file_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PausedResponse) GetPaused() bool {
@@ -2593,11 +2702,18 @@ const file_plugin_proto_rawDesc = "" +
 	"\bwarnings\x18\x01 \x03(\tR\bwarnings\"\x0f\n" +
 	"\rSchemaRequest\"3\n" +
 	"\x0eSchemaResponse\x12!\n" +
-	"\farrow_schema\x18\x01 \x01(\fR\varrowSchema\"-\n" +
+	"\farrow_schema\x18\x01 \x01(\fR\varrowSchema\"\x13\n" +
+	"\x11PartitionsRequest\"V\n" +
+	"\x12PartitionsResponse\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\tR\n" +
+	"partitions\x12 \n" +
+	"\vpartitioned\x18\x02 \x01(\bR\vpartitioned\"K\n" +
 	"\vReadRequest\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
-	"checkpoint\"\xcf\x01\n" +
+	"checkpoint\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\tR\tpartition\"\xcf\x01\n" +
 	"\fReadResponse\x12\x14\n" +
 	"\x05arrow\x18\x01 \x01(\fR\x05arrow\x12\x1a\n" +
 	"\bposition\x18\x02 \x01(\fR\bposition\x12\x12\n" +
@@ -2738,11 +2854,13 @@ const file_plugin_proto_rawDesc = "" +
 	"\tDELIVERED\x10\x00\x12\t\n" +
 	"\x05RETRY\x10\x01\x12\b\n" +
 	"\x04DEAD\x10\x02\x12\v\n" +
-	"\aRELEASE\x10\x032\x87\x04\n" +
+	"\aRELEASE\x10\x032\xe4\x04\n" +
 	"\x06Plugin\x12U\n" +
 	"\bDescribe\x12#.pipeline.plugin.v1.DescribeRequest\x1a$.pipeline.plugin.v1.DescribeResponse\x12X\n" +
 	"\tConfigure\x12$.pipeline.plugin.v1.ConfigureRequest\x1a%.pipeline.plugin.v1.ConfigureResponse\x12O\n" +
-	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12K\n" +
+	"\x06Schema\x12!.pipeline.plugin.v1.SchemaRequest\x1a\".pipeline.plugin.v1.SchemaResponse\x12[\n" +
+	"\n" +
+	"Partitions\x12%.pipeline.plugin.v1.PartitionsRequest\x1a&.pipeline.plugin.v1.PartitionsResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
 	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01\x12\\\n" +
 	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\x82\a\n" +
@@ -2771,7 +2889,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_plugin_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipeline.plugin.v1.Outcome
 	(Circuit_State)(0),            // 1: pipeline.plugin.v1.Circuit.State
@@ -2782,89 +2900,93 @@ var file_plugin_proto_goTypes = []any{
 	(*ConfigureResponse)(nil),     // 6: pipeline.plugin.v1.ConfigureResponse
 	(*SchemaRequest)(nil),         // 7: pipeline.plugin.v1.SchemaRequest
 	(*SchemaResponse)(nil),        // 8: pipeline.plugin.v1.SchemaResponse
-	(*ReadRequest)(nil),           // 9: pipeline.plugin.v1.ReadRequest
-	(*ReadResponse)(nil),          // 10: pipeline.plugin.v1.ReadResponse
-	(*WriteRequest)(nil),          // 11: pipeline.plugin.v1.WriteRequest
-	(*WriteResponse)(nil),         // 12: pipeline.plugin.v1.WriteResponse
-	(*TransformRequest)(nil),      // 13: pipeline.plugin.v1.TransformRequest
-	(*TransformResponse)(nil),     // 14: pipeline.plugin.v1.TransformResponse
-	(*InboxRequestsRequest)(nil),  // 15: pipeline.plugin.v1.InboxRequestsRequest
-	(*InboxRequestsResponse)(nil), // 16: pipeline.plugin.v1.InboxRequestsResponse
-	(*InboxEntry)(nil),            // 17: pipeline.plugin.v1.InboxEntry
-	(*InboxAppendRequest)(nil),    // 18: pipeline.plugin.v1.InboxAppendRequest
-	(*InboxAppendResult)(nil),     // 19: pipeline.plugin.v1.InboxAppendResult
-	(*InboxAppendResponse)(nil),   // 20: pipeline.plugin.v1.InboxAppendResponse
-	(*InboxReadRequest)(nil),      // 21: pipeline.plugin.v1.InboxReadRequest
-	(*InboxStored)(nil),           // 22: pipeline.plugin.v1.InboxStored
-	(*InboxReadResponse)(nil),     // 23: pipeline.plugin.v1.InboxReadResponse
-	(*InboxStatusRequest)(nil),    // 24: pipeline.plugin.v1.InboxStatusRequest
-	(*InboxStatusResponse)(nil),   // 25: pipeline.plugin.v1.InboxStatusResponse
-	(*Delivery)(nil),              // 26: pipeline.plugin.v1.Delivery
-	(*EnqueueRequest)(nil),        // 27: pipeline.plugin.v1.EnqueueRequest
-	(*EnqueueResponse)(nil),       // 28: pipeline.plugin.v1.EnqueueResponse
-	(*LeaseRequest)(nil),          // 29: pipeline.plugin.v1.LeaseRequest
-	(*LeaseResponse)(nil),         // 30: pipeline.plugin.v1.LeaseResponse
-	(*Attempt)(nil),               // 31: pipeline.plugin.v1.Attempt
-	(*Result)(nil),                // 32: pipeline.plugin.v1.Result
-	(*Circuit)(nil),               // 33: pipeline.plugin.v1.Circuit
-	(*RecordRequest)(nil),         // 34: pipeline.plugin.v1.RecordRequest
-	(*RecordResponse)(nil),        // 35: pipeline.plugin.v1.RecordResponse
-	(*PendingRequest)(nil),        // 36: pipeline.plugin.v1.PendingRequest
-	(*PendingResponse)(nil),       // 37: pipeline.plugin.v1.PendingResponse
-	(*SetRetentionRequest)(nil),   // 38: pipeline.plugin.v1.SetRetentionRequest
-	(*SetRetentionResponse)(nil),  // 39: pipeline.plugin.v1.SetRetentionResponse
-	(*PausedRequest)(nil),         // 40: pipeline.plugin.v1.PausedRequest
-	(*PausedResponse)(nil),        // 41: pipeline.plugin.v1.PausedResponse
-	nil,                           // 42: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	(*PartitionsRequest)(nil),     // 9: pipeline.plugin.v1.PartitionsRequest
+	(*PartitionsResponse)(nil),    // 10: pipeline.plugin.v1.PartitionsResponse
+	(*ReadRequest)(nil),           // 11: pipeline.plugin.v1.ReadRequest
+	(*ReadResponse)(nil),          // 12: pipeline.plugin.v1.ReadResponse
+	(*WriteRequest)(nil),          // 13: pipeline.plugin.v1.WriteRequest
+	(*WriteResponse)(nil),         // 14: pipeline.plugin.v1.WriteResponse
+	(*TransformRequest)(nil),      // 15: pipeline.plugin.v1.TransformRequest
+	(*TransformResponse)(nil),     // 16: pipeline.plugin.v1.TransformResponse
+	(*InboxRequestsRequest)(nil),  // 17: pipeline.plugin.v1.InboxRequestsRequest
+	(*InboxRequestsResponse)(nil), // 18: pipeline.plugin.v1.InboxRequestsResponse
+	(*InboxEntry)(nil),            // 19: pipeline.plugin.v1.InboxEntry
+	(*InboxAppendRequest)(nil),    // 20: pipeline.plugin.v1.InboxAppendRequest
+	(*InboxAppendResult)(nil),     // 21: pipeline.plugin.v1.InboxAppendResult
+	(*InboxAppendResponse)(nil),   // 22: pipeline.plugin.v1.InboxAppendResponse
+	(*InboxReadRequest)(nil),      // 23: pipeline.plugin.v1.InboxReadRequest
+	(*InboxStored)(nil),           // 24: pipeline.plugin.v1.InboxStored
+	(*InboxReadResponse)(nil),     // 25: pipeline.plugin.v1.InboxReadResponse
+	(*InboxStatusRequest)(nil),    // 26: pipeline.plugin.v1.InboxStatusRequest
+	(*InboxStatusResponse)(nil),   // 27: pipeline.plugin.v1.InboxStatusResponse
+	(*Delivery)(nil),              // 28: pipeline.plugin.v1.Delivery
+	(*EnqueueRequest)(nil),        // 29: pipeline.plugin.v1.EnqueueRequest
+	(*EnqueueResponse)(nil),       // 30: pipeline.plugin.v1.EnqueueResponse
+	(*LeaseRequest)(nil),          // 31: pipeline.plugin.v1.LeaseRequest
+	(*LeaseResponse)(nil),         // 32: pipeline.plugin.v1.LeaseResponse
+	(*Attempt)(nil),               // 33: pipeline.plugin.v1.Attempt
+	(*Result)(nil),                // 34: pipeline.plugin.v1.Result
+	(*Circuit)(nil),               // 35: pipeline.plugin.v1.Circuit
+	(*RecordRequest)(nil),         // 36: pipeline.plugin.v1.RecordRequest
+	(*RecordResponse)(nil),        // 37: pipeline.plugin.v1.RecordResponse
+	(*PendingRequest)(nil),        // 38: pipeline.plugin.v1.PendingRequest
+	(*PendingResponse)(nil),       // 39: pipeline.plugin.v1.PendingResponse
+	(*SetRetentionRequest)(nil),   // 40: pipeline.plugin.v1.SetRetentionRequest
+	(*SetRetentionResponse)(nil),  // 41: pipeline.plugin.v1.SetRetentionResponse
+	(*PausedRequest)(nil),         // 42: pipeline.plugin.v1.PausedRequest
+	(*PausedResponse)(nil),        // 43: pipeline.plugin.v1.PausedResponse
+	nil,                           // 44: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
 	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	42, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
-	17, // 3: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
-	19, // 4: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
-	22, // 5: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
-	26, // 6: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	26, // 7: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
-	31, // 8: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
+	44, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	19, // 3: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
+	21, // 4: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
+	24, // 5: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
+	28, // 6: pipeline.plugin.v1.EnqueueRequest.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	28, // 7: pipeline.plugin.v1.LeaseResponse.deliveries:type_name -> pipeline.plugin.v1.Delivery
+	33, // 8: pipeline.plugin.v1.Result.attempt:type_name -> pipeline.plugin.v1.Attempt
 	0,  // 9: pipeline.plugin.v1.Result.outcome:type_name -> pipeline.plugin.v1.Outcome
 	1,  // 10: pipeline.plugin.v1.Circuit.state:type_name -> pipeline.plugin.v1.Circuit.State
-	32, // 11: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
-	33, // 12: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
+	34, // 11: pipeline.plugin.v1.RecordRequest.results:type_name -> pipeline.plugin.v1.Result
+	35, // 12: pipeline.plugin.v1.RecordRequest.circuits:type_name -> pipeline.plugin.v1.Circuit
 	2,  // 13: pipeline.plugin.v1.Plugin.Describe:input_type -> pipeline.plugin.v1.DescribeRequest
 	5,  // 14: pipeline.plugin.v1.Plugin.Configure:input_type -> pipeline.plugin.v1.ConfigureRequest
 	7,  // 15: pipeline.plugin.v1.Plugin.Schema:input_type -> pipeline.plugin.v1.SchemaRequest
-	9,  // 16: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
-	11, // 17: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
-	13, // 18: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
-	27, // 19: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
-	29, // 20: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
-	34, // 21: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
-	36, // 22: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
-	38, // 23: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
-	40, // 24: pipeline.plugin.v1.State.Paused:input_type -> pipeline.plugin.v1.PausedRequest
-	18, // 25: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
-	21, // 26: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
-	24, // 27: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
-	15, // 28: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
-	3,  // 29: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 30: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 31: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 32: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	12, // 33: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	14, // 34: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
-	28, // 35: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	30, // 36: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	35, // 37: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	37, // 38: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	39, // 39: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
-	41, // 40: pipeline.plugin.v1.State.Paused:output_type -> pipeline.plugin.v1.PausedResponse
-	20, // 41: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
-	23, // 42: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
-	25, // 43: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
-	16, // 44: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
-	29, // [29:45] is the sub-list for method output_type
-	13, // [13:29] is the sub-list for method input_type
+	9,  // 16: pipeline.plugin.v1.Plugin.Partitions:input_type -> pipeline.plugin.v1.PartitionsRequest
+	11, // 17: pipeline.plugin.v1.Plugin.Read:input_type -> pipeline.plugin.v1.ReadRequest
+	13, // 18: pipeline.plugin.v1.Plugin.Write:input_type -> pipeline.plugin.v1.WriteRequest
+	15, // 19: pipeline.plugin.v1.Plugin.Transform:input_type -> pipeline.plugin.v1.TransformRequest
+	29, // 20: pipeline.plugin.v1.State.Enqueue:input_type -> pipeline.plugin.v1.EnqueueRequest
+	31, // 21: pipeline.plugin.v1.State.Lease:input_type -> pipeline.plugin.v1.LeaseRequest
+	36, // 22: pipeline.plugin.v1.State.Record:input_type -> pipeline.plugin.v1.RecordRequest
+	38, // 23: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
+	40, // 24: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
+	42, // 25: pipeline.plugin.v1.State.Paused:input_type -> pipeline.plugin.v1.PausedRequest
+	20, // 26: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
+	23, // 27: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
+	26, // 28: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
+	17, // 29: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
+	3,  // 30: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 31: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 32: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 33: pipeline.plugin.v1.Plugin.Partitions:output_type -> pipeline.plugin.v1.PartitionsResponse
+	12, // 34: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	14, // 35: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	16, // 36: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
+	30, // 37: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	32, // 38: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	37, // 39: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	39, // 40: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	41, // 41: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	43, // 42: pipeline.plugin.v1.State.Paused:output_type -> pipeline.plugin.v1.PausedResponse
+	22, // 43: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
+	25, // 44: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
+	27, // 45: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
+	18, // 46: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
+	30, // [30:47] is the sub-list for method output_type
+	13, // [13:30] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -2881,7 +3003,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

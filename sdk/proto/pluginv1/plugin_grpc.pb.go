@@ -29,12 +29,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Plugin_Describe_FullMethodName  = "/pipeline.plugin.v1.Plugin/Describe"
-	Plugin_Configure_FullMethodName = "/pipeline.plugin.v1.Plugin/Configure"
-	Plugin_Schema_FullMethodName    = "/pipeline.plugin.v1.Plugin/Schema"
-	Plugin_Read_FullMethodName      = "/pipeline.plugin.v1.Plugin/Read"
-	Plugin_Write_FullMethodName     = "/pipeline.plugin.v1.Plugin/Write"
-	Plugin_Transform_FullMethodName = "/pipeline.plugin.v1.Plugin/Transform"
+	Plugin_Describe_FullMethodName   = "/pipeline.plugin.v1.Plugin/Describe"
+	Plugin_Configure_FullMethodName  = "/pipeline.plugin.v1.Plugin/Configure"
+	Plugin_Schema_FullMethodName     = "/pipeline.plugin.v1.Plugin/Schema"
+	Plugin_Partitions_FullMethodName = "/pipeline.plugin.v1.Plugin/Partitions"
+	Plugin_Read_FullMethodName       = "/pipeline.plugin.v1.Plugin/Read"
+	Plugin_Write_FullMethodName      = "/pipeline.plugin.v1.Plugin/Write"
+	Plugin_Transform_FullMethodName  = "/pipeline.plugin.v1.Plugin/Transform"
 )
 
 // PluginClient is the client API for Plugin service.
@@ -52,7 +53,16 @@ type PluginClient interface {
 	// can be checked at validate time. Plugins that cannot tell answer
 	// UNIMPLEMENTED.
 	Schema(ctx context.Context, in *SchemaRequest, opts ...grpc.CallOption) (*SchemaResponse, error)
-	// Read streams a source's batches, starting after the checkpoint.
+	// Partitions lists the parts a source can be split into, each read on
+	// its own (ReadRequest.partition) with a checkpoint of its own, so that
+	// several workers share the source (`pipeline serve --cluster`): the
+	// files of a glob, the objects under a prefix. Called after Configure,
+	// and again whenever the host wants to see new parts. A plugin built
+	// before partitions answers UNIMPLEMENTED, which the host takes as
+	// partitioned = false.
+	Partitions(ctx context.Context, in *PartitionsRequest, opts ...grpc.CallOption) (*PartitionsResponse, error)
+	// Read streams a source's batches, starting after the checkpoint: of the
+	// whole source, or of one partition.
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadResponse], error)
 	// Write streams batches to a sink; the sink acks each sequence number once
 	// the batch is durable at its destination. Acks come in order.
@@ -97,6 +107,16 @@ func (c *pluginClient) Schema(ctx context.Context, in *SchemaRequest, opts ...gr
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SchemaResponse)
 	err := c.cc.Invoke(ctx, Plugin_Schema_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pluginClient) Partitions(ctx context.Context, in *PartitionsRequest, opts ...grpc.CallOption) (*PartitionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PartitionsResponse)
+	err := c.cc.Invoke(ctx, Plugin_Partitions_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +183,16 @@ type PluginServer interface {
 	// can be checked at validate time. Plugins that cannot tell answer
 	// UNIMPLEMENTED.
 	Schema(context.Context, *SchemaRequest) (*SchemaResponse, error)
-	// Read streams a source's batches, starting after the checkpoint.
+	// Partitions lists the parts a source can be split into, each read on
+	// its own (ReadRequest.partition) with a checkpoint of its own, so that
+	// several workers share the source (`pipeline serve --cluster`): the
+	// files of a glob, the objects under a prefix. Called after Configure,
+	// and again whenever the host wants to see new parts. A plugin built
+	// before partitions answers UNIMPLEMENTED, which the host takes as
+	// partitioned = false.
+	Partitions(context.Context, *PartitionsRequest) (*PartitionsResponse, error)
+	// Read streams a source's batches, starting after the checkpoint: of the
+	// whole source, or of one partition.
 	Read(*ReadRequest, grpc.ServerStreamingServer[ReadResponse]) error
 	// Write streams batches to a sink; the sink acks each sequence number once
 	// the batch is durable at its destination. Acks come in order.
@@ -192,6 +221,9 @@ func (UnimplementedPluginServer) Configure(context.Context, *ConfigureRequest) (
 }
 func (UnimplementedPluginServer) Schema(context.Context, *SchemaRequest) (*SchemaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Schema not implemented")
+}
+func (UnimplementedPluginServer) Partitions(context.Context, *PartitionsRequest) (*PartitionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Partitions not implemented")
 }
 func (UnimplementedPluginServer) Read(*ReadRequest, grpc.ServerStreamingServer[ReadResponse]) error {
 	return status.Error(codes.Unimplemented, "method Read not implemented")
@@ -277,6 +309,24 @@ func _Plugin_Schema_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Plugin_Partitions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PartitionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServer).Partitions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Plugin_Partitions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServer).Partitions(ctx, req.(*PartitionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Plugin_Read_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(ReadRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -320,6 +370,10 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Schema",
 			Handler:    _Plugin_Schema_Handler,
+		},
+		{
+			MethodName: "Partitions",
+			Handler:    _Plugin_Partitions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
