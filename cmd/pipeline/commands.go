@@ -389,7 +389,8 @@ func newStateCmd(g *globals) *cobra.Command {
 		}
 		return p.Name, nil
 	}
-	stateCmd.AddCommand(&cobra.Command{
+	var showCluster, resetCluster clusterFlags
+	show := &cobra.Command{
 		Use:   "show [FILE]",
 		Short: "Show checkpoints (of the pipeline in FILE, or of all)",
 		Args:  cobra.MaximumNArgs(1),
@@ -400,6 +401,9 @@ func newStateCmd(g *globals) *cobra.Command {
 				if name, err = pipelineName(args[0]); err != nil {
 					return err
 				}
+			}
+			if showCluster.enabled() {
+				return showClusterState(cmd.Context(), &showCluster, name)
 			}
 			store, err := state.Open(g.statePath)
 			if err != nil {
@@ -425,8 +429,10 @@ func newStateCmd(g *globals) *cobra.Command {
 			}
 			return tw.Flush()
 		},
-	})
-	stateCmd.AddCommand(&cobra.Command{
+	}
+	showCluster.add(show.Flags(), false)
+	stateCmd.AddCommand(show)
+	reset := &cobra.Command{
 		Use:   "reset FILE",
 		Short: "Forget the checkpoints of the pipeline in FILE, so its next run starts over",
 		Args:  cobra.ExactArgs(1),
@@ -434,6 +440,19 @@ func newStateCmd(g *globals) *cobra.Command {
 			name, err := pipelineName(args[0])
 			if err != nil {
 				return err
+			}
+			if resetCluster.enabled() {
+				c, err := resetCluster.connect(cmd.Context(), nil)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				n, err := c.ResetCheckpoints(cmd.Context(), name)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("reset %s: %d checkpoints removed from the cluster (workers reading its partitions start them over)\n", name, n)
+				return nil
 			}
 			// A running pipeline would commit its positions over the reset.
 			lock, err := lockPipeline(g, name)
@@ -453,7 +472,9 @@ func newStateCmd(g *globals) *cobra.Command {
 			fmt.Printf("reset %s: %d checkpoints removed\n", name, n)
 			return nil
 		},
-	})
+	}
+	resetCluster.add(reset.Flags(), false)
+	stateCmd.AddCommand(reset)
 	stateCmd.AddCommand(newVacuumCmd(g, pipelineName))
 	return stateCmd
 }

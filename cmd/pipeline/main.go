@@ -8,8 +8,11 @@ import (
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pipelinehq/pipeline/engine/cluster"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -78,6 +81,11 @@ func main() {
 type globals struct {
 	statePath string
 	verbose   bool
+	// cluster and coordinator are set by serve --cluster: runs share their
+	// sources' partitions and sinks' outboxes through them.
+	cluster       *cluster.Cluster
+	coordinator   *cluster.Coordinator
+	outboxAckWait time.Duration
 }
 
 func newRoot() *cobra.Command {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/pipelinehq/pipeline/engine/cluster"
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/run"
 	"github.com/pipelinehq/pipeline/engine/state"
@@ -28,6 +29,7 @@ import (
 func newServeCmd(g *globals) *cobra.Command {
 	var poll, logEvery time.Duration
 	var metricsAddr, adminAddr string
+	var cf clusterFlags
 	cmd := &cobra.Command{
 		Use:   "serve DIR|FILE...",
 		Short: "Run pipelines continuously: new records as they appear, webhook retries from the outbox, metrics",
@@ -46,7 +48,15 @@ serve holds the run lock of each pipeline while it runs it (a continuous
 pipeline all along, a scheduled one during each firing), so that a run of it
 (pipeline run) refuses meanwhile. A continuous pipeline whose lock another process
 holds fails to start, and a firing that finds it held fails; the other
-pipelines go on.`,
+pipelines go on.
+
+With --cluster, serve is one worker of many that share the same pipeline
+files through NATS JetStream: each source is split into partitions (a file
+of a glob, an S3 object; a table is one), each read by one worker at a time
+under a lease renewed every --lease-ttl/3, with its checkpoint in a KV
+bucket; action sinks' outboxes are JetStream streams every worker delivers
+from. A worker that dies stops renewing, and the others take its partitions
+over from their last commit. See docs/cluster.md.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := pipelineFiles(args)
@@ -71,6 +81,25 @@ pipelines go on.`,
 			}
 			defer store.Close()
 			log := logger(os.Stderr, true)
+			if cf.enabled() {
+				for _, f := range files {
+					if configs[f].ScheduleSpec != nil {
+						return &exitError{code: 1, err: fmt.Errorf("%s: pipeline %q has a schedule: scheduled pipelines do not run with --cluster yet; serve them without it", f, configs[f].Name)}
+					}
+				}
+				c, err := cf.connect(cmd.Context(), log)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				co, err := c.Coordinator(cmd.Context())
+				if err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("--cluster: %w", err)}
+				}
+				defer co.Close(context.WithoutCancel(cmd.Context()))
+				g.cluster, g.coordinator, g.outboxAckWait = c, co, cf.ackWait
+				log.Info("cluster worker", "worker", c.Worker(), "nats", cf.urls, "prefix", c.Prefix(), "lease_ttl", c.LeaseTTL().String())
+			}
 
 			ctx, abort := context.WithCancel(cmd.Context())
 			defer abort()
@@ -137,6 +166,7 @@ pipelines go on.`,
 	cmd.Flags().DurationVar(&poll, "poll", 5*time.Second, "how often drained sources are read again")
 	cmd.Flags().DurationVar(&logEvery, "log-every", 30*time.Second, "how often each pipeline logs its counters")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "127.0.0.1:9464", "where to serve Prometheus metrics (empty: off)")
+	cf.add(cmd.Flags(), true)
 	cmd.Flags().StringVar(&adminAddr, "admin-addr", "", "where to serve the admin API and web console, e.g. 127.0.0.1:8700 (empty: off); requests need PIPELINE_ADMIN_TOKEN")
 	return cmd
 }
@@ -206,25 +236,32 @@ func serveOnce(ctx context.Context, g *globals, file string, store *state.Store,
 	stop := make(chan struct{})
 	var name string
 	var stats *run.Stats
-	x, err := execute(ctx, g, []string{file}, run.LoadOptions{Store: store, NoWait: true},
-		run.Options{Store: store, Drain: drain, Poll: poll, Logger: log}, func(x *run.Execution) {
-			name, stats = x.Plan.Pipeline, x.Runner.Stats
-			m.track(name, stats)
-			e.begin(x.Runner)
-			log.Info("serving", "pipeline", name, "file", file)
-			go func() {
-				tick := time.NewTicker(logEvery)
-				defer tick.Stop()
-				for {
-					select {
-					case <-tick.C:
-						log.Info(run.FormatLine(stats.Snapshot()), "pipeline", name)
-					case <-stop:
-						return
-					}
+	lopts := run.LoadOptions{Store: store, NoWait: true}
+	ropts := run.Options{Store: store, Drain: drain, Poll: poll, Logger: log}
+	if g.cluster != nil {
+		lopts.SinkState = func(ctx context.Context, pipeline, sink string) (run.SinkStateServer, error) {
+			return g.cluster.OutboxService(ctx, pipeline, sink, cluster.OutboxOptions{AckWait: g.outboxAckWait})
+		}
+		ropts.Coordinator = g.coordinator
+	}
+	x, err := execute(ctx, g, []string{file}, lopts, ropts, func(x *run.Execution) {
+		name, stats = x.Plan.Pipeline, x.Runner.Stats
+		m.track(name, stats)
+		e.begin(x.Runner)
+		log.Info("serving", "pipeline", name, "file", file)
+		go func() {
+			tick := time.NewTicker(logEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					log.Info(run.FormatLine(stats.Snapshot()), "pipeline", name)
+				case <-stop:
+					return
 				}
-			}()
-		})
+			}
+		}()
+	})
 	close(stop)
 	if x.Runner == nil && err == nil {
 		printExecDiags(x)

@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/pipelinehq/pipeline/engine/cluster"
 	"github.com/pipelinehq/pipeline/engine/expr"
 	"github.com/pipelinehq/pipeline/engine/host"
 	"github.com/pipelinehq/pipeline/engine/plan"
@@ -41,6 +42,9 @@ import (
 type tracker struct {
 	source string
 	sinks  int // sinks in the run; entries hold a count per sink
+	// lease, in a cluster, is the partition this tracker reads: its
+	// commits go to the lease's checkpoint.
+	lease *cluster.Lease
 
 	mu      sync.Mutex
 	queue   []*entry // oldest first, not yet done
@@ -453,6 +457,10 @@ type sourceReader struct {
 	idSchema  *arrow.Schema // schema plus the id column
 	start     []byte        // the position the next batch starts after
 	rowInSpan int64         // rows read since start, for record ids
+
+	// part, when set, reads one partition of the source (partitions.go).
+	part      plan.PartitionedSource
+	partition string
 }
 
 // readSource reads a source to its end, and again and again when polling.
@@ -474,7 +482,13 @@ func (r *Runner) readSource(ctx context.Context, src *Source, t *tracker, from [
 func (sr *sourceReader) read(ctx context.Context) error {
 	r, src, t := sr.r, sr.src, sr.t
 	mem := r.opts.Allocator
-	return src.Plugin.Read(ctx, sr.start, func(m host.ReadMsg) error {
+	read := src.Plugin.Read
+	if sr.part != nil {
+		read = func(ctx context.Context, from []byte, fn func(host.ReadMsg) error) error {
+			return sr.part.ReadPartition(ctx, sr.partition, from, fn)
+		}
+	}
+	return read(ctx, sr.start, func(m host.ReadMsg) error {
 		if m.Skipped > 0 {
 			r.Stats.Skipped.Add(m.Skipped)
 		}

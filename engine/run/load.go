@@ -14,6 +14,7 @@ import (
 	"github.com/pipelinehq/pipeline/engine/plan"
 	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
+	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
 )
 
 // Builtin is a plugin compiled into the engine's binary.
@@ -23,6 +24,12 @@ type Builtin struct {
 	Command []string
 }
 
+// SinkStateServer serves a sink its State over the plugin protocol.
+type SinkStateServer interface {
+	pluginv1.StateServer
+	Close() error
+}
+
 // LoadOptions say which plugins exist and how to start them.
 type LoadOptions struct {
 	Builtins []Builtin
@@ -30,6 +37,10 @@ type LoadOptions struct {
 	// Store, when set, is served to every sink as its State (the outbox of
 	// action sinks). Validation leaves it nil: nothing is written.
 	Store *state.Store
+	// SinkState, when set, serves each sink its State (the outbox) instead
+	// of Store (`pipeline serve --cluster`: engine/cluster's outbox on
+	// JetStream). Close is called when the load is closed.
+	SinkState func(ctx context.Context, pipeline, sink string) (SinkStateServer, error)
 	// NoWait lets sinks end a run with deliveries still pending.
 	NoWait bool
 	// FullRefresh tells every sink that this run exports everything again.
@@ -71,7 +82,7 @@ type Loaded struct {
 	Compiled *config.Compiled
 
 	plugins  []*host.Plugin
-	services []*state.Service
+	services []interface{ Close() error }
 }
 
 // Close stops every plugin and ends the sinks' outbox sessions (their
@@ -220,7 +231,16 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 			// A push source keeps what it accepts in its inbox.
 			copts.State = state.NewInboxService(opts.Store, p.Name, b.Name)
 		}
-		if opts.Store != nil && b.Kind == config.KindSink {
+		if opts.SinkState != nil && b.Kind == config.KindSink {
+			svc, err := opts.SinkState(ctx, p.Name, b.Name)
+			if err != nil {
+				failedConfigure[n] = true
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cluster state failed", Detail: err.Error(), Subject: b.DefRange.Ptr()})
+				return
+			}
+			copts.State = svc
+			l.services = append(l.services, svc)
+		} else if opts.Store != nil && b.Kind == config.KindSink {
 			svc, err := state.NewService(ctx, opts.Store, p.Name, b.Name)
 			if err != nil {
 				failedConfigure[n] = true

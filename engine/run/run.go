@@ -27,6 +27,7 @@ import (
 
 	"github.com/pipelinehq/pipeline/engine/expr"
 
+	"github.com/pipelinehq/pipeline/engine/cluster"
 	"github.com/pipelinehq/pipeline/engine/plan"
 	"github.com/pipelinehq/pipeline/engine/state"
 	"github.com/pipelinehq/pipeline/sdk"
@@ -71,6 +72,11 @@ type Options struct {
 	Poll      time.Duration
 	Logger    *slog.Logger
 	Allocator memory.Allocator
+	// Coordinator, when set, shares every source with other workers
+	// (`pipeline serve --cluster`, partitions.go): the run reads only the
+	// partitions it holds a lease on, each from the checkpoint kept with
+	// the lease, and commits there instead of in Store.
+	Coordinator *cluster.Coordinator
 }
 
 // ErrInterrupted is returned by Run after a drain that Options.Drain asked for.
@@ -230,10 +236,11 @@ type Runner struct {
 	opts  Options
 	Stats *Stats
 
-	consumers map[string][]consumer // node key -> who reads it
-	stages    map[string]*stageState
-	sinks     map[string]*sinkState
-	trackers  []*tracker
+	consumers  map[string][]consumer // node key -> who reads it
+	stages     map[string]*stageState
+	sinks      map[string]*sinkState
+	trackersMu sync.Mutex
+	trackers   []*tracker
 
 	failOnce    sync.Once
 	failErr     error
@@ -484,6 +491,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	// Read every source.
 	var srcWG sync.WaitGroup
 	for _, src := range r.plan.Sources {
+		if r.opts.Coordinator != nil {
+			srcWG.Add(1)
+			go func() {
+				defer srcWG.Done()
+				if err := r.readPartitions(readCtx, src); err != nil && readCtx.Err() == nil {
+					r.incomplete.Store(true)
+					r.failOnce.Do(func() { r.failErr = err })
+					stopReading()
+				}
+			}()
+			continue
+		}
 		var from []byte
 		t := &tracker{source: src.Name, sinks: len(r.plan.Sinks)}
 		if !r.opts.FullRefresh && !src.FromStart && r.opts.Store != nil {
@@ -509,7 +528,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			t.resume(marks)
 		}
 		t.lastPos = from
-		r.trackers = append(r.trackers, t)
+		r.addTracker(t)
 		srcWG.Add(1)
 		go func() {
 			defer srcWG.Done()
@@ -555,6 +574,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	<-commitDone
 	// Commit whatever was acked, also after a failure: it was delivered.
 	commitErr := r.commit(context.WithoutCancel(ctx))
+	r.releaseLeases(context.WithoutCancel(ctx))
 	switch {
 	case r.failErr != nil:
 		return r.failErr
@@ -572,7 +592,16 @@ func (r *Runner) commit(ctx context.Context) error {
 	if r.opts.Store == nil {
 		return nil
 	}
-	for _, t := range r.trackers {
+	r.trackersMu.Lock()
+	trackers := slices.Clone(r.trackers)
+	r.trackersMu.Unlock()
+	for _, t := range trackers {
+		if t.lease != nil {
+			if err := r.commitLease(ctx, t); err != nil {
+				return err
+			}
+			continue
+		}
 		cs, ok := t.takeCommit()
 		if !ok {
 			continue

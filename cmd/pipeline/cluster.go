@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pipelinehq/pipeline/engine/cluster"
+	"github.com/pipelinehq/pipeline/engine/state"
+)
+
+// clusterFlags are the flags of commands that can work on a cluster's
+// state in NATS JetStream (serve, state).
+type clusterFlags struct {
+	urls     string
+	creds    string
+	tls      bool
+	caFile   string
+	prefix   string
+	leaseTTL time.Duration
+	ackWait  time.Duration
+}
+
+func (f *clusterFlags) add(fs *pflag.FlagSet, serve bool) {
+	fs.StringVar(&f.urls, "cluster", "", "NATS servers holding the cluster's state, e.g. nats://10.0.0.5:4222,nats://10.0.0.6:4222 (empty: this machine's state file)")
+	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file")
+	fs.BoolVar(&f.tls, "nats-tls", false, "require TLS to the NATS servers")
+	fs.StringVar(&f.caFile, "nats-ca", "", "CA certificates (PEM) to verify the NATS servers with, instead of the system's")
+	fs.StringVar(&f.prefix, "cluster-prefix", "pipeline", "name prefix of the cluster's KV buckets and streams (clusters sharing a NATS server use different ones)")
+	if serve {
+		fs.DurationVar(&f.leaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "how long a worker's partitions stay its own without renewal: a killed worker's are taken over after this")
+		fs.DurationVar(&f.ackWait, "outbox-ack-wait", cluster.DefaultAckWait, "how long a delivery a worker took from an outbox stays its own: a killed worker's are delivered by another after this (keep it well above a sink's request timeout)")
+	}
+}
+
+func (f *clusterFlags) enabled() bool { return f.urls != "" }
+
+func (f *clusterFlags) connect(ctx context.Context, log *slog.Logger) (*cluster.Cluster, error) {
+	c, err := cluster.Connect(ctx, cluster.Options{URLs: f.urls, CredsFile: f.creds, TLS: f.tls, CAFile: f.caFile,
+		Prefix: f.prefix, LeaseTTL: f.leaseTTL, Logger: log})
+	if err != nil {
+		return nil, &exitError{code: 1, err: fmt.Errorf("--cluster: %w", err)}
+	}
+	return c, nil
+}
+
+// showClusterState prints the checkpoints a cluster keeps, one per source
+// partition, and the workers alive now.
+func showClusterState(ctx context.Context, f *clusterFlags, pipeline string) error {
+	c, err := f.connect(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	list, err := c.Checkpoints(ctx, pipeline)
+	if err != nil {
+		return err
+	}
+	workers, err := c.Workers(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("workers: %d live", len(workers))
+	if len(workers) > 0 {
+		fmt.Printf(" (%s)", strings.Join(workers, ", "))
+	}
+	fmt.Println()
+	if len(list) == 0 {
+		fmt.Println("no checkpoints")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PIPELINE\tSOURCE\tPARTITION\tRECORDS\tUPDATED\tBY\tPOSITION\tSINKS AHEAD")
+	for _, cp := range list {
+		ahead := map[string]int64{}
+		for sink, m := range cp.Marks {
+			ahead[sink] = state.MarkRecords(m)
+		}
+		part := cp.Partition
+		if part == "" {
+			part = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", cp.Pipeline, cp.Source, part, cp.Records,
+			cp.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"), cp.Worker, cp.Position, formatAhead(ahead))
+	}
+	return tw.Flush()
+}

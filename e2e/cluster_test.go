@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pipelinehq/pipeline/engine/cluster"
+)
+
+// The machine's NATS server with JetStream (.ci/run starts it when down).
+const machineNATS = "nats://127.0.0.1:4222"
+
+// clusterPrefix returns a name prefix of the test's own for the buckets
+// and streams of a cluster on the machine's NATS, and removes them when the
+// test ends. It skips the test when NATS cannot be reached.
+func clusterPrefix(t *testing.T) string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:4222", 2*time.Second)
+	if err != nil {
+		t.Skipf("skipped: no NATS server at %s (%v); .ci/run starts one", machineNATS, err)
+	}
+	conn.Close()
+	var b [4]byte
+	rand.Read(b[:])
+	prefix := "e2e_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		nc, err := nats.Connect(machineNATS)
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		names := js.StreamNames(ctx)
+		var mine []string
+		for n := range names.Name() {
+			if strings.Contains(n, prefix) {
+				mine = append(mine, n)
+			}
+		}
+		for _, n := range mine {
+			js.DeleteStream(ctx, n)
+		}
+	})
+	return prefix
+}
+
+// worker is one `pipeline serve --cluster` process.
+type worker struct {
+	name string
+	*liveRun
+}
+
+func startWorker(t *testing.T, dir, name, prefix string, env []string, files ...string) *worker {
+	t.Helper()
+	args := append([]string{"serve", "--state", filepath.Join(dir, name+".db"), "--metrics-addr", "",
+		"--cluster", machineNATS, "--cluster-prefix", prefix, "--lease-ttl", "3s", "--outbox-ack-wait", "5s", "--poll", "200ms"}, files...)
+	return &worker{name: name, liveRun: startLive(t, dir, env, nil, args...)}
+}
+
+var partitionLine = regexp.MustCompile(`msg="reading partition".*partition=(\S+)`)
+
+// partitions are the partitions a worker logged it began reading.
+func (w *worker) partitions() []string {
+	var out []string
+	for _, line := range strings.Split(w.stderr(), "\n") {
+		if m := partitionLine.FindStringSubmatch(line); m != nil {
+			out = append(out, strings.Trim(m[1], `"`))
+		}
+	}
+	return out
+}
+
+// clusterInput writes files*perFile records into files JSONL files of a
+// glob; every other record matches the filter. It returns the glob and the
+// matching ids by file.
+func clusterInput(t *testing.T, dir string, files, perFile int) (string, map[string][]string) {
+	t.Helper()
+	in := filepath.Join(dir, "in")
+	if err := os.MkdirAll(in, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{}
+	for f := range files {
+		var b strings.Builder
+		name := filepath.Join(in, fmt.Sprintf("calls-%d.jsonl", f))
+		for i := range perFile {
+			id := fmt.Sprintf("f%d-r%d", f, i)
+			conf := 0.5
+			if i%2 == 0 {
+				conf = 0.9
+				want[name] = append(want[name], id)
+			}
+			fmt.Fprintf(&b, `{"row_id":%q,"classifications":{"churn_risk":{"label":"High","confidence":%v}}}`+"\n", id, conf)
+		}
+		writeFile(t, name, b.String())
+	}
+	return filepath.Join(in, "*.jsonl"), want
+}
+
+func clusterPipeline(t *testing.T, dir, glob string) string {
+	t.Helper()
+	file := filepath.Join(dir, "churn.hcl")
+	writeFile(t, file, fmt.Sprintf(`
+pipeline { name = "churn" }
+
+source "file" "calls" {
+  path = %q
+}
+
+filter "high_churn" {
+  inputs = [source.calls]
+  where  = "classifications.churn_risk.confidence > 0.8"
+}
+
+sink "webhook" "crm" {
+  inputs = [filter.high_churn]
+  url    = env("CRM_WEBHOOK_URL")
+  secret = env("CRM_WEBHOOK_SECRET")
+  retry {
+    schedule = ["0s", "100ms", "200ms", "400ms"]
+  }
+}
+`, glob))
+	return file
+}
+
+// waitDelivered waits until the receiver holds every id, failing after
+// bound (a hang guard: the test asserts what arrived, not how fast).
+func waitDelivered(t *testing.T, rcv *receiver, want map[string][]string, bound time.Duration, workers ...*worker) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		got := rcv.ids()
+		missing := 0
+		for _, ids := range want {
+			for _, id := range ids {
+				if !got[id] {
+					missing++
+				}
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			var logs strings.Builder
+			for _, w := range workers {
+				fmt.Fprintf(&logs, "--- %s\n%s\n", w.name, w.stderr())
+			}
+			t.Fatalf("after %s, %d matching records are still not delivered (%d received)\n%s", bound, missing, len(got), logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestClusterThreeWorkersShareAGlob(t *testing.T) {
+	prefix := clusterPrefix(t)
+	dir := t.TempDir()
+	rcv := newReceiver(t)
+	glob, want := clusterInput(t, dir, 6, 200)
+	file := clusterPipeline(t, dir, glob)
+	var ws []*worker
+	for i := range 3 {
+		ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, rcv.env(), file))
+	}
+	waitDelivered(t, rcv, want, 90*time.Second, ws...)
+
+	// Each partition was read by one worker, and each worker read some.
+	readBy := map[string]string{}
+	for _, w := range ws {
+		parts := w.partitions()
+		if len(parts) == 0 {
+			t.Errorf("worker %s read no partition\n%s", w.name, w.stderr())
+		}
+		for _, p := range parts {
+			if other, ok := readBy[p]; ok {
+				t.Errorf("partition %s was read by %s and %s", p, other, w.name)
+			}
+			readBy[p] = w.name
+		}
+	}
+	if len(readBy) != 6 {
+		t.Errorf("%d partitions read, want 6: %v", len(readBy), readBy)
+	}
+	// Nothing but the matching records, each once.
+	total := 0
+	for _, ids := range want {
+		total += len(ids)
+	}
+	if got := rcv.ids(); len(got) != total {
+		t.Errorf("%d distinct records delivered, want %d", len(got), total)
+	}
+	if n := rcv.total(); n != total {
+		t.Errorf("%d deliveries for %d records: with no failure, each goes out once", n, total)
+	}
+	for _, w := range ws {
+		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
+		}
+	}
+}
+
+func TestClusterKilledWorkerLosesNothing(t *testing.T) {
+	prefix := clusterPrefix(t)
+	dir := t.TempDir()
+	rcv := newReceiver(t)
+	rcv.setDelay(20 * time.Millisecond) // slow, as CRMs are: the run is under way when the kill comes
+	const perFile = 300
+	glob, want := clusterInput(t, dir, 6, perFile)
+	file := clusterPipeline(t, dir, glob)
+	var ws []*worker
+	for i := range 3 {
+		ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, rcv.env(), file))
+	}
+	// Kill a worker once it holds partitions and deliveries are arriving.
+	victim := ws[0]
+	deadline := time.Now().Add(60 * time.Second)
+	for len(victim.partitions()) == 0 || rcv.total() < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no deliveries under way after 60 s\n%s", victim.stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	victim.finish(time.Minute)
+	held := victim.partitions()
+	waitDelivered(t, rcv, want, 120*time.Second, ws...)
+
+	// The others took its partitions over.
+	var mu sync.Mutex
+	taken := map[string]bool{}
+	for _, w := range ws[1:] {
+		for _, p := range w.partitions() {
+			mu.Lock()
+			taken[p] = true
+			mu.Unlock()
+		}
+	}
+	for _, p := range held {
+		if !taken[p] {
+			t.Errorf("the killed worker's partition %s was not taken over", p)
+		}
+	}
+	// Duplicates are bounded by what the killed worker had in flight: its
+	// partitions' matching records not yet committed, at most all of them,
+	// plus the deliveries it had leased from the outbox stream.
+	bound := 0
+	for _, p := range held {
+		bound += len(want[p])
+	}
+	bound += cluster.DefaultMaxHeld // the deliveries it may hold leased
+	total := 0
+	for _, ids := range want {
+		total += len(ids)
+	}
+	dups := rcv.total() - len(rcv.ids())
+	t.Logf("%d records, %d deliveries, %d duplicates (bound %d), killed worker held %v", total, rcv.total(), dups, bound, held)
+	if dups > bound {
+		t.Errorf("%d duplicate deliveries, more than the killed worker's in-flight work (%d)", dups, bound)
+	}
+	for _, w := range ws[1:] {
+		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
+		}
+	}
+}
