@@ -124,8 +124,10 @@ const (
 	// deliverer's Record has none): while NATS is away it fails after
 	// this long, and the caller tries again.
 	opTimeout = 30 * time.Second
-	// ackTimeout bounds one confirmed ack or nak.
+	// ackTimeout bounds one confirmed ack or nak; apiTimeout one JetStream
+	// API request made inside a Lease.
 	ackTimeout = 5 * time.Second
+	apiTimeout = 5 * time.Second
 	// leaseRound is the most one fetch of a Lease asks for.
 	leaseRound = 256
 	// laneFetchWait is how long a fetch from a lane that has a delivery
@@ -746,7 +748,11 @@ func (s *OutboxService) isHeld(id string) bool {
 func (l *leaseRun) fetchLanes(ctx context.Context) {
 	s := l.s
 	infos := map[string]*jetstream.ConsumerInfo{}
-	lister := s.stream.ListConsumers(ctx)
+	// A listing whose reply was lost (NATS went away as it was asked)
+	// would hold the lease, and the sink's deliveries, for all of ctx.
+	lctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	lister := s.stream.ListConsumers(lctx)
 	for ci := range lister.Info() {
 		infos[ci.Name] = ci
 	}
