@@ -261,3 +261,18 @@ if [ "${BENCH_ADMIN:-1}" != 0 ]; then
   echo
   go test -run '^$' -bench 'DeliveryPageDead1M|Replay10kDead|DeliveryQueries1M' -benchtime 1s -count 1 ./engine/state/ | grep -E '^Benchmark|ok|FAIL'
 fi
+
+# Cluster (issue 16): `pipeline serve --cluster` on the machine's NATS with
+# 1, 2 and 3 workers: deliveries/s to a receiver that takes 20 ms per
+# request (latency-bound, as CRMs are), then the 1M-record file pipeline
+# (six files of the same records → filter → a file per worker) with 1 and 2
+# workers, checking that the outputs hold exactly what the filter keeps.
+# Skipped when NATS is not at 127.0.0.1:4222. BENCH_CLUSTER=0 skips it.
+if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
+  echo
+  if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+    go run ./tools/benchcluster -pipeline bin/pipeline -records "$data"
+  else
+    echo "NATS is not running at 127.0.0.1:4222: skipping the cluster benchmark"
+  fi
+fi
