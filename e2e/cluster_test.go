@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -397,5 +400,97 @@ func TestClusterSurvivesANATSRestart(t *testing.T) {
 		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
 			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
 		}
+	}
+}
+
+// What a cluster keeps can be seen and acted on from any machine:
+// checkpoints (state show), dead letters (deliveries --status dead), and
+// replay puts them back for the workers to send.
+func TestClusterStateDeadLettersAndReplay(t *testing.T) {
+	prefix := clusterPrefix(t)
+	dir := t.TempDir()
+	rcv := newReceiver(t)
+	var refuse sync.Map // ids answered 422 while set
+	rcv.wrap(func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := refuse.Load(r.Header.Get("webhook-id")); ok {
+				http.Error(w, "unknown customer", http.StatusUnprocessableEntity)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+	})
+	glob, want := clusterInput(t, dir, 2, 20)
+	bad := []string{want[filepath.Join(dir, "in", "calls-0.jsonl")][1], want[filepath.Join(dir, "in", "calls-1.jsonl")][3]}
+	for _, id := range bad {
+		refuse.Store(id, true)
+	}
+	file := clusterPipeline(t, dir, glob)
+	cl := []string{"--cluster", machineNATS, "--cluster-prefix", prefix}
+	w := startWorker(t, dir, "w0", prefix, rcv.env(), file)
+	good := map[string][]string{}
+	for f, ids := range want {
+		for _, id := range ids {
+			if !slices.Contains(bad, id) {
+				good[f] = append(good[f], id)
+			}
+		}
+	}
+	waitDelivered(t, rcv, good, 60*time.Second, w)
+
+	// Both refused deliveries are dead letters, with the receiver's answer.
+	var dead []struct {
+		ID         string `json:"id"`
+		LastStatus int    `json:"last_status_code"`
+		LastError  string `json:"last_error"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(dead) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 60 s, %d dead letters, want 2\n%s", len(dead), w.stderr())
+		}
+		res := pipeline(t, dir, nil, append([]string{"deliveries", file, "--sink", "crm", "--status", "dead", "--json"}, cl...)...)
+		if res.code != 0 {
+			t.Fatalf("deliveries --status dead: exit %d\n%s", res.code, res.stderr)
+		}
+		if err := json.Unmarshal([]byte(res.stdout), &dead); err != nil {
+			t.Fatalf("deliveries --json: %v\n%s", err, res.stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, d := range dead {
+		if !slices.Contains(bad, d.ID) || d.LastStatus != http.StatusUnprocessableEntity || !strings.Contains(d.LastError, "422") {
+			t.Errorf("dead letter %+v: want one of %v, answered 422", d, bad)
+		}
+	}
+	// The checkpoints: both files read to their end.
+	res := pipeline(t, dir, nil, append([]string{"state", "show", file}, cl...)...)
+	parts := 0
+	for _, line := range strings.Split(res.stdout, "\n") {
+		if strings.Contains(line, "calls-") {
+			parts++
+			if !strings.Contains(line, " 20 ") || !strings.Contains(line, `"line":20`) {
+				t.Errorf("a partition not committed to its end (20 records, line 20): %q", line)
+			}
+		}
+	}
+	if res.code != 0 || parts != 2 || !strings.Contains(res.stdout, "workers: 1 live") {
+		t.Errorf("state show --cluster: exit %d, %d partitions (want 2)\n%s%s", res.code, parts, res.stdout, res.stderr)
+	}
+	// Fixed at the receiver, replayed from another process: delivered.
+	for _, id := range bad {
+		refuse.Delete(id)
+	}
+	res = pipeline(t, dir, nil, append([]string{"replay", file, "--sink", "crm"}, cl...)...)
+	if res.code != 0 || !strings.Contains(res.stderr, "replay: 2 dead deliveries") {
+		t.Fatalf("replay --cluster: exit %d\n%s", res.code, res.stderr)
+	}
+	waitDelivered(t, rcv, want, 60*time.Second, w)
+	res = pipeline(t, dir, nil, append([]string{"deliveries", file, "--sink", "crm", "--status", "dead"}, cl...)...)
+	if !strings.Contains(res.stdout, "no dead deliveries") {
+		t.Errorf("after the replay: %s", res.stdout)
+	}
+	if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit %d after SIGTERM\n%s", code, w.stderr())
 	}
 }

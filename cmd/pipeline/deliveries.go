@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pipelinehq/pipeline/engine/cluster"
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
@@ -51,14 +53,22 @@ func newDeliveriesCmd(g *globals) *cobra.Command {
 	var f deliveryFlags
 	var asJSON, summary bool
 	var limit int
+	var cf clusterFlags
 	cmd := &cobra.Command{
 		Use:   "deliveries [FILE]",
 		Short: "List action sinks' deliveries and every attempt (the delivery log)",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `deliveries lists what action sinks delivered, are retrying and gave up on,
+from the state file. With --cluster it reads a cluster's outbox streams
+instead: --status dead lists a sink's dead letters, otherwise its delivery
+log (every attempt, newest last); --sink and the pipeline are needed.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			df, err := f.filter(args)
 			if err != nil {
 				return err
+			}
+			if cf.enabled() {
+				return clusterDeliveries(cmd, &cf, df, limit, asJSON)
 			}
 			store, err := state.Open(g.statePath)
 			if err != nil {
@@ -138,6 +148,7 @@ func newDeliveriesCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print deliveries with their full log as JSON")
 	cmd.Flags().BoolVar(&summary, "summary", false, "per sink and endpoint: counts by status, the oldest pending delivery and the circuit breaker's state")
 	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many deliveries, most recently changed first; 0 for all")
+	cf.add(cmd.Flags(), false)
 	return cmd
 }
 
@@ -176,10 +187,14 @@ func noteLimit(cmd *cobra.Command, store *state.Store, df state.DeliveryFilter, 
 func newReplayCmd(g *globals) *cobra.Command {
 	var f deliveryFlags
 	var noWait bool
+	var cf clusterFlags
 	cmd := &cobra.Command{
 		Use:   "replay FILE --sink NAME",
 		Short: "Send deliveries again (dead ones by default), with the same ids",
-		Args:  cobra.ExactArgs(1),
+		Long: `replay queues deliveries again, with the same ids, and sends them (unless
+--no-wait). With --cluster it puts a sink's dead letters (all, or --id) back
+into the cluster's outbox stream, due now, and the workers send them.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.sink == "" {
 				return &exitError{code: 2, err: fmt.Errorf("--sink is required: the sink whose deliveries to send again")}
@@ -187,6 +202,26 @@ func newReplayCmd(g *globals) *cobra.Command {
 			df, err := f.filter(args)
 			if err != nil {
 				return err
+			}
+			if cf.enabled() {
+				if df.Status != state.StatusDead {
+					return &exitError{code: 2, err: fmt.Errorf("--cluster replays dead deliveries only (--status dead)")}
+				}
+				c, err := cf.connect(cmd.Context(), nil)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				var ids []string
+				if df.ID != "" {
+					ids = []string{df.ID}
+				}
+				n, err := c.Replay(cmd.Context(), df.Pipeline, df.Sink, ids)
+				if err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				fmt.Fprintf(os.Stderr, "replay: %d dead deliveries of sink %s put back into the cluster's outbox; the workers send them\n", n, f.sink)
+				return nil
 			}
 			store, err := state.Open(g.statePath)
 			if err != nil {
@@ -230,7 +265,66 @@ func newReplayCmd(g *globals) *cobra.Command {
 	}
 	f.register(cmd, "dead")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "only queue them again; the next run or `pipeline serve` sends them")
+	cf.add(cmd.Flags(), false)
 	return cmd
+}
+
+// clusterDeliveries prints a sink's dead letters (--status dead) or its
+// delivery log from a cluster's streams.
+func clusterDeliveries(cmd *cobra.Command, cf *clusterFlags, df state.DeliveryFilter, limit int, asJSON bool) error {
+	if df.Pipeline == "" || df.Sink == "" {
+		return &exitError{code: 2, err: fmt.Errorf("--cluster needs the pipeline (FILE or --pipeline) and --sink")}
+	}
+	c, err := cf.connect(cmd.Context(), nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	if df.Status == state.StatusDead {
+		list, err := c.DeadLetters(cmd.Context(), df.Pipeline, df.Sink, limit)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		if df.ID != "" {
+			list = slices.DeleteFunc(list, func(d cluster.DeadLetter) bool { return d.ID != df.ID })
+		}
+		if asJSON {
+			return enc.Encode(list)
+		}
+		if len(list) == 0 {
+			fmt.Println("no dead deliveries")
+			return nil
+		}
+		fmt.Fprintln(tw, "PIPELINE\tSINK\tID\tSTATUS\tATTEMPTS\tLAST\tDEAD AT\tBY\tERROR")
+		for _, d := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\tdead\t%d\t%d\t%s\t%s\t%s\n", df.Pipeline, df.Sink, d.ID, d.Attempts, d.LastStatus,
+				d.DeadAt.Format(time.RFC3339), d.Worker, truncate(d.LastError, 80))
+		}
+		return tw.Flush()
+	}
+	log, err := c.DeliveryLog(cmd.Context(), df.Pipeline, df.Sink, limit)
+	if err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	if df.ID != "" {
+		log = slices.DeleteFunc(log, func(e cluster.LogEntry) bool { return e.ID != df.ID })
+	}
+	if asJSON {
+		return enc.Encode(log)
+	}
+	if len(log) == 0 {
+		fmt.Println("no attempts logged")
+		return nil
+	}
+	fmt.Fprintln(tw, "PIPELINE\tSINK\tID\tOUTCOME\tATTEMPT\tSTATUS\tLATENCY\tAT\tBY\tERROR")
+	for _, e := range log {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%dms\t%s\t%s\t%s\n", df.Pipeline, df.Sink, e.ID, e.Outcome, e.Attempts, e.StatusCode,
+			e.LatencyMs, e.At.Format(time.RFC3339), e.Worker, truncate(e.Error, 80))
+	}
+	return tw.Flush()
 }
 
 // printSummary prints `deliveries --summary`.
