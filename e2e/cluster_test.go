@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -80,7 +81,12 @@ func startWorker(t *testing.T, dir, name, prefix string, env []string, files ...
 
 func startWorkerOn(t *testing.T, url, dir, name, prefix string, env []string, files ...string) *worker {
 	t.Helper()
-	args := append([]string{"serve", "--state", filepath.Join(dir, name+".db"), "--metrics-addr", "",
+	return startWorkerMetrics(t, url, dir, name, prefix, "", env, files...)
+}
+
+func startWorkerMetrics(t *testing.T, url, dir, name, prefix, metrics string, env []string, files ...string) *worker {
+	t.Helper()
+	args := append([]string{"serve", "--state", filepath.Join(dir, name+".db"), "--metrics-addr", metrics,
 		"--cluster", url, "--cluster-prefix", prefix, "--lease-ttl", "3s", "--outbox-ack-wait", "5s", "--poll", "200ms"}, files...)
 	return &worker{name: name, liveRun: startLive(t, dir, env, nil, args...)}
 }
@@ -427,7 +433,8 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	}
 	file := clusterPipeline(t, dir, glob)
 	cl := []string{"--cluster", machineNATS, "--cluster-prefix", prefix}
-	w := startWorker(t, dir, "w0", prefix, rcv.env(), file)
+	metrics := freeAddr(t)
+	w := startWorkerMetrics(t, machineNATS, dir, "w0", prefix, metrics, rcv.env(), file)
 	good := map[string][]string{}
 	for f, ids := range want {
 		for _, id := range ids {
@@ -463,6 +470,18 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 			t.Errorf("dead letter %+v: want one of %v, answered 422", d, bad)
 		}
 	}
+	// The metrics say the same, from the cluster's streams.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`pipeline_outbox_deliveries{pipeline="churn",sink="crm",status="dead"} 2`, `pipeline_outbox_deliveries{pipeline="churn",sink="crm",status="pending"} 0`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s:\n%s", want, grepLines(string(body), "pipeline_outbox"))
+		}
+	}
 	// The checkpoints: both files read to their end.
 	res := pipeline(t, dir, nil, append([]string{"state", "show", file}, cl...)...)
 	parts := 0
@@ -493,4 +512,15 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	if code, _ := w.signal(syscall.SIGTERM); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, w.stderr())
 	}
+}
+
+// grepLines keeps the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

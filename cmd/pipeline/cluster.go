@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
 	"github.com/pipelinehq/pipeline/engine/cluster"
@@ -90,4 +91,37 @@ func showClusterState(ctx context.Context, f *clusterFlags, pipeline string) err
 			cp.UpdatedAt.Format("2006-01-02 15:04:05Z07:00"), cp.Worker, cp.Position, formatAhead(ahead))
 	}
 	return tw.Flush()
+}
+
+// clusterOutboxCollector serves, at scrape time, what the cluster's outbox
+// streams hold for the sinks of the pipelines this worker serves (the same
+// metric as on one machine, pipeline_outbox_deliveries, status pending or
+// dead; cluster-wide, so every worker reports the same figures).
+type clusterOutboxCollector struct {
+	c   *cluster.Cluster
+	reg func() *registry
+}
+
+func (o *clusterOutboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descOutbox }
+
+func (o *clusterOutboxCollector) Collect(ch chan<- prometheus.Metric) {
+	reg := o.reg()
+	if reg == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, p := range reg.Pipelines() {
+		if p.Config == nil {
+			continue
+		}
+		for _, s := range p.Config.Sinks {
+			pending, dead, ok, err := o.c.OutboxCounts(ctx, p.Name, s.Name)
+			if err != nil || !ok {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(pending), p.Name, s.Name, "pending")
+			ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(dead), p.Name, s.Name, "dead")
+		}
+	}
 }

@@ -118,7 +118,7 @@ over from their last commit. See docs/cluster.md.`,
 			}()
 
 			promReg := prometheus.NewRegistry()
-			m := newServeMetrics(promReg, store)
+			m := newServeMetrics(promReg, store, g.cluster == nil)
 			if metricsAddr != "" {
 				ln, err := net.Listen("tcp", metricsAddr)
 				if err != nil {
@@ -131,6 +131,9 @@ over from their last commit. See docs/cluster.md.`,
 			}
 
 			reg := newRegistry(g, args, store, poll, logEvery, ctx, drain, m, log)
+			if g.cluster != nil {
+				promReg.MustRegister(&clusterOutboxCollector{c: g.cluster, reg: func() *registry { return reg }})
+			}
 			if adminAddr != "" {
 				stopAdmin, err := serveAdmin(adminAddr, store, reg, promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}), log)
 				if err != nil {
@@ -242,6 +245,11 @@ func serveOnce(ctx context.Context, g *globals, file string, store *state.Store,
 		lopts.SinkState = func(ctx context.Context, pipeline, sink string) (run.SinkStateServer, error) {
 			return g.cluster.OutboxService(ctx, pipeline, sink, cluster.OutboxOptions{AckWait: g.outboxAckWait})
 		}
+		// Push sources listen on every worker and share one inbox stream.
+		lopts.SourceState = func(ctx context.Context, pipeline, source string) (run.SourceStateServer, error) {
+			return g.cluster.InboxService(ctx, pipeline, source, cluster.InboxOptions{AckWait: g.outboxAckWait,
+				OnRequests: func(by map[int]int64) { store.AddPushRequests(pipeline, source, by) }})
+		}
 		ropts.Coordinator = g.coordinator
 	}
 	x, err := execute(ctx, g, []string{file}, lopts, ropts, func(x *run.Execution) {
@@ -290,7 +298,10 @@ type serveMetrics struct {
 	runs  *prometheus.CounterVec
 }
 
-func newServeMetrics(reg *prometheus.Registry, store *state.Store) *serveMetrics {
+// newServeMetrics registers serve's metrics; localOutbox says whether the
+// outboxes are the state file's (a cluster's are reported by
+// clusterOutboxCollector).
+func newServeMetrics(reg *prometheus.Registry, store *state.Store, localOutbox bool) *serveMetrics {
 	m := &serveMetrics{
 		stats: map[string]*run.Stats{},
 		ended: map[string]run.Snapshot{},
@@ -301,7 +312,10 @@ func newServeMetrics(reg *prometheus.Registry, store *state.Store) *serveMetrics
 	}
 	reg.MustRegister(m)
 	reg.MustRegister(m.runs)
-	reg.MustRegister(&outboxCollector{store: store}, &pushCollector{store: store})
+	if localOutbox {
+		reg.MustRegister(&outboxCollector{store: store})
+	}
+	reg.MustRegister(&pushCollector{store: store})
 	return m
 }
 
