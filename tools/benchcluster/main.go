@@ -92,8 +92,8 @@ func main() {
 	}
 	if *mode == "file" || *mode == "both" {
 		for _, w := range counts("1,2") {
-			total, rate := filePipeline(*bin, *url, *records, w)
-			fmt.Printf("file: %d worker(s), %d records, 6 files → filter → file: %8.0f records/s   go run ./tools/benchcluster -mode file -workers %d\n", w, total, rate, w)
+			total, rate, steady := filePipeline(*bin, *url, *records, w)
+			fmt.Printf("file: %d worker(s), %d records, 6 files → filter → file: %7.0f records/s, %7.0f from the first commit   go run ./tools/benchcluster -mode file -workers %d\n", w, total, rate, steady, w)
 		}
 	}
 }
@@ -245,7 +245,7 @@ sink "webhook" "crm" {
 	return float64(n) / took.Seconds(), float64(n) / span.Seconds()
 }
 
-func filePipeline(bin, url, records string, k int) (int64, float64) {
+func filePipeline(bin, url, records string, k int) (total int64, whole, steady float64) {
 	dir, err := os.MkdirTemp("", "benchcluster-")
 	check(err)
 	defer os.RemoveAll(dir)
@@ -266,7 +266,6 @@ func filePipeline(bin, url, records string, k int) (int64, float64) {
 	}
 	sc := bufio.NewScanner(src)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	var total int64
 	for sc.Scan() {
 		w := outs[total%6]
 		w.Write(sc.Bytes())
@@ -302,12 +301,17 @@ sink "file" "out" {
 		return []string{"OUT=" + filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))}
 	})
 	deadline := time.Now().Add(30 * time.Minute)
+	var first time.Time
+	var firstN int64
 	for {
 		cps, err := c.Checkpoints(context.Background(), "bench")
 		check(err)
 		var n int64
 		for _, cp := range cps {
 			n += cp.Records
+		}
+		if n > 0 && first.IsZero() {
+			first, firstN = time.Now(), n
 		}
 		if n >= total {
 			break
@@ -319,6 +323,7 @@ sink "file" "out" {
 		time.Sleep(50 * time.Millisecond)
 	}
 	took := time.Since(start)
+	steady = float64(total-firstN) / time.Since(first).Seconds()
 	stopWorkers(ws)
 	// The outputs hold exactly what the filter keeps.
 	var lines int64
@@ -339,7 +344,7 @@ sink "file" "out" {
 	if lines != want {
 		check(fmt.Errorf("file with %d workers: the outputs hold %d records, the filter keeps %d", k, lines, want))
 	}
-	return total, float64(total) / took.Seconds()
+	return total, float64(total) / took.Seconds(), steady
 }
 
 // countMatching counts the records whose churn_risk confidence is above
