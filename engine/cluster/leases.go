@@ -42,6 +42,9 @@ type leaseValue struct {
 	At     time.Time `json:"at"`
 }
 
+// maxSettle bounds how long a new worker waits before it claims.
+const maxSettle = 2 * time.Second
+
 func key(pipeline, source, partition string) string {
 	return Token(pipeline) + "." + Token(source) + "." + Token(partition)
 }
@@ -60,8 +63,8 @@ type Coordinator struct {
 
 // Coordinator registers this worker and starts renewing its presence and
 // leases every LeaseTTL/3. A worker claims nothing for its first renewal
-// interval, so that workers started together see each other before they
-// share out partitions.
+// interval (at most maxSettle), so that workers started together see each
+// other before they share out partitions.
 func (c *Cluster) Coordinator(ctx context.Context) (*Coordinator, error) {
 	if err := c.present(ctx); err != nil {
 		return nil, err
@@ -98,7 +101,7 @@ func (c *Cluster) Workers(ctx context.Context) ([]string, error) {
 func (co *Coordinator) loop(ctx context.Context) {
 	defer close(co.done)
 	every := co.c.opts.LeaseTTL / 3
-	settle := time.NewTimer(every)
+	settle := time.NewTimer(min(every, maxSettle))
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
