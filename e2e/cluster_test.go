@@ -496,13 +496,28 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	if res.code != 0 || parts != 2 || !strings.Contains(res.stdout, "workers: 1 live") {
 		t.Errorf("state show --cluster: exit %d, %d partitions (want 2)\n%s%s", res.code, parts, res.stdout, res.stderr)
 	}
-	// Fixed at the receiver, replayed from another process: delivered.
+	// Fixed at the receiver, replayed from another process while the sink
+	// is paused on the cluster: they wait in the outbox stream...
 	for _, id := range bad {
 		refuse.Delete(id)
 	}
+	if res := pipeline(t, dir, nil, append([]string{"pause", file, "--sink", "crm"}, cl...)...); res.code != 0 || !strings.Contains(res.stderr, "paused sink crm") {
+		t.Fatalf("pause --cluster: exit %d\n%s", res.code, res.stderr)
+	}
+	time.Sleep(time.Second) // the workers read the flag every half second
 	res = pipeline(t, dir, nil, append([]string{"replay", file, "--sink", "crm"}, cl...)...)
 	if res.code != 0 || !strings.Contains(res.stderr, "replay: 2 dead deliveries") {
 		t.Fatalf("replay --cluster: exit %d\n%s", res.code, res.stderr)
+	}
+	time.Sleep(time.Second)
+	for _, id := range bad {
+		if _, ok := rcv.body(id); ok {
+			t.Errorf("%s was delivered while its sink was paused", id)
+		}
+	}
+	// ...and go out once it is resumed.
+	if res := pipeline(t, dir, nil, append([]string{"resume", file, "--sink", "crm"}, cl...)...); res.code != 0 || !strings.Contains(res.stderr, "resumed sink crm") {
+		t.Fatalf("resume --cluster: exit %d\n%s", res.code, res.stderr)
 	}
 	waitDelivered(t, rcv, want, 60*time.Second, w)
 	res = pipeline(t, dir, nil, append([]string{"deliveries", file, "--sink", "crm", "--status", "dead"}, cl...)...)

@@ -19,6 +19,7 @@ import (
 
 func newPauseCmd(g *globals) *cobra.Command {
 	var sink string
+	var cf clusterFlags
 	cmd := &cobra.Command{
 		Use:   "pause FILE --sink NAME",
 		Short: "Pause an action sink: its deliveries stay in its outbox until `pipeline resume`",
@@ -27,31 +28,35 @@ and pipeline serve go on reading and queueing its deliveries in the outbox
 (the source is not held back), but none is sent until pipeline resume; a
 pipeline serve that runs it stops sending within a second, and pipeline run
 does not wait for a paused sink's deliveries. The pause is kept in the state
-store (--state): it holds across restarts.`,
+store (--state): it holds across restarts. With --cluster it is kept in the
+cluster's KV bucket instead, and every worker stops sending within a second.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return pauseOrResume(cmd.Context(), g, args[0], sink, true)
+			return pauseOrResume(cmd.Context(), g, &cf, args[0], sink, true)
 		},
 	}
 	cmd.Flags().StringVar(&sink, "sink", "", "the sink to pause (its block name)")
+	cf.add(cmd.Flags(), false)
 	return cmd
 }
 
 func newResumeCmd(g *globals) *cobra.Command {
 	var sink string
+	var cf clusterFlags
 	cmd := &cobra.Command{
 		Use:   "resume FILE --sink NAME",
 		Short: "Resume a paused action sink: what is pending in its outbox goes out",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return pauseOrResume(cmd.Context(), g, args[0], sink, false)
+			return pauseOrResume(cmd.Context(), g, &cf, args[0], sink, false)
 		},
 	}
 	cmd.Flags().StringVar(&sink, "sink", "", "the sink to resume (its block name)")
+	cf.add(cmd.Flags(), false)
 	return cmd
 }
 
-func pauseOrResume(ctx context.Context, g *globals, file, sink string, pause bool) error {
+func pauseOrResume(ctx context.Context, g *globals, cf *clusterFlags, file, sink string, pause bool) error {
 	verb := "resume"
 	if pause {
 		verb = "pause"
@@ -71,6 +76,29 @@ func pauseOrResume(ctx context.Context, g *globals, file, sink string, pause boo
 	defer store.Close()
 	if err := checkActionSink(ctx, p, store, sink); err != nil {
 		return &exitError{code: 1, err: err}
+	}
+	if cf.enabled() {
+		c, err := cf.connect(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		was, err := c.IsPaused(ctx, p.Name, sink)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		if err := c.SetPaused(ctx, p.Name, sink, pause); err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		switch {
+		case pause:
+			fmt.Fprintf(os.Stderr, "paused sink %s of pipeline %s on the cluster: deliveries stay in its outbox stream until \"pipeline resume --cluster\"\n", sink, p.Name)
+		case was:
+			fmt.Fprintf(os.Stderr, "resumed sink %s of pipeline %s on the cluster: the workers send its pending deliveries\n", sink, p.Name)
+		default:
+			fmt.Fprintf(os.Stderr, "sink %s of pipeline %s was not paused on the cluster\n", sink, p.Name)
+		}
+		return nil
 	}
 	if !pause {
 		paused, err := store.PausedSinks(ctx)
