@@ -86,8 +86,13 @@ func startWorkerOn(t *testing.T, url, dir, name, prefix string, env []string, fi
 
 func startWorkerMetrics(t *testing.T, url, dir, name, prefix, metrics string, env []string, files ...string) *worker {
 	t.Helper()
+	return startWorkerArgs(t, url, dir, name, prefix, metrics, env, nil, files...)
+}
+
+func startWorkerArgs(t *testing.T, url, dir, name, prefix, metrics string, env, extra []string, files ...string) *worker {
+	t.Helper()
 	args := append([]string{"serve", "--state", filepath.Join(dir, name+".db"), "--metrics-addr", metrics,
-		"--cluster", url, "--cluster-prefix", prefix, "--lease-ttl", "3s", "--outbox-ack-wait", "5s", "--poll", "200ms"}, files...)
+		"--cluster", url, "--cluster-prefix", prefix, "--lease-ttl", "3s", "--outbox-ack-wait", "5s", "--poll", "200ms"}, append(extra, files...)...)
 	return &worker{name: name, liveRun: startLive(t, dir, env, nil, args...)}
 }
 
@@ -433,8 +438,9 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	}
 	file := clusterPipeline(t, dir, glob)
 	cl := []string{"--cluster", machineNATS, "--cluster-prefix", prefix}
-	metrics := freeAddr(t)
-	w := startWorkerMetrics(t, machineNATS, dir, "w0", prefix, metrics, rcv.env(), file)
+	metrics, adminAddr := freeAddr(t), freeAddr(t)
+	w := startWorkerArgs(t, machineNATS, dir, "w0", prefix, metrics, append(rcv.env(), "PIPELINE_ADMIN_TOKEN=tok"),
+		[]string{"--admin-addr", adminAddr}, file)
 	good := map[string][]string{}
 	for f, ids := range want {
 		for _, id := range ids {
@@ -501,8 +507,11 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	for _, id := range bad {
 		refuse.Delete(id)
 	}
-	if res := pipeline(t, dir, nil, append([]string{"pause", file, "--sink", "crm"}, cl...)...); res.code != 0 || !strings.Contains(res.stderr, "paused sink crm") {
-		t.Fatalf("pause --cluster: exit %d\n%s", res.code, res.stderr)
+	// (paused through the worker's admin API: the cluster's flag)
+	req, _ := http.NewRequest("POST", "http://"+adminAddr+"/api/pipelines/churn/sinks/crm/pause", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("admin pause: %v %v", err, resp)
 	}
 	time.Sleep(time.Second) // the workers read the flag every half second
 	res = pipeline(t, dir, nil, append([]string{"replay", file, "--sink", "crm"}, cl...)...)

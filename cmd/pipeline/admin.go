@@ -37,7 +37,7 @@ func serveAdmin(addr string, store *state.Store, reg *registry, metrics http.Han
 		return nil, fmt.Errorf("--admin-addr: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           admin.New(admin.Options{Store: store, Backend: reg, Token: token, Metrics: metrics, Logger: log}),
+		Handler:           admin.New(adminOptions(admin.Options{Store: store, Backend: reg, Token: token, Metrics: metrics, Logger: log}, reg.g)),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	go func() {
@@ -57,4 +57,12 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// adminOptions serves a cluster's pauses when serve is a cluster worker.
+func adminOptions(o admin.Options, g *globals) admin.Options {
+	if g.cluster != nil {
+		o.Pauses = g.cluster
+	}
+	return o
 }

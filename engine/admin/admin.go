@@ -138,6 +138,15 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Pauses, when set, keeps sinks' pauses instead of Store (`pipeline
+	// serve --cluster`: the cluster's paused flags, which every worker reads).
+	Pauses Pauses
+}
+
+// Pauses keeps whether a sink is paused.
+type Pauses interface {
+	SetPaused(ctx context.Context, pipeline, sink string, paused bool) error
+	IsPaused(ctx context.Context, pipeline, sink string) (bool, error)
 }
 
 // Server is the admin API and console.

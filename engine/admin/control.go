@@ -30,7 +30,9 @@ func (s *Server) pause(on bool) func(http.ResponseWriter, *http.Request) error {
 		if !slices.Contains(names, sink) {
 			return errorf(http.StatusNotFound, "pipeline %s has no sink %q (it has %v)", p.Name, sink, names)
 		}
-		if on {
+		if s.opts.Pauses != nil {
+			err = s.opts.Pauses.SetPaused(r.Context(), p.Name, sink, on)
+		} else if on {
 			err = s.opts.Store.PauseSink(r.Context(), p.Name, sink, s.opts.Now())
 		} else {
 			err = s.opts.Store.ResumeSink(r.Context(), p.Name, sink)

@@ -161,7 +161,11 @@ func (s *Server) pipeline(r *http.Request, p Pipeline, detail bool) (pipelineJSO
 	if p.Config != nil {
 		for _, sk := range p.Config.Sinks {
 			sj := sinkJSON{Name: sk.Name, Type: sk.Type, Action: action[sk.Name], Circuits: []circuitJSON{}}
-			if at, ok := paused[state.SinkKey{Pipeline: p.Name, Sink: sk.Name}]; ok {
+			if s.opts.Pauses != nil {
+				if on, err := s.opts.Pauses.IsPaused(ctx, p.Name, sk.Name); err == nil && on {
+					sj.Paused = true // (the cluster's flag keeps no time)
+				}
+			} else if at, ok := paused[state.SinkKey{Pipeline: p.Name, Sink: sk.Name}]; ok {
 				sj.Paused, sj.PausedAt = true, utc(at)
 			}
 			for _, e := range summary {
