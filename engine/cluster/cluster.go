@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -59,6 +60,9 @@ type Cluster struct {
 	checkpoints jetstream.KeyValue
 	leases      jetstream.KeyValue
 	workers     jetstream.KeyValue
+
+	rlMu sync.Mutex
+	rl   jetstream.KeyValue // the shared rate limits, made on first use
 }
 
 // DefaultLeaseTTL is Options.LeaseTTL's default.
