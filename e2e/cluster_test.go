@@ -548,3 +548,66 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// rate_limit_scope = "cluster": two workers together keep the rate that
+// each would keep alone with "worker".
+func TestClusterSharedRateLimit(t *testing.T) {
+	for _, scope := range []string{"worker", "cluster"} {
+		t.Run(scope, func(t *testing.T) {
+			prefix := clusterPrefix(t)
+			dir := t.TempDir()
+			rcv := newReceiver(t)
+			var mu sync.Mutex
+			var arrivals []time.Time
+			rcv.wrap(func(inner http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					mu.Lock()
+					arrivals = append(arrivals, time.Now())
+					mu.Unlock()
+					inner.ServeHTTP(w, r)
+				})
+			})
+			glob, want := clusterInput(t, dir, 4, 20) // 40 matching records
+			file := filepath.Join(dir, "churn.hcl")
+			writeFile(t, file, fmt.Sprintf(`
+pipeline { name = "churn" }
+source "file" "calls" {
+  path = %q
+}
+filter "high_churn" {
+  inputs = [source.calls]
+  where  = "classifications.churn_risk.confidence > 0.8"
+}
+sink "webhook" "crm" {
+  inputs           = [filter.high_churn]
+  url              = env("CRM_WEBHOOK_URL")
+  secret           = env("CRM_WEBHOOK_SECRET")
+  rate_limit       = "10/s"
+  rate_limit_scope = %q
+}
+`, glob, scope))
+			var ws []*worker
+			for i := range 2 {
+				ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, rcv.env(), file))
+			}
+			waitDelivered(t, rcv, want, 90*time.Second, ws...)
+			mu.Lock()
+			span := arrivals[len(arrivals)-1].Sub(arrivals[0])
+			n := len(arrivals)
+			mu.Unlock()
+			t.Logf("%s: %d arrivals over %v", scope, n, span.Round(time.Millisecond))
+			// 40 sends at 10/s for the whole cluster take 3.9 s at least;
+			// each worker keeping 10/s alone would let them through in
+			// about half that (a lower bound: a slow machine only makes
+			// the span longer).
+			if scope == "cluster" && span < 3*time.Second {
+				t.Errorf("40 deliveries at a shared 10/s arrived over %v; they cannot take less than 3.9 s (3 s allowing for the first request's own delay)", span)
+			}
+			for _, w := range ws {
+				if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+					t.Errorf("worker %s exited %d\n%s", w.name, code, w.stderr())
+				}
+			}
+		})
+	}
+}

@@ -14,7 +14,9 @@ import (
 // and its Read reads the inbox from the position the engine hands it, so an
 // accepted record survives a crash of the engine or the plugin. Records are
 // numbered from 1 in the order stored; a push source's positions are those
-// numbers (InboxPosition).
+// numbers (InboxPosition). (On a cluster, where every worker's push source
+// shares one inbox, each worker numbers the records it reads, in the order
+// it reads them; the source does the same either way.)
 type Inbox interface {
 	// Append stores entries in one durable write; a push source gathers
 	// concurrent requests into one call (group commit).
@@ -28,6 +30,19 @@ type Inbox interface {
 	// ReportRequests tells the engine how many requests were answered
 	// with each HTTP status since the last report (its metrics).
 	ReportRequests(ctx context.Context, byStatus map[int]int64) error
+}
+
+// InboxWaiter is an Inbox whose reads can wait for what is stored next.
+// The engine's inbox on a cluster is one (the workers share a stream, and
+// another worker's requests are stored there without this one hearing of
+// it); a push source type-asserts for it and, when the inbox says it waited,
+// asks again at once instead of pausing.
+type InboxWaiter interface {
+	// ReadWait is Read that, when there is nothing to return, waits up to
+	// wait for an entry. waited reports that it did wait (an empty answer
+	// is then no reason to pause); an inbox that cannot wait answers at
+	// once with waited false.
+	ReadWait(ctx context.Context, after int64, maxRecords int, wait time.Duration) (entries []InboxStored, waited bool, err error)
 }
 
 // InboxPosition is a push source's position after record number n.
@@ -79,6 +94,9 @@ type InboxStatus struct {
 	Pending int64     // stored records not committed past
 	Oldest  time.Time // when the oldest pending one was stored; zero: none
 	Last    int64     // the number of the last record stored
+	// MaxEntryBytes is the most bytes one entry's records may hold (0: no
+	// limit): a push source refuses a request over it before storing it.
+	MaxEntryBytes int64
 }
 
 // stateInbox is the Inbox the engine serves over the plugin broker.
@@ -101,15 +119,20 @@ func (in *stateInbox) Append(ctx context.Context, entries []InboxEntry) ([]Inbox
 }
 
 func (in *stateInbox) Read(ctx context.Context, after int64, maxRecords int) ([]InboxStored, error) {
-	resp, err := in.c.InboxRead(ctx, &pluginv1.InboxReadRequest{After: after, MaxRecords: uint32(maxRecords)})
+	out, _, err := in.ReadWait(ctx, after, maxRecords, 0)
+	return out, err
+}
+
+func (in *stateInbox) ReadWait(ctx context.Context, after int64, maxRecords int, wait time.Duration) ([]InboxStored, bool, error) {
+	resp, err := in.c.InboxRead(ctx, &pluginv1.InboxReadRequest{After: after, MaxRecords: uint32(maxRecords), WaitMs: uint32(wait.Milliseconds())})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	out := make([]InboxStored, len(resp.Entries))
 	for i, e := range resp.Entries {
 		out[i] = InboxStored{First: e.First, Count: int(e.Count), Records: e.Records, Origin: e.Origin, Received: fromUnixMs(e.ReceivedUnixMs)}
 	}
-	return out, nil
+	return out, resp.Waited, nil
 }
 
 func (in *stateInbox) Status(ctx context.Context) (InboxStatus, error) {
@@ -117,7 +140,7 @@ func (in *stateInbox) Status(ctx context.Context) (InboxStatus, error) {
 	if err != nil {
 		return InboxStatus{}, err
 	}
-	return InboxStatus{Pending: resp.Pending, Oldest: fromUnixMs(resp.OldestPendingUnixMs), Last: resp.Last}, nil
+	return InboxStatus{Pending: resp.Pending, Oldest: fromUnixMs(resp.OldestPendingUnixMs), Last: resp.Last, MaxEntryBytes: resp.MaxEntryBytes}, nil
 }
 
 func (in *stateInbox) ReportRequests(ctx context.Context, byStatus map[int]int64) error {

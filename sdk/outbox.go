@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -37,6 +38,19 @@ type Outbox interface {
 	// the run asks the sink to stop waiting for them.
 	Pending(ctx context.Context) (OutboxStatus, error)
 }
+
+// RateReserver is an Outbox that keeps rate limits shared by every worker
+// of a cluster (rate_limit_scope = "cluster"): Reserve reserves one request
+// to endpoint at one per interval, bursts of up to burst, and says how long
+// to wait before sending. The engine's answers ErrNoSharedRate when it runs
+// without a cluster.
+type RateReserver interface {
+	Reserve(ctx context.Context, endpoint string, interval time.Duration, burst int) (time.Duration, error)
+}
+
+// ErrNoSharedRate is RateReserver.Reserve's error when the engine keeps no
+// shared rate limits (it runs on one machine): the sink keeps the limit.
+var ErrNoSharedRate = errors.New("the engine keeps no shared rate limits")
 
 // RetentionSetter is an Outbox that prunes what is finished: the engine's
 // does, over the plugin protocol. sdk/delivery's Deliverer type-asserts for
@@ -289,4 +303,15 @@ func (o *stateOutbox) SetRetention(ctx context.Context, r Retention) error {
 	_, err := o.c.SetRetention(ctx, &pluginv1.SetRetentionRequest{
 		DeliveredMs: r.Delivered.Milliseconds(), AttemptsMs: r.Attempts.Milliseconds(), DeadMs: r.Dead.Milliseconds()})
 	return err
+}
+
+func (o *stateOutbox) Reserve(ctx context.Context, endpoint string, interval time.Duration, burst int) (time.Duration, error) {
+	resp, err := o.c.Reserve(ctx, &pluginv1.ReserveRequest{Endpoint: endpoint, IntervalNs: int64(interval), Burst: int32(burst)})
+	if status.Code(err) == codes.Unimplemented {
+		return 0, ErrNoSharedRate
+	}
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(resp.WaitNs), nil
 }

@@ -46,6 +46,12 @@ type Info struct {
 	Version     string
 	Description string
 	Config      []Attribute
+	// Push marks a push source: one that listens for records and keeps
+	// what it accepts in the engine's Inbox, reading them from there (as
+	// sdk/push does). The engine then runs it on every worker of a cluster,
+	// all of them sharing one inbox, instead of reading it as one partition
+	// on one worker.
+	Push bool
 }
 
 // Attribute is one attribute of a plugin's HCL block. The engine checks the

@@ -122,6 +122,7 @@ func DescribeProto(info Info) (*pluginv1.DescribeResponse, error) {
 		Version:          info.Version,
 		Description:      info.Description,
 		ProtocolVersions: []uint32{wire.ProtocolVersion},
+		Push:             info.Push,
 	}
 	attrs, err := attributesProto(info.Config)
 	if err != nil {

@@ -36,7 +36,7 @@ func (f *clusterFlags) add(fs *pflag.FlagSet, serve bool) {
 	fs.StringVar(&f.prefix, "cluster-prefix", "pipeline", "name prefix of the cluster's KV buckets and streams (clusters sharing a NATS server use different ones)")
 	if serve {
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "how long a worker's partitions stay its own without renewal: a killed worker's are taken over after this")
-		fs.DurationVar(&f.ackWait, "outbox-ack-wait", cluster.DefaultAckWait, "how long a delivery a worker took from an outbox stays its own: a killed worker's are delivered by another after this (keep it well above a sink's request timeout)")
+		fs.DurationVar(&f.ackWait, "outbox-ack-wait", cluster.DefaultAckWait, "how long a delivery a worker took from an outbox, or a record its push source read from the inbox, stays its own without renewal: a killed worker's are delivered by another after this (keep it well above a sink's request timeout)")
 	}
 }
 

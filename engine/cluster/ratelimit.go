@@ -8,6 +8,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pipelinehq/pipeline/sdk/proto/pluginv1"
 )
 
 // A rate limit shared by every worker (rate_limit_scope = "cluster") is
@@ -78,4 +82,19 @@ func (c *Cluster) Reserve(ctx context.Context, pipeline, sink, endpoint string, 
 		}
 		// Another worker reserved meanwhile: again, from its TAT.
 	}
+}
+
+// Reserve implements pluginv1.StateServer: a sink's rate limit with
+// rate_limit_scope = "cluster", kept by every worker together.
+func (s *OutboxService) Reserve(ctx context.Context, req *pluginv1.ReserveRequest) (*pluginv1.ReserveResponse, error) {
+	if req.IntervalNs <= 0 {
+		return nil, status.Error(codes.InvalidArgument, "reserve: the interval must be positive")
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	w, err := s.c.Reserve(ctx, s.pipeline, s.sink, req.Endpoint, time.Duration(req.IntervalNs), int(req.Burst), time.Now())
+	if err != nil {
+		return nil, s.grpcErr("reserve", err)
+	}
+	return &pluginv1.ReserveResponse{WaitNs: int64(w)}, nil
 }

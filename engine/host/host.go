@@ -250,7 +250,7 @@ func (p *Plugin) Describe(ctx context.Context) (sdk.Info, error) {
 
 // InfoFromProto converts a Describe answer, checking the protocol version.
 func InfoFromProto(resp *pluginv1.DescribeResponse) (sdk.Info, error) {
-	info := sdk.Info{Kind: sdk.Kind(resp.Kind), Type: resp.Type, Version: resp.Version, Description: resp.Description}
+	info := sdk.Info{Kind: sdk.Kind(resp.Kind), Type: resp.Type, Version: resp.Version, Description: resp.Description, Push: resp.Push}
 	attrs, err := attributesFromProto(resp.Config)
 	if err != nil {
 		return info, err

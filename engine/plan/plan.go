@@ -104,6 +104,26 @@ type Source struct {
 	// FromStart reads the source from its beginning every run: it feeds a
 	// sink with incremental = false.
 	FromStart bool
+	// Push says the plugin is a push source (sdk.Info.Push): it listens,
+	// and reads what it accepted from its inbox.
+	Push bool
+	// Shared, when set, is the source's state as every worker of a cluster
+	// shares it (a push source's inbox on JetStream): the runner reads the
+	// source on this worker without a lease or a checkpoint, and tells
+	// Shared each position it commits instead of writing a checkpoint.
+	Shared SharedState
+}
+
+// SharedState is a source's state that the workers of a cluster share,
+// such as one inbox that the push source of every worker stores into and
+// reads from. Positions are this worker's: what the source emitted in this
+// session, growing.
+type SharedState interface {
+	// Committed says that every record up to position (one the source
+	// emitted in this session) is acked by every sink it flows to: the
+	// state may forget them. It is called with positions in order, and
+	// again with the same position after an error.
+	Committed(ctx context.Context, position []byte) error
 }
 
 // Filter is the stage that keeps the records for which Where is true.
@@ -232,7 +252,11 @@ type Started struct {
 	Schemas map[string]*arrow.Schema
 	// FromStart names the sources read from the start every run.
 	FromStart map[string]bool
-	Sinks     map[*config.Sink]StartedSink
+	// Push names the push sources; Shared holds the state of those whose
+	// state the workers of a cluster share, by source name.
+	Push   map[string]bool
+	Shared map[string]SharedState
+	Sinks  map[*config.Sink]StartedSink
 	// Transforms are the started transform plugins.
 	Transforms map[*config.Transform]TransformPlugin
 }
@@ -254,7 +278,8 @@ func Build(p *config.Pipeline, compiled *config.Compiled, st Started) *Plan {
 	}
 	pl := &Plan{Pipeline: p.Name}
 	for _, s := range p.Sources {
-		pl.Sources = append(pl.Sources, &Source{Name: s.Name, Plugin: st.Sources[s], Schema: st.Schemas[s.Name], FromStart: st.FromStart[s.Name]})
+		pl.Sources = append(pl.Sources, &Source{Name: s.Name, Plugin: st.Sources[s], Schema: st.Schemas[s.Name], FromStart: st.FromStart[s.Name],
+			Push: st.Push[s.Name], Shared: st.Shared[s.Name]})
 	}
 	for _, n := range p.Stages {
 		switch n := n.(type) {

@@ -45,6 +45,9 @@ type tracker struct {
 	// lease, in a cluster, is the partition this tracker reads: its
 	// commits go to the lease's checkpoint.
 	lease *cluster.Lease
+	// shared, for a source whose state the cluster's workers share, is
+	// told what is committed instead (shared.go).
+	shared plan.SharedState
 
 	mu      sync.Mutex
 	queue   []*entry // oldest first, not yet done

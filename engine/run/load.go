@@ -30,6 +30,14 @@ type SinkStateServer interface {
 	Close() error
 }
 
+// SourceStateServer serves a push source its State (its inbox) as the
+// workers of a cluster share it, and hears what the run committed.
+type SourceStateServer interface {
+	pluginv1.StateServer
+	plan.SharedState
+	Close() error
+}
+
 // LoadOptions say which plugins exist and how to start them.
 type LoadOptions struct {
 	Builtins []Builtin
@@ -41,6 +49,12 @@ type LoadOptions struct {
 	// of Store (`pipeline serve --cluster`: engine/cluster's outbox on
 	// JetStream). Close is called when the load is closed.
 	SinkState func(ctx context.Context, pipeline, sink string) (SinkStateServer, error)
+	// SourceState, when set, serves each push source (sdk.Info.Push) its
+	// State (the inbox) instead of Store, and is the source's Shared state
+	// in the plan (`pipeline serve --cluster`: engine/cluster's inbox on
+	// JetStream, which every worker's push source shares). Close is called
+	// when the load is closed.
+	SourceState func(ctx context.Context, pipeline, source string) (SourceStateServer, error)
 	// NoWait lets sinks end a run with deliveries still pending.
 	NoWait bool
 	// FullRefresh tells every sink that this run exports everything again.
@@ -142,6 +156,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		custom[config.PluginType{Kind: d.Kind, Type: d.Type}] = d
 	}
 	started := map[config.Node]*host.Plugin{}
+	push := map[config.Node]bool{} // what the plugin described itself as
 	configs := map[config.Node]config.DecodedConfig{}
 	decoded := map[config.Node]config.DecodedConfig{}
 	decode := func(n config.Node) {
@@ -166,6 +181,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		} else {
 			return // reported by CheckPluginTypes
 		}
+		push[n] = info.Push
 		cfg, d := config.DecodePluginBody(b.Body, info, b.EvalCtx)
 		diags = append(diags, d...)
 		decoded[n] = cfg
@@ -193,6 +209,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	// only say again what is wrong, or be handed half a config.
 	failedConfigure := map[config.Node]bool{}
 	outboxes := map[config.Node]*state.Outbox{}
+	shared := map[string]plan.SharedState{}
 	configure := func(n config.Node) {
 		if _, ok := configs[n]; !ok {
 			failedConfigure[n] = true
@@ -227,7 +244,18 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 				return
 			}
 		}
-		if opts.Store != nil && b.Kind == config.KindSource {
+		if opts.SourceState != nil && b.Kind == config.KindSource && push[n] {
+			// The workers of a cluster share the push source's inbox.
+			svc, err := opts.SourceState(ctx, p.Name, b.Name)
+			if err != nil {
+				failedConfigure[n] = true
+				diags = append(diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cluster state failed", Detail: err.Error(), Subject: b.DefRange.Ptr()})
+				return
+			}
+			copts.State = svc
+			l.services = append(l.services, svc)
+			shared[b.Name] = svc
+		} else if opts.Store != nil && b.Kind == config.KindSource {
 			// A push source keeps what it accepts in its inbox.
 			copts.State = state.NewInboxService(opts.Store, p.Name, b.Name)
 		}
@@ -334,7 +362,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 		return fail()
 	}
 	parts := plan.Started{Sources: map[*config.Source]plan.SourcePlugin{}, Schemas: schemas, FromStart: fromStart, Sinks: map[*config.Sink]plan.StartedSink{},
-		Transforms: map[*config.Transform]plan.TransformPlugin{}}
+		Transforms: map[*config.Transform]plan.TransformPlugin{}, Push: map[string]bool{}, Shared: shared}
 	for _, t := range p.Transforms {
 		if t.IsPlugin() {
 			parts.Transforms[t] = started[t]
@@ -342,6 +370,7 @@ func Load(ctx context.Context, files []string, opts LoadOptions) (*Loaded, hcl.D
 	}
 	for _, s := range p.Sources {
 		parts.Sources[s] = started[s]
+		parts.Push[s.Name] = push[s]
 		if sub != nil {
 			parts.Sources[s] = standIns[s]
 		}

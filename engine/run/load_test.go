@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 			sdk.Serve(&tableSource{})
 		case "sink-memory":
 			sdk.Serve(&memorySink{})
+		case "source-pushy":
+			sdk.Serve(&pushySource{})
 		}
 		os.Exit(0)
 	}

@@ -108,6 +108,7 @@ type pushWatch struct {
 	store    *state.Store
 	pipeline string
 	base     map[string]int64 // records accepted before the run, per source
+	shared   map[string]inboxProgress
 }
 
 // watchPush makes snapshots report the pipeline's push sources.
@@ -166,6 +167,7 @@ func (w *pushWatch) snapshot() map[string]PushProgress {
 		p.Requests[strconv.Itoa(r.Status)] += r.N
 		out[r.Source] = p
 	}
+	w.addShared(out)
 	if len(out) == 0 {
 		return nil
 	}
@@ -393,6 +395,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.Stats.Started = time.Now()
 	if r.opts.Store != nil {
 		r.Stats.watchPush(ctx, r.opts.Store, r.plan.Pipeline)
+		r.Stats.watchShared(r.plan.Sources)
 	}
 	ctx, r.cancel = context.WithCancel(ctx)
 	defer r.cancel()
@@ -491,11 +494,19 @@ func (r *Runner) Run(ctx context.Context) error {
 	// Read every source.
 	var srcWG sync.WaitGroup
 	for _, src := range r.plan.Sources {
-		if r.opts.Coordinator != nil {
+		if r.opts.Coordinator != nil && src.Push && src.Shared == nil {
+			r.fail(unsharedPush(src))
+			break
+		}
+		if r.opts.Coordinator != nil || src.Shared != nil {
+			read := r.readPartitions
+			if src.Shared != nil {
+				read = r.readShared
+			}
 			srcWG.Add(1)
 			go func() {
 				defer srcWG.Done()
-				if err := r.readPartitions(readCtx, src); err != nil && readCtx.Err() == nil {
+				if err := read(readCtx, src); err != nil && readCtx.Err() == nil {
 					r.incomplete.Store(true)
 					r.failOnce.Do(func() { r.failErr = err })
 					stopReading()
@@ -589,13 +600,17 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 func (r *Runner) commit(ctx context.Context) error {
-	if r.opts.Store == nil {
-		return nil
-	}
 	r.trackersMu.Lock()
 	trackers := slices.Clone(r.trackers)
 	r.trackersMu.Unlock()
 	for _, t := range trackers {
+		if t.shared != nil {
+			r.commitShared(ctx, t)
+			continue
+		}
+		if r.opts.Store == nil {
+			continue
+		}
 		if t.lease != nil {
 			if err := r.commitLease(ctx, t); err != nil {
 				return err

@@ -62,6 +62,7 @@ type config struct {
 	Timeout      string                    `json:"timeout"`
 	Concurrency  int                       `json:"concurrency"`
 	RateLimit    string                    `json:"rate_limit"`
+	RateScope    string                    `json:"rate_limit_scope"`
 	Retry        *policy.RetryConfig       `json:"retry"`
 	Breaker      *policy.BreakerConfig     `json:"circuit_breaker"`
 	Retention    *delivery.RetentionConfig `json:"retention"`
@@ -116,6 +117,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "timeout", Type: sdk.Duration, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 1, Description: "Requests in flight at once per channel (per webhook URL); 1 keeps a channel's messages in order."},
 			{Name: "rate_limit", Type: sdk.String, Default: "1/s", Description: `Most messages per channel (per webhook URL), e.g. "1/s" (Slack's limit) or "20/m".`},
+			delivery.ScopeAttribute(),
 			delivery.RetryAttribute(),
 			delivery.BreakerAttribute("a channel (a webhook)"),
 			delivery.RetentionAttribute(),
@@ -222,8 +224,16 @@ func (s *Sink) configure(cfg sdk.Config) error {
 			return fmt.Errorf("rate_limit: %w", err)
 		}
 	}
+	if err := delivery.CheckScope(c.RateScope); err != nil {
+		return err
+	}
 	s.limiter = policy.NewLimiter(rate, 1)
 	opts.Limiter = s.limiter
+	if c.RateScope == delivery.ScopeCluster {
+		// Slack's limit is per channel for the whole app: the workers of a
+		// cluster keep it together (a Retry-After still pauses this one).
+		opts.Limiter = delivery.SharedLimiter(cfg.Outbox, s.limiter, rate, 1, opts.Log)
+	}
 	transport := s.guard.Transport()
 	// In Web API mode every channel's requests go to the one API host.
 	transport.MaxIdleConnsPerHost = max(c.Concurrency, 16)

@@ -59,6 +59,7 @@ type config struct {
 	Timeout      string                    `json:"timeout"`
 	Concurrency  int                       `json:"concurrency"`
 	RateLimit    string                    `json:"rate_limit"`
+	RateScope    string                    `json:"rate_limit_scope"`
 	Retry        *policy.RetryConfig       `json:"retry"`
 	AllowPrivate bool                      `json:"allow_private_networks"`
 	HTTPSOnly    bool                      `json:"https_only"`
@@ -104,6 +105,7 @@ func (s *Sink) Info() sdk.Info {
 			{Name: "timeout", Type: sdk.Duration, Default: "10s", Description: "Per-request timeout."},
 			{Name: "concurrency", Type: sdk.Number, Default: 16, Description: "Requests in flight at once per endpoint."},
 			{Name: "rate_limit", Type: sdk.String, Description: `Most requests per endpoint, e.g. "50/s" or "600/m".`},
+			delivery.ScopeAttribute(),
 			{Name: "order_by", Type: sdk.String, Expression: true, Description: "An expression (e.g. metadata.customer_id): records with the same value are delivered one at a time, in source order."},
 			delivery.RetryAttribute(),
 			delivery.BreakerAttribute("an endpoint"),
@@ -158,12 +160,19 @@ func (s *Sink) Configure(_ context.Context, cfg sdk.Config) error {
 	if opts.Retention, err = delivery.ParseRetention(s.cfg.Retention); err != nil {
 		return err
 	}
+	if err := delivery.CheckScope(s.cfg.RateScope); err != nil {
+		return err
+	}
 	if s.cfg.RateLimit != "" {
 		rate, err := policy.ParseRate(s.cfg.RateLimit)
 		if err != nil {
 			return fmt.Errorf("rate_limit: %w", err)
 		}
-		opts.Limiter = policy.NewLimiter(rate, 1)
+		local := policy.NewLimiter(rate, 1)
+		opts.Limiter = local
+		if s.cfg.RateScope == delivery.ScopeCluster {
+			opts.Limiter = delivery.SharedLimiter(cfg.Outbox, local, rate, 1, opts.Log)
+		}
 	}
 	transport := s.guard.Transport()
 	transport.MaxIdleConnsPerHost = s.cfg.Concurrency

@@ -39,6 +39,7 @@ func (s *Source) Info() sdk.Info {
 		Type:        "http",
 		Version:     Version,
 		Description: "A push API: POST a JSON object, an array of objects or JSON lines; 202 once durable, with the records' ids.",
+		Push:        true,
 		Config: append(push.ListenAttributes("/v1/records"),
 			sdk.Attribute{Name: "token", Type: sdk.String, Description: "When set, requests need Authorization: Bearer <token> (401 otherwise)."},
 		),

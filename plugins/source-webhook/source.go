@@ -65,6 +65,7 @@ func (s *Source) Info() sdk.Info {
 		Type:        "webhook",
 		Version:     Version,
 		Description: "Inbound webhooks, one record per delivery: signature verified over the exact body, deduplicated by delivery id, durable before they are answered.",
+		Push:        true,
 		Config: append(push.ListenAttributes("/webhook"),
 			sdk.Attribute{Name: "signature", Type: sdk.String, Default: "standard", Description: `"standard" (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature), "github" (X-Hub-Signature-256: sha256=<hex>), "hub-sha1" (X-Hub-Signature: sha1=<hex>, as Labelbox signs) or "none".`},
 			sdk.Attribute{Name: "secret", Type: sdk.String, Description: "The shared secret: whsec_<base64> for standard, the string itself for github and hub-sha1."},

@@ -68,7 +68,7 @@ type Breaker interface {
 type Options struct {
 	Retry       policy.Retry
 	Concurrency int // per endpoint; 16 by default
-	Limiter     *policy.Limiter
+	Limiter     Limiter
 	Breaker     Breaker
 	Log         *slog.Logger
 	// Now is the clock; tests replace it.

@@ -2,13 +2,16 @@
 // requests become records, stored durably in the engine's inbox
 // (sdk.Inbox) before the request is answered, and read from there into the
 // pipeline. `source "http"` and `source "webhook"` are built on it; a
-// custom push source supplies only its Handler.
+// custom push source supplies only its Handler, and says in its Info that
+// it is a push source (sdk.Info.Push), so that on a cluster the engine runs
+// it on every worker with one inbox they share.
 //
 // What it guarantees, for every Handler:
 //   - 202 only after the request's records are durable in the engine's
-//     state store; concurrent requests share one durable write (group
-//     commit). A record that got a 202 is read into the pipeline again after
-//     any crash, until every sink acked it.
+//     state store (on a cluster: acknowledged by JetStream); concurrent
+//     requests share one durable write (group commit). A record that got a
+//     202 is read into the pipeline again after any crash, until every sink
+//     acked it.
 //   - A request with a dedupe key (Idempotency-Key, a webhook's delivery
 //     id) seen within its window stores nothing and is answered as the
 //     first was (or with the Handler's status for duplicates).
@@ -129,6 +132,9 @@ type Server struct {
 	appends chan *appendReq
 	notify  chan struct{}
 	pending atomic.Int64
+	// maxEntry is the most bytes the inbox stores for one request (0: no
+	// limit), as its Status last said.
+	maxEntry atomic.Int64
 	// reserved counts the records of requests admitted but not stored
 	// yet, so that concurrent requests see each other (admit).
 	reserved atomic.Int64
@@ -445,6 +451,15 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
 		return s.refuse(w, err)
 	}
 	n := len(acc.Records)
+	if max := s.maxEntry.Load(); max > 0 {
+		size := int64(n) // their newlines
+		for _, rec := range acc.Records {
+			size += int64(len(rec))
+		}
+		if size > max {
+			return s.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request's records are %d bytes; the engine's inbox stores at most %d bytes a request here: send fewer records a request", size, max), 0)
+		}
+	}
 	if n > 0 {
 		if waiting, ok := s.admit(n); !ok {
 			return s.fail(w, http.StatusTooManyRequests, fmt.Sprintf("%d accepted records are waiting for the sinks (max_pending %d); retry later", waiting, s.opts.MaxPending), 1)
@@ -462,6 +477,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) int {
 	for _, rec := range acc.Records {
 		lines = append(append(lines, rec...), '\n')
 	}
+
 	ar := &appendReq{entry: sdk.InboxEntry{Records: lines, Count: n, Origin: origin, Key: acc.Key, KeyWindow: acc.KeyWindow, Response: body202}, done: make(chan appendRes, 1)}
 	select {
 	case s.appends <- ar:
@@ -568,6 +584,7 @@ func (s *Server) Read(ctx context.Context, from []byte, emit sdk.Emitter) error 
 	}
 	if st, err := s.inbox.Status(ctx); err == nil {
 		s.pending.Store(st.Pending)
+		s.maxEntry.Store(st.MaxEntryBytes)
 	}
 	if err := s.listen(); err != nil {
 		return err
@@ -622,6 +639,7 @@ func (s *Server) refreshPending(ctx context.Context) {
 		case <-tick.C:
 			if st, err := s.inbox.Status(ctx); err == nil {
 				s.pending.Store(st.Pending)
+				s.maxEntry.Store(st.MaxEntryBytes)
 			}
 			s.report(ctx)
 		}
@@ -655,14 +673,26 @@ func (s *Server) Pending() int64 { return s.pending.Load() }
 // batchRecords bounds the records of one emitted batch.
 const batchRecords = 4096
 
+// readWait is how long one read of an inbox that can wait (sdk.InboxWaiter)
+// waits for an entry.
+const readWait = time.Second
+
 // emitStored emits the inbox's records after from, then what is stored
 // next, as it is stored.
 func (s *Server) emitStored(ctx context.Context, from []byte, emit sdk.Emitter) error {
 	after := sdk.ParseInboxPosition(from)
 	dec := newDecoder()
 	defer dec.release()
+	waiter, _ := s.inbox.(sdk.InboxWaiter)
 	for {
-		entries, err := s.inbox.Read(ctx, after, batchRecords)
+		var entries []sdk.InboxStored
+		var waited bool
+		var err error
+		if waiter != nil {
+			entries, waited, err = waiter.ReadWait(ctx, after, batchRecords, readWait)
+		} else {
+			entries, err = s.inbox.Read(ctx, after, batchRecords)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -670,6 +700,14 @@ func (s *Server) emitStored(ctx context.Context, from []byte, emit sdk.Emitter) 
 			return fmt.Errorf("read the inbox: %v", err)
 		}
 		if len(entries) == 0 {
+			if waited {
+				// The inbox waited for what is stored next (another
+				// worker's requests, on a cluster): ask again now.
+				if ctx.Err() != nil {
+					return nil
+				}
+				continue
+			}
 			select {
 			case <-ctx.Done():
 				return nil

@@ -191,7 +191,13 @@ type DescribeResponse struct {
 	Config           []*Attribute           `protobuf:"bytes,6,rep,name=config,proto3" json:"config,omitempty"`
 	// A buffered sink acks batches only when it flushes them (sdk.BufferedSink),
 	// so the host lets up to sdk.MaxHeldBatches of them be unacked.
-	Buffered      bool `protobuf:"varint,7,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	Buffered bool `protobuf:"varint,7,opt,name=buffered,proto3" json:"buffered,omitempty"`
+	// A push source (sdk.Info.Push) listens for records and keeps what it
+	// accepts in the inbox of the State service, reading them from there.
+	// On a cluster (`pipeline serve --cluster`) the host runs it on every
+	// worker, all of them sharing one inbox, instead of reading it as one
+	// partition on one worker.
+	Push          bool `protobuf:"varint,8,opt,name=push,proto3" json:"push,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +277,13 @@ func (x *DescribeResponse) GetConfig() []*Attribute {
 func (x *DescribeResponse) GetBuffered() bool {
 	if x != nil {
 		return x.Buffered
+	}
+	return false
+}
+
+func (x *DescribeResponse) GetPush() bool {
+	if x != nil {
+		return x.Push
 	}
 	return false
 }
@@ -1356,7 +1369,9 @@ func (x *InboxAppendRequest) GetEntries() []*InboxEntry {
 
 type InboxAppendResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The number of the entry's first record; 0 for a duplicate.
+	// The number of the entry's first record; 0 for a duplicate. (On a
+	// cluster records are numbered when they are read, so it is only a
+	// number above 0 for an entry that was stored.)
 	First int64 `protobuf:"varint,1,opt,name=first,proto3" json:"first,omitempty"`
 	// The key was stored within its window: nothing was stored, and
 	// response is what the first entry with the key was answered with.
@@ -1474,7 +1489,11 @@ type InboxReadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	After int64                  `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
 	// At most this many records (whole entries; at least one entry).
-	MaxRecords    uint32 `protobuf:"varint,2,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	MaxRecords uint32 `protobuf:"varint,2,opt,name=max_records,json=maxRecords,proto3" json:"max_records,omitempty"`
+	// When nothing is there to return, wait up to this long (milliseconds)
+	// for an entry before answering with none. A host may answer at once
+	// instead; InboxReadResponse.waited says which it did.
+	WaitMs        uint32 `protobuf:"varint,3,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1519,6 +1538,13 @@ func (x *InboxReadRequest) GetAfter() int64 {
 func (x *InboxReadRequest) GetMaxRecords() uint32 {
 	if x != nil {
 		return x.MaxRecords
+	}
+	return 0
+}
+
+func (x *InboxReadRequest) GetWaitMs() uint32 {
+	if x != nil {
+		return x.WaitMs
 	}
 	return 0
 }
@@ -1600,8 +1626,12 @@ func (x *InboxStored) GetOrigin() string {
 }
 
 type InboxReadResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*InboxStored         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*InboxStored         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The host waited (wait_ms) before answering with no entries: ask again
+	// at once. Unset: it answered at once, and the source waits before it
+	// asks again.
+	Waited        bool `protobuf:"varint,2,opt,name=waited,proto3" json:"waited,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1641,6 +1671,13 @@ func (x *InboxReadResponse) GetEntries() []*InboxStored {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *InboxReadResponse) GetWaited() bool {
+	if x != nil {
+		return x.Waited
+	}
+	return false
 }
 
 type InboxStatusRequest struct {
@@ -1685,7 +1722,12 @@ type InboxStatusResponse struct {
 	// When the oldest pending record was stored (unix ms; 0: none pending).
 	OldestPendingUnixMs int64 `protobuf:"varint,2,opt,name=oldest_pending_unix_ms,json=oldestPendingUnixMs,proto3" json:"oldest_pending_unix_ms,omitempty"`
 	// The number of the last record stored.
-	Last          int64 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	Last int64 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	// The most bytes one entry's records may hold; 0: no limit. A push
+	// source refuses a request whose records are more (413) before storing
+	// anything. (On a cluster an entry is one NATS message, which the
+	// server's max_payload bounds.)
+	MaxEntryBytes int64 `protobuf:"varint,4,opt,name=max_entry_bytes,json=maxEntryBytes,proto3" json:"max_entry_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1737,6 +1779,13 @@ func (x *InboxStatusResponse) GetOldestPendingUnixMs() int64 {
 func (x *InboxStatusResponse) GetLast() int64 {
 	if x != nil {
 		return x.Last
+	}
+	return 0
+}
+
+func (x *InboxStatusResponse) GetMaxEntryBytes() int64 {
+	if x != nil {
+		return x.MaxEntryBytes
 	}
 	return 0
 }
@@ -2663,13 +2712,117 @@ func (x *PausedResponse) GetPaused() bool {
 	return false
 }
 
+type ReserveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	IntervalNs    int64                  `protobuf:"varint,2,opt,name=interval_ns,json=intervalNs,proto3" json:"interval_ns,omitempty"`
+	Burst         int32                  `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveRequest) Reset() {
+	*x = ReserveRequest{}
+	mi := &file_plugin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveRequest) ProtoMessage() {}
+
+func (x *ReserveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveRequest.ProtoReflect.Descriptor instead.
+func (*ReserveRequest) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ReserveRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ReserveRequest) GetIntervalNs() int64 {
+	if x != nil {
+		return x.IntervalNs
+	}
+	return 0
+}
+
+func (x *ReserveRequest) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+type ReserveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WaitNs        int64                  `protobuf:"varint,1,opt,name=wait_ns,json=waitNs,proto3" json:"wait_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveResponse) Reset() {
+	*x = ReserveResponse{}
+	mi := &file_plugin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveResponse) ProtoMessage() {}
+
+func (x *ReserveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plugin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveResponse.ProtoReflect.Descriptor instead.
+func (*ReserveResponse) Descriptor() ([]byte, []int) {
+	return file_plugin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ReserveResponse) GetWaitNs() int64 {
+	if x != nil {
+		return x.WaitNs
+	}
+	return 0
+}
+
 var File_plugin_proto protoreflect.FileDescriptor
 
 const file_plugin_proto_rawDesc = "" +
 	"\n" +
 	"\fplugin.proto\x12\x12pipeline.plugin.v1\">\n" +
 	"\x0fDescribeRequest\x12+\n" +
-	"\x11protocol_versions\x18\x01 \x03(\rR\x10protocolVersions\"\xf6\x01\n" +
+	"\x11protocol_versions\x18\x01 \x03(\rR\x10protocolVersions\"\x8a\x02\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -2677,7 +2830,8 @@ const file_plugin_proto_rawDesc = "" +
 	"\x11protocol_versions\x18\x04 \x03(\rR\x10protocolVersions\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x125\n" +
 	"\x06config\x18\x06 \x03(\v2\x1d.pipeline.plugin.v1.AttributeR\x06config\x12\x1a\n" +
-	"\bbuffered\x18\a \x01(\bR\bbuffered\"\x87\x02\n" +
+	"\bbuffered\x18\a \x01(\bR\bbuffered\x12\x12\n" +
+	"\x04push\x18\b \x01(\bR\x04push\"\x87\x02\n" +
 	"\tAttribute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1a\n" +
@@ -2762,24 +2916,27 @@ const file_plugin_proto_rawDesc = "" +
 	"\bresponse\x18\x03 \x01(\fR\bresponse\"p\n" +
 	"\x13InboxAppendResponse\x12?\n" +
 	"\aresults\x18\x01 \x03(\v2%.pipeline.plugin.v1.InboxAppendResultR\aresults\x12\x18\n" +
-	"\apending\x18\x02 \x01(\x03R\apending\"I\n" +
+	"\apending\x18\x02 \x01(\x03R\apending\"b\n" +
 	"\x10InboxReadRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x03R\x05after\x12\x1f\n" +
 	"\vmax_records\x18\x02 \x01(\rR\n" +
-	"maxRecords\"\x95\x01\n" +
+	"maxRecords\x12\x17\n" +
+	"\await_ms\x18\x03 \x01(\rR\x06waitMs\"\x95\x01\n" +
 	"\vInboxStored\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x03R\x05first\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x18\n" +
 	"\arecords\x18\x03 \x01(\fR\arecords\x12(\n" +
 	"\x10received_unix_ms\x18\x04 \x01(\x03R\x0ereceivedUnixMs\x12\x16\n" +
-	"\x06origin\x18\x05 \x01(\tR\x06origin\"N\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"f\n" +
 	"\x11InboxReadResponse\x129\n" +
-	"\aentries\x18\x01 \x03(\v2\x1f.pipeline.plugin.v1.InboxStoredR\aentries\"\x14\n" +
-	"\x12InboxStatusRequest\"x\n" +
+	"\aentries\x18\x01 \x03(\v2\x1f.pipeline.plugin.v1.InboxStoredR\aentries\x12\x16\n" +
+	"\x06waited\x18\x02 \x01(\bR\x06waited\"\x14\n" +
+	"\x12InboxStatusRequest\"\xa0\x01\n" +
 	"\x13InboxStatusResponse\x12\x18\n" +
 	"\apending\x18\x01 \x01(\x03R\apending\x123\n" +
 	"\x16oldest_pending_unix_ms\x18\x02 \x01(\x03R\x13oldestPendingUnixMs\x12\x12\n" +
-	"\x04last\x18\x03 \x01(\x03R\x04last\"\xcc\x01\n" +
+	"\x04last\x18\x03 \x01(\x03R\x04last\x12&\n" +
+	"\x0fmax_entry_bytes\x18\x04 \x01(\x03R\rmaxEntryBytes\"\xcc\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1b\n" +
@@ -2849,7 +3006,14 @@ const file_plugin_proto_rawDesc = "" +
 	"\x14SetRetentionResponse\"\x0f\n" +
 	"\rPausedRequest\"(\n" +
 	"\x0ePausedResponse\x12\x16\n" +
-	"\x06paused\x18\x01 \x01(\bR\x06paused*:\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused\"c\n" +
+	"\x0eReserveRequest\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1f\n" +
+	"\vinterval_ns\x18\x02 \x01(\x03R\n" +
+	"intervalNs\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\x05R\x05burst\"*\n" +
+	"\x0fReserveResponse\x12\x17\n" +
+	"\await_ns\x18\x01 \x01(\x03R\x06waitNs*:\n" +
 	"\aOutcome\x12\r\n" +
 	"\tDELIVERED\x10\x00\x12\t\n" +
 	"\x05RETRY\x10\x01\x12\b\n" +
@@ -2863,14 +3027,15 @@ const file_plugin_proto_rawDesc = "" +
 	"Partitions\x12%.pipeline.plugin.v1.PartitionsRequest\x1a&.pipeline.plugin.v1.PartitionsResponse\x12K\n" +
 	"\x04Read\x12\x1f.pipeline.plugin.v1.ReadRequest\x1a .pipeline.plugin.v1.ReadResponse0\x01\x12P\n" +
 	"\x05Write\x12 .pipeline.plugin.v1.WriteRequest\x1a!.pipeline.plugin.v1.WriteResponse(\x010\x01\x12\\\n" +
-	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\x82\a\n" +
+	"\tTransform\x12$.pipeline.plugin.v1.TransformRequest\x1a%.pipeline.plugin.v1.TransformResponse(\x010\x012\xd6\a\n" +
 	"\x05State\x12R\n" +
 	"\aEnqueue\x12\".pipeline.plugin.v1.EnqueueRequest\x1a#.pipeline.plugin.v1.EnqueueResponse\x12L\n" +
 	"\x05Lease\x12 .pipeline.plugin.v1.LeaseRequest\x1a!.pipeline.plugin.v1.LeaseResponse\x12O\n" +
 	"\x06Record\x12!.pipeline.plugin.v1.RecordRequest\x1a\".pipeline.plugin.v1.RecordResponse\x12R\n" +
 	"\aPending\x12\".pipeline.plugin.v1.PendingRequest\x1a#.pipeline.plugin.v1.PendingResponse\x12a\n" +
 	"\fSetRetention\x12'.pipeline.plugin.v1.SetRetentionRequest\x1a(.pipeline.plugin.v1.SetRetentionResponse\x12O\n" +
-	"\x06Paused\x12!.pipeline.plugin.v1.PausedRequest\x1a\".pipeline.plugin.v1.PausedResponse\x12^\n" +
+	"\x06Paused\x12!.pipeline.plugin.v1.PausedRequest\x1a\".pipeline.plugin.v1.PausedResponse\x12R\n" +
+	"\aReserve\x12\".pipeline.plugin.v1.ReserveRequest\x1a#.pipeline.plugin.v1.ReserveResponse\x12^\n" +
 	"\vInboxAppend\x12&.pipeline.plugin.v1.InboxAppendRequest\x1a'.pipeline.plugin.v1.InboxAppendResponse\x12X\n" +
 	"\tInboxRead\x12$.pipeline.plugin.v1.InboxReadRequest\x1a%.pipeline.plugin.v1.InboxReadResponse\x12^\n" +
 	"\vInboxStatus\x12&.pipeline.plugin.v1.InboxStatusRequest\x1a'.pipeline.plugin.v1.InboxStatusResponse\x12d\n" +
@@ -2889,7 +3054,7 @@ func file_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_plugin_proto_goTypes = []any{
 	(Outcome)(0),                  // 0: pipeline.plugin.v1.Outcome
 	(Circuit_State)(0),            // 1: pipeline.plugin.v1.Circuit.State
@@ -2935,12 +3100,14 @@ var file_plugin_proto_goTypes = []any{
 	(*SetRetentionResponse)(nil),  // 41: pipeline.plugin.v1.SetRetentionResponse
 	(*PausedRequest)(nil),         // 42: pipeline.plugin.v1.PausedRequest
 	(*PausedResponse)(nil),        // 43: pipeline.plugin.v1.PausedResponse
-	nil,                           // 44: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	(*ReserveRequest)(nil),        // 44: pipeline.plugin.v1.ReserveRequest
+	(*ReserveResponse)(nil),       // 45: pipeline.plugin.v1.ReserveResponse
+	nil,                           // 46: pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
 }
 var file_plugin_proto_depIdxs = []int32{
 	4,  // 0: pipeline.plugin.v1.DescribeResponse.config:type_name -> pipeline.plugin.v1.Attribute
 	4,  // 1: pipeline.plugin.v1.Attribute.nested:type_name -> pipeline.plugin.v1.Attribute
-	44, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
+	46, // 2: pipeline.plugin.v1.InboxRequestsRequest.by_status:type_name -> pipeline.plugin.v1.InboxRequestsRequest.ByStatusEntry
 	19, // 3: pipeline.plugin.v1.InboxAppendRequest.entries:type_name -> pipeline.plugin.v1.InboxEntry
 	21, // 4: pipeline.plugin.v1.InboxAppendResponse.results:type_name -> pipeline.plugin.v1.InboxAppendResult
 	24, // 5: pipeline.plugin.v1.InboxReadResponse.entries:type_name -> pipeline.plugin.v1.InboxStored
@@ -2964,29 +3131,31 @@ var file_plugin_proto_depIdxs = []int32{
 	38, // 23: pipeline.plugin.v1.State.Pending:input_type -> pipeline.plugin.v1.PendingRequest
 	40, // 24: pipeline.plugin.v1.State.SetRetention:input_type -> pipeline.plugin.v1.SetRetentionRequest
 	42, // 25: pipeline.plugin.v1.State.Paused:input_type -> pipeline.plugin.v1.PausedRequest
-	20, // 26: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
-	23, // 27: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
-	26, // 28: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
-	17, // 29: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
-	3,  // 30: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
-	6,  // 31: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
-	8,  // 32: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
-	10, // 33: pipeline.plugin.v1.Plugin.Partitions:output_type -> pipeline.plugin.v1.PartitionsResponse
-	12, // 34: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
-	14, // 35: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
-	16, // 36: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
-	30, // 37: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
-	32, // 38: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
-	37, // 39: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
-	39, // 40: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
-	41, // 41: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
-	43, // 42: pipeline.plugin.v1.State.Paused:output_type -> pipeline.plugin.v1.PausedResponse
-	22, // 43: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
-	25, // 44: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
-	27, // 45: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
-	18, // 46: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
-	30, // [30:47] is the sub-list for method output_type
-	13, // [13:30] is the sub-list for method input_type
+	44, // 26: pipeline.plugin.v1.State.Reserve:input_type -> pipeline.plugin.v1.ReserveRequest
+	20, // 27: pipeline.plugin.v1.State.InboxAppend:input_type -> pipeline.plugin.v1.InboxAppendRequest
+	23, // 28: pipeline.plugin.v1.State.InboxRead:input_type -> pipeline.plugin.v1.InboxReadRequest
+	26, // 29: pipeline.plugin.v1.State.InboxStatus:input_type -> pipeline.plugin.v1.InboxStatusRequest
+	17, // 30: pipeline.plugin.v1.State.InboxRequests:input_type -> pipeline.plugin.v1.InboxRequestsRequest
+	3,  // 31: pipeline.plugin.v1.Plugin.Describe:output_type -> pipeline.plugin.v1.DescribeResponse
+	6,  // 32: pipeline.plugin.v1.Plugin.Configure:output_type -> pipeline.plugin.v1.ConfigureResponse
+	8,  // 33: pipeline.plugin.v1.Plugin.Schema:output_type -> pipeline.plugin.v1.SchemaResponse
+	10, // 34: pipeline.plugin.v1.Plugin.Partitions:output_type -> pipeline.plugin.v1.PartitionsResponse
+	12, // 35: pipeline.plugin.v1.Plugin.Read:output_type -> pipeline.plugin.v1.ReadResponse
+	14, // 36: pipeline.plugin.v1.Plugin.Write:output_type -> pipeline.plugin.v1.WriteResponse
+	16, // 37: pipeline.plugin.v1.Plugin.Transform:output_type -> pipeline.plugin.v1.TransformResponse
+	30, // 38: pipeline.plugin.v1.State.Enqueue:output_type -> pipeline.plugin.v1.EnqueueResponse
+	32, // 39: pipeline.plugin.v1.State.Lease:output_type -> pipeline.plugin.v1.LeaseResponse
+	37, // 40: pipeline.plugin.v1.State.Record:output_type -> pipeline.plugin.v1.RecordResponse
+	39, // 41: pipeline.plugin.v1.State.Pending:output_type -> pipeline.plugin.v1.PendingResponse
+	41, // 42: pipeline.plugin.v1.State.SetRetention:output_type -> pipeline.plugin.v1.SetRetentionResponse
+	43, // 43: pipeline.plugin.v1.State.Paused:output_type -> pipeline.plugin.v1.PausedResponse
+	45, // 44: pipeline.plugin.v1.State.Reserve:output_type -> pipeline.plugin.v1.ReserveResponse
+	22, // 45: pipeline.plugin.v1.State.InboxAppend:output_type -> pipeline.plugin.v1.InboxAppendResponse
+	25, // 46: pipeline.plugin.v1.State.InboxRead:output_type -> pipeline.plugin.v1.InboxReadResponse
+	27, // 47: pipeline.plugin.v1.State.InboxStatus:output_type -> pipeline.plugin.v1.InboxStatusResponse
+	18, // 48: pipeline.plugin.v1.State.InboxRequests:output_type -> pipeline.plugin.v1.InboxRequestsResponse
+	31, // [31:49] is the sub-list for method output_type
+	13, // [13:31] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -3003,7 +3172,7 @@ func file_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plugin_proto_rawDesc), len(file_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -405,6 +405,7 @@ const (
 	State_Pending_FullMethodName       = "/pipeline.plugin.v1.State/Pending"
 	State_SetRetention_FullMethodName  = "/pipeline.plugin.v1.State/SetRetention"
 	State_Paused_FullMethodName        = "/pipeline.plugin.v1.State/Paused"
+	State_Reserve_FullMethodName       = "/pipeline.plugin.v1.State/Reserve"
 	State_InboxAppend_FullMethodName   = "/pipeline.plugin.v1.State/InboxAppend"
 	State_InboxRead_FullMethodName     = "/pipeline.plugin.v1.State/InboxRead"
 	State_InboxStatus_FullMethodName   = "/pipeline.plugin.v1.State/InboxStatus"
@@ -449,6 +450,12 @@ type StateClient interface {
 	// their batches acked); a sink hands back what it holds leased and has
 	// not started. The answer may be up to half a second old.
 	Paused(ctx context.Context, in *PausedRequest, opts ...grpc.CallOption) (*PausedResponse, error)
+	// Reserve reserves one request to an endpoint under a rate limit shared
+	// by every worker of a cluster (rate_limit_scope = "cluster"): at most
+	// one per interval, bursts of up to burst; it answers how long to wait
+	// before sending. An engine without a cluster answers Unimplemented, and
+	// the sink keeps the limit itself.
+	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
 	// The inbox of a push source (source "http", source "webhook"): records
 	// accepted over the network, kept until every sink acked them. Records are
 	// numbered from 1 in the order stored; the source's position is the
@@ -460,7 +467,10 @@ type StateClient interface {
 	// stored within its window is not stored again.
 	InboxAppend(ctx context.Context, in *InboxAppendRequest, opts ...grpc.CallOption) (*InboxAppendResponse, error)
 	// InboxRead returns stored entries whose records come after a record
-	// number, oldest first.
+	// number, oldest first. On a cluster, where the workers share one inbox,
+	// it hands each entry to one worker, which numbers the records it was
+	// handed itself, in the order handed: the numbers are this session's,
+	// and they only grow.
 	InboxRead(ctx context.Context, in *InboxReadRequest, opts ...grpc.CallOption) (*InboxReadResponse, error)
 	// InboxStatus counts the stored records the pipeline has not committed
 	// past yet (not acked by every sink), and drops what it has.
@@ -532,6 +542,16 @@ func (c *stateClient) Paused(ctx context.Context, in *PausedRequest, opts ...grp
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PausedResponse)
 	err := c.cc.Invoke(ctx, State_Paused_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateClient) Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReserveResponse)
+	err := c.cc.Invoke(ctx, State_Reserve_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -616,6 +636,12 @@ type StateServer interface {
 	// their batches acked); a sink hands back what it holds leased and has
 	// not started. The answer may be up to half a second old.
 	Paused(context.Context, *PausedRequest) (*PausedResponse, error)
+	// Reserve reserves one request to an endpoint under a rate limit shared
+	// by every worker of a cluster (rate_limit_scope = "cluster"): at most
+	// one per interval, bursts of up to burst; it answers how long to wait
+	// before sending. An engine without a cluster answers Unimplemented, and
+	// the sink keeps the limit itself.
+	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
 	// The inbox of a push source (source "http", source "webhook"): records
 	// accepted over the network, kept until every sink acked them. Records are
 	// numbered from 1 in the order stored; the source's position is the
@@ -627,7 +653,10 @@ type StateServer interface {
 	// stored within its window is not stored again.
 	InboxAppend(context.Context, *InboxAppendRequest) (*InboxAppendResponse, error)
 	// InboxRead returns stored entries whose records come after a record
-	// number, oldest first.
+	// number, oldest first. On a cluster, where the workers share one inbox,
+	// it hands each entry to one worker, which numbers the records it was
+	// handed itself, in the order handed: the numbers are this session's,
+	// and they only grow.
 	InboxRead(context.Context, *InboxReadRequest) (*InboxReadResponse, error)
 	// InboxStatus counts the stored records the pipeline has not committed
 	// past yet (not acked by every sink), and drops what it has.
@@ -662,6 +691,9 @@ func (UnimplementedStateServer) SetRetention(context.Context, *SetRetentionReque
 }
 func (UnimplementedStateServer) Paused(context.Context, *PausedRequest) (*PausedResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Paused not implemented")
+}
+func (UnimplementedStateServer) Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reserve not implemented")
 }
 func (UnimplementedStateServer) InboxAppend(context.Context, *InboxAppendRequest) (*InboxAppendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InboxAppend not implemented")
@@ -804,6 +836,24 @@ func _State_Paused_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _State_Reserve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReserveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateServer).Reserve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: State_Reserve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateServer).Reserve(ctx, req.(*ReserveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _State_InboxAppend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InboxAppendRequest)
 	if err := dec(in); err != nil {
@@ -906,6 +956,10 @@ var State_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Paused",
 			Handler:    _State_Paused_Handler,
+		},
+		{
+			MethodName: "Reserve",
+			Handler:    _State_Reserve_Handler,
 		},
 		{
 			MethodName: "InboxAppend",
