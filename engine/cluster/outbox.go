@@ -190,8 +190,12 @@ type OutboxService struct {
 	laneProbe []time.Time       // when this service last probed a lane held elsewhere
 	dues      dueHeap           // due times of what this service handed back for later
 	circuits  map[string]sdk.Circuit
-	live      state.Progress // Pending: as last read; Retrying: as this service saw it
-	closed    bool
+	// openUntil: the cluster's open circuits (circuits.go), as read at
+	// circuitsRead.
+	openUntil    map[string]time.Time
+	circuitsRead time.Time
+	live         state.Progress // Pending: as last read; Retrying: as this service saw it
+	closed       bool
 
 	stopWaiting atomic.Bool
 	pause       pauseCache
@@ -629,6 +633,11 @@ func (s *OutboxService) Lease(ctx context.Context, req *pluginv1.LeaseRequest) (
 	for _, ep := range req.SkipEndpoints {
 		l.skip[ep] = true
 	}
+	// Endpoints whose circuit another worker opened wait for its cooldown.
+	l.openUntil = s.openCircuits(ctx, now)
+	for ep := range l.openUntil {
+		l.skip[ep] = true
+	}
 	s.mu.Lock()
 	ready := s.ready
 	s.ready = nil
@@ -692,12 +701,14 @@ type leaseRun struct {
 	max    int
 	perMax int
 	skip   map[string]bool
-	per    map[string]int
-	taken  map[string]bool // ids handed out by this lease
-	out    []*entry        // handed out
-	keep   []*entry        // kept for a later lease
-	back   []handBack      // handed back to the consumer
-	errs   []error
+	// openUntil: endpoints whose circuit another worker opened, and until when
+	openUntil map[string]time.Time
+	per       map[string]int
+	taken     map[string]bool // ids handed out by this lease
+	out       []*entry        // handed out
+	keep      []*entry        // kept for a later lease
+	back      []handBack      // handed back to the consumer
+	errs      []error
 }
 
 type handBack struct {
@@ -715,7 +726,13 @@ func (l *leaseRun) consider(e *entry) bool {
 	case e.notBefore.After(l.now):
 		l.back = append(l.back, handBack{e, e.notBefore.Sub(l.now)})
 	case l.skip[e.endpoint]:
-		l.back = append(l.back, handBack{e, s.opts.SkipDelay})
+		delay := s.opts.SkipDelay
+		if until, ok := l.openUntil[e.endpoint]; ok {
+			// Until the cooldown ends, but looked at again within
+			// maxCircuitWait: another worker's probe may close it sooner.
+			delay = max(delay, min(until.Sub(l.now), maxCircuitWait))
+		}
+		l.back = append(l.back, handBack{e, delay})
 	case l.taken[e.id] || s.isHeld(e.id):
 		// Another message of the same id (enqueued again after the
 		// dedupe window, or replayed) is out: this one waits for it.
@@ -1276,6 +1293,7 @@ func (s *OutboxService) Record(ctx context.Context, req *pluginv1.RecordRequest)
 			}
 		}
 	}
+	var shared []sdk.Circuit
 	for _, c := range req.Circuits {
 		sc := sdk.Circuit{Endpoint: c.Endpoint, State: sdk.CircuitState(c.State), Until: fromUnixMs(c.UntilUnixMs), Reason: c.Reason}
 		if sc.State == sdk.CircuitClosed {
@@ -1283,8 +1301,11 @@ func (s *OutboxService) Record(ctx context.Context, req *pluginv1.RecordRequest)
 		} else {
 			s.circuits[c.Endpoint] = sc
 		}
+		shared = append(shared, sc)
 	}
+	s.circuitsRead = time.Time{} // read the cluster's again at the next Lease
 	s.mu.Unlock()
+	s.shareCircuits(ctx, shared)
 	if len(missing) > 0 {
 		errs = append(errs, fmt.Errorf("deliveries %q are not leased by this worker (their lease expired, or they were never leased)", missing))
 	}
