@@ -172,10 +172,15 @@ func TestClusterPushSourceOnTwoWorkersLosesNothing(t *testing.T) {
 	model := newPushModel(t)
 	file := clusterPushPipeline(t, dir)
 	addrs := []string{freeAddr(t), freeAddr(t)}
+	metrics := freeAddr(t) // the live worker's
 	var ws []*worker
 	for i, addr := range addrs {
 		env := append(rcv.env(), "PUSH_LISTEN="+addr, fmt.Sprintf("MODEL_URL=%s/w%d", model.srv.URL, i))
-		ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, env, file))
+		m := ""
+		if i == 0 {
+			m = metrics
+		}
+		ws = append(ws, startWorkerMetrics(t, machineNATS, dir, fmt.Sprintf("w%d", i), prefix, m, env, file))
 	}
 	for i, addr := range addrs {
 		waitHealthy(t, "http://"+addr, ws[i].liveRun)
@@ -273,6 +278,24 @@ func TestClusterPushSourceOnTwoWorkersLosesNothing(t *testing.T) {
 		len(accepted), beforeKill, lost, len(held), rcv.total(), dups)
 	if dups > cluster.DefaultMaxHeld {
 		t.Errorf("%d duplicate deliveries, more than the killed worker can have had in flight (%d)", dups, cluster.DefaultMaxHeld)
+	}
+	// Once all is delivered and committed, the cluster's inbox is empty, as
+	// the live worker's metrics say (a hang guard, not a speed bound).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), `pipeline_push_records_pending{pipeline="ingest",source="api"} 0`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s the metrics do not show an empty inbox:\n%s", grepLines(string(body), "pipeline_push"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if code, _ := ws[0].signal(syscall.SIGTERM); code != 0 {
 		t.Errorf("worker w0 exited %d after SIGTERM\n%s", code, ws[0].stderr())

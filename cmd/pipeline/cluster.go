@@ -96,13 +96,19 @@ func showClusterState(ctx context.Context, f *clusterFlags, pipeline string) err
 // clusterOutboxCollector serves, at scrape time, what the cluster's outbox
 // streams hold for the sinks of the pipelines this worker serves (the same
 // metric as on one machine, pipeline_outbox_deliveries, status pending or
-// dead; cluster-wide, so every worker reports the same figures).
+// dead), and what its push sources' inbox streams hold
+// (pipeline_push_records_pending, pipeline_push_oldest_pending_age_seconds):
+// cluster-wide, so every worker reports the same figures.
 type clusterOutboxCollector struct {
 	c   *cluster.Cluster
 	reg func() *registry
 }
 
-func (o *clusterOutboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descOutbox }
+func (o *clusterOutboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descOutbox
+	ch <- descPushPending
+	ch <- descPushOldest
+}
 
 func (o *clusterOutboxCollector) Collect(ch chan<- prometheus.Metric) {
 	reg := o.reg()
@@ -114,6 +120,25 @@ func (o *clusterOutboxCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, p := range reg.Pipelines() {
 		if p.Config == nil {
 			continue
+		}
+		// Push sources' inboxes (those of the run going on: the plan
+		// knows which sources are push).
+		if p.Runner != nil {
+			for _, src := range p.Runner.Plan().Sources {
+				if !src.Push {
+					continue
+				}
+				records, oldest, ok, err := o.c.InboxCounts(ctx, p.Name, src.Name)
+				if err != nil || !ok {
+					continue
+				}
+				age := 0.0
+				if !oldest.IsZero() {
+					age = time.Since(oldest).Seconds()
+				}
+				ch <- prometheus.MustNewConstMetric(descPushPending, prometheus.GaugeValue, float64(records), p.Name, src.Name)
+				ch <- prometheus.MustNewConstMetric(descPushOldest, prometheus.GaugeValue, age, p.Name, src.Name)
+			}
 		}
 		for _, s := range p.Config.Sinks {
 			pending, dead, ok, err := o.c.OutboxCounts(ctx, p.Name, s.Name)

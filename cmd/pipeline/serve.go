@@ -315,7 +315,7 @@ func newServeMetrics(reg *prometheus.Registry, store *state.Store, localOutbox b
 	if localOutbox {
 		reg.MustRegister(&outboxCollector{store: store})
 	}
-	reg.MustRegister(&pushCollector{store: store})
+	reg.MustRegister(&pushCollector{store: store, inboxes: localOutbox})
 	return m
 }
 
@@ -428,18 +428,28 @@ var (
 
 // pushCollector reads the push sources' inboxes from the store at scrape
 // time, and the request counts they reported.
-type pushCollector struct{ store *state.Store }
+type pushCollector struct {
+	store *state.Store
+	// inboxes: the inboxes are the state file's (a cluster's are reported
+	// by clusterOutboxCollector; only the request counts come from here).
+	inboxes bool
+}
 
 func (c *pushCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPushRequests
-	ch <- descPushAccepted
-	ch <- descPushPending
-	ch <- descPushOldest
+	if c.inboxes {
+		ch <- descPushAccepted
+		ch <- descPushPending
+		ch <- descPushOldest
+	}
 }
 
 func (c *pushCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range c.store.PushRequests() {
 		ch <- prometheus.MustNewConstMetric(descPushRequests, prometheus.CounterValue, float64(r.N), r.Pipeline, r.Source, strconv.Itoa(r.Status))
+	}
+	if !c.inboxes {
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

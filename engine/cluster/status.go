@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -31,4 +32,22 @@ func (c *Cluster) OutboxCounts(ctx context.Context, pipeline, sink string) (pend
 		}
 	}
 	return pending, dead, true, nil
+}
+
+// InboxCounts says what a push source's inbox stream holds across the
+// cluster: the records not committed yet (read by a worker or not), and
+// when the oldest of them was stored. ok is false when the source has no
+// inbox stream yet.
+func (c *Cluster) InboxCounts(ctx context.Context, pipeline, source string) (records int64, oldest time.Time, ok bool, err error) {
+	n := c.inboxNames(pipeline, source)
+	st, err := c.js.Stream(ctx, n.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, time.Time{}, false, nil
+	}
+	if err != nil {
+		return 0, time.Time{}, false, err
+	}
+	s := &InboxService{stream: st, n: n}
+	records, oldest, err = s.counts(ctx)
+	return records, oldest, err == nil, err
 }
