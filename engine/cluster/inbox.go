@@ -214,7 +214,7 @@ var _ pluginv1.StateServer = (*InboxService)(nil)
 
 // inboxMsg is an entry fetched from the inbox stream, held by this worker.
 type inboxMsg struct {
-	msg      jetstream.Msg
+	holding
 	seq      uint64 // in the stream
 	count    int
 	records  []byte
@@ -222,10 +222,6 @@ type inboxMsg struct {
 	received time.Time
 	first    int64 // the number of its first record; 0 until handed out
 	ackTries int
-
-	touched atomic.Int64 // unix ns of the delivery or the last renewal
-	mu      sync.Mutex
-	done    bool // acked or handed back: never renewed again
 }
 
 func (m *inboxMsg) last() int64 { return m.first + int64(m.count) - 1 }
@@ -712,7 +708,7 @@ func (s *InboxService) parse(m jetstream.Msg) (*inboxMsg, error) {
 	if err != nil || count <= 0 {
 		return nil, fmt.Errorf("message %d of %s: subject %q does not end with a record count", md.Sequence.Stream, md.Stream, subj)
 	}
-	e := &inboxMsg{msg: m, seq: md.Sequence.Stream, count: count, records: m.Data(), received: md.Timestamp}
+	e := &inboxMsg{holding: holding{msg: m}, seq: md.Sequence.Stream, count: count, records: m.Data(), received: md.Timestamp}
 	if h := m.Headers(); h != nil {
 		e.origin = hdrUnescape(h.Get(hdrOrigin))
 	}
@@ -882,38 +878,19 @@ func (s *InboxService) Progress() InboxProgress {
 // once they are half of AckWait old, until ctx ends.
 func (s *InboxService) keepAlive(ctx context.Context) {
 	defer close(s.done)
-	half := s.opts.AckWait / 2
-	t := time.NewTicker(max(s.opts.AckWait/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		var due []*inboxMsg
+	keepRenewing(ctx, s.opts.AckWait, func() []*holding {
 		s.mu.Lock()
+		defer s.mu.Unlock()
+		hs := make([]*holding, 0, len(s.ready)+len(s.out))
 		for _, list := range [][]*inboxMsg{s.ready, s.out} {
 			for _, m := range list {
-				if now.Sub(time.Unix(0, m.touched.Load())) >= half {
-					due = append(due, m)
-				}
+				hs = append(hs, &m.holding)
 			}
 		}
-		s.mu.Unlock()
-		for _, m := range due {
-			m.mu.Lock()
-			if !m.done {
-				if err := m.msg.InProgress(); err != nil {
-					s.log.Warn("inbox: renewing an entry failed", "entry", m.seq, "error", err.Error())
-				} else {
-					m.touched.Store(now.UnixNano())
-				}
-			}
-			m.mu.Unlock()
-		}
-	}
+		return hs
+	}, func(h *holding, err error) {
+		s.log.Warn("inbox: renewing an entry failed", "error", err.Error())
+	})
 }
 
 // Close ends the service: it stops renewing what it holds and hands it

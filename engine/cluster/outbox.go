@@ -209,7 +209,7 @@ var _ pluginv1.StateServer = (*OutboxService)(nil)
 
 // entry is a delivery fetched from the outbox stream, held by this worker.
 type entry struct {
-	msg       jetstream.Msg
+	holding
 	seq       uint64 // in the outbox stream
 	delivered uint64 // by the consumer, this time included
 	id        string
@@ -223,10 +223,6 @@ type entry struct {
 	attemptsRev uint64
 	enqueued    time.Time
 	notBefore   time.Time
-
-	touched atomic.Int64 // unix ns of the delivery or the last renewal
-	mu      sync.Mutex   // orders a renewal before the result's ack or nak
-	done    bool         // the result was recorded: never renewed again
 }
 
 // OutboxService starts serving the outbox of a pipeline's sink, creating
@@ -872,7 +868,7 @@ func parseEntry(m jetstream.Msg, lane int) (*entry, error) {
 		return nil, err
 	}
 	h := m.Headers()
-	e := &entry{msg: m, seq: md.Sequence.Stream, delivered: md.NumDelivered, lane: lane, enqueued: md.Timestamp,
+	e := &entry{holding: holding{msg: m}, seq: md.Sequence.Stream, delivered: md.NumDelivered, lane: lane, enqueued: md.Timestamp,
 		id: hdrUnescape(h.Get(hdrID)), endpoint: hdrUnescape(h.Get(hdrEndpoint)), key: hdrUnescape(h.Get(hdrOrderKey)),
 		payload: m.Data()}
 	if e.id == "" {
@@ -1051,41 +1047,20 @@ func (h *dueHeap) Pop() any {
 // kept) once they are half of AckWait old, until ctx ends.
 func (s *OutboxService) keepAlive(ctx context.Context) {
 	defer close(s.done)
-	half := s.opts.AckWait / 2
-	t := time.NewTicker(max(s.opts.AckWait/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		var due []*entry
+	keepRenewing(ctx, s.opts.AckWait, func() []*holding {
 		s.mu.Lock()
+		defer s.mu.Unlock()
+		hs := make([]*holding, 0, len(s.ready)+len(s.held))
 		for _, e := range s.ready {
-			if now.Sub(time.Unix(0, e.touched.Load())) >= half {
-				due = append(due, e)
-			}
+			hs = append(hs, &e.holding)
 		}
 		for _, e := range s.held {
-			if now.Sub(time.Unix(0, e.touched.Load())) >= half {
-				due = append(due, e)
-			}
+			hs = append(hs, &e.holding)
 		}
-		s.mu.Unlock()
-		for _, e := range due {
-			e.mu.Lock()
-			if !e.done {
-				if err := e.msg.InProgress(); err != nil {
-					s.log.Warn("outbox: renewing a lease failed", "delivery", e.id, "error", err.Error())
-				} else {
-					e.touched.Store(now.UnixNano())
-				}
-			}
-			e.mu.Unlock()
-		}
-	}
+		return hs
+	}, func(h *holding, err error) {
+		s.log.Warn("outbox: renewing a lease failed", "error", err.Error())
+	})
 }
 
 // LogEntry is one attempt in the delivery log stream (JSON).
