@@ -138,6 +138,12 @@ func clusterInput(t *testing.T, dir string, files, perFile int) (string, map[str
 
 func clusterPipeline(t *testing.T, dir, glob string) string {
 	t.Helper()
+	return clusterPipelineWith(t, dir, glob, "")
+}
+
+// clusterPipelineWith is clusterPipeline with more attributes in the sink.
+func clusterPipelineWith(t *testing.T, dir, glob, sinkAttrs string) string {
+	t.Helper()
 	file := filepath.Join(dir, "churn.hcl")
 	writeFile(t, file, fmt.Sprintf(`
 pipeline { name = "churn" }
@@ -158,8 +164,9 @@ sink "webhook" "crm" {
   retry {
     schedule = ["0s", "100ms", "200ms", "400ms"]
   }
+%s
 }
-`, glob))
+`, glob, sinkAttrs))
 	return file
 }
 
@@ -568,24 +575,7 @@ func TestClusterSharedRateLimit(t *testing.T) {
 				})
 			})
 			glob, want := clusterInput(t, dir, 4, 20) // 40 matching records
-			file := filepath.Join(dir, "churn.hcl")
-			writeFile(t, file, fmt.Sprintf(`
-pipeline { name = "churn" }
-source "file" "calls" {
-  path = %q
-}
-filter "high_churn" {
-  inputs = [source.calls]
-  where  = "classifications.churn_risk.confidence > 0.8"
-}
-sink "webhook" "crm" {
-  inputs           = [filter.high_churn]
-  url              = env("CRM_WEBHOOK_URL")
-  secret           = env("CRM_WEBHOOK_SECRET")
-  rate_limit       = "10/s"
-  rate_limit_scope = %q
-}
-`, glob, scope))
+			file := clusterPipelineWith(t, dir, glob, fmt.Sprintf("  rate_limit       = \"10/s\"\n  rate_limit_scope = %q", scope))
 			var ws []*worker
 			for i := range 2 {
 				ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, rcv.env(), file))

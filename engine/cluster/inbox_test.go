@@ -34,15 +34,6 @@ func ibTestPrefix() string { return fmt.Sprintf("in%d", ibPrefixN.Add(1)) }
 
 var ibBg = context.Background()
 
-func ibConnect(t testing.TB, srv *natstest.Server, prefix, worker string) *Cluster {
-	t.Helper()
-	c, err := Connect(ibBg, Options{URLs: srv.URL(), Prefix: prefix, Worker: worker})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
 
 func ibService(t testing.TB, c *Cluster, opts InboxOptions) *InboxService {
 	t.Helper()
@@ -162,7 +153,7 @@ func ibNames(prefix string, n int) []string {
 func TestInboxAppendReadCommit(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	s := ibService(t, ibConnect(t, srv, prefix, "w1"), InboxOptions{})
+	s := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
 	resp := ibAppend(t, s, ibEntry("a", 2), ibEntry("b", 1), ibEntry("c", 3))
 	for i, r := range resp.Results {
 		if r.Duplicate || r.First <= 0 {
@@ -214,7 +205,7 @@ func TestInboxAppendReadCommit(t *testing.T) {
 	}
 	// Gone: another worker finds nothing, even after the ack wait.
 	s.Close()
-	s2 := ibService(t, ibConnect(t, srv, prefix, "w2"), InboxOptions{AckWait: 200 * time.Millisecond})
+	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{AckWait: 200 * time.Millisecond})
 	time.Sleep(400 * time.Millisecond)
 	if got := ibRead(t, s2, 0, 100, 200*time.Millisecond); len(got.Entries) != 0 || !got.Waited {
 		t.Errorf("after the commit another worker read %+v", got)
@@ -229,8 +220,8 @@ func TestInboxAppendReadCommit(t *testing.T) {
 func TestInboxReadWaitsForTheNextEntry(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	s1 := ibService(t, ibConnect(t, srv, prefix, "w1"), InboxOptions{})
-	s2 := ibService(t, ibConnect(t, srv, prefix, "w2"), InboxOptions{})
+	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
+	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	start := time.Now()
 	got := ibRead(t, s1, 0, 100, 300*time.Millisecond)
 	if len(got.Entries) != 0 || !got.Waited || time.Since(start) < 250*time.Millisecond {
@@ -259,8 +250,8 @@ func TestInboxReadWaitsForTheNextEntry(t *testing.T) {
 func TestInboxDuplicatesAcrossWorkers(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	s1 := ibService(t, ibConnect(t, srv, prefix, "w1"), InboxOptions{})
-	s2 := ibService(t, ibConnect(t, srv, prefix, "w2"), InboxOptions{})
+	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
+	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	const day = 24 * time.Hour
 
 	first := ibAppend(t, s1, ibKeyed("k1", 2, "idempotency:K1", day))
@@ -337,7 +328,7 @@ func TestInboxDuplicatesAcrossWorkers(t *testing.T) {
 func TestInboxPendingKeyIsStoredOnce(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	c := ibConnect(t, srv, prefix, "w1")
+	c := obConnect(t, srv, prefix, "w1")
 	s := ibService(t, c, InboxOptions{})
 	expires := time.Now().Add(time.Hour).UnixMilli()
 	pending := func(key, response string) {
@@ -379,8 +370,8 @@ func TestInboxPendingKeyIsStoredOnce(t *testing.T) {
 func TestInboxTwoWorkersReadDisjointEntries(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	s1 := ibService(t, ibConnect(t, srv, prefix, "w1"), InboxOptions{})
-	s2 := ibService(t, ibConnect(t, srv, prefix, "w2"), InboxOptions{})
+	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
+	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	const n = 300
 	var want []string
 	go func() {
@@ -432,9 +423,9 @@ func TestInboxUncommittedEntriesGoToAnotherWorker(t *testing.T) {
 	prefix := ibTestPrefix()
 	ackWait := time.Second
 	opts := InboxOptions{AckWait: ackWait}
-	c1 := ibConnect(t, srv, prefix, "w1")
+	c1 := obConnect(t, srv, prefix, "w1")
 	s1 := ibService(t, c1, opts)
-	s2 := ibService(t, ibConnect(t, srv, prefix, "w2"), opts)
+	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), opts)
 	ibAppend(t, s1, ibEntry("a", 2), ibEntry("b", 1))
 	r1 := &ibReader{s: s1}
 	r1.readUntil(t, 3, 5*time.Second)
@@ -461,7 +452,7 @@ func TestInboxUncommittedEntriesGoToAnotherWorker(t *testing.T) {
 	}
 	r2.commit(t)
 	// A worker that stops (closes its service) hands back at once.
-	s3 := ibService(t, ibConnect(t, srv, prefix, "w3"), opts)
+	s3 := ibService(t, obConnect(t, srv, prefix, "w3"), opts)
 	ibAppend(t, s3, ibEntry("c", 1))
 	r3 := &ibReader{s: s3}
 	r3.readUntil(t, 1, 5*time.Second)
@@ -482,8 +473,8 @@ func TestInboxUncommittedEntriesGoToAnotherWorker(t *testing.T) {
 func TestInboxMaxHeldLeavesTheRestToOthers(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	s1 := ibService(t, ibConnect(t, srv, prefix, "w1"), InboxOptions{MaxHeld: 2})
-	s2 := ibService(t, ibConnect(t, srv, prefix, "w2"), InboxOptions{})
+	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{MaxHeld: 2})
+	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	ibAppend(t, s1, ibEntry("a", 1), ibEntry("b", 1), ibEntry("c", 1), ibEntry("d", 1))
 	r1 := &ibReader{s: s1}
 	r1.readUntil(t, 2, 5*time.Second)
@@ -507,7 +498,7 @@ func TestInboxMaxHeldLeavesTheRestToOthers(t *testing.T) {
 func TestInboxSurvivesNATSRestart(t *testing.T) {
 	srv := natstest.Start(t)
 	prefix := ibTestPrefix()
-	s := ibService(t, ibConnect(t, srv, prefix, "w1"), InboxOptions{AckWait: 20 * time.Second})
+	s := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{AckWait: 20 * time.Second})
 	var es []*pluginv1.InboxEntry
 	for i := range 10 {
 		es = append(es, ibEntry(fmt.Sprintf("e%d", i), 1))
@@ -559,7 +550,7 @@ func TestInboxRequestsAreCounted(t *testing.T) {
 	srv := natstest.Start(t)
 	var mu sync.Mutex
 	got := map[int]int64{}
-	s := ibService(t, ibConnect(t, srv, ibTestPrefix(), "w1"), InboxOptions{OnRequests: func(by map[int]int64) {
+	s := ibService(t, obConnect(t, srv, ibTestPrefix(), "w1"), InboxOptions{OnRequests: func(by map[int]int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		for code, n := range by {
@@ -599,7 +590,7 @@ func TestInboxNames(t *testing.T) {
 // refuses a larger one without storing anything.
 func TestInboxEntriesFitOneMessage(t *testing.T) {
 	srv := natstest.Start(t)
-	s := ibService(t, ibConnect(t, srv, ibTestPrefix(), "w1"), InboxOptions{})
+	s := ibService(t, obConnect(t, srv, ibTestPrefix(), "w1"), InboxOptions{})
 	limit := ibStatus(t, s).MaxEntryBytes
 	if want := s.c.nc.MaxPayload() - entryHeaderRoom; limit != want || limit <= 0 {
 		t.Fatalf("max_entry_bytes %d, want %d (the server's max_payload less room for headers)", limit, want)
