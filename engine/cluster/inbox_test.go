@@ -34,7 +34,6 @@ func ibTestPrefix() string { return fmt.Sprintf("in%d", ibPrefixN.Add(1)) }
 
 var ibBg = context.Background()
 
-
 func ibService(t testing.TB, c *Cluster, opts InboxOptions) *InboxService {
 	t.Helper()
 	s, err := c.InboxService(ibBg, ibTestPipeline, ibTestSource, opts)
