@@ -26,6 +26,7 @@ type clusterFlags struct {
 	prefix   string
 	leaseTTL time.Duration
 	ackWait  time.Duration
+	replicas int
 }
 
 func (f *clusterFlags) add(fs *pflag.FlagSet, serve bool) {
@@ -34,6 +35,7 @@ func (f *clusterFlags) add(fs *pflag.FlagSet, serve bool) {
 	fs.BoolVar(&f.tls, "nats-tls", false, "require TLS to the NATS servers")
 	fs.StringVar(&f.caFile, "nats-ca", "", "CA certificates (PEM) to verify the NATS servers with, instead of the system's")
 	fs.StringVar(&f.prefix, "cluster-prefix", "pipeline", "name prefix of the cluster's KV buckets and streams (clusters sharing a NATS server use different ones)")
+	fs.IntVar(&f.replicas, "cluster-replicas", 1, "copies of each bucket and stream the cluster makes (3 on a three-server NATS cluster); existing ones keep theirs")
 	if serve {
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "how long a worker's partitions stay its own without renewal: a killed worker's are taken over after this")
 		fs.DurationVar(&f.ackWait, "outbox-ack-wait", cluster.DefaultAckWait, "how long a delivery a worker took from an outbox, or a record its push source read from the inbox, stays its own without renewal: a killed worker's are delivered by another after this (keep it well above a sink's request timeout)")
@@ -44,7 +46,7 @@ func (f *clusterFlags) enabled() bool { return f.urls != "" }
 
 func (f *clusterFlags) connect(ctx context.Context, log *slog.Logger) (*cluster.Cluster, error) {
 	c, err := cluster.Connect(ctx, cluster.Options{URLs: f.urls, CredsFile: f.creds, TLS: f.tls, CAFile: f.caFile,
-		Prefix: f.prefix, LeaseTTL: f.leaseTTL, Logger: log})
+		Prefix: f.prefix, LeaseTTL: f.leaseTTL, Replicas: f.replicas, Logger: log})
 	if err != nil {
 		return nil, &exitError{code: 1, err: fmt.Errorf("--cluster: %w", err)}
 	}

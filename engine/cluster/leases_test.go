@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -271,5 +272,24 @@ func TestTokenKeepsNamesApart(t *testing.T) {
 	}
 	if got := Token("calls/2026-12-01.jsonl"); got != "calls=2F2026-12-01=2Ejsonl" {
 		t.Errorf("Token: %q", got)
+	}
+}
+
+// --nats-tls with --nats-ca: the servers' certificate is checked against
+// the CA given; without it (the system's roots) the connection is refused.
+func TestConnectOverTLS(t *testing.T) {
+	srv, ca := natstest.StartTLS(t)
+	url := strings.Replace(srv.URL(), "nats://", "tls://", 1)
+	c, err := Connect(context.Background(), Options{URLs: url, Prefix: "tls", TLS: true, CAFile: ca})
+	if err != nil {
+		t.Fatalf("with the CA: %v", err)
+	}
+	defer c.Close()
+	co := coordinator(t, c)
+	if l := claimUntil(t, []*Coordinator{co}, []string{"f"})[co]; len(l) != 1 {
+		t.Fatalf("over TLS: %d leases", len(l))
+	}
+	if _, err := Connect(context.Background(), Options{URLs: url, Prefix: "tls", TLS: true}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without the CA: %v, want a certificate error", err)
 	}
 }
