@@ -601,3 +601,67 @@ func TestClusterSharedRateLimit(t *testing.T) {
 		})
 	}
 }
+
+// A scheduled pipeline on a cluster: every worker's scheduler fires, one
+// worker runs each firing (reading every partition to its end from the
+// cluster's checkpoints), so each record goes out once.
+func TestClusterScheduledPipelineRunsEachFiringOnce(t *testing.T) {
+	prefix := clusterPrefix(t)
+	dir := t.TempDir()
+	rcv := newReceiver(t)
+	glob, want := clusterInput(t, dir, 3, 20)
+	file := clusterPipeline(t, dir, glob)
+	// (a schedule: each firing is one complete run)
+	body, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, file, strings.Replace(string(body), `pipeline { name = "churn" }`, "pipeline {\n  name     = \"churn\"\n  schedule = \"@every 2s\"\n}", 1))
+	var ws []*worker
+	for i := range 2 {
+		ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, rcv.env(), file))
+	}
+	waitDelivered(t, rcv, want, 60*time.Second, ws...)
+	// A file that arrives later is read by a later firing, once.
+	var late strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&late, `{"row_id":"late-%d","classifications":{"churn_risk":{"label":"High","confidence":0.95}}}`+"\n", i)
+		want["late"] = append(want["late"], fmt.Sprintf("late-%d", i))
+	}
+	writeFile(t, filepath.Join(filepath.Dir(glob), "late.jsonl"), late.String())
+	waitDelivered(t, rcv, want, 60*time.Second, ws...)
+	// Two more firings at least, so that a second run on either worker would show.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n := 0
+		for _, w := range ws {
+			n += strings.Count(w.stderr(), `msg="scheduled run succeeded"`)
+		}
+		if n >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 4 scheduled runs after 60 s\n%s\n%s", ws[0].stderr(), ws[1].stderr())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	total := 0
+	for _, ids := range want {
+		total += len(ids)
+	}
+	if n := rcv.total(); n != total {
+		t.Errorf("%d deliveries for %d records: each firing must run on one worker, from the cluster's checkpoints", n, total)
+	}
+	taken := 0
+	for _, w := range ws {
+		taken += strings.Count(w.stderr(), `msg="scheduled run taken by another worker of the cluster"`)
+	}
+	if taken == 0 {
+		t.Errorf("no firing was left to the other worker: both ran every one\n%s\n%s", ws[0].stderr(), ws[1].stderr())
+	}
+	for _, w := range ws {
+		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+			t.Errorf("worker %s exited %d\n%s", w.name, code, w.stderr())
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/pipelinehq/pipeline/engine/cluster"
+	"github.com/pipelinehq/pipeline/engine/run"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
 
@@ -151,4 +152,22 @@ func (o *clusterOutboxCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(dead), p.Name, s.Name, "dead")
 		}
 	}
+}
+
+// onCluster makes a run share its state through the cluster when serve is
+// a cluster worker: sinks' outboxes and push sources' inboxes are the
+// cluster's streams, and sources are read by partition under leases.
+func onCluster(g *globals, store *state.Store, lopts *run.LoadOptions, ropts *run.Options) {
+	if g.cluster == nil {
+		return
+	}
+	lopts.SinkState = func(ctx context.Context, pipeline, sink string) (run.SinkStateServer, error) {
+		return g.cluster.OutboxService(ctx, pipeline, sink, cluster.OutboxOptions{AckWait: g.outboxAckWait})
+	}
+	// Push sources listen on every worker and share one inbox stream.
+	lopts.SourceState = func(ctx context.Context, pipeline, source string) (run.SourceStateServer, error) {
+		return g.cluster.InboxService(ctx, pipeline, source, cluster.InboxOptions{AckWait: g.outboxAckWait,
+			OnRequests: func(by map[int]int64) { store.AddPushRequests(pipeline, source, by) }})
+	}
+	ropts.Coordinator = g.coordinator
 }

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/robfig/cron/v3"
+
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/run"
 	"github.com/pipelinehq/pipeline/engine/schedule"
@@ -59,6 +61,21 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 	var runner *run.Runner
 	var sinks []string
 	var pipeline string
+	if c := sp.g.cluster; c != nil {
+		// One worker of the cluster runs each firing: the one that takes it.
+		at, _ := schedule.Scheduled(jobCtx)
+		won, err := c.TakeFiring(sp.ctx, sp.p.Name, firingKey(sp.p.ScheduleSpec, at))
+		if err != nil {
+			sp.log.Error("scheduled run not started: the cluster could not say which worker runs it", append(attrs, "error", err)...)
+			sp.m.scheduledRun(sp.p.Name, "failed")
+			return
+		}
+		if !won {
+			sp.log.Info("scheduled run taken by another worker of the cluster", attrs...)
+			sp.m.scheduledRun(sp.p.Name, "elsewhere")
+			return
+		}
+	}
 	err := func() error {
 		// The run gets serve's contexts rather than jobCtx, which ends with
 		// the first signal: a run in progress drains like a continuous
@@ -70,21 +87,28 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 			return err
 		}
 		defer lock.Close()
-		x, err := execute(sp.ctx, sp.g, []string{sp.file}, run.LoadOptions{Store: sp.store, NoWait: true},
-			run.Options{Store: sp.store, Drain: sp.drain, Logger: sp.log}, func(x *run.Execution) {
-				if x.Config.Schedule != sp.p.Schedule || x.Config.Location.String() != sp.p.Location.String() {
-					sp.log.Warn("the schedule in the file changed: reload (the admin API's POST /api/reload) or restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
-						"schedule", sp.p.Schedule, "timezone", sp.p.Location.String())
-				}
-				pipeline = x.Plan.Pipeline
-				for _, s := range x.Plan.Sinks {
-					sinks = append(sinks, s.Name)
-				}
-				stats = x.Runner.Stats
-				sp.m.startRun(sp.p.Name, x.Runner.Stats)
-				sp.e.begin(x.Runner)
-				runner = x.Runner
-			})
+		lopts, ropts := run.LoadOptions{Store: sp.store, NoWait: true}, run.Options{Store: sp.store, Drain: sp.drain, Logger: sp.log}
+		if sp.g.cluster != nil {
+			onCluster(sp.g, sp.store, &lopts, &ropts)
+			// No worker delivers a scheduled pipeline's outbox stream between
+			// its firings, so on a cluster a firing waits for its deliveries,
+			// as pipeline run does.
+			lopts.NoWait = false
+		}
+		x, err := execute(sp.ctx, sp.g, []string{sp.file}, lopts, ropts, func(x *run.Execution) {
+			if x.Config.Schedule != sp.p.Schedule || x.Config.Location.String() != sp.p.Location.String() {
+				sp.log.Warn("the schedule in the file changed: reload (the admin API's POST /api/reload) or restart serve to apply it", "pipeline", sp.p.Name, "file", sp.file,
+					"schedule", sp.p.Schedule, "timezone", sp.p.Location.String())
+			}
+			pipeline = x.Plan.Pipeline
+			for _, s := range x.Plan.Sinks {
+				sinks = append(sinks, s.Name)
+			}
+			stats = x.Runner.Stats
+			sp.m.startRun(sp.p.Name, x.Runner.Stats)
+			sp.e.begin(x.Runner)
+			runner = x.Runner
+		})
 		if stats != nil {
 			sp.m.endRun(sp.p.Name, stats)
 		}
@@ -148,4 +172,19 @@ func (sp *scheduledPipeline) run(jobCtx context.Context) {
 		return
 	}
 	sp.log.Info(fmt.Sprintf("scheduled run %s", outcome), attrs...)
+}
+
+// firingKey is the time that names a firing for the workers of a cluster:
+// a cron expression fires at the same wall times on every worker, but
+// "@every 10s" counts from when each worker's scheduler started, so its
+// firings are named by the interval they fall in (since the epoch), the
+// same on every worker within one interval.
+func firingKey(spec cron.Schedule, at time.Time) time.Time {
+	switch s := spec.(type) {
+	case cron.ConstantDelaySchedule:
+		return at.Truncate(s.Delay)
+	case *cron.ConstantDelaySchedule:
+		return at.Truncate(s.Delay)
+	}
+	return at
 }

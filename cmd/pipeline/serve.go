@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
-	"github.com/pipelinehq/pipeline/engine/cluster"
 	"github.com/pipelinehq/pipeline/engine/config"
 	"github.com/pipelinehq/pipeline/engine/run"
 	"github.com/pipelinehq/pipeline/engine/state"
@@ -82,11 +81,6 @@ over from their last commit. See docs/cluster.md.`,
 			defer store.Close()
 			log := logger(os.Stderr, true)
 			if cf.enabled() {
-				for _, f := range files {
-					if configs[f].ScheduleSpec != nil {
-						return &exitError{code: 1, err: fmt.Errorf("%s: pipeline %q has a schedule: scheduled pipelines do not run with --cluster yet; serve them without it", f, configs[f].Name)}
-					}
-				}
 				c, err := cf.connect(cmd.Context(), log)
 				if err != nil {
 					return err
@@ -241,17 +235,7 @@ func serveOnce(ctx context.Context, g *globals, file string, store *state.Store,
 	var stats *run.Stats
 	lopts := run.LoadOptions{Store: store, NoWait: true}
 	ropts := run.Options{Store: store, Drain: drain, Poll: poll, Logger: log}
-	if g.cluster != nil {
-		lopts.SinkState = func(ctx context.Context, pipeline, sink string) (run.SinkStateServer, error) {
-			return g.cluster.OutboxService(ctx, pipeline, sink, cluster.OutboxOptions{AckWait: g.outboxAckWait})
-		}
-		// Push sources listen on every worker and share one inbox stream.
-		lopts.SourceState = func(ctx context.Context, pipeline, source string) (run.SourceStateServer, error) {
-			return g.cluster.InboxService(ctx, pipeline, source, cluster.InboxOptions{AckWait: g.outboxAckWait,
-				OnRequests: func(by map[int]int64) { store.AddPushRequests(pipeline, source, by) }})
-		}
-		ropts.Coordinator = g.coordinator
-	}
+	onCluster(g, store, &lopts, &ropts)
 	x, err := execute(ctx, g, []string{file}, lopts, ropts, func(x *run.Execution) {
 		name, stats = x.Plan.Pipeline, x.Runner.Stats
 		m.track(name, stats)
@@ -307,7 +291,7 @@ func newServeMetrics(reg *prometheus.Registry, store *state.Store, localOutbox b
 		ended: map[string]run.Snapshot{},
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pipeline_scheduled_runs_total",
-			Help: "Runs of scheduled pipelines by outcome: succeeded, failed, interrupted (by shutdown) or skipped (the previous run was still going).",
+			Help: "Runs of scheduled pipelines by outcome: succeeded, failed, interrupted (by shutdown), skipped (the previous run was still going) or elsewhere (with --cluster: another worker ran the firing).",
 		}, []string{"pipeline", "outcome"}),
 	}
 	reg.MustRegister(m)

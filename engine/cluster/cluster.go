@@ -63,6 +63,9 @@ type Cluster struct {
 
 	rlMu sync.Mutex
 	rl   jetstream.KeyValue // the shared rate limits, made on first use
+
+	firingsMu sync.Mutex
+	firings   jetstream.KeyValue // who runs each scheduled firing, made on first use
 }
 
 // DefaultLeaseTTL is Options.LeaseTTL's default.

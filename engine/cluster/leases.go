@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -178,17 +179,31 @@ func (co *Coordinator) Close(ctx context.Context) {
 // yield. Claim returns nothing until the worker has been present for one
 // renewal interval.
 func (co *Coordinator) Claim(ctx context.Context, pipeline, source string, partitions []string) ([]*Lease, error) {
-	select {
-	case <-co.ready:
-	default:
-		return nil, nil
+	return co.claim(ctx, pipeline, source, partitions, false)
+}
+
+// ClaimAll takes the leases of every partition of a source that no worker
+// holds, at once: for a complete run of the source by one worker (a
+// scheduled pipeline's firing), which shares nothing out.
+func (co *Coordinator) ClaimAll(ctx context.Context, pipeline, source string, partitions []string) ([]*Lease, error) {
+	return co.claim(ctx, pipeline, source, partitions, true)
+}
+
+func (co *Coordinator) claim(ctx context.Context, pipeline, source string, partitions []string, all bool) ([]*Lease, error) {
+	share := len(partitions)
+	if !all {
+		select {
+		case <-co.ready:
+		default:
+			return nil, nil
+		}
+		workers, err := co.c.Workers(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: listing workers: %w", err)
+		}
+		w := max(len(workers), 1)
+		share = (len(partitions) + w - 1) / w
 	}
-	workers, err := co.c.Workers(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: listing workers: %w", err)
-	}
-	w := max(len(workers), 1)
-	share := (len(partitions) + w - 1) / w
 	co.mu.Lock()
 	var mine []*Lease
 	for _, l := range co.held {
@@ -507,4 +522,35 @@ func (c *Cluster) ResetCheckpoints(ctx context.Context, pipeline string) (int, e
 		}
 	}
 	return len(cps), nil
+}
+
+// firingsTTL is how long a firing of a scheduled pipeline stays taken:
+// longer than workers' clocks ever differ, and than a missed firing is
+// caught up.
+const firingsTTL = 48 * time.Hour
+
+// TakeFiring says whether this worker runs the firing of a scheduled
+// pipeline due at at: the first worker to ask takes it, the others are
+// told no. Every worker's scheduler fires; one runs.
+func (c *Cluster) TakeFiring(ctx context.Context, pipeline string, at time.Time) (bool, error) {
+	c.firingsMu.Lock()
+	if c.firings == nil {
+		b, err := c.bucket(ctx, "firings", "pipeline: which worker runs each firing of a scheduled pipeline", firingsTTL)
+		if err != nil {
+			c.firingsMu.Unlock()
+			return false, err
+		}
+		c.firings = b
+	}
+	kv := c.firings
+	c.firingsMu.Unlock()
+	v, _ := json.Marshal(leaseValue{Worker: c.opts.Worker, At: time.Now().UTC()})
+	_, err := kv.Create(ctx, Token(pipeline)+"."+strconv.FormatInt(at.Unix(), 10), v)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cluster: taking the firing of %s at %s: %w", pipeline, at.Format(time.RFC3339), err)
+	}
+	return true, nil
 }

@@ -58,7 +58,11 @@ func (r *Runner) readPartitions(ctx context.Context, src *Source) error {
 				parts = p
 			}
 		}
-		leases, err := co.Claim(ctx, r.plan.Pipeline, src.Name, parts)
+		claim := co.Claim
+		if r.opts.Poll <= 0 {
+			claim = co.ClaimAll // a complete run (a scheduled firing) reads them all
+		}
+		leases, err := claim(ctx, r.plan.Pipeline, src.Name, parts)
 		if err != nil && ctx.Err() == nil {
 			// NATS is away, or slow: the partitions held go on; claim again
 			// at the next poll.
@@ -77,6 +81,19 @@ func (r *Runner) readPartitions(ctx context.Context, src *Source) error {
 					}
 				}
 			}()
+		}
+		if r.opts.Poll <= 0 {
+			// A complete run: what was claimed is read to its end, once.
+			wg.Wait()
+			select {
+			case err := <-failed:
+				return err
+			default:
+			}
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			return ctx.Err()
 		}
 		select {
 		case <-time.After(poll):
@@ -118,7 +135,7 @@ func (r *Runner) readLease(ctx context.Context, src *Source, ps plan.Partitioned
 	}
 	var err error
 	for {
-		if err = sr.read(pctx); err != nil || pctx.Err() != nil {
+		if err = sr.read(pctx); err != nil || pctx.Err() != nil || r.opts.Poll <= 0 {
 			break
 		}
 		select {
