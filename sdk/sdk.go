@@ -221,6 +221,11 @@ func IDPrefix(source, origin string) string {
 	return hex.EncodeToString(h[:8]) + "-"
 }
 
+// ErrNotPartitioned is what a Partitioner's Partitions answers when the
+// source, as configured, does not split: it is one partition, named "",
+// read with Read.
+var ErrNotPartitioned = errors.New("the source is not partitioned")
+
 // SchemaSource is a Source that can tell its record schema before reading,
 // e.g. by sampling its input. The engine uses it to check expressions at
 // validate time; without it, expressions are checked when the first batch
@@ -235,6 +240,9 @@ type SchemaSource interface {
 // a time): the files of a glob, the objects under a prefix. A Source that
 // implements Partitioner must implement PartitionReader too. A Source
 // without it is one partition, named "", read with Read.
+//
+// A Partitioner whose configuration does not split it (source "postgres"
+// without partitions) answers ErrNotPartitioned: it is one partition then.
 type Partitioner interface {
 	// Partitions lists the partitions there are now, after Configure. Each
 	// name must be stable (the same part of the input has the same name in

@@ -237,6 +237,9 @@ func (s *server) Partitions(ctx context.Context, _ *pluginv1.PartitionsRequest) 
 		return &pluginv1.PartitionsResponse{}, nil
 	}
 	parts, err := pt.Partitions(ctx)
+	if errors.Is(err, ErrNotPartitioned) {
+		return &pluginv1.PartitionsResponse{}, nil
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -262,6 +265,12 @@ func (s *server) Read(req *pluginv1.ReadRequest, stream pluginv1.Plugin_ReadServ
 	read := src.Read
 	if req.Partition != "" {
 		pr, ok := s.impl.(PartitionReader)
+		if pt, isPt := s.impl.(Partitioner); ok && isPt {
+			// Configured as one partition (ErrNotPartitioned): the same refusal.
+			if _, err := pt.Partitions(stream.Context()); errors.Is(err, ErrNotPartitioned) {
+				ok = false
+			}
+		}
 		if !ok {
 			return status.Errorf(codes.InvalidArgument, "source %q cannot read partition %q: it is not partitioned (it reads as one partition, named \"\")", src.Info().Type, req.Partition)
 		}

@@ -61,8 +61,10 @@ const (
 )
 
 var (
-	_ sdk.Source       = (*Source)(nil)
-	_ sdk.SchemaSource = (*Source)(nil)
+	_ sdk.Source          = (*Source)(nil)
+	_ sdk.SchemaSource    = (*Source)(nil)
+	_ sdk.Partitioner     = (*Source)(nil)
+	_ sdk.PartitionReader = (*Source)(nil)
 )
 
 type config struct {
@@ -74,6 +76,8 @@ type config struct {
 	JSON      string `json:"json"`
 	BatchRows int    `json:"batch_rows"`
 	Lag       string `json:"lag"`
+	// Partitions splits the rows by a hash of the key (serve --cluster).
+	Partitions int `json:"partitions"`
 }
 
 // Source reads a PostgreSQL table or query.
@@ -107,6 +111,7 @@ func (s *Source) Info() sdk.Info {
 			{Name: "key", Type: sdk.String, Required: true, Description: "A unique column (e.g. id) that orders rows sharing a cursor value: an integer, numeric, text, uuid, date or timestamp."},
 			{Name: "json", Type: sdk.String, Default: JSONRaw, Description: `json and jsonb columns: "raw" keeps each value as its JSON text (sinks write it verbatim); "struct" decodes values into nested fields, as source "file" does with JSONL.`},
 			{Name: "batch_rows", Type: sdk.Number, Default: defaultBatchRows, Description: "Most rows per batch (batches are also cut at 8 MiB); each batch's end is a position a later run resumes from."},
+			{Name: "partitions", Type: sdk.Number, Default: 0, Description: "For pipeline serve --cluster: split the rows into this many partitions by a hash of the key, each read by one worker at a time with a position of its own (0 or 1: one partition; at most 1024)."},
 			{Name: "lag", Type: sdk.Duration, Description: `With a timestamptz or timestamp cursor: read only rows whose cursor is at least this old (e.g. "1m"), so that a transaction that commits late with an earlier cursor value is not skipped. Default: no lag.`},
 		},
 	}
@@ -124,6 +129,9 @@ func (s *Source) Configure(_ context.Context, cfg sdk.Config) error {
 	s.secrets = nil
 	if c.DSN != "" {
 		s.secrets = append(s.secrets, c.DSN)
+	}
+	if c.Partitions < 0 || c.Partitions > maxPartitions {
+		return fmt.Errorf("partitions: %d is not between 0 and %d", c.Partitions, maxPartitions)
 	}
 	switch {
 	case c.Table != "" && c.Query != "":
@@ -231,9 +239,13 @@ func (s *Source) baseSQL() string { return "SELECT * FROM " + s.from }
 
 // readSQL is the query of a run and its parameters: it resumes after the
 // (cursor, key) after when set, and stops short of the lag.
-func (s *Source) readSQL(sh *shape, after []string) (string, [][]byte, []uint32) {
+func (s *Source) readSQL(sh *shape, after []string, part int) (string, [][]byte, []uint32) {
 	c, k := quoteIdent(s.cfg.Cursor), quoteIdent(s.cfg.Key)
 	q := s.baseSQL() + "\nWHERE " + c + " IS NOT NULL AND " + k + " IS NOT NULL"
+	if part >= 0 {
+		// hashtext is int4: shifted to be non-negative before the mod.
+		q += " AND mod(hashtext(" + k + "::text)::bigint + 2147483648, " + strconv.Itoa(s.cfg.Partitions) + ") = " + strconv.Itoa(part)
+	}
 	var params [][]byte
 	var oids []uint32
 	if after != nil {
@@ -397,14 +409,60 @@ type position struct {
 // Read reads the rows after from's (cursor, key), or every row when from is
 // nil (the first run, or --full-refresh).
 func (s *Source) Read(ctx context.Context, from []byte, emit sdk.Emitter) error {
-	err := s.read(ctx, from, emit)
+	err := s.read(ctx, from, emit, -1)
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return s.redact(err)
 }
 
-func (s *Source) read(ctx context.Context, from []byte, emit sdk.Emitter) error {
+// maxPartitions bounds the partitions attribute.
+const maxPartitions = 1024
+
+// Partitions names the key-hash partitions ("key-hash-03-of-16"), or says
+// the source is one partition when partitions is 0 or 1.
+func (s *Source) Partitions(context.Context) ([]string, error) {
+	n := s.cfg.Partitions
+	if n <= 1 {
+		return nil, sdk.ErrNotPartitioned
+	}
+	out := make([]string, n)
+	for i := range n {
+		out[i] = partitionName(i, n)
+	}
+	return out, nil
+}
+
+func partitionName(i, n int) string {
+	w := len(strconv.Itoa(n - 1))
+	return fmt.Sprintf("key-hash-%0*d-of-%d", w, i, n)
+}
+
+// ReadPartition reads the rows of one key-hash partition after from's
+// (cursor, key); its positions are the same kind as Read's, of that
+// partition's rows alone. A name that is not one of Partitions' reads
+// nothing.
+func (s *Source) ReadPartition(ctx context.Context, partition string, from []byte, emit sdk.Emitter) error {
+	part := -1
+	for i := range s.cfg.Partitions {
+		if partitionName(i, s.cfg.Partitions) == partition {
+			part = i
+		}
+	}
+	if part < 0 {
+		sdk.Logger().Warn("no such partition (the partitions attribute changed?): nothing read", "partition", partition)
+		return nil
+	}
+	err := s.read(ctx, from, emit, part)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return s.redact(err)
+}
+
+// read reads the rows after from, of one key-hash partition when part is
+// not negative.
+func (s *Source) read(ctx context.Context, from []byte, emit sdk.Emitter, part int) error {
 	var after []string
 	if len(from) > 0 {
 		var p position
@@ -435,7 +493,7 @@ func (s *Source) read(ctx context.Context, from []byte, emit sdk.Emitter) error 
 
 	b := newBatcher(s, sh)
 	defer b.release()
-	sql, params, oids := s.readSQL(sh, after)
+	sql, params, oids := s.readSQL(sh, after, part)
 	rr := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, []int16{1})
 	if fds := rr.FieldDescriptions(); fds != nil && !sameColumns(fds, sh.fields) {
 		return fmt.Errorf("the columns of %s changed while the run started; run again", s.what())
