@@ -543,6 +543,14 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	if code, _ := w.signal(syscall.SIGTERM); code != 0 {
 		t.Errorf("exit %d after SIGTERM\n%s", code, w.stderr())
 	}
+	// state reset --cluster forgets the checkpoints: both partitions.
+	res = pipeline(t, dir, nil, append([]string{"state", "reset", file}, cl...)...)
+	if res.code != 0 || !strings.Contains(res.stdout, "2 checkpoints removed") {
+		t.Errorf("state reset --cluster: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res = pipeline(t, dir, nil, append([]string{"state", "show", file}, cl...)...); !strings.Contains(res.stdout, "no checkpoints") {
+		t.Errorf("state show after the reset:\n%s", res.stdout)
+	}
 }
 
 // grepLines keeps the lines of s that contain sub.
