@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"time"
 
 	"github.com/pipelinehq/pipeline/sdk"
@@ -20,10 +19,11 @@ import (
 // closes it everywhere.
 
 type sharedCircuit struct {
-	State  int       `json:"state"` // an sdk.CircuitState (which marshals as text only)
-	Until  time.Time `json:"until,omitzero"`
-	Reason string    `json:"reason,omitempty"`
-	Worker string    `json:"worker,omitempty"`
+	Endpoint string    `json:"endpoint"`
+	State    int       `json:"state"` // an sdk.CircuitState (which marshals as text only)
+	Until    time.Time `json:"until,omitzero"`
+	Reason   string    `json:"reason,omitempty"`
+	Worker   string    `json:"worker,omitempty"`
 }
 
 // circuitsTTL is how long a Lease trusts the shared circuits it read;
@@ -45,19 +45,14 @@ func (s *OutboxService) shareCircuits(ctx context.Context, cs []sdk.Circuit) {
 	if len(cs) == 0 {
 		return
 	}
-	kv, err := s.c.kvBucket(ctx, s.c.opts.Prefix+"_circuits", "pipeline: action sinks' open circuit breakers, shared by the workers")
-	if err != nil {
-		s.log.Warn("sharing circuit breakers failed", "error", err)
-		return
-	}
 	for _, c := range cs {
 		k := s.circuitKey(c.Endpoint)
 		if c.State == sdk.CircuitClosed {
-			kv.Delete(ctx, k)
+			s.circuitsKV.Delete(ctx, k)
 			continue
 		}
-		v, _ := json.Marshal(sharedCircuit{State: int(c.State), Until: c.Until, Reason: c.Reason, Worker: s.c.opts.Worker})
-		if _, err := kv.Put(ctx, k, v); err != nil {
+		v, _ := json.Marshal(sharedCircuit{Endpoint: c.Endpoint, State: int(c.State), Until: c.Until, Reason: c.Reason, Worker: s.c.opts.Worker})
+		if _, err := s.circuitsKV.Put(ctx, k, v); err != nil {
 			s.log.Warn("sharing a circuit breaker failed", "endpoint", c.Endpoint, "error", err)
 		}
 	}
@@ -76,31 +71,23 @@ func (s *OutboxService) openCircuits(ctx context.Context, now time.Time) map[str
 	}
 	s.mu.Unlock()
 	out := map[string]time.Time{}
-	kv, err := s.c.kvBucket(ctx, s.c.opts.Prefix+"_circuits", "pipeline: action sinks' open circuit breakers, shared by the workers")
-	if err == nil {
-		cctx, cancel := context.WithTimeout(ctx, apiTimeout)
-		defer cancel()
-		if keys, err := kv.ListKeys(cctx); err == nil {
-			prefix := s.n.key + "."
-			for k := range keys.Keys() {
-				if !strings.HasPrefix(k, prefix) {
-					continue
-				}
-				e, err := kv.Get(cctx, k)
-				if err != nil {
-					continue
-				}
-				var c sharedCircuit
-				if json.Unmarshal(e.Value(), &c) != nil {
-					continue
-				}
-				ep := endpointOf(k[len(prefix):])
-				switch {
-				case sdk.CircuitState(c.State) == sdk.CircuitOpen && c.Until.After(now):
-					out[ep] = c.Until
-				case sdk.CircuitState(c.State) == sdk.CircuitDisabled:
-					out[ep] = now.Add(s.opts.SkipDelay)
-				}
+	cctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	if keys, err := s.circuitsKV.ListKeysFiltered(cctx, s.n.key+".>"); err == nil {
+		for k := range keys.Keys() {
+			e, err := s.circuitsKV.Get(cctx, k)
+			if err != nil {
+				continue
+			}
+			var c sharedCircuit
+			if json.Unmarshal(e.Value(), &c) != nil {
+				continue
+			}
+			switch {
+			case sdk.CircuitState(c.State) == sdk.CircuitOpen && c.Until.After(now):
+				out[c.Endpoint] = c.Until
+			case sdk.CircuitState(c.State) == sdk.CircuitDisabled:
+				out[c.Endpoint] = now.Add(s.opts.SkipDelay)
 			}
 		}
 	}
@@ -108,31 +95,4 @@ func (s *OutboxService) openCircuits(ctx context.Context, now time.Time) map[str
 	s.openUntil, s.circuitsRead = out, now
 	s.mu.Unlock()
 	return out
-}
-
-// endpointOf undoes Token.
-func endpointOf(tok string) string {
-	if tok == "=" {
-		return ""
-	}
-	var b strings.Builder
-	for i := 0; i < len(tok); i++ {
-		if tok[i] == '=' && i+2 < len(tok) {
-			var v byte
-			for _, h := range tok[i+1 : i+3] {
-				v <<= 4
-				switch {
-				case h >= '0' && h <= '9':
-					v |= byte(h - '0')
-				case h >= 'A' && h <= 'F':
-					v |= byte(h-'A') + 10
-				}
-			}
-			b.WriteByte(v)
-			i += 2
-			continue
-		}
-		b.WriteByte(tok[i])
-	}
-	return b.String()
 }

@@ -40,11 +40,3 @@ func TestOpenCircuitIsSharedByTheWorkers(t *testing.T) {
 		t.Fatalf("after the circuit closed, b leased %v, want d1", obIds(got))
 	}
 }
-
-func TestEndpointOfUndoesToken(t *testing.T) {
-	for _, ep := range []string{"", "https://crm.example.com/hooks/churn/c-1?x=1", "a=b", "ünïcode"} {
-		if got := endpointOf(Token(ep)); got != ep {
-			t.Errorf("endpointOf(Token(%q)) = %q", ep, got)
-		}
-	}
-}

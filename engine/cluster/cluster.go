@@ -133,9 +133,9 @@ func Connect(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	c := &Cluster{opts: o, nc: nc, js: js, log: log}
-	if c.checkpoints, err = c.bucket(ctx, "checkpoints", "pipeline: source checkpoints (serve --cluster)", 0); err == nil {
-		if c.leases, err = c.bucket(ctx, "leases", "pipeline: who reads which source partition", o.LeaseTTL); err == nil {
-			c.workers, err = c.bucket(ctx, "workers", "pipeline: the live workers", o.LeaseTTL)
+	if c.checkpoints, err = c.bucket(ctx, o.Prefix+"_checkpoints", "pipeline: source checkpoints (serve --cluster)", 0); err == nil {
+		if c.leases, err = c.bucket(ctx, o.Prefix+"_leases", "pipeline: who reads which source partition", o.LeaseTTL); err == nil {
+			c.workers, err = c.bucket(ctx, o.Prefix+"_workers", "pipeline: the live workers", o.LeaseTTL)
 		}
 	}
 	if err != nil {
@@ -153,10 +153,10 @@ func Connect(ctx context.Context, o Options) (*Cluster, error) {
 	return c, nil
 }
 
-// bucket opens a KV bucket of the cluster, creating it when it does not
-// exist yet; an existing bucket is used as it is (its TTL included).
-func (c *Cluster) bucket(ctx context.Context, name, what string, ttl time.Duration) (jetstream.KeyValue, error) {
-	full := c.opts.Prefix + "_" + name
+// bucket opens a KV bucket of the cluster (its full name, the prefix
+// included), creating it when it does not exist yet; an existing bucket is
+// used as it is (its TTL included).
+func (c *Cluster) bucket(ctx context.Context, full, what string, ttl time.Duration) (jetstream.KeyValue, error) {
 	for range 3 {
 		b, err := c.js.KeyValue(ctx, full)
 		if err == nil {

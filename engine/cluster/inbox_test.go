@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,10 +26,6 @@ const (
 	ibTestPipeline = "push in"
 	ibTestSource   = "api/v1" // not a token: the names must still work
 )
-
-var ibPrefixN atomic.Int64
-
-func ibTestPrefix() string { return fmt.Sprintf("in%d", ibPrefixN.Add(1)) }
 
 var ibBg = context.Background()
 
@@ -151,7 +146,7 @@ func ibNames(prefix string, n int) []string {
 // pending until committed, and are gone once committed.
 func TestInboxAppendReadCommit(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	s := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
 	resp := ibAppend(t, s, ibEntry("a", 2), ibEntry("b", 1), ibEntry("c", 3))
 	for i, r := range resp.Results {
@@ -218,7 +213,7 @@ func TestInboxAppendReadCommit(t *testing.T) {
 // and says it waited when nothing came.
 func TestInboxReadWaitsForTheNextEntry(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
 	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	start := time.Now()
@@ -248,7 +243,7 @@ func TestInboxReadWaitsForTheNextEntry(t *testing.T) {
 // answered with the first's response and stores nothing.
 func TestInboxDuplicatesAcrossWorkers(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
 	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	const day = 24 * time.Hour
@@ -326,7 +321,7 @@ func TestInboxDuplicatesAcrossWorkers(t *testing.T) {
 // key's Nats-Msg-Id if the first did get there).
 func TestInboxPendingKeyIsStoredOnce(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	c := obConnect(t, srv, prefix, "w1")
 	s := ibService(t, c, InboxOptions{})
 	expires := time.Now().Add(time.Hour).UnixMilli()
@@ -368,7 +363,7 @@ func TestInboxPendingKeyIsStoredOnce(t *testing.T) {
 // Two workers reading one inbox get disjoint entries, and together all.
 func TestInboxTwoWorkersReadDisjointEntries(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{})
 	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	const n = 300
@@ -419,7 +414,7 @@ func TestInboxTwoWorkersReadDisjointEntries(t *testing.T) {
 // lives it keeps its entries, renewed, however long the commit takes.
 func TestInboxUncommittedEntriesGoToAnotherWorker(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	ackWait := time.Second
 	opts := InboxOptions{AckWait: ackWait}
 	c1 := obConnect(t, srv, prefix, "w1")
@@ -471,7 +466,7 @@ func TestInboxUncommittedEntriesGoToAnotherWorker(t *testing.T) {
 // stays for the others.
 func TestInboxMaxHeldLeavesTheRestToOthers(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	s1 := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{MaxHeld: 2})
 	s2 := ibService(t, obConnect(t, srv, prefix, "w2"), InboxOptions{})
 	ibAppend(t, s1, ibEntry("a", 1), ibEntry("b", 1), ibEntry("c", 1), ibEntry("d", 1))
@@ -496,7 +491,7 @@ func TestInboxMaxHeldLeavesTheRestToOthers(t *testing.T) {
 // committed after it, the others read, and nothing is lost or read twice.
 func TestInboxSurvivesNATSRestart(t *testing.T) {
 	srv := natstest.Start(t)
-	prefix := ibTestPrefix()
+	prefix := obTestPrefix()
 	s := ibService(t, obConnect(t, srv, prefix, "w1"), InboxOptions{AckWait: 20 * time.Second})
 	var es []*pluginv1.InboxEntry
 	for i := range 10 {
@@ -549,7 +544,7 @@ func TestInboxRequestsAreCounted(t *testing.T) {
 	srv := natstest.Start(t)
 	var mu sync.Mutex
 	got := map[int]int64{}
-	s := ibService(t, obConnect(t, srv, ibTestPrefix(), "w1"), InboxOptions{OnRequests: func(by map[int]int64) {
+	s := ibService(t, obConnect(t, srv, obTestPrefix(), "w1"), InboxOptions{OnRequests: func(by map[int]int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		for code, n := range by {
@@ -589,7 +584,7 @@ func TestInboxNames(t *testing.T) {
 // refuses a larger one without storing anything.
 func TestInboxEntriesFitOneMessage(t *testing.T) {
 	srv := natstest.Start(t)
-	s := ibService(t, obConnect(t, srv, ibTestPrefix(), "w1"), InboxOptions{})
+	s := ibService(t, obConnect(t, srv, obTestPrefix(), "w1"), InboxOptions{})
 	limit := ibStatus(t, s).MaxEntryBytes
 	if want := s.c.nc.MaxPayload() - entryHeaderRoom; limit != want || limit <= 0 {
 		t.Fatalf("max_entry_bytes %d, want %d (the server's max_payload less room for headers)", limit, want)

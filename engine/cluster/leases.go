@@ -535,7 +535,7 @@ const firingsTTL = 48 * time.Hour
 func (c *Cluster) TakeFiring(ctx context.Context, pipeline string, at time.Time) (bool, error) {
 	c.firingsMu.Lock()
 	if c.firings == nil {
-		b, err := c.bucket(ctx, "firings", "pipeline: which worker runs each firing of a scheduled pipeline", firingsTTL)
+		b, err := c.bucket(ctx, c.opts.Prefix+"_firings", "pipeline: which worker runs each firing of a scheduled pipeline", firingsTTL)
 		if err != nil {
 			c.firingsMu.Unlock()
 			return false, err

@@ -177,6 +177,8 @@ type OutboxService struct {
 	lanes     []jetstream.Consumer
 	attempts  jetstream.KeyValue
 	paused    jetstream.KeyValue
+	// circuitsKV holds the open circuits of the cluster's sinks (circuits.go).
+	circuitsKV jetstream.KeyValue
 	// attemptsStream is the attempts bucket's stream, to delete entries by
 	// sequence.
 	attemptsStream jetstream.Stream
@@ -270,13 +272,16 @@ func (c *Cluster) OutboxService(ctx context.Context, pipeline, sink string, opts
 func (s *OutboxService) setup(ctx context.Context) error {
 	js, n, opts := s.c.js, s.n, s.opts
 	var err error
-	if s.attempts, err = s.c.kvBucket(ctx, n.attemptsBucket, "pipeline: attempts of outbox deliveries waiting for a retry"); err != nil {
+	if s.attempts, err = s.c.bucket(ctx, n.attemptsBucket, "pipeline: attempts of outbox deliveries waiting for a retry", 0); err != nil {
 		return err
 	}
 	if s.attemptsStream, err = js.Stream(ctx, "KV_"+n.attemptsBucket); err != nil {
 		return fmt.Errorf("KV bucket %s: %w", n.attemptsBucket, err)
 	}
-	if s.paused, err = s.c.kvBucket(ctx, n.pausedBucket, "pipeline: paused sinks"); err != nil {
+	if s.paused, err = s.c.bucket(ctx, n.pausedBucket, "pipeline: paused sinks", 0); err != nil {
+		return err
+	}
+	if s.circuitsKV, err = s.c.bucket(ctx, s.c.opts.Prefix+"_circuits", "pipeline: action sinks' open circuit breakers, shared by the workers", 0); err != nil {
 		return err
 	}
 	var created bool
@@ -386,24 +391,6 @@ func ensureConsumer(ctx context.Context, st jetstream.Stream, cfg jetstream.Cons
 		return c, nil
 	}
 	return st.UpdateConsumer(ctx, cfg)
-}
-
-// kvBucket returns a bucket of the cluster, creating it when needed.
-func (c *Cluster) kvBucket(ctx context.Context, name, what string) (jetstream.KeyValue, error) {
-	kv, err := c.js.KeyValue(ctx, name)
-	if err == nil {
-		return kv, nil
-	}
-	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("KV bucket %s: %w", name, err)
-	}
-	kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: name, Description: what, History: 1, Storage: jetstream.FileStorage, Replicas: c.opts.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("KV bucket %s: %w", name, err)
-	}
-	return kv, nil
 }
 
 // Close ends the service: it stops renewing the leases it holds (another

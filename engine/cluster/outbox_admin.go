@@ -25,7 +25,7 @@ func (c *Cluster) SetPaused(ctx context.Context, pipeline, sink string, paused b
 		return errors.New("cluster: pause: a pipeline and a sink name are needed")
 	}
 	n := c.outboxNames(pipeline, sink)
-	kv, err := c.kvBucket(ctx, n.pausedBucket, "pipeline: paused sinks")
+	kv, err := c.bucket(ctx, n.pausedBucket, "pipeline: paused sinks", 0)
 	if err != nil {
 		return fmt.Errorf("cluster: pause %s/%s: %w", pipeline, sink, err)
 	}

@@ -27,7 +27,7 @@ func (c *Cluster) rateLimits(ctx context.Context) (jetstream.KeyValue, error) {
 	if c.rl != nil {
 		return c.rl, nil
 	}
-	b, err := c.bucket(ctx, "ratelimits", "pipeline: rate limits shared by the workers (rate_limit_scope = \"cluster\")", 0)
+	b, err := c.bucket(ctx, c.opts.Prefix+"_ratelimits", "pipeline: rate limits shared by the workers (rate_limit_scope = \"cluster\")", 0)
 	if err != nil {
 		return nil, err
 	}

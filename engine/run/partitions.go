@@ -37,10 +37,6 @@ func (r *Runner) removeTracker(t *tracker) {
 func (r *Runner) readPartitions(ctx context.Context, src *Source) error {
 	co := r.opts.Coordinator
 	ps, _ := src.Plugin.(plan.PartitionedSource)
-	poll := r.opts.Poll
-	if poll <= 0 {
-		poll = time.Second
-	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	failed := make(chan error, 1)
@@ -96,7 +92,7 @@ func (r *Runner) readPartitions(ctx context.Context, src *Source) error {
 			return ctx.Err()
 		}
 		select {
-		case <-time.After(poll):
+		case <-time.After(r.opts.Poll):
 		case err := <-failed:
 			return err
 		case <-ctx.Done():
