@@ -38,12 +38,15 @@ package cluster
 //     creates its key (create-if-absent: of several workers with the same
 //     key at once, one wins) as "pending" before it publishes its entry
 //     with Nats-Msg-Id = the key's hash and the end of its window, and
-//     marks it "stored" after the PubAck. A later request with the key is answered with the stored
-//     response; one that finds it pending (the first is being stored, or
-//     its worker died between the key and the PubAck) publishes its own
-//     entry under the same Nats-Msg-Id, which the stream drops if the first
-//     got there within its duplicates window (InboxOptions.DedupeWindow),
-//     and is answered with the first's response too. So a key never stands
+//     marks it "stored" after the PubAck. A later request with the key is
+//     answered with the stored response. One that finds it pending waits
+//     while the first may still be storing it (its append's time); if it is
+//     pending still (the first's publish failed, or its worker died between
+//     the key and the PubAck), it publishes its own entry under the same
+//     Nats-Msg-Id, which the stream drops if the first got there within its
+//     duplicates window (InboxOptions.DedupeWindow), and is answered with
+//     the first's response too. So concurrent requests with one key store
+//     the first's records, and a key never stands
 //     for records that were not stored: a crash between the two writes
 //     costs a duplicate at most, never a 202 for nothing. The bucket keeps a
 //     key at least its window (its TTL is grown to the longest window
@@ -168,6 +171,12 @@ type keyRecord struct {
 	Expires int64 `json:"expires"`
 	// Stored: the first request's entry is in the stream (its PubAck came).
 	Stored bool `json:"stored"`
+	// Storing is when the request that holds the key pending began (unix
+	// ms), 0 once no request is storing it (its publish failed). A request
+	// that finds the key pending waits for it while that request may still
+	// be at it (Storing + appendTimeout), so that concurrent requests with
+	// one key store the first's records, not their own.
+	Storing int64 `json:"storing,omitempty"`
 }
 
 // InboxService serves one push source's inbox from JetStream, for one
@@ -432,6 +441,7 @@ func (s *InboxService) InboxAppend(ctx context.Context, req *pluginv1.InboxAppen
 	if len(msgs) > 0 {
 		acks, err := s.c.publishAll(ctx, msgs, s.n.stream)
 		if err != nil {
+			s.giveUpKeys(storing[len(acks):])
 			return nil, s.grpcErr("append", fmt.Errorf("storing %d entries (%d acknowledged): %w", len(msgs), len(acks), err))
 		}
 		for i, a := range acks {
@@ -451,7 +461,7 @@ func (s *InboxService) InboxAppend(ctx context.Context, req *pluginv1.InboxAppen
 	parallel(len(marking), func(i int) {
 		j := marking[i]
 		rec := j.rec
-		rec.Stored = true
+		rec.Stored, rec.Storing = true, 0
 		data, _ := json.Marshal(rec)
 		if _, err := s.keys.Update(ctx, j.kvKey, data, j.rev); err != nil && !isWrongRevision(err) {
 			s.log.Warn("inbox: marking a dedupe key stored failed", "error", err.Error())
@@ -483,6 +493,34 @@ func (s *InboxService) InboxAppend(ctx context.Context, req *pluginv1.InboxAppen
 	return &pluginv1.InboxAppendResponse{Results: results, Pending: pending}, nil
 }
 
+// giveUpKeys marks the pending keys of entries whose publish failed as no
+// longer being stored, so that a retry (of this request or another with
+// the key) does not wait for them: it stores its own entry under the same
+// Nats-Msg-Id, dropped if this one did get there. Best effort: a key left
+// as it was is waited for until its request's time is up.
+func (s *InboxService) giveUpKeys(failed []*appendJob) {
+	var mine []*appendJob
+	for _, j := range failed {
+		if j.kvKey != "" && !j.dup {
+			mine = append(mine, j)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	parallel(len(mine), func(i int) {
+		j := mine[i]
+		rec := j.rec
+		rec.Storing = 0
+		data, _ := json.Marshal(rec)
+		if _, err := s.keys.Update(ctx, j.kvKey, data, j.rev); err != nil && !isWrongRevision(err) {
+			s.log.Debug("inbox: giving up a pending dedupe key failed", "error", err.Error())
+		}
+	})
+}
+
 // claimKey settles an entry's dedupe key: it creates it (pending) when no
 // request holds it within its window, and the entry is stored; when one
 // does, the entry is a duplicate answered with that one's response, and
@@ -490,7 +528,11 @@ func (s *InboxService) InboxAppend(ctx context.Context, req *pluginv1.InboxAppen
 // pending.
 func (s *InboxService) claimKey(ctx context.Context, j *appendJob, now time.Time) error {
 	mine := keyRecord{Response: j.e.Response, Expires: now.Add(time.Duration(j.e.KeyWindowMs) * time.Millisecond).UnixMilli(), Stored: !j.store}
+	if j.store {
+		mine.Storing = now.UnixMilli()
+	}
 	data, _ := json.Marshal(mine)
+	waited := false
 	for range 8 {
 		rev, err := s.keys.Create(ctx, j.kvKey, data)
 		if err == nil {
@@ -520,15 +562,53 @@ func (s *InboxService) claimKey(ctx context.Context, j *appendJob, now time.Time
 			}
 			return fmt.Errorf("dedupe key: %w", err)
 		}
+		if j.store && !have.Stored && have.Storing != 0 && !waited {
+			// Pending, and its request may still be storing it: wait for
+			// that, then look again.
+			waited = true
+			if err := s.awaitStored(ctx, j.kvKey, kve.Revision(), have.Storing, now); err != nil {
+				return err
+			}
+			continue
+		}
 		j.dup, j.rec, j.rev = true, have, kve.Revision()
-		// Pending: the first request is being stored, or its worker died
-		// before its PubAck. Storing this one too (the stream drops it if
-		// the first got there) makes sure the response stands for records
-		// that are stored.
+		// Still pending: its request failed, or its worker died before
+		// the PubAck, or is slower than this one waits. Storing this one
+		// too (the stream drops it if the first got there) makes sure the
+		// response stands for records that are stored.
 		j.store = j.store && !have.Stored
 		return nil
 	}
 	return errors.New("dedupe key: changed by other requests too often; retry")
+}
+
+// awaitStored waits while the dedupe key holds the pending entry of
+// revision rev, which a request began storing at storing (unix ms): until
+// the key changes (stored, given up, gone) or that request's own time is
+// up (appendTimeout, and a second for clocks of different machines), at
+// most half of this request's.
+func (s *InboxService) awaitStored(ctx context.Context, key string, rev uint64, storing int64, now time.Time) error {
+	deadline := time.UnixMilli(storing).Add(appendTimeout + time.Second)
+	if limit := now.Add(appendTimeout / 2); deadline.After(limit) {
+		deadline = limit
+	}
+	for d := 2 * time.Millisecond; time.Now().Before(deadline); d = min(2*d, 50*time.Millisecond) {
+		sleep(ctx, d)
+		if ctx.Err() != nil {
+			return fmt.Errorf("dedupe key: %w", ctx.Err())
+		}
+		kve, err := s.keys.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("dedupe key: %w", err)
+		}
+		if kve.Revision() != rev {
+			return nil
+		}
+	}
+	return nil
 }
 
 // InboxRead implements pluginv1.StateServer: entries handed out before

@@ -599,3 +599,76 @@ func TestInboxEntriesFitOneMessage(t *testing.T) {
 		t.Errorf("pending %d, want the one that fits", st.Pending)
 	}
 }
+
+// A request that finds its key pending while the first request is still
+// storing it waits for that one, and stores nothing of its own: the inbox
+// holds the first's records, which the response it gets stands for.
+func TestInboxRequestWaitsForAPendingKey(t *testing.T) {
+	srv := natstest.Start(t)
+	prefix := obTestPrefix()
+	c := obConnect(t, srv, prefix, "w1")
+	s := ibService(t, c, InboxOptions{})
+	expires := time.Now().Add(time.Hour).UnixMilli()
+	kvKey := s.n.key + "." + dedupeKey("idempotency:C")
+	first := keyRecord{Response: []byte(`{"first":"c"}`), Expires: expires, Storing: time.Now().UnixMilli()}
+	data, _ := json.Marshal(first)
+	rev, err := s.keys.Create(ibBg, kvKey, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first request (of another worker) gets its PubAck 150 ms later.
+	stored := make(chan struct{})
+	go func() {
+		defer close(stored)
+		time.Sleep(150 * time.Millisecond)
+		m := nats.NewMsg(s.n.entrySubject(1))
+		m.Header.Set(hdrMsgID, (&appendJob{e: &pluginv1.InboxEntry{Key: "idempotency:C"}, rec: first}).msgID())
+		m.Data = []byte(`{"row_id":"c-first-0"}` + "\n")
+		if _, err := c.JetStream().PublishMsg(ibBg, m); err != nil {
+			t.Error(err)
+			return
+		}
+		done := first
+		done.Stored, done.Storing = true, 0
+		data, _ := json.Marshal(done)
+		if _, err := s.keys.Update(ibBg, kvKey, data, rev); err != nil {
+			t.Error(err)
+		}
+	}()
+	r := ibAppend(t, s, ibKeyed("c-retry", 3, "idempotency:C", time.Hour))
+	select {
+	case <-stored:
+	default:
+		t.Error("the retry was answered before the first request was stored")
+	}
+	if res := r.Results[0]; !res.Duplicate || string(res.Response) != `{"first":"c"}` {
+		t.Errorf("retry of a key being stored: %+v, want a duplicate with the first response", res)
+	}
+	// A key its request gave up on (its publish failed) is not waited for:
+	// the retry stores its own records.
+	j := &appendJob{e: ibKeyed("d", 1, "idempotency:D", time.Hour), store: true, kvKey: s.n.key + "." + dedupeKey("idempotency:D")}
+	if err := s.claimKey(ibBg, j, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.giveUpKeys([]*appendJob{j})
+	kve, err := s.keys.Get(ibBg, j.kvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var given keyRecord
+	if err := json.Unmarshal(kve.Value(), &given); err != nil || given.Stored || given.Storing != 0 || string(given.Response) != string(j.e.Response) {
+		t.Errorf("a given-up key holds %s (%v), want it pending, not storing, with the first response", kve.Value(), err)
+	}
+	if res := ibAppend(t, s, ibKeyed("d-retry", 2, "idempotency:D", time.Hour)).Results[0]; !res.Duplicate || string(res.Response) != string(j.e.Response) {
+		t.Errorf("retry of a given-up key: %+v", res)
+	}
+	rd := &ibReader{s: s}
+	rd.readUntil(t, 3, 5*time.Second)
+	if got := ibRead(t, s, rd.last, 100, 200*time.Millisecond); len(got.Entries) != 0 {
+		t.Errorf("more entries: %+v", got.Entries)
+	}
+	slices.Sort(rd.ids)
+	if want := []string{"c-first-0", "d-retry-0", "d-retry-1"}; !slices.Equal(rd.ids, want) {
+		t.Errorf("the inbox holds %q, want %q", rd.ids, want)
+	}
+}
