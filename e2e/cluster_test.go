@@ -317,31 +317,43 @@ type natsServer struct {
 	t    *testing.T
 	port int
 	dir  string
+	args []string // more of nats-server's flags
 	cmd  *exec.Cmd
 }
 
-func startNATS(t *testing.T) *natsServer {
+func startNATS(t *testing.T, args ...string) *natsServer {
+	t.Helper()
+	n := newNATS(t, freePort(t), args...)
+	n.start()
+	return n
+}
+
+// newNATS is a nats-server of the test's own on port, not started yet.
+func newNATS(t *testing.T, port int, args ...string) *natsServer {
 	t.Helper()
 	if _, err := os.Stat("/usr/sbin/nats-server"); err != nil {
 		t.Skip("skipped: no /usr/sbin/nats-server on this machine (Debian's nats-server package)")
 	}
+	n := &natsServer{t: t, port: port, dir: t.TempDir(), args: args}
+	t.Cleanup(n.stop)
+	return n
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	n := &natsServer{t: t, port: port, dir: t.TempDir()}
-	n.start()
-	t.Cleanup(n.stop)
-	return n
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
 func (n *natsServer) start() {
 	n.t.Helper()
-	n.cmd = exec.Command("/usr/sbin/nats-server", "-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", n.dir)
+	n.cmd = exec.Command("/usr/sbin/nats-server", append([]string{"-a", "127.0.0.1", "-p", fmt.Sprint(n.port), "-js", "-sd", n.dir}, n.args...)...)
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}
@@ -359,9 +371,14 @@ func (n *natsServer) start() {
 	}
 }
 
-func (n *natsServer) stop() {
+func (n *natsServer) stop() { n.signal(syscall.SIGTERM) }
+
+// kill stops the server as a machine that dies does: SIGKILL.
+func (n *natsServer) kill() { n.signal(syscall.SIGKILL) }
+
+func (n *natsServer) signal(sig syscall.Signal) {
 	if n.cmd != nil && n.cmd.Process != nil {
-		n.cmd.Process.Signal(syscall.SIGTERM)
+		n.cmd.Process.Signal(sig)
 		n.cmd.Wait()
 		n.cmd = nil
 	}

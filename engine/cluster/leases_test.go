@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -291,5 +292,32 @@ func TestConnectOverTLS(t *testing.T) {
 	}
 	if _, err := Connect(context.Background(), Options{URLs: url, Prefix: "tls", TLS: true}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("without the CA: %v, want a certificate error", err)
+	}
+}
+
+// --nats-creds against a server in operator mode: with the user's
+// credentials the cluster's buckets are made in its account and leases
+// work; without them, or with a missing file, Connect fails and says why.
+func TestConnectWithCredentials(t *testing.T) {
+	srv, tr := natstest.StartWithTrust(t)
+	c, err := Connect(context.Background(), Options{URLs: srv.URL(), Prefix: "creds", CredsFile: tr.CredsFile})
+	if err != nil {
+		t.Fatalf("with the credentials: %v", err)
+	}
+	defer c.Close()
+	co := coordinator(t, c)
+	if l := claimUntil(t, []*Coordinator{co}, []string{"f"})[co]; len(l) != 1 {
+		t.Fatalf("with credentials: %d leases", len(l))
+	}
+	_, err = Connect(context.Background(), Options{URLs: srv.URL(), Prefix: "creds"})
+	t.Logf("without credentials: %v", err)
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("without credentials: %v, want an authorization error", err)
+	}
+	missing := filepath.Join(t.TempDir(), "none.creds")
+	_, err = Connect(context.Background(), Options{URLs: srv.URL(), Prefix: "creds", CredsFile: missing})
+	t.Logf("with a missing file: %v", err)
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("with a missing credentials file: %v, want an error naming it", err)
 	}
 }
