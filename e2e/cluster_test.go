@@ -170,6 +170,28 @@ sink "webhook" "crm" {
 	return file
 }
 
+// checkPartitionsSpread checks that each of n partitions was read by one
+// worker, and each worker read some.
+func checkPartitionsSpread(t *testing.T, ws []*worker, n int) {
+	t.Helper()
+	readBy := map[string]string{}
+	for _, w := range ws {
+		parts := w.partitions()
+		if len(parts) == 0 {
+			t.Errorf("worker %s read no partition\n%s", w.name, w.stderr())
+		}
+		for _, p := range parts {
+			if other, ok := readBy[p]; ok && other != w.name {
+				t.Errorf("partition %s was read by %s and %s", p, other, w.name)
+			}
+			readBy[p] = w.name
+		}
+	}
+	if len(readBy) != n {
+		t.Errorf("%d partitions read, want %d: %v", len(readBy), n, readBy)
+	}
+}
+
 // waitDelivered waits until the receiver holds every id, failing after
 // bound (a hang guard: the test asserts what arrived, not how fast).
 func waitDelivered(t *testing.T, rcv *receiver, want map[string][]string, bound time.Duration, workers ...*worker) {
@@ -211,23 +233,7 @@ func TestClusterThreeWorkersShareAGlob(t *testing.T) {
 	}
 	waitDelivered(t, rcv, want, 90*time.Second, ws...)
 
-	// Each partition was read by one worker, and each worker read some.
-	readBy := map[string]string{}
-	for _, w := range ws {
-		parts := w.partitions()
-		if len(parts) == 0 {
-			t.Errorf("worker %s read no partition\n%s", w.name, w.stderr())
-		}
-		for _, p := range parts {
-			if other, ok := readBy[p]; ok {
-				t.Errorf("partition %s was read by %s and %s", p, other, w.name)
-			}
-			readBy[p] = w.name
-		}
-	}
-	if len(readBy) != 6 {
-		t.Errorf("%d partitions read, want 6: %v", len(readBy), readBy)
-	}
+	checkPartitionsSpread(t, ws, 6)
 	// Nothing but the matching records, each once.
 	total := 0
 	for _, ids := range want {
