@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pipelinehq/pipeline/engine/admin"
+	"github.com/pipelinehq/pipeline/engine/cluster"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
 
@@ -63,6 +64,19 @@ func isLoopback(host string) bool {
 func adminOptions(o admin.Options, g *globals) admin.Options {
 	if g.cluster != nil {
 		o.Pauses = g.cluster
+		backend := o.Backend
+		o.Deliveries = g.cluster.AdminView(func() []cluster.SinkRef {
+			var out []cluster.SinkRef
+			for _, p := range backend.Pipelines() {
+				if p.Config == nil {
+					continue
+				}
+				for _, sk := range p.Config.Sinks {
+					out = append(out, cluster.SinkRef{Pipeline: p.Name, Sink: sk.Name})
+				}
+			}
+			return out
+		})
 	}
 	return o
 }

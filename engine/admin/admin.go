@@ -141,6 +141,29 @@ type Options struct {
 	// Pauses, when set, keeps sinks' pauses instead of Store (`pipeline
 	// serve --cluster`: the cluster's paused flags, which every worker reads).
 	Pauses Pauses
+	// Deliveries, when set, answers for checkpoints and deliveries instead
+	// of Store (`pipeline serve --cluster`: the cluster's buckets and
+	// streams). A Replay it cannot do says errors.ErrUnsupported (409).
+	Deliveries Deliveries
+}
+
+// Deliveries is where the API reads checkpoints and deliveries, and
+// replays: the state store (*state.Store), or the cluster's.
+type Deliveries interface {
+	List(ctx context.Context, pipeline string) ([]state.Checkpoint, error)
+	Summary(ctx context.Context, f state.DeliveryFilter) ([]state.EndpointSummary, error)
+	DeliveryPage(ctx context.Context, f state.DeliveryFilter, cursor string, limit int) (state.DeliveryPage, error)
+	Delivery(ctx context.Context, pipeline, sink, id string) (state.DeliveryRecord, error)
+	DeliveriesByID(ctx context.Context, id string) ([]state.DeliveryRecord, error)
+	Replay(ctx context.Context, f state.DeliveryFilter, now time.Time) (int64, error)
+}
+
+// deliveries is Options.Deliveries, else the store.
+func (s *Server) deliveries() Deliveries {
+	if s.opts.Deliveries != nil {
+		return s.opts.Deliveries
+	}
+	return s.opts.Store
 }
 
 // Pauses keeps whether a sink is paused.

@@ -126,7 +126,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
-	page, err := s.opts.Store.DeliveryPage(r.Context(), f, r.URL.Query().Get("cursor"), limit)
+	page, err := s.deliveries().DeliveryPage(r.Context(), f, r.URL.Query().Get("cursor"), limit)
 	if errors.Is(err, state.ErrBadCursor) {
 		return errorf(http.StatusBadRequest, "cursor: not one this API gave out")
 	}
@@ -146,12 +146,12 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) lookup(r *http.Request) (state.DeliveryRecord, error) {
 	key := r.PathValue("key")
 	if p, sk, id, ok := parseKey(key); ok {
-		d, err := s.opts.Store.Delivery(r.Context(), p, sk, id)
+		d, err := s.deliveries().Delivery(r.Context(), p, sk, id)
 		if err == nil || !errors.Is(err, state.ErrNotFound) {
 			return d, err
 		}
 	}
-	ds, err := s.opts.Store.DeliveriesByID(r.Context(), key)
+	ds, err := s.deliveries().DeliveriesByID(r.Context(), key)
 	if err != nil {
 		return state.DeliveryRecord{}, err
 	}
@@ -188,7 +188,10 @@ func (s *Server) replayOne(w http.ResponseWriter, r *http.Request) error {
 	if d.Pruned != nil {
 		return errorf(http.StatusConflict, "delivery %s was delivered and its payload pruned by retention: nothing left to send", d.ID)
 	}
-	n, err := s.opts.Store.Replay(r.Context(), state.DeliveryFilter{Pipeline: d.Pipeline, Sink: d.Sink, ID: d.ID}, s.opts.Now())
+	n, err := s.deliveries().Replay(r.Context(), state.DeliveryFilter{Pipeline: d.Pipeline, Sink: d.Sink, ID: d.ID}, s.opts.Now())
+	if errors.Is(err, errors.ErrUnsupported) {
+		return errorf(http.StatusConflict, "delivery %s: %v", d.ID, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -201,7 +204,10 @@ func (s *Server) replayMany(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n, err := s.opts.Store.Replay(r.Context(), f, s.opts.Now())
+	n, err := s.deliveries().Replay(r.Context(), f, s.opts.Now())
+	if errors.Is(err, errors.ErrUnsupported) {
+		return errorf(http.StatusConflict, "%v", err)
+	}
 	if err != nil {
 		return err
 	}

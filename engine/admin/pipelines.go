@@ -136,7 +136,7 @@ func (s *Server) pipeline(r *http.Request, p Pipeline, detail bool) (pipelineJSO
 	if len(runs) > 0 {
 		pj.LastRun = &runs[0]
 	}
-	cps, err := s.opts.Store.List(ctx, p.Name)
+	cps, err := s.deliveries().List(ctx, p.Name)
 	if err != nil {
 		return pj, err
 	}
@@ -147,7 +147,7 @@ func (s *Server) pipeline(r *http.Request, p Pipeline, detail bool) (pipelineJSO
 	if err != nil {
 		return pj, err
 	}
-	summary, err := s.opts.Store.Summary(ctx, state.DeliveryFilter{Pipeline: p.Name})
+	summary, err := s.deliveries().Summary(ctx, state.DeliveryFilter{Pipeline: p.Name})
 	if err != nil {
 		return pj, err
 	}

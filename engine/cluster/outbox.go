@@ -322,7 +322,7 @@ func (s *OutboxService) setup(ctx context.Context) error {
 	}
 	if s.logs, _, err = ensureStream(ctx, js, jetstream.StreamConfig{
 		Name: n.log, Description: fmt.Sprintf("pipeline: delivery log of %s/%s", s.pipeline, s.sink),
-		Subjects:  []string{n.logSubject},
+		Subjects:  []string{n.logSubject + ".*"},
 		Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: s.c.opts.Replicas,
 		MaxAge: ret.Attempts,
 	}); err != nil {
@@ -1163,7 +1163,7 @@ func (s *OutboxService) Record(ctx context.Context, req *pluginv1.RecordRequest)
 			le.NextAt = time.UnixMilli(j.r.NextAtUnixMs).UTC()
 		}
 		data, _ := json.Marshal(le)
-		m := nats.NewMsg(s.n.logSubject)
+		m := nats.NewMsg(s.n.logSubject + "." + le.Outcome)
 		m.Data = data
 		logMsgs = append(logMsgs, m)
 	}

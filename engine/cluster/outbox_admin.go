@@ -123,8 +123,9 @@ func (c *Cluster) DeadLetters(ctx context.Context, pipeline, sink string, max in
 }
 
 // eachMsg calls f with every message of a stream on subject from sequence
-// from on, up to last (0: the stream's last when it starts).
-func eachMsg(ctx context.Context, st jetstream.Stream, subject string, from, last uint64, f func(*jetstream.RawStreamMsg)) error {
+// from on, up to last (0: the stream's last when it starts), or until
+// enough (when given) says so.
+func eachMsg(ctx context.Context, st jetstream.Stream, subject string, from, last uint64, f func(*jetstream.RawStreamMsg), enough ...func() bool) error {
 	if last == 0 {
 		info, err := st.Info(ctx)
 		if err != nil {
@@ -144,6 +145,9 @@ func eachMsg(ctx context.Context, st jetstream.Stream, subject string, from, las
 			return nil
 		}
 		f(m)
+		if len(enough) > 0 && enough[0]() {
+			return nil
+		}
 		seq = m.Sequence + 1
 	}
 	return nil
@@ -265,7 +269,7 @@ func (c *Cluster) DeliveryLog(ctx context.Context, pipeline, sink string, last i
 	}
 	var out []LogEntry
 	var bad error
-	err = eachMsg(ctx, st, n.logSubject, from, info.State.LastSeq, func(m *jetstream.RawStreamMsg) {
+	err = eachMsg(ctx, st, n.logSubject+".*", from, info.State.LastSeq, func(m *jetstream.RawStreamMsg) {
 		var e LogEntry
 		if err := json.Unmarshal(m.Data, &e); err != nil {
 			bad = fmt.Errorf("entry %d: %w", m.Sequence, err)

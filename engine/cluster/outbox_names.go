@@ -15,7 +15,7 @@ import (
 //	stream P_outbox_T(p)~T(s)   subjects P.outbox.T(p).T(s).u      (no order key)
 //	                                     P.outbox.T(p).T(s).k.<lane> (order keys, hashed into lanes)
 //	stream P_dead_T(p)~T(s)     subject  P.outbox-dead.T(p).T(s).<id token> (one per delivery id)
-//	stream P_log_T(p)~T(s)      subject  P.outbox-log.T(p).T(s)
+//	stream P_log_T(p)~T(s)      subjects P.outbox-log.T(p).T(s).<outcome> (delivered, retry, dead)
 //	KV     P_attempts           key      T(p).T(s).<outbox stream sequence>
 //	KV     P_paused             key      T(p).T(s)
 //
