@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -206,6 +207,7 @@ func TestClusterPushSourceOnTwoWorkersLosesNothing(t *testing.T) {
 		t.Fatalf("first keyed answer %s", body1)
 	}
 	accepted := append([]string(nil), first.IDs...)
+	byFirst := len(first.IDs) // records worker 0 stored (the retry on worker 1 stored nothing)
 
 	// Batches to both in turn. After a third of them worker 1's model
 	// endpoint stops answering; once worker 1 has read records it cannot
@@ -254,6 +256,9 @@ func TestClusterPushSourceOnTwoWorkersLosesNothing(t *testing.T) {
 			t.Fatalf("batch %d: answer %s", b, resp)
 		}
 		accepted = append(accepted, ids...)
+		if target == 0 {
+			byFirst += len(ids)
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	if !killed {
@@ -290,6 +295,15 @@ func TestClusterPushSourceOnTwoWorkersLosesNothing(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if strings.Contains(string(body), `pipeline_push_records_pending{pipeline="ingest",source="api"} 0`) {
+			// What worker 0 stored: each record it answered 202 for, and
+			// perhaps some of a batch it answered otherwise.
+			m := regexp.MustCompile(`pipeline_push_records_accepted_total\{pipeline="ingest",source="api"\} (\d+)`).FindStringSubmatch(string(body))
+			if m == nil {
+				t.Fatalf("no pipeline_push_records_accepted_total in the metrics:\n%s", grepLines(string(body), "pipeline_push"))
+			}
+			if n, _ := strconv.Atoi(m[1]); n < byFirst || n > byFirst+lost*perBatch {
+				t.Errorf("worker 0's accepted_total is %d, want %d (up to %d more from batches not answered 202)", n, byFirst, lost*perBatch)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

@@ -167,7 +167,8 @@ func onCluster(g *globals, store *state.Store, lopts *run.LoadOptions, ropts *ru
 	// Push sources listen on every worker and share one inbox stream.
 	lopts.SourceState = func(ctx context.Context, pipeline, source string) (run.SourceStateServer, error) {
 		return g.cluster.InboxService(ctx, pipeline, source, cluster.InboxOptions{AckWait: g.outboxAckWait,
-			OnRequests: func(by map[int]int64) { store.AddPushRequests(pipeline, source, by) }})
+			OnRequests: func(by map[int]int64) { store.AddPushRequests(pipeline, source, by) },
+			OnAccepted: func(n int64) { g.pushAccepted.WithLabelValues(pipeline, source).Add(float64(n)) }})
 	}
 	ropts.Coordinator = g.coordinator
 }

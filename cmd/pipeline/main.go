@@ -10,6 +10,7 @@ import (
 	"runtime/trace"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/pipelinehq/pipeline/engine/cluster"
@@ -86,10 +87,15 @@ type globals struct {
 	cluster       *cluster.Cluster
 	coordinator   *cluster.Coordinator
 	outboxAckWait time.Duration
+	// pushAccepted counts the records this worker's push sources stored
+	// in the cluster's inboxes.
+	pushAccepted *prometheus.CounterVec
 }
 
 func newRoot() *cobra.Command {
-	g := &globals{}
+	g := &globals{pushAccepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pipeline_push_records_accepted_total",
+		Help: "Records this worker's push source stored in the cluster's inbox (since this process started; the cluster's are the sum over its workers)."},
+		[]string{"pipeline", "source"})}
 	root := &cobra.Command{
 		Use:   "pipeline",
 		Short: "Run data pipelines: sources, expr filters and sinks, each plugin out of process",

@@ -126,7 +126,7 @@ over from their last commit. See docs/cluster.md.`,
 
 			reg := newRegistry(g, args, store, poll, logEvery, ctx, drain, m, log)
 			if g.cluster != nil {
-				promReg.MustRegister(&clusterOutboxCollector{c: g.cluster, reg: func() *registry { return reg }})
+				promReg.MustRegister(&clusterOutboxCollector{c: g.cluster, reg: func() *registry { return reg }}, g.pushAccepted)
 			}
 			if adminAddr != "" {
 				stopAdmin, err := serveAdmin(adminAddr, store, reg, promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}), log)

@@ -97,6 +97,9 @@ type InboxOptions struct {
 	// OnRequests, when set, is given what the push source reports of the
 	// requests it answered (InboxRequests), for this worker's metrics.
 	OnRequests func(byStatus map[int]int64)
+	// OnAccepted, when set, is given the records each InboxAppend stored
+	// (duplicates not counted), for this worker's metrics.
+	OnAccepted func(records int64)
 }
 
 // DefaultInboxMaxHeld is InboxOptions.MaxHeld's default.
@@ -490,6 +493,9 @@ func (s *InboxService) InboxAppend(ctx context.Context, req *pluginv1.InboxAppen
 	s.pending += stored
 	pending := s.pending
 	s.mu.Unlock()
+	if stored > 0 && s.opts.OnAccepted != nil {
+		s.opts.OnAccepted(stored)
+	}
 	return &pluginv1.InboxAppendResponse{Results: results, Pending: pending}, nil
 }
 
