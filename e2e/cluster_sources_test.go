@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -133,6 +135,48 @@ func TestClusterS3ObjectPartitions(t *testing.T) {
 	put("late", 50)
 	waitDelivered(t, rcv, want, 60*time.Second, ws...)
 	checkOnce(t, rcv, want)
+	for _, w := range ws {
+		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
+		}
+	}
+}
+
+// A sink's concurrency is per worker: two workers with concurrency = 2
+// have up to 4 requests in flight at the receiver together, never more.
+func TestClusterSinkConcurrencyIsPerWorker(t *testing.T) {
+	prefix := clusterPrefix(t)
+	dir := t.TempDir()
+	rcv := newReceiver(t)
+	rcv.setDelay(20 * time.Millisecond)
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	rcv.wrap(func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			inFlight++
+			most = max(most, inFlight)
+			mu.Unlock()
+			defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+			inner.ServeHTTP(w, r)
+		})
+	})
+	// 2,000 matching records: more than one worker holds of an outbox
+	// (MaxHeld), so both deliver.
+	glob, want := clusterInput(t, dir, 2, 2000)
+	file := clusterPipelineWith(t, dir, glob, "  concurrency = 2")
+	var ws []*worker
+	for i := range 2 {
+		ws = append(ws, startWorker(t, dir, fmt.Sprintf("w%d", i), prefix, rcv.env(), file))
+	}
+	waitDelivered(t, rcv, want, 120*time.Second, ws...)
+	mu.Lock()
+	got := most
+	mu.Unlock()
+	t.Logf("at most %d requests in flight", got)
+	if got <= 2 || got > 4 {
+		t.Errorf("at most %d requests in flight at once, want 3 or 4: concurrency 2 on each of two workers", got)
+	}
 	for _, w := range ws {
 		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
 			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
