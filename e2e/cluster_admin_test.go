@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -94,17 +92,7 @@ func deliveryIDs(ds []clusterDelivery) []string {
 func TestClusterAdminAPIShowsTheClustersDeliveries(t *testing.T) {
 	prefix := clusterPrefix(t)
 	dir := t.TempDir()
-	rcv := newReceiver(t)
-	var refuse sync.Map // ids answered 422 while set
-	rcv.wrap(func(inner http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, ok := refuse.Load(r.Header.Get("webhook-id")); ok {
-				http.Error(w, "unknown customer", http.StatusUnprocessableEntity)
-				return
-			}
-			inner.ServeHTTP(w, r)
-		})
-	})
+	rcv, refuse := refusingReceiver(t)
 	glob, want := clusterInput(t, dir, 2, 20)
 	bad := []string{want[filepath.Join(dir, "in", "calls-0.jsonl")][1], want[filepath.Join(dir, "in", "calls-1.jsonl")][3]}
 	slices.Sort(bad)
@@ -239,9 +227,5 @@ func TestClusterAdminAPIShowsTheClustersDeliveries(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }

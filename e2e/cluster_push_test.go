@@ -311,7 +311,5 @@ func TestClusterPushSourceOnTwoWorkersLosesNothing(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if code, _ := ws[0].signal(syscall.SIGTERM); code != 0 {
-		t.Errorf("worker w0 exited %d after SIGTERM\n%s", code, ws[0].stderr())
-	}
+	stopWorkers(t, ws[0])
 }

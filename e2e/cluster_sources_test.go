@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -84,11 +83,7 @@ func TestClusterPostgresKeyPartitions(t *testing.T) {
 	insert(2001, 2300)
 	waitDelivered(t, rcv, want, 60*time.Second, ws...)
 	checkOnce(t, rcv, want)
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }
 
 // source "s3" on two workers: each object is a partition, the objects are
@@ -135,11 +130,7 @@ func TestClusterS3ObjectPartitions(t *testing.T) {
 	put("late", 50)
 	waitDelivered(t, rcv, want, 60*time.Second, ws...)
 	checkOnce(t, rcv, want)
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }
 
 // A sink's concurrency is per worker: two workers with concurrency = 2
@@ -177,9 +168,5 @@ func TestClusterSinkConcurrencyIsPerWorker(t *testing.T) {
 	if got <= 2 || got > 4 {
 		t.Errorf("at most %d requests in flight at once, want 3 or 4: concurrency 2 on each of two workers", got)
 	}
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }

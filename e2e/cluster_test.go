@@ -96,6 +96,34 @@ func startWorkerArgs(t *testing.T, url, dir, name, prefix, metrics string, env, 
 	return &worker{name: name, liveRun: startLive(t, dir, env, nil, args...)}
 }
 
+// stopWorkers stops workers with SIGTERM, each of which must exit 0.
+func stopWorkers(t *testing.T, ws ...*worker) {
+	t.Helper()
+	for _, w := range ws {
+		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
+			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
+		}
+	}
+}
+
+// refusingReceiver is a receiver that answers 422 to the webhook-ids
+// stored in the map it returns, while they are there.
+func refusingReceiver(t *testing.T) (*receiver, *sync.Map) {
+	t.Helper()
+	rcv := newReceiver(t)
+	refuse := &sync.Map{}
+	rcv.wrap(func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := refuse.Load(r.Header.Get("webhook-id")); ok {
+				http.Error(w, "unknown customer", http.StatusUnprocessableEntity)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+	})
+	return rcv, refuse
+}
+
 var partitionLine = regexp.MustCompile(`msg="reading partition".*partition=(\S+)`)
 
 // partitions are the partitions a worker logged it began reading.
@@ -245,11 +273,7 @@ func TestClusterThreeWorkersShareAGlob(t *testing.T) {
 	if n := rcv.total(); n != total {
 		t.Errorf("%d deliveries for %d records: with no failure, each goes out once", n, total)
 	}
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }
 
 func TestClusterKilledWorkerLosesNothing(t *testing.T) {
@@ -310,11 +334,7 @@ func TestClusterKilledWorkerLosesNothing(t *testing.T) {
 	if dups > bound {
 		t.Errorf("%d duplicate deliveries, more than the killed worker's in-flight work (%d)", dups, bound)
 	}
-	for _, w := range ws[1:] {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws[1:]...)
 }
 
 // natsServer is a nats-server process of the test's own (the machine's
@@ -437,11 +457,7 @@ func TestClusterSurvivesANATSRestart(t *testing.T) {
 	waitDelivered(t, rcv, want, 120*time.Second, ws...)
 	t.Logf("%d deliveries before the restart, %d in all for %d records; reconnected %v after the restart, all delivered %v after it",
 		during, rcv.total(), len(rcv.ids()), reconnected.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }
 
 // What a cluster keeps can be seen and acted on from any machine:
@@ -450,17 +466,7 @@ func TestClusterSurvivesANATSRestart(t *testing.T) {
 func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	prefix := clusterPrefix(t)
 	dir := t.TempDir()
-	rcv := newReceiver(t)
-	var refuse sync.Map // ids answered 422 while set
-	rcv.wrap(func(inner http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, ok := refuse.Load(r.Header.Get("webhook-id")); ok {
-				http.Error(w, "unknown customer", http.StatusUnprocessableEntity)
-				return
-			}
-			inner.ServeHTTP(w, r)
-		})
-	})
+	rcv, refuse := refusingReceiver(t)
 	glob, want := clusterInput(t, dir, 2, 20)
 	bad := []string{want[filepath.Join(dir, "in", "calls-0.jsonl")][1], want[filepath.Join(dir, "in", "calls-1.jsonl")][3]}
 	for _, id := range bad {
@@ -563,9 +569,7 @@ func TestClusterStateDeadLettersAndReplay(t *testing.T) {
 	if !strings.Contains(res.stdout, "no dead deliveries") {
 		t.Errorf("after the replay: %s", res.stdout)
 	}
-	if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-		t.Errorf("exit %d after SIGTERM\n%s", code, w.stderr())
-	}
+	stopWorkers(t, w)
 	// state reset --cluster forgets the checkpoints: both partitions.
 	res = pipeline(t, dir, nil, append([]string{"state", "reset", file}, cl...)...)
 	if res.code != 0 || !strings.Contains(res.stdout, "2 checkpoints removed") {
@@ -624,11 +628,7 @@ func TestClusterSharedRateLimit(t *testing.T) {
 			if scope == "cluster" && span < 3*time.Second {
 				t.Errorf("40 deliveries at a shared 10/s arrived over %v; they cannot take less than 3.9 s (3 s allowing for the first request's own delay)", span)
 			}
-			for _, w := range ws {
-				if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-					t.Errorf("worker %s exited %d\n%s", w.name, code, w.stderr())
-				}
-			}
+			stopWorkers(t, ws...)
 		})
 	}
 }
@@ -690,9 +690,5 @@ func TestClusterScheduledPipelineRunsEachFiringOnce(t *testing.T) {
 	if taken == 0 {
 		t.Errorf("no firing was left to the other worker: both ran every one\n%s\n%s", ws[0].stderr(), ws[1].stderr())
 	}
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }
