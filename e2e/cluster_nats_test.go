@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,9 +53,7 @@ func TestClusterWithNATSCredentials(t *testing.T) {
 
 	w := startWorkerArgs(t, ns.url(), dir, "w0", "creds", "", rcv.env(), []string{"--nats-creds", tr.CredsFile}, file)
 	waitDelivered(t, rcv, want, 60*time.Second, w)
-	if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-		t.Errorf("worker exited %d after SIGTERM\n%s", code, w.stderr())
-	}
+	stopWorkers(t, w)
 	// The cluster's state is in the credentials' account.
 	nc, err := nats.Connect(ns.url(), nats.UserCredentials(tr.CredsFile))
 	if err != nil {
@@ -66,6 +63,32 @@ func TestClusterWithNATSCredentials(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	if _, err := js.KeyValue(context.Background(), "creds_checkpoints"); err != nil {
 		t.Errorf("the checkpoints bucket in the user's account: %v", err)
+	}
+}
+
+// serve --cluster started before NATS waits for it (--cluster-start-wait),
+// saying so, and then works; with nothing to wait for it gives up after
+// the wait, saying why.
+func TestClusterWorkerWaitsForNATSAtStart(t *testing.T) {
+	ns := newNATS(t, freePort(t))
+	dir := t.TempDir()
+	rcv := newReceiver(t)
+	glob, want := clusterInput(t, dir, 2, 50)
+	file := clusterPipeline(t, dir, glob)
+	w := startWorkerOn(t, ns.url(), dir, "early", "early", rcv.env(), file)
+	w.waitUntil("the worker to say it waits for NATS", 30*time.Second, func() bool {
+		return strings.Contains(w.stderr(), "waiting for NATS JetStream")
+	})
+	ns.start()
+	waitDelivered(t, rcv, want, 60*time.Second, w)
+	stopWorkers(t, w)
+
+	gone := startWorkerArgs(t, fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)), dir, "gone", "gone", "", rcv.env(), []string{"--cluster-start-wait", "2s"}, file)
+	if !gone.finish(time.Minute) {
+		t.Fatalf("serve did not give up within a minute\n%s", gone.stderr())
+	}
+	if gone.code == 0 || !strings.Contains(gone.stderr(), "no servers available") {
+		t.Errorf("with no NATS: exit %d, want non-zero saying no servers are available\n%s", gone.code, gone.stderr())
 	}
 }
 
@@ -85,30 +108,12 @@ func startNATSCluster(t *testing.T) *natsCluster {
 		c.servers = append(c.servers, newNATS(t, ports[i], "--server_name", fmt.Sprintf("n%d", i), "--cluster_name", "e2e",
 			"--cluster", routes[i], "--routes", strings.Join(routes, ",")))
 	}
+	// (Started, not ready: the servers still have to find each other and
+	// elect their leaders; workers started at once wait for that.)
 	for _, s := range c.servers {
 		s.start()
 	}
-	// JetStream answers once the servers elected a leader among them (a
-	// hang guard, not a speed bound).
-	nc, err := nats.Connect(c.url())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := js.AccountInfo(ctx)
-		cancel()
-		if err == nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the NATS cluster's JetStream did not answer within 60 s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return c
 }
 
 func (c *natsCluster) url() string {
@@ -131,7 +136,9 @@ func (c *natsCluster) server(t *testing.T, name string) *natsServer {
 	return nil
 }
 
-// With --cluster-replicas 3 on a cluster of three NATS servers, the
+// With --cluster-replicas 3 on a cluster of three NATS servers, started
+// together with the workers (which wait for its JetStream to be ready:
+// before that, making a bucket times out or finds no leader), the
 // cluster's buckets and streams have three replicas, and the server that
 // leads the sink's outbox stream dying mid-run (SIGKILL) costs nothing:
 // the workers go on through the other two, and every record is delivered.
@@ -192,9 +199,5 @@ func TestClusterOnThreeNATSServersSurvivesLosingOne(t *testing.T) {
 	if dups > bound {
 		t.Errorf("%d duplicate deliveries, more than the workers held (%d)", dups, bound)
 	}
-	for _, w := range ws {
-		if code, _ := w.signal(syscall.SIGTERM); code != 0 {
-			t.Errorf("worker %s exited %d after SIGTERM\n%s", w.name, code, w.stderr())
-		}
-	}
+	stopWorkers(t, ws...)
 }

@@ -28,6 +28,8 @@ type clusterFlags struct {
 	leaseTTL time.Duration
 	ackWait  time.Duration
 	replicas int
+	// startWait: serve's; commands do not wait.
+	startWait time.Duration
 }
 
 func (f *clusterFlags) add(fs *pflag.FlagSet, serve bool) {
@@ -39,6 +41,7 @@ func (f *clusterFlags) add(fs *pflag.FlagSet, serve bool) {
 	fs.IntVar(&f.replicas, "cluster-replicas", 1, "copies of each bucket and stream the cluster makes (3 on a three-server NATS cluster); existing ones keep theirs")
 	if serve {
 		fs.DurationVar(&f.leaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "how long a worker's partitions stay its own without renewal: a killed worker's are taken over after this")
+		fs.DurationVar(&f.startWait, "cluster-start-wait", time.Minute, "how long serve keeps trying at start while no NATS server answers or its JetStream is not ready (a NATS cluster starting with the workers)")
 		fs.DurationVar(&f.ackWait, "outbox-ack-wait", cluster.DefaultAckWait, "how long a delivery a worker took from an outbox, or a record its push source read from the inbox, stays its own without renewal: a killed worker's are delivered by another after this (keep it well above a sink's request timeout)")
 	}
 }
@@ -47,7 +50,7 @@ func (f *clusterFlags) enabled() bool { return f.urls != "" }
 
 func (f *clusterFlags) connect(ctx context.Context, log *slog.Logger) (*cluster.Cluster, error) {
 	c, err := cluster.Connect(ctx, cluster.Options{URLs: f.urls, CredsFile: f.creds, TLS: f.tls, CAFile: f.caFile,
-		Prefix: f.prefix, LeaseTTL: f.leaseTTL, Replicas: f.replicas, Logger: log})
+		Prefix: f.prefix, LeaseTTL: f.leaseTTL, Replicas: f.replicas, StartWait: f.startWait, Logger: log})
 	if err != nil {
 		return nil, &exitError{code: 1, err: fmt.Errorf("--cluster: %w", err)}
 	}

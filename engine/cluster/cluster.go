@@ -47,7 +47,12 @@ type Options struct {
 	// Replicas of every bucket and stream (default 1; 3 on a cluster of
 	// three NATS servers).
 	Replicas int
-	Logger   *slog.Logger
+	// StartWait, when positive, is how long Connect and Coordinator keep
+	// trying while no NATS server can be reached or its JetStream is not
+	// ready yet (a NATS cluster that starts with the workers, electing its
+	// leaders), logging each failure. serve sets it; commands fail at once.
+	StartWait time.Duration
+	Logger    *slog.Logger
 }
 
 // Cluster is a connection to the cluster's state.
@@ -123,9 +128,16 @@ func Connect(ctx context.Context, o Options) (*Cluster, error) {
 	if o.CAFile != "" {
 		nopts = append(nopts, nats.RootCAs(o.CAFile))
 	}
-	nc, err := nats.Connect(o.URLs, nopts...)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: connecting to %s: %w", o.URLs, err)
+	deadline := time.Now().Add(o.StartWait)
+	var nc *nats.Conn
+	for {
+		var err error
+		if nc, err = nats.Connect(o.URLs, nopts...); err == nil {
+			break
+		}
+		if !errors.Is(err, nats.ErrNoServers) || !waitStart(ctx, deadline, log, "connecting to NATS", err) {
+			return nil, fmt.Errorf("cluster: connecting to %s: %w", o.URLs, err)
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -133,11 +145,14 @@ func Connect(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	c := &Cluster{opts: o, nc: nc, js: js, log: log}
-	if c.checkpoints, err = c.bucket(ctx, o.Prefix+"_checkpoints", "pipeline: source checkpoints (serve --cluster)", 0); err == nil {
-		if c.leases, err = c.bucket(ctx, o.Prefix+"_leases", "pipeline: who reads which source partition", o.LeaseTTL); err == nil {
-			c.workers, err = c.bucket(ctx, o.Prefix+"_workers", "pipeline: the live workers", o.LeaseTTL)
+	err = c.retryStart(ctx, deadline, "opening the cluster's buckets", func(ctx context.Context) (err error) {
+		if c.checkpoints, err = c.bucket(ctx, o.Prefix+"_checkpoints", "pipeline: source checkpoints (serve --cluster)", 0); err == nil {
+			if c.leases, err = c.bucket(ctx, o.Prefix+"_leases", "pipeline: who reads which source partition", o.LeaseTTL); err == nil {
+				c.workers, err = c.bucket(ctx, o.Prefix+"_workers", "pipeline: the live workers", o.LeaseTTL)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -151,6 +166,41 @@ func Connect(ctx context.Context, o Options) (*Cluster, error) {
 		c.opts.LeaseTTL = st.TTL()
 	}
 	return c, nil
+}
+
+// retryStart runs f, again while it fails in a way that a NATS server or
+// cluster still starting explains (transient) and deadline has not
+// passed. Each try gets 10 s.
+func (c *Cluster) retryStart(ctx context.Context, deadline time.Time, what string, f func(context.Context) error) error {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := f(tctx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) || !waitStart(ctx, deadline, c.log, what, err) {
+			return err
+		}
+	}
+}
+
+// waitStart logs why the start waits, and waits a second; false when
+// deadline passed or ctx is done.
+func waitStart(ctx context.Context, deadline time.Time, log *slog.Logger, what string, err error) bool {
+	if !time.Now().Before(deadline) {
+		return false
+	}
+	log.Warn("waiting for NATS JetStream", "while", what, "error", err.Error(), "gives_up_in", time.Until(deadline).Round(time.Second).String())
+	sleep(ctx, time.Second)
+	return ctx.Err() == nil
+}
+
+// transient reports whether err is what a NATS server or cluster that is
+// starting answers (no answer in time, no JetStream responder yet, a
+// stream without a leader yet, "temporarily unavailable").
+func transient(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.As(err, &api) && (api.Code == 503 || api.Code == 504 || api.Code == 408)
 }
 
 // bucket opens a KV bucket of the cluster (its full name, the prefix

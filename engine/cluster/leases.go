@@ -67,7 +67,7 @@ type Coordinator struct {
 // interval (at most maxSettle), so that workers started together see each
 // other before they share out partitions.
 func (c *Cluster) Coordinator(ctx context.Context) (*Coordinator, error) {
-	if err := c.present(ctx); err != nil {
+	if err := c.retryStart(ctx, time.Now().Add(c.opts.StartWait), "registering this worker", c.present); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

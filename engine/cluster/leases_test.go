@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/pipelinehq/pipeline/engine/cluster/natstest"
 	"github.com/pipelinehq/pipeline/engine/state"
 )
@@ -319,5 +322,28 @@ func TestConnectWithCredentials(t *testing.T) {
 	t.Logf("with a missing file: %v", err)
 	if err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("with a missing credentials file: %v, want an error naming it", err)
+	}
+}
+
+// What a NATS cluster that is starting answers is worth waiting for at
+// start; a refused login or a missing file is not.
+func TestTransientStartErrors(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("cluster: KV bucket x: %w", context.DeadlineExceeded), true},
+		{nats.ErrTimeout, true},
+		{nats.ErrNoResponders, true},
+		{jetstream.ErrNoStreamResponse, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
+		{nats.ErrAuthorization, false},
+		{errors.New("open /x.creds: no such file or directory"), false},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}, false},
+	} {
+		if got := transient(c.err); got != c.want {
+			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }
