@@ -6,6 +6,8 @@
 //   - Appending (jsonl, csv): each batch is appended and fsynced before it
 //     is acked, run after run. With compression = "gzip" each batch is one
 //     gzip member (a file of several members is one valid gzip stream).
+//     What a killed run left of a batch after the last whole record is cut
+//     off before the next run appends (cutTornTail).
 //   - Replacing (json, parquet, and every format on a full refresh): the
 //     run's records go to a temporary file next to path, which replaces
 //     path when the run ends (fsync, rename). A reader never sees half a
@@ -431,20 +433,26 @@ func (s *Sink) openAppend() error {
 	if err := os.MkdirAll(filepath.Dir(s.cfg.Path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.cfg.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(s.cfg.Path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	s.f = f
 	s.enc = arrowjson.NewEncoder()
-	if s.cfg.Format != export.FormatCSV {
-		return nil
-	}
 	st, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	if st.Size() > 0 {
+	size := st.Size()
+	if size > 0 {
+		if size, err = s.cutTornTail(f, size); err != nil {
+			return err
+		}
+	}
+	if s.cfg.Format != export.FormatCSV {
+		return nil
+	}
+	if size > 0 {
 		header, err := readHeader(s.cfg.Path, s.cfg.Compression == export.CompressionGzip)
 		if err != nil {
 			return err
