@@ -1,11 +1,9 @@
 package sinkfile
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/pipelinehq/pipeline/sdk"
 	"github.com/pipelinehq/pipeline/sdk/sdktest"
@@ -248,20 +245,7 @@ func TestGzipAppendsMembersThatReadAsOneStream(t *testing.T) {
 	path := filepath.Join(dir, "out.csv.gz")
 	runOnce(t, configure(t, path, ""), `{"row_id":"a","q":"Grüße"}`, `{"row_id":"b","q":"x, \"y\""}`)
 	runOnce(t, configure(t, path, ""), `{"row_id":"c","q":"z"}`)
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	rows, err := csv.NewReader(strings.NewReader(gunzip(t, path))).ReadAll()
 	if err != nil {
 		t.Fatal(err)
 	}
