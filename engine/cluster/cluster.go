@@ -155,7 +155,7 @@ func Connect(ctx context.Context, o Options) (*Cluster, error) {
 	})
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, explainPlacement(err, o.Replicas)
 	}
 	// The lease TTL is the cluster's, set when its buckets were made: every
 	// worker must renew within the same one.
@@ -200,7 +200,23 @@ func transient(err error) bool {
 	var api *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting) ||
-		errors.As(err, &api) && (api.Code == 503 || api.Code == 504 || api.Code == 408)
+		errors.As(err, &api) && (api.Code == 503 || api.Code == 504 || api.Code == 408 || api.ErrorCode == errNoPeers)
+}
+
+// errNoPeers is JetStream's "no suitable peers for placement": fewer
+// servers count than the replicas asked for. A NATS cluster that is
+// starting answers it until every server has reported to its meta leader;
+// one with fewer servers than the replicas answers it for good.
+const errNoPeers jetstream.ErrorCode = 10005
+
+// explainPlacement adds to a "no suitable peers" error that outlasted the
+// start wait what the replicas need.
+func explainPlacement(err error, replicas int) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == errNoPeers {
+		return fmt.Errorf("%w: %d replicas need %d JetStream servers of one NATS cluster up and reporting (--cluster-replicas)", err, replicas, replicas)
+	}
+	return err
 }
 
 // bucket opens a KV bucket of the cluster (its full name, the prefix
