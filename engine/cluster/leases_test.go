@@ -343,7 +343,7 @@ func TestTransientStartErrors(t *testing.T) {
 		{&jetstream.APIError{Code: 400, ErrorCode: 10058, Description: "stream name already in use with a different configuration"}, false},
 		// A NATS cluster whose meta leader does not count every server yet
 		// (TestClusterOnThreeNATSServersSurvivesLosingOne's workers, started
-		// with three new servers, failed on this about one run in six).
+		// with three new servers, failed on this in 1 of 3 full runs).
 		{fmt.Errorf("cluster: KV bucket r3_checkpoints: %w", &jetstream.APIError{Code: 400, ErrorCode: 10005, Description: "no suitable peers for placement"}), true},
 	} {
 		if got := transient(c.err); got != c.want {
