@@ -322,13 +322,8 @@ func TestClusterKilledWorkerLosesNothing(t *testing.T) {
 		}
 		return out
 	}
-	deadline = time.Now().Add(30 * time.Second) // 10× the lease TTL
-	for len(notTaken()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	for _, p := range notTaken() {
-		t.Errorf("the killed worker's partition %s was not taken over within 30 s", p)
-	}
+	waitFor(t, fmt.Sprintf("the killed worker's partitions %v to be taken over (30 s, 10× the lease TTL)", held), 30*time.Second,
+		func() bool { return len(notTaken()) == 0 })
 	// Duplicates are bounded by what the killed worker had in flight: its
 	// partitions' matching records not yet committed, at most all of them,
 	// plus the deliveries it had leased from the outbox stream.
